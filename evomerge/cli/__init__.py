@@ -1,0 +1,57 @@
+"""The ``evomerge`` command line.
+
+Each sub-command lives in its own module of this package and exposes ``add_parser(subparsers)``
+(which registers the sub-parser and sets ``func``) — ``main`` only wires them together and turns
+:class:`~evomerge.errors.EvomergeError` into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from evomerge import __version__
+from evomerge.errors import EvomergeError
+
+# Order is the order `evomerge --help` lists them in: the data flow a user follows.
+COMMANDS = ["toyworld", "merge", "eval", "run", "resume", "status", "export", "report", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evomerge",
+        description="Evolutionary search for model-merging recipes.",
+    )
+    parser.add_argument("--version", action="version", version=f"evomerge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"evomerge.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"evomerge.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except EvomergeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
