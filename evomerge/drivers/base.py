@@ -7,6 +7,9 @@ scalarising drivers) before telling. Everything a driver needs to continue exact
 in ``state_dict()`` (plain Python / numpy, picklable): a driver saved after any ``tell`` and loaded
 into a fresh instance built with the same constructor arguments proposes exactly what the
 uninterrupted one would have.
+
+Besides the protocol this module holds what the drivers share: :class:`DriverBase` (candidate
+ids, the pending set, box clipping, seeded generators) and :func:`derive_seed`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from evomerge.errors import ConfigError
 
 
 @dataclass
@@ -61,3 +66,116 @@ class Driver(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed that depends on every part (run seed, generation, restart, ...).
+
+    Uses :class:`numpy.random.SeedSequence`, so nearby inputs give unrelated seeds.
+    """
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+def outcome_failed(outcome: Outcome, n_objectives: int) -> bool:
+    """True when the outcome must be treated as a failure: flagged, or values not finite/shaped."""
+    if outcome.failed:
+        return True
+    values = np.asarray(outcome.values, dtype=float).reshape(-1)
+    return values.shape != (n_objectives,) or not np.all(np.isfinite(values))
+
+
+class DriverBase:
+    """Shared bookkeeping: ids from 0, the pending set, the box, option checks.
+
+    Subclasses call ``super().__init__(space, n_objectives=..., seed=...)``, create candidates
+    with :meth:`_new_candidate` and check told candidates with :meth:`_take_pending`.
+    """
+
+    name = "driver"
+    generational = False
+
+    def __init__(self, space: Any, *, n_objectives: int = 1, seed: int = 0):
+        if int(n_objectives) < 1:
+            raise ConfigError(f"drivers.{self.name}: n_objectives must be >= 1, got {n_objectives}")
+        self.space = space
+        self.n_objectives = int(n_objectives)
+        self.seed = int(seed)
+        self.dim = int(space.dim)
+        self.lower = np.asarray(space.lower, dtype=float).reshape(-1)
+        self.upper = np.asarray(space.upper, dtype=float).reshape(-1)
+        if self.lower.shape != (self.dim,) or self.upper.shape != (self.dim,):
+            raise ConfigError(
+                f"drivers.{self.name}: space bounds must have shape ({self.dim},), "
+                f"got lower {self.lower.shape} and upper {self.upper.shape}"
+            )
+        if np.any(self.lower > self.upper):
+            raise ConfigError(f"drivers.{self.name}: space has lower > upper for some genes")
+        self._next_id = 0
+        self._pending: dict[int, np.ndarray] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _require_finite_box(self) -> None:
+        if not (np.all(np.isfinite(self.lower)) and np.all(np.isfinite(self.upper))):
+            raise ConfigError(
+                f"drivers.{self.name}: needs a finite box, but the space has infinite bounds"
+            )
+
+    def _clip(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(x, dtype=float), self.lower, self.upper)
+
+    def _new_candidate(self, genome: np.ndarray, **meta: Any) -> Candidate:
+        genome = np.array(genome, dtype=float, copy=True).reshape(self.dim)
+        cand = Candidate(id=self._next_id, genome=genome, meta=meta)
+        self._pending[cand.id] = genome
+        self._next_id += 1
+        return cand
+
+    def _take_pending(self, candidates: list[Candidate], outcomes: list[Outcome]) -> None:
+        """Check that each told candidate is pending and matches its outcome; drop it from pending."""
+        if len(candidates) != len(outcomes):
+            raise ValueError(f"tell: {len(candidates)} candidates but {len(outcomes)} outcomes")
+        for cand, out in zip(candidates, outcomes):
+            if out.candidate_id != cand.id:
+                raise ValueError(f"tell: outcome for id {out.candidate_id} given for candidate {cand.id}")
+            if cand.id not in self._pending:
+                raise ValueError(f"tell: candidate {cand.id} is not pending (unknown or told twice)")
+        for cand in candidates:
+            del self._pending[cand.id]
+
+    def _base_state(self) -> dict[str, Any]:
+        return {
+            "driver": self.name,
+            "dim": self.dim,
+            "n_objectives": self.n_objectives,
+            "seed": self.seed,
+            "next_id": self._next_id,
+            "pending": {k: v.copy() for k, v in self._pending.items()},
+        }
+
+    def _load_base_state(self, state: dict[str, Any]) -> None:
+        for key, mine in (("driver", self.name), ("dim", self.dim), ("n_objectives", self.n_objectives)):
+            if state.get(key) != mine:
+                raise ConfigError(
+                    f"drivers.{self.name}: checkpoint was saved with {key}={state.get(key)!r}, "
+                    f"this driver has {key}={mine!r}"
+                )
+        self._next_id = int(state["next_id"])
+        self._pending = {int(k): np.array(v, dtype=float) for k, v in state["pending"].items()}
+
+    @property
+    def pending_ids(self) -> list[int]:
+        """Ids asked but not yet told, in asking order."""
+        return sorted(self._pending)
+
+
+def check_weights(name: str, weights: Any, n_objectives: int) -> np.ndarray:
+    """Scalarisation weights: default equal weights 1/n; validated to shape (n,), finite, >= 0."""
+    if weights is None:
+        return np.full(n_objectives, 1.0 / n_objectives)
+    w = np.asarray(weights, dtype=float).reshape(-1)
+    if w.shape != (n_objectives,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ConfigError(
+            f"drivers.{name}: weights must be {n_objectives} non-negative numbers with a positive "
+            f"sum, got {weights!r}"
+        )
+    return w

@@ -10,11 +10,17 @@ Calling convention of ``spec.fn``::
 - ``base``: the base model's tensor, or ``None`` for methods that need none.
 - ``tensors``: one tensor per (non-base) model, in recipe order. When ``spec.uses_deltas`` is true
   these are task vectors ``expert - base`` (the pool precomputes them once), otherwise the raw
-  expert tensors.
+  expert tensors. The function never writes into them (they are the pool's cache).
 - ``model_params``: one dict per model with every name in ``spec.model_params`` resolved to a
-  float for this tensor (defaults filled in).
-- ``params``: the global parameters with defaults filled in (``lambda``, ``normalize``, ...).
+  float for this tensor (defaults filled in). With ``options.ties_scope: model`` each dict also
+  carries ``_threshold``: that model's global magnitude threshold
+  (:func:`evomerge.merge.methods.sparsify.global_trim_thresholds`).
+- ``params``: the global parameters with defaults filled in (``lambda``, ``normalize``, ...) and
+  the recipe's ``options`` that apply to the method (``ties_scope``, ``consensus``,
+  ``rescale_mode``), each with its default (mergekit's behaviour) filled in.
 - ``generator``: a seeded ``torch.Generator`` for randomized methods (DARE, DELLA), else ``None``.
+  Callers build it with :func:`tensor_generator` so that every path that merges a tensor (in
+  place or materialized) draws the same masks.
 
 It returns the merged tensor (not a delta), same shape as the inputs, in float32 or the inputs'
 dtype; the caller casts to the recipe's dtype.
@@ -22,6 +28,7 @@ dtype; the caller casts to the recipe's dtype.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -42,11 +49,16 @@ class MethodSpec:
     needs_base: bool
     uses_deltas: bool
     model_params: dict[str, float | None] = field(default_factory=dict)  # None = required
-    global_params: dict[str, Any] = field(default_factory=dict)
+    global_params: dict[str, Any] = field(default_factory=dict)  # None = required
     randomized: bool = False
     min_models: int = 1
     max_models: int | None = None
     doc: str = ""
+    # Recipe options where the papers and mergekit differ: name -> allowed values, the first
+    # being the default (mergekit's behaviour).
+    options: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Parameters accepted for mergekit compatibility that have no effect on this method.
+    inert_params: frozenset[str] = frozenset()
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -71,6 +83,19 @@ def get_method(name: str) -> MethodSpec:
 def method_names() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)
+
+
+def tensor_generator(seed: int, tensor_name: str, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator seeded from ``(seed, tensor_name)``, stable across processes and runs.
+
+    The tensor name goes through CRC-32 (Python's ``hash`` is salted per process), so the
+    in-place merger, the materializer and a Ray worker all draw the same masks for a tensor.
+    Masks are equal for equal device *types*; CPU and CUDA generators are different streams.
+    """
+    generator = torch.Generator(device=device)
+    mixed = ((int(seed) & 0xFFFFFFFF) << 32) | zlib.crc32(tensor_name.encode("utf-8"))
+    generator.manual_seed(mixed)
+    return generator
 
 
 def _load_builtin() -> None:

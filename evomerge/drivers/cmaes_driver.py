@@ -1,0 +1,221 @@
+"""CMA-ES on the ``cmaes`` package: full (``CMA``) or separable (``SepCMA``), optional IPOP restarts.
+
+Generation ``g`` samples λ genomes x_1..x_λ ~ m + σ N(0, C) inside the space's box (``cmaes``
+resamples, then clips, infeasible draws). The driver hands them out as candidates and, once all
+λ outcomes are in, tells ``cmaes`` the pairs (x_k, −f(x_k)) — ``cmaes`` minimises, drivers
+maximise. Defaults follow Akiba et al.: m_0 = ``space.x0``, σ_0 = ``space.sigma0``,
+λ = 4 + ⌊3 ln n⌋.
+
+* **Multi-objective** outcomes are scalarised as f = Σ_i w_i v_i (``weights``, default 1/n each);
+  a Pareto archive over the raw values is the run's business (:mod:`evomerge.drivers.pareto`).
+* **Failed** candidates (flagged, or non-finite values) are told as the worst value of their
+  generation: f = min_k f_k − 1 over the finite members (0 when every member failed), so they rank
+  last without a huge number distorting ``cmaes``'s stopping test on the spread of f.
+* **Separable** CMA (diagonal C, O(n) per sample) is used when ``separable=True``, or with
+  ``separable="auto"`` when n > ``sep_threshold`` (1000): full C costs O(n²) memory and an
+  O(n³) eigendecomposition.
+* **IPOP** (``restarts="ipop"``): when ``cmaes`` reports ``should_stop()`` (or the best f of the
+  current restart has not improved for ``patience`` generations), start again from a uniform
+  random mean in the box with λ multiplied by ``inc_popsize`` (2), at most ``max_restarts`` times.
+* **Determinism / resume**: ``cmaes`` optimisers drop their RNG when pickled. The driver reseeds
+  the optimizer at the start of *every* generation with ``derive_seed(seed, generation)`` and
+  samples the whole generation at once, so an uninterrupted run and a run restored from
+  ``state_dict`` (pickled optimizer + the generation's buffer) draw identical genomes.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+import cmaes
+import numpy as np
+
+from evomerge.drivers.base import (
+    Candidate,
+    DriverBase,
+    Outcome,
+    check_weights,
+    derive_seed,
+    outcome_failed,
+)
+from evomerge.errors import ConfigError
+
+_RESTART_SALT = 0x1905  # keeps restart means independent of generation seeds
+
+
+class CMAESDriver(DriverBase):
+    """Generational CMA-ES; see the module docstring for the maths and the conventions."""
+
+    name = "cmaes"
+    generational = True
+
+    def __init__(
+        self,
+        space: Any,
+        *,
+        n_objectives: int = 1,
+        seed: int = 0,
+        population_size: int | None = None,
+        sigma0: float | None = None,
+        x0: Any = None,
+        separable: bool | str = "auto",
+        sep_threshold: int = 1000,
+        restarts: str | None = None,
+        max_restarts: int = 9,
+        inc_popsize: int = 2,
+        patience: int | None = None,
+        weights: Any = None,
+    ):
+        super().__init__(space, n_objectives=n_objectives, seed=seed)
+        self.weights = check_weights(self.name, weights, self.n_objectives)
+        if separable not in (True, False, "auto"):
+            raise ConfigError(f"drivers.cmaes: separable must be true, false or 'auto', got {separable!r}")
+        self.separable = self.dim > int(sep_threshold) if separable == "auto" else bool(separable)
+        if self.separable and self.dim < 2:
+            raise ConfigError("drivers.cmaes: separable CMA-ES needs a genome of dimension >= 2, got 1")
+        if restarts not in (None, "none", "ipop"):
+            raise ConfigError(f"drivers.cmaes: restarts must be 'ipop' or none, got {restarts!r}")
+        self.restarts = "ipop" if restarts == "ipop" else None
+        self.max_restarts = int(max_restarts)
+        self.inc_popsize = int(inc_popsize)
+        if self.inc_popsize < 1:
+            raise ConfigError(f"drivers.cmaes: inc_popsize must be >= 1, got {inc_popsize}")
+        self.patience = None if patience is None else int(patience)
+        default_pop = 4 + int(math.floor(3 * math.log(self.dim)))
+        self.population_size = int(population_size) if population_size is not None else default_pop
+        if self.population_size < 4:
+            raise ConfigError(
+                f"drivers.cmaes: population_size must be >= 4 (cmaes needs 2 parents), got {population_size}"
+            )
+        self.sigma0 = float(sigma0 if sigma0 is not None else space.sigma0)
+        if not (self.sigma0 > 0 and math.isfinite(self.sigma0)):
+            raise ConfigError(f"drivers.cmaes: sigma0 must be a positive number, got {self.sigma0}")
+        mean = np.asarray(space.x0 if x0 is None else x0, dtype=float).reshape(-1)
+        if mean.shape != (self.dim,):
+            raise ConfigError(f"drivers.cmaes: x0 must have {self.dim} values, got {mean.shape[0]}")
+        if np.any(mean < self.lower) or np.any(mean > self.upper):
+            raise ConfigError("drivers.cmaes: x0 lies outside the space's bounds")
+        self._optimizer = self._make_optimizer(mean, self.population_size, derive_seed(self.seed))
+        self._generation = 0  # counts generations over all restarts
+        self._restart = 0
+        self._restart_best = -math.inf
+        self._stale = 0
+        self._buffer: list[np.ndarray] = []  # genomes of this generation not asked yet
+        self._members: list[np.ndarray] = []  # the whole current generation, sampling order
+        self._id_to_slot: dict[int, int] = {}
+        self._values: dict[int, float | None] = {}  # slot -> scalarised value (None = failed)
+
+    # -- cmaes ---------------------------------------------------------------------------------
+    def _make_optimizer(self, mean: np.ndarray, popsize: int, seed: int):
+        bounds = np.stack([self.lower, self.upper], axis=1)
+        if not np.all(np.isfinite(bounds)):
+            bounds = None if not np.any(np.isfinite(bounds)) else bounds
+        cls = cmaes.SepCMA if self.separable else cmaes.CMA
+        return cls(mean=mean, sigma=self.sigma0, bounds=bounds, seed=seed, population_size=popsize)
+
+    def _start_generation(self) -> None:
+        self._optimizer.reseed_rng(derive_seed(self.seed, self._generation))
+        pop = self._optimizer.population_size
+        self._members = [np.asarray(self._optimizer.ask(), dtype=float) for _ in range(pop)]
+        self._buffer = list(range(pop))
+        self._id_to_slot = {}
+        self._values = {}
+
+    def _finish_generation(self) -> None:
+        pop = len(self._members)
+        finite = [v for v in self._values.values() if v is not None]
+        worst = (min(finite) - 1.0) if finite else 0.0
+        f = [self._values[k] if self._values[k] is not None else worst for k in range(pop)]
+        self._optimizer.tell([(self._members[k], -f[k]) for k in range(pop)])
+        self._generation += 1
+        best = max(f)
+        if best > self._restart_best:
+            self._restart_best, self._stale = best, 0
+        else:
+            self._stale += 1
+        self._members, self._buffer, self._id_to_slot, self._values = [], [], {}, {}
+        if self.restarts == "ipop" and self._restart < self.max_restarts:
+            stalled = self.patience is not None and self._stale >= self.patience
+            if stalled or self._optimizer.should_stop():
+                self._restart += 1
+                rng = np.random.default_rng(derive_seed(self.seed, _RESTART_SALT, self._restart))
+                lo = np.where(np.isfinite(self.lower), self.lower, -1.0)
+                hi = np.where(np.isfinite(self.upper), self.upper, 1.0)
+                mean = rng.uniform(lo, hi)
+                popsize = self._optimizer.population_size * self.inc_popsize
+                self._optimizer = self._make_optimizer(mean, popsize, derive_seed(self.seed, self._restart))
+                self._restart_best, self._stale = -math.inf, 0
+
+    # -- protocol ------------------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def restart(self) -> int:
+        return self._restart
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The current search distribution's mean m (a genome)."""
+        return np.asarray(self._optimizer.mean, dtype=float).copy()
+
+    def ask(self, n: int) -> list[Candidate]:
+        if not self._members:
+            self._start_generation()
+        out = []
+        while self._buffer and len(out) < n:
+            slot = self._buffer.pop(0)
+            cand = self._new_candidate(
+                self._members[slot], generation=self._generation, restart=self._restart, index=slot
+            )
+            self._id_to_slot[cand.id] = slot
+            out.append(cand)
+        return out
+
+    def tell(self, candidates: list[Candidate], outcomes: list[Outcome]) -> None:
+        for cand in candidates:
+            if cand.id not in self._id_to_slot:
+                raise ValueError(f"tell: candidate {cand.id} is not in the current CMA-ES generation")
+        self._take_pending(candidates, outcomes)
+        for cand, out in zip(candidates, outcomes):
+            slot = self._id_to_slot[cand.id]
+            if outcome_failed(out, self.n_objectives):
+                self._values[slot] = None
+            else:
+                values = np.asarray(out.values, dtype=float).reshape(-1)
+                self._values[slot] = float(self.weights @ values)
+        if self._members and len(self._values) == len(self._members):
+            self._finish_generation()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self._base_state()
+        state.update(
+            optimizer=pickle.dumps(self._optimizer),
+            generation=self._generation,
+            restart=self._restart,
+            restart_best=self._restart_best,
+            stale=self._stale,
+            members=[m.copy() for m in self._members],
+            buffer=list(self._buffer),
+            id_to_slot=dict(self._id_to_slot),
+            values=dict(self._values),
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_base_state(state)
+        self._optimizer = pickle.loads(state["optimizer"])
+        self._generation = int(state["generation"])
+        self._restart = int(state["restart"])
+        self._restart_best = float(state["restart_best"])
+        self._stale = int(state["stale"])
+        self._members = [np.array(m, dtype=float) for m in state["members"]]
+        self._buffer = list(state["buffer"])
+        self._id_to_slot = {int(k): int(v) for k, v in state["id_to_slot"].items()}
+        self._values = dict(state["values"])
+        # The pickle has no RNG; the next generation reseeds anyway, this only keeps the object
+        # in the same state as the uninterrupted one (reseeded for the generation in progress).
+        self._optimizer.reseed_rng(derive_seed(self.seed, self._generation))

@@ -1,0 +1,277 @@
+"""M2N2 — model merging with competition and attraction (Abrantes, Lange, Tang, GECCO 2025).
+
+The archive holds up to P members (``archive_size``, 20), each with a genome and a row of
+per-example scores s[i, j] ≥ 0 (member i on training example j; accuracy → 0/1).
+
+* **Resource competition.** z_j = (Σ_k s_kj)^α over the members (z_j = 0 → 1); shared fitness
+  f_i = Σ_j s_ij / z_j. With α = 1 an example solved by few members is worth more, so niches
+  survive; α = 0 gives z ≡ 1 and f_i = Σ_j s_ij, the plain GA ablation.
+* **Update (steady state).** A told child joins; if the archive is full, the shared fitness of all
+  P + 1 (z recomputed with the child) is computed and the minimum leaves (first index on ties,
+  so an incumbent with equal fitness makes room for the newcomer). Empty slots are filled first.
+  Failed candidates never enter.
+* **Parents.** A ∝ f (uniform when every f is 0). B ∝ attraction
+  g(A, B) = Σ_j max(0, s_Bj/z_j − s_Aj/z_j) — what B solves that A does not — with g(A, A) = 0.
+  Guard: when every g is 0 (B has nothing A lacks, e.g. identical members or α = 0 with A best
+  everywhere) B ∝ f excluding A, and uniform excluding A if that is all zero too, so no 0/0.
+  ``attraction=False`` always uses the guard's rule (the "without attraction" ablation).
+* **Crossover.** Split point k and mixing ratio w ~ U(0, 1); genes before k mix with t = w, genes
+  from k on with t = 1 − w, by SLERP with one global angle Ω between the flat genomes a, b:
+  child_i = sin((1−t_i)Ω)/sin Ω · a_i + sin(t_i Ω)/sin Ω · b_i, cos Ω = a·b / (|a||b|);
+  linear (1−t_i) a_i + t_i b_i when sin Ω ≤ 1e-6 or a genome is 0, or with ``crossover="linear"``.
+  k ~ U{0..D−1} (``split="any"``, the paper's raw-weight setting) or k uniform over the space's
+  ``group_boundaries`` below D (``split="groups"``: over recipes, cut only between layer groups);
+  ``split="auto"`` uses the groups when the space has interior boundaries.
+* **Mutation** (optional): child += N(0, ``mutation_std``²) per gene, then clipped to the box
+  (the paper mutates only when evolving from scratch).
+
+The first candidates are the ``initial`` genomes (e.g. the source models as corner genomes,
+``"x0"`` or ``"random"`` — ``archive_size`` uniform draws); while fewer than two members are in
+the archive, further candidates are uniform draws in the box (or x0 + N(0, σ0²) when the box is
+not finite). Outcomes should carry ``per_example``; without it the objective values themselves
+are the score row (one "example" per objective — M2N2's multi-objective view).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from evomerge.drivers.base import Candidate, DriverBase, Outcome, check_weights, derive_seed, outcome_failed
+from evomerge.errors import ConfigError
+
+
+def shared_fitness(scores: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(f, z) for a score matrix (members × examples): z_j = (Σ_k s_kj)^α (0 → 1), f_i = Σ_j s_ij/z_j."""
+    scores = np.asarray(scores, dtype=float)
+    z = scores.sum(axis=0) ** float(alpha)
+    z = np.where(z == 0, 1.0, z)
+    return (scores / z).sum(axis=1), z
+
+
+def attraction(scores: np.ndarray, z: np.ndarray, a: int) -> np.ndarray:
+    """g(A, B) for every B: Σ_j max(0, s_Bj/z_j − s_Aj/z_j); g(A, A) = 0."""
+    rel = np.asarray(scores, dtype=float) / z
+    g = np.maximum(0.0, rel - rel[a]).sum(axis=1)
+    g[a] = 0.0
+    return g
+
+
+def slerp_mix(a: np.ndarray, b: np.ndarray, t: np.ndarray, *, linear: bool = False) -> np.ndarray:
+    """Per-gene interpolation a → b at fractions ``t`` with one global angle Ω between a and b."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    t = np.broadcast_to(np.asarray(t, dtype=float), a.shape)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if not linear and na > 0 and nb > 0:
+        cos = float(np.clip(a @ b / (na * nb), -1.0, 1.0))
+        omega = float(np.arccos(cos))
+        sin = float(np.sin(omega))
+        if sin > 1e-6:
+            return (np.sin((1.0 - t) * omega) * a + np.sin(t * omega) * b) / sin
+    return (1.0 - t) * a + t * b
+
+
+class M2N2Driver(DriverBase):
+    """Steady-state M2N2; see the module docstring for the maths and the conventions."""
+
+    name = "m2n2"
+    generational = False
+
+    def __init__(
+        self,
+        space: Any,
+        *,
+        n_objectives: int = 1,
+        seed: int = 0,
+        archive_size: int = 20,
+        alpha: float = 1.0,
+        attraction: bool = True,
+        crossover: str = "slerp",
+        split: str = "auto",
+        mutation_std: float = 0.0,
+        initial: Any = "x0",
+        weights: Any = None,
+    ):
+        super().__init__(space, n_objectives=n_objectives, seed=seed)
+        if int(archive_size) < 2:
+            raise ConfigError(f"drivers.m2n2: archive_size must be >= 2, got {archive_size}")
+        if not (float(alpha) >= 0):
+            raise ConfigError(f"drivers.m2n2: alpha must be >= 0, got {alpha}")
+        if crossover not in ("slerp", "linear"):
+            raise ConfigError(f"drivers.m2n2: crossover must be 'slerp' or 'linear', got {crossover!r}")
+        if split not in ("auto", "groups", "any"):
+            raise ConfigError(f"drivers.m2n2: split must be 'auto', 'groups' or 'any', got {split!r}")
+        if not (float(mutation_std) >= 0):
+            raise ConfigError(f"drivers.m2n2: mutation_std must be >= 0, got {mutation_std}")
+        self.archive_size = int(archive_size)
+        self.alpha = float(alpha)
+        self.use_attraction = bool(attraction)
+        self.crossover = crossover
+        self.mutation_std = float(mutation_std)
+        self.weights = check_weights(self.name, weights, self.n_objectives)
+        self.sigma0 = float(space.sigma0)
+        self.x0 = np.asarray(space.x0, dtype=float).reshape(self.dim)
+        self._finite_box = bool(np.all(np.isfinite(self.lower)) and np.all(np.isfinite(self.upper)))
+        bounds = sorted({int(b) for b in getattr(space, "group_boundaries", [0, self.dim])})
+        interior = [b for b in bounds if 0 < b < self.dim]
+        if split == "groups" or (split == "auto" and interior):
+            self.split_points = np.array([b for b in bounds if 0 <= b < self.dim] or [0], dtype=int)
+        else:
+            self.split_points = None  # any index 0..D-1
+        self._rng = np.random.default_rng(derive_seed(self.seed))
+        self._init_queue = self._initial_genomes(initial)
+        self._genomes: list[np.ndarray] = []
+        self._scores: list[np.ndarray] = []
+        self._ids: list[int] = []
+        self.n_examples: int | None = None
+        self.best_id: int | None = None
+        self.best_value = -np.inf
+        self.best_genome: np.ndarray | None = None
+
+    def _initial_genomes(self, initial: Any) -> list[np.ndarray]:
+        if isinstance(initial, str):
+            if initial == "x0":
+                return [self.x0.copy()]
+            if initial == "random":
+                if not self._finite_box:
+                    raise ConfigError("drivers.m2n2: initial='random' needs a finite box")
+                return [self._rng.uniform(self.lower, self.upper) for _ in range(self.archive_size)]
+            raise ConfigError(
+                f"drivers.m2n2: initial must be 'x0', 'random' or a list of genomes, got {initial!r}"
+            )
+        arr = np.asarray(initial, dtype=float)
+        if arr.ndim != 2 or arr.shape[1] != self.dim or arr.shape[0] < 1:
+            raise ConfigError(
+                f"drivers.m2n2: initial genomes must have shape (k, {self.dim}), got {arr.shape}"
+            )
+        return [self._clip(row) for row in arr]
+
+    # -- archive -------------------------------------------------------------------------------
+    @property
+    def archive(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(candidate id, genome, score row) for every member, slot order."""
+        return [(i, g.copy(), s.copy()) for i, g, s in zip(self._ids, self._genomes, self._scores)]
+
+    def _score_row(self, out: Outcome) -> np.ndarray:
+        if out.per_example is not None:
+            row = np.asarray(out.per_example, dtype=float).reshape(-1)
+        else:
+            row = np.asarray(out.values, dtype=float).reshape(-1)
+        if not np.all(np.isfinite(row)) or np.any(row < 0):
+            raise ConfigError(
+                f"drivers.m2n2: per-example scores must be finite and >= 0 (candidate "
+                f"{out.candidate_id} has min {np.nanmin(row) if row.size else 'n/a'}); "
+                "use a scorer with values in [0, 1] such as exact_match"
+            )
+        if self.n_examples is None:
+            self.n_examples = row.shape[0]
+        elif row.shape[0] != self.n_examples:
+            raise ValueError(
+                f"tell: candidate {out.candidate_id} has {row.shape[0]} per-example scores, "
+                f"the archive has {self.n_examples}"
+            )
+        return row
+
+    def _admit(self, cid: int, genome: np.ndarray, row: np.ndarray) -> None:
+        if len(self._ids) < self.archive_size:
+            self._ids.append(cid)
+            self._genomes.append(genome)
+            self._scores.append(row)
+            return
+        f, _ = shared_fitness(np.vstack(self._scores + [row]), self.alpha)
+        loser = int(np.argmin(f))
+        if loser < len(self._ids):
+            self._ids[loser], self._genomes[loser], self._scores[loser] = cid, genome, row
+
+    # -- proposals -----------------------------------------------------------------------------
+    def _choose_parents(self) -> tuple[int, int]:
+        scores = np.vstack(self._scores)
+        m = scores.shape[0]
+        f, z = shared_fitness(scores, self.alpha)
+        a = int(self._rng.choice(m, p=f / f.sum())) if f.sum() > 0 else int(self._rng.integers(m))
+        g = attraction(scores, z, a) if self.use_attraction else np.zeros(m)
+        if g.sum() <= 0:
+            g = f.copy()
+            g[a] = 0.0
+            if g.sum() <= 0:
+                g = np.ones(m)
+                g[a] = 0.0
+        b = int(self._rng.choice(m, p=g / g.sum()))
+        return a, b
+
+    def _child(self) -> tuple[np.ndarray, dict[str, Any]]:
+        a, b = self._choose_parents()
+        ga, gb = self._genomes[a], self._genomes[b]
+        if self.split_points is None:
+            k = int(self._rng.integers(self.dim))
+        else:
+            k = int(self._rng.choice(self.split_points))
+        w = float(self._rng.random())
+        t = np.where(np.arange(self.dim) < k, w, 1.0 - w)
+        child = slerp_mix(ga, gb, t, linear=self.crossover == "linear")
+        if self.mutation_std > 0:
+            child = child + self._rng.normal(0.0, self.mutation_std, self.dim)
+        meta = {"origin": "crossover", "parents": [self._ids[a], self._ids[b]], "split": k, "w": w}
+        return self._clip(child), meta
+
+    def _filler(self) -> tuple[np.ndarray, dict[str, Any]]:
+        if self._finite_box:
+            return self._rng.uniform(self.lower, self.upper), {"origin": "random"}
+        base = self._genomes[0] if self._genomes else self.x0
+        return self._clip(base + self._rng.normal(0.0, self.sigma0, self.dim)), {"origin": "perturbed"}
+
+    def ask(self, n: int) -> list[Candidate]:
+        out = []
+        for _ in range(int(n)):
+            if self._init_queue:
+                genome, meta = self._init_queue.pop(0), {"origin": "initial"}
+            elif len(self._ids) >= 2:
+                genome, meta = self._child()
+            else:
+                genome, meta = self._filler()
+            out.append(self._new_candidate(genome, **meta))
+        return out
+
+    def tell(self, candidates: list[Candidate], outcomes: list[Outcome]) -> None:
+        genomes = {c.id: self._pending.get(c.id) for c in candidates}
+        self._take_pending(candidates, outcomes)
+        for cand, out in zip(candidates, outcomes):
+            if outcome_failed(out, self.n_objectives):
+                continue  # worst possible: it never enters the archive
+            row = self._score_row(out)
+            genome = genomes[cand.id]
+            value = float(self.weights @ np.asarray(out.values, dtype=float).reshape(-1))
+            if value > self.best_value:
+                self.best_value, self.best_id, self.best_genome = value, cand.id, genome.copy()
+            self._admit(cand.id, genome, row)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self._base_state()
+        state.update(
+            rng=self._rng.bit_generator.state,
+            init_queue=[g.copy() for g in self._init_queue],
+            genomes=[g.copy() for g in self._genomes],
+            scores=[s.copy() for s in self._scores],
+            ids=list(self._ids),
+            n_examples=self.n_examples,
+            best_id=self.best_id,
+            best_value=self.best_value,
+            best_genome=None if self.best_genome is None else self.best_genome.copy(),
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_base_state(state)
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
+        self._init_queue = [np.array(g, dtype=float) for g in state["init_queue"]]
+        self._genomes = [np.array(g, dtype=float) for g in state["genomes"]]
+        self._scores = [np.array(s, dtype=float) for s in state["scores"]]
+        self._ids = [int(i) for i in state["ids"]]
+        self.n_examples = state["n_examples"]
+        self.best_id = state["best_id"]
+        self.best_value = float(state["best_value"])
+        bg = state["best_genome"]
+        self.best_genome = None if bg is None else np.array(bg, dtype=float)

@@ -1,0 +1,212 @@
+"""Any Optuna sampler as a driver, through ``study.ask`` / ``study.tell``.
+
+The genome is the space's box: one ``FloatDistribution(lower_i, upper_i)`` per gene (named by
+``space.names`` when those are unique, else ``g0000``, ``g0001``, …), suggested all at once with
+``study.ask(fixed_distributions=...)``. Every objective is maximised.
+
+Samplers (``sampler=``): ``tpe`` (default), ``cmaes`` (x0 = ``space.x0``, σ0 = ``space.sigma0`` in
+Optuna's [0, 1]-normalised coordinates; single-objective only), ``nsga2``, ``nsga3``, ``gp``,
+``random``; ``sampler_options`` are passed to the sampler's constructor. Multi-objective studies
+work natively with every sampler but ``cmaes``.
+
+* **Steady state** for every sampler (``generational = False``): Optuna's samplers are built for
+  asynchronous trials — NSGA-II/III assign each trial to a generation themselves and build the
+  next generation's parents once enough trials of the previous one are complete; CmaEsSampler
+  keeps its generation in trial attributes. Batching asks/tells would add idle workers and no
+  correctness.
+* **Failures** are told as ``TrialState.FAIL``: kept in the study (and the dashboard), never
+  used as a parent or model point by any Optuna sampler — Optuna's own notion of "worst".
+* **Exact resume**: ``state_dict`` holds every trial (``FrozenTrial``, running ones included,
+  with the system attributes samplers keep there), the study's system/user attributes, and the
+  pickled sampler with its RNG. ``load_state_dict`` rebuilds an in-memory study in the same order
+  (same trial numbers and ids), so the next ``ask`` is what the uninterrupted run would ask.
+* **Dashboard**: with ``storage="RUN_DIR/optuna.db"`` every finished trial is mirrored into that
+  SQLite file (study ``evomerge``), so ``optuna-dashboard sqlite:///RUN_DIR/optuna.db`` shows the
+  run; ``load_state_dict`` rewrites the mirror from the checkpoint (dropping trials a crashed
+  run had mirrored after it). The mirror is write-only: the search never reads it.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evomerge.drivers.base import Candidate, DriverBase, Outcome, outcome_failed
+from evomerge.errors import ConfigError
+
+SAMPLERS = ("tpe", "cmaes", "nsga2", "nsga3", "gp", "random")
+STUDY_NAME = "evomerge"
+
+
+class OptunaDriver(DriverBase):
+    name = "optuna"
+    generational = False
+
+    def __init__(
+        self,
+        space: Any,
+        *,
+        n_objectives: int = 1,
+        seed: int = 0,
+        sampler: str = "tpe",
+        sampler_options: dict[str, Any] | None = None,
+        storage: str | Path | None = None,
+    ):
+        super().__init__(space, n_objectives=n_objectives, seed=seed)
+        self._require_finite_box()
+        if sampler not in SAMPLERS:
+            raise ConfigError(
+                f"drivers.optuna: unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})"
+            )
+        if sampler == "cmaes" and self.n_objectives > 1:
+            raise ConfigError(
+                f"drivers.optuna: sampler 'cmaes' is single-objective, got n_objectives={self.n_objectives} "
+                "(use tpe, nsga2, nsga3, gp or random)"
+            )
+        self.sampler_name = sampler
+        self.sampler_options = dict(sampler_options or {})
+        names = list(getattr(space, "names", []) or [])
+        if len(names) != self.dim or len(set(names)) != self.dim:
+            names = [f"g{i:04d}" for i in range(self.dim)]
+        self.param_names = names
+        import optuna
+
+        self._optuna = optuna
+        self._distributions = {
+            n: optuna.distributions.FloatDistribution(float(lo), float(hi))
+            for n, lo, hi in zip(names, self.lower, self.upper)
+        }
+        self._directions = ["maximize"] * self.n_objectives
+        self.storage_path = None if storage is None else Path(storage)
+        self._study = self._new_study(self._make_sampler())
+        self._id_to_number: dict[int, int] = {}
+        self._mirror = None
+        self._mirrored: set[int] = set()
+        if self.storage_path is not None:
+            self._resync_mirror()
+
+    # -- construction --------------------------------------------------------------------------
+    def _make_sampler(self):
+        s = self._optuna.samplers
+        opts = dict(self.sampler_options)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=self._optuna.exceptions.ExperimentalWarning)
+                if self.sampler_name == "tpe":
+                    return s.TPESampler(seed=self.seed, **opts)
+                if self.sampler_name == "cmaes":
+                    width = float(np.min(self.upper - self.lower))
+                    opts.setdefault("x0", dict(zip(self.param_names, map(float, self.space.x0))))
+                    opts.setdefault("sigma0", float(self.space.sigma0) / width if width > 0 else None)
+                    return s.CmaEsSampler(seed=self.seed, **opts)
+                if self.sampler_name == "nsga2":
+                    return s.NSGAIISampler(seed=self.seed, **opts)
+                if self.sampler_name == "nsga3":
+                    return s.NSGAIIISampler(seed=self.seed, **opts)
+                if self.sampler_name == "gp":
+                    return s.GPSampler(seed=self.seed, **opts)
+                return s.RandomSampler(seed=self.seed, **opts)
+        except TypeError as exc:
+            raise ConfigError(f"drivers.optuna: bad sampler_options for {self.sampler_name}: {exc}") from None
+
+    def _new_study(self, sampler):
+        return self._optuna.create_study(
+            storage=self._optuna.storages.InMemoryStorage(),
+            sampler=sampler,
+            study_name=STUDY_NAME,
+            directions=self._directions,
+        )
+
+    @property
+    def study(self):
+        """The in-memory Optuna study (read it; do not ask/tell on it directly)."""
+        return self._study
+
+    # -- mirror --------------------------------------------------------------------------------
+    def _resync_mirror(self) -> None:
+        optuna = self._optuna
+        self.storage_path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{self.storage_path.resolve()}"
+        rdb = optuna.storages.RDBStorage(url)
+        try:
+            optuna.delete_study(study_name=STUDY_NAME, storage=rdb)
+        except KeyError:
+            pass
+        self._mirror = optuna.create_study(
+            storage=rdb, study_name=STUDY_NAME, directions=self._directions,
+            sampler=optuna.samplers.RandomSampler(seed=0),  # never samples: mirror only
+        )
+        self._mirror.set_user_attr("evomerge_sampler", self.sampler_name)
+        self._mirrored = set()
+        self._mirror_finished()
+
+    def _mirror_finished(self) -> None:
+        if self._mirror is None:
+            return
+        for ft in self._study.get_trials(deepcopy=False):
+            if ft.state.is_finished() and ft.number not in self._mirrored:
+                self._mirror.add_trial(ft)
+                self._mirrored.add(ft.number)
+
+    # -- protocol ------------------------------------------------------------------------------
+    def ask(self, n: int) -> list[Candidate]:
+        out = []
+        for _ in range(int(n)):
+            trial = self._study.ask(fixed_distributions=self._distributions)
+            genome = np.array([trial.params[name] for name in self.param_names], dtype=float)
+            cand = self._new_candidate(genome, trial_number=trial.number)
+            self._study._storage.set_trial_user_attr(trial._trial_id, "candidate_id", cand.id)
+            self._id_to_number[cand.id] = trial.number
+            out.append(cand)
+        return out
+
+    def tell(self, candidates: list[Candidate], outcomes: list[Outcome]) -> None:
+        self._take_pending(candidates, outcomes)
+        state = self._optuna.trial.TrialState
+        for cand, out in zip(candidates, outcomes):
+            number = self._id_to_number.pop(cand.id)
+            if outcome_failed(out, self.n_objectives):
+                self._study.tell(number, state=state.FAIL)
+            else:
+                values = [float(v) for v in np.asarray(out.values, dtype=float).reshape(-1)]
+                self._study.tell(number, values if self.n_objectives > 1 else values[0])
+        self._mirror_finished()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self._base_state()
+        storage = self._study._storage
+        sid = self._study._study_id
+        state.update(
+            sampler_name=self.sampler_name,
+            sampler=pickle.dumps(self._study.sampler),
+            trials=copy.deepcopy(self._study.get_trials(deepcopy=False)),
+            study_system_attrs=copy.deepcopy(storage.get_study_system_attrs(sid)),
+            study_user_attrs=copy.deepcopy(storage.get_study_user_attrs(sid)),
+            id_to_number=dict(self._id_to_number),
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_base_state(state)
+        if state["sampler_name"] != self.sampler_name:
+            raise ConfigError(
+                f"drivers.optuna: checkpoint was saved with sampler {state['sampler_name']!r}, "
+                f"this driver has {self.sampler_name!r}"
+            )
+        study = self._new_study(pickle.loads(state["sampler"]))
+        storage, sid = study._storage, study._study_id
+        for key, value in state["study_system_attrs"].items():
+            storage.set_study_system_attr(sid, key, copy.deepcopy(value))
+        for key, value in state["study_user_attrs"].items():
+            storage.set_study_user_attr(sid, key, copy.deepcopy(value))
+        for ft in state["trials"]:
+            storage.create_new_trial(sid, template_trial=copy.deepcopy(ft))
+        self._study = study
+        self._id_to_number = {int(k): int(v) for k, v in state["id_to_number"].items()}
+        if self.storage_path is not None:
+            self._resync_mirror()

@@ -1,0 +1,262 @@
+"""Apply a recipe: merged tensors one at a time, and writing them into a live module in place.
+
+Both ways of applying a recipe — :class:`InPlaceMerger` (into a resident ``torch.nn.Module``, once per
+search candidate) and :func:`evomerge.merge.materialize.materialize` (to a directory) — draw their
+tensors from :func:`merged_tensors`, so a model merged in place and the same recipe written to disk
+and reloaded hold bit-identical weights.
+
+Per tensor ``name`` with layer index ℓ (or none) of L layers:
+
+1. ``params.resolve(recipe, name, ℓ, L)`` gives one float dict per expert and the global dict;
+2. the method is called as ``fn(θ_0, [x_1 … x_N], model_params, params, generator)`` where
+   x_t = τ_t (the pool's cached task vectors) when the method works on deltas, else θ_t, and the
+   generator of a randomized method (DARE, DELLA) is seeded from ``(recipe.seed, name)`` alone, so a
+   tensor's random mask does not depend on which other tensors were merged before it;
+3. the result is cast to the output dtype (the recipe's ``dtype`` unless overridden).
+
+Non-floating tensors (integer buffers some checkpoints store) are copied from the base (or the first
+model) unchanged.
+
+Recomputation: the *key* of a tensor is everything its merged value depends on — method, base and
+expert ids, the resolved parameters, the seed when the method is randomized, and the output dtype.
+:class:`InPlaceMerger` remembers the key it last wrote per tensor and skips tensors whose key is
+unchanged, so a search step that moves one layer group's weight rewrites only that group.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from evomerge.errors import ConfigError, ModelError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def torch_dtype(value: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:
+    """``"bfloat16"`` / ``torch.bfloat16`` / ``None`` (→ ``default``) as a torch dtype."""
+    if value is None:
+        return default
+    if isinstance(value, torch.dtype):
+        return value
+    text = str(value).removeprefix("torch.")
+    if text not in DTYPES:
+        raise ConfigError(f"dtype: expected one of {', '.join(DTYPES)}, got {value!r}")
+    return DTYPES[text]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _method(recipe):
+    from evomerge.merge.methods import get_method
+
+    return get_method(recipe.merge_method)
+
+
+def expert_ids(recipe) -> list[str]:
+    """Ids of the models a method combines, in recipe order: every ``models`` entry but the base."""
+    base = recipe.base_model
+    return [str(entry.model) for entry in recipe.models if base is None or str(entry.model) != str(base)]
+
+
+def pool_for_recipe(
+    recipe,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache: bool = True,
+    preload: bool = False,
+):
+    """A :class:`~evomerge.pool.ModelPool` holding exactly the recipe's base and models (validated)."""
+    from evomerge.pool import ModelPool
+
+    base = str(recipe.base_model) if recipe.base_model is not None else None
+    return ModelPool(base, expert_ids(recipe), device=device, dtype=dtype, cache=cache, preload=preload)
+
+
+def check_recipe_against_pool(recipe, pool) -> None:
+    """The pool holds every model the recipe names (and its base, when the method needs one)."""
+    spec = _method(recipe)
+    if spec.needs_base:
+        if recipe.base_model is None:
+            raise ConfigError(f"base_model: merge method '{spec.name}' needs a base model, got none")
+        if str(recipe.base_model) != pool.base:
+            raise ModelError(f"base_model: recipe's base '{recipe.base_model}' is not the pool's base '{pool.base}'")
+    known = set(pool.ids)
+    for m in expert_ids(recipe):
+        if m not in known:
+            raise ModelError(f"models: '{m}' is not in the model pool (pool holds: {', '.join(pool.ids)})")
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return tuple(value.flatten().tolist())
+    return value
+
+
+@dataclass
+class TensorPlan:
+    """What one tensor's merge needs, resolved; ``key`` identifies its merged value."""
+
+    name: str
+    model_params: list[dict]
+    params: dict
+    key: tuple
+
+
+class RecipePlan:
+    """A recipe bound to a pool: method spec, expert ids, output dtype; resolves tensors on demand."""
+
+    def __init__(self, recipe, pool, dtype: torch.dtype | None = None):
+        from evomerge.merge.params import layer_index
+
+        check_recipe_against_pool(recipe, pool)
+        self.recipe = recipe
+        self.pool = pool
+        self.spec = _method(recipe)
+        self.experts = expert_ids(recipe)
+        self.out_dtype = dtype if dtype is not None else torch_dtype(getattr(recipe, "dtype", None))
+        self._layer_index = layer_index
+        seed = getattr(recipe, "seed", None)
+        self.seed = int(seed) if seed is not None else 0
+        self._static_key = (
+            self.spec.name,
+            pool.base if self.spec.needs_base or self.spec.uses_deltas else None,
+            tuple(self.experts),
+            self.seed if self.spec.randomized else None,
+            str(self.out_dtype),
+        )
+
+    def plan(self, name: str) -> TensorPlan:
+        from evomerge.merge.params import resolve
+
+        model_params, params = resolve(self.recipe, name, self._layer_index(name), self.pool.num_layers)
+        key = self._static_key + (_freeze(model_params), _freeze(params))
+        return TensorPlan(name, model_params, params, key)
+
+    def compute(self, plan: TensorPlan) -> torch.Tensor:
+        """The merged tensor in the output dtype, on the pool's device."""
+        pool, spec, name = self.pool, self.spec, plan.name
+        if not pool.stored_dtype(name).is_floating_point:
+            return pool.stored(pool.reference, name).to(pool.device)
+        base = pool.tensor(pool.base, name) if (spec.needs_base and pool.base is not None) else None
+        if spec.uses_deltas:
+            inputs = [pool.delta(m, name) for m in self.experts]
+        else:
+            inputs = [pool.tensor(m, name) for m in self.experts]
+        generator = None
+        if spec.randomized:
+            from evomerge.merge.methods.registry import tensor_generator
+
+            generator = tensor_generator(self.seed, name, pool.device)
+        merged = spec.fn(base, inputs, plan.model_params, plan.params, generator)
+        return merged.to(self.out_dtype)
+
+
+def merged_tensors(
+    recipe,
+    pool,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    names: Iterable[str] | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, merged tensor)`` for every tensor of the pool (or ``names``), in pool order.
+
+    ``dtype`` overrides the recipe's; ``device`` (default: the pool's) is where tensors are yielded.
+    """
+    plan = RecipePlan(recipe, pool, torch_dtype(dtype) if dtype is not None else None)
+    target = torch.device(device) if device is not None else pool.device
+    for name in names if names is not None else pool.tensor_names:
+        yield name, plan.compute(plan.plan(name)).to(target)
+
+
+@dataclass(frozen=True)
+class ApplyStats:
+    recomputed: int
+    skipped: int
+    seconds: float
+
+
+class InPlaceMerger:
+    """Writes merged tensors into a live module's existing parameter storage.
+
+    The mapping from pool tensor names to the module's parameters and persistent buffers is built
+    once: exact names first, then with the module's ``base_model_prefix`` added or stripped (hub
+    checkpoints of some families omit it). Tensors tied in the module (one ``Parameter`` under two
+    names) are written once. Every parameter of the module must receive a tensor, and every pool
+    tensor must land somewhere, unless the module declares it ignorable on load.
+    """
+
+    def __init__(self, pool, module: torch.nn.Module):
+        self.pool = pool
+        self.module = module
+        self.targets: dict[str, torch.Tensor] = self._map_targets()
+        self._keys: dict[str, tuple] = {}
+
+    def _map_targets(self) -> dict[str, torch.Tensor]:
+        import re
+
+        module, pool = self.module, self.pool
+        state = module.state_dict(keep_vars=True)
+        prefix = getattr(module, "base_model_prefix", "") or ""
+        ignorable = [re.compile(p) for p in (getattr(module, "_keys_to_ignore_on_load_unexpected", None) or [])]
+        targets: dict[str, torch.Tensor] = {}
+        written: set[int] = set()
+        for name in pool.tensor_names:
+            candidates = [name]
+            if prefix:
+                candidates += [f"{prefix}.{name}", name.removeprefix(f"{prefix}.")]
+            hit = next((c for c in candidates if c in state), None)
+            if hit is None:
+                if any(p.search(name) for p in ignorable):
+                    continue
+                raise ModelError(f"tensor '{name}' of model '{pool.reference}' has no parameter or buffer in the module")
+            tensor = state[hit]
+            if tuple(tensor.shape) != tuple(pool.shape(name)):
+                raise ModelError(
+                    f"tensor '{name}': model '{pool.reference}' has shape {tuple(pool.shape(name))}, "
+                    f"the module's '{hit}' has {tuple(tensor.shape)}"
+                )
+            if id(tensor) in written:  # tied: already written under another name
+                continue
+            written.add(id(tensor))
+            targets[name] = tensor
+        for pname, param in module.named_parameters():
+            if id(param) not in written:
+                raise ModelError(f"module parameter '{pname}' has no tensor in model '{pool.reference}'")
+        return targets
+
+    def invalidate(self, names: Iterable[str] | None = None) -> None:
+        """Forget what was written (all, or ``names``) so the next apply rewrites it."""
+        if names is None:
+            self._keys.clear()
+        else:
+            for n in names:
+                self._keys.pop(n, None)
+
+    @torch.no_grad()
+    def apply(self, recipe, force: bool = False) -> ApplyStats:
+        """Merge ``recipe`` into the module; recompute only tensors whose key changed (all if ``force``)."""
+        start = time.perf_counter()
+        plan = RecipePlan(recipe, self.pool)
+        recomputed = skipped = 0
+        for name, target in self.targets.items():
+            tplan = plan.plan(name)
+            if not force and self._keys.get(name) == tplan.key:
+                skipped += 1
+                continue
+            # Forget first: if the merge fails half-way the tensor is not claimed as up to date.
+            self._keys.pop(name, None)
+            target.data.copy_(plan.compute(tplan))
+            self._keys[name] = tplan.key
+            recomputed += 1
+        return ApplyStats(recomputed=recomputed, skipped=skipped, seconds=time.perf_counter() - start)

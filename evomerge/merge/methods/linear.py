@@ -1,0 +1,35 @@
+"""Linear (weighted average) merge: ``θ = Σ_t w_t θ_t / Σ_t w_t`` (``normalize: true``, default) or
+``Σ_t w_t θ_t``. Uses the raw expert tensors; the base model, if any, takes no part unless it is
+listed among ``models`` (mergekit's rule). Where ``Σ w`` is 0 the sum is left unnormalised
+(mergekit would divide by zero)."""
+
+from __future__ import annotations
+
+import torch
+
+from evomerge.merge.methods.registry import MethodSpec, register
+
+
+def linear(base, tensors, model_params, params, generator=None) -> torch.Tensor:
+    dtype = tensors[0].dtype if tensors[0].dtype in (torch.float32, torch.float64) else torch.float32
+    out = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
+    weights = [float(mp["weight"]) for mp in model_params]
+    for tensor, w in zip(tensors, weights):
+        out.add_(tensor, alpha=w)
+    total = sum(weights)
+    if params.get("normalize", True) and abs(total) >= 1e-8:
+        out.div_(total)
+    return out
+
+
+register(
+    MethodSpec(
+        name="linear",
+        fn=linear,
+        needs_base=False,
+        uses_deltas=False,
+        model_params={"weight": None},
+        global_params={"normalize": True},
+        doc="Weighted average of the models' tensors.",
+    )
+)

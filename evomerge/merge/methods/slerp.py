@@ -1,0 +1,52 @@
+"""Spherical linear interpolation between the base (``t = 0``) and one other model (``t = 1``).
+
+With ``a`` the base tensor, ``b`` the other, both flattened, and
+``cos Ω = ⟨a/‖a‖, b/‖b‖⟩`` (a vector of norm ≤ 1e-8 is left unnormalised):
+
+    θ = sin((1−t)Ω)/sin Ω · a + sin(tΩ)/sin Ω · b,   or   (1−t) a + t b   when |cos Ω| > 0.9995.
+
+mergekit's rule, including the threshold; ``t`` is a global parameter (it may be a gradient).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from evomerge.merge.methods.registry import MethodSpec, register
+
+DOT_THRESHOLD = 0.9995
+_NORM_EPS = 1e-8
+
+
+def slerp(base, tensors, model_params, params, generator=None) -> torch.Tensor:
+    t = float(params["t"])
+    a = base if base.dtype in (torch.float32, torch.float64) else base.float()
+    b = tensors[0].to(a.dtype)
+    af, bf = a.reshape(-1), b.reshape(-1)
+    na = float(torch.linalg.vector_norm(af, dtype=torch.float64))
+    nb = float(torch.linalg.vector_norm(bf, dtype=torch.float64))
+    dot = float(torch.dot(af, bf))
+    dot /= (na if na > _NORM_EPS else 1.0) * (nb if nb > _NORM_EPS else 1.0)
+    if abs(dot) > DOT_THRESHOLD:
+        return torch.lerp(a, b, t) if 0.0 <= t <= 1.0 else torch.add(a * (1.0 - t), b, alpha=t)
+    omega = math.acos(max(-1.0, min(1.0, dot)))
+    sin_omega = math.sin(omega)
+    s0 = math.sin(omega - t * omega) / sin_omega
+    s1 = math.sin(t * omega) / sin_omega
+    return torch.add(a * s0, b, alpha=s1)
+
+
+register(
+    MethodSpec(
+        name="slerp",
+        fn=slerp,
+        needs_base=True,
+        uses_deltas=False,
+        global_params={"t": None},
+        min_models=1,
+        max_models=1,
+        doc="Spherical interpolation from the base (t=0) to the other model (t=1).",
+    )
+)

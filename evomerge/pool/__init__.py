@@ -1,0 +1,7 @@
+"""Model pool: resolve model ids, read checkpoints lazily, validate them together, cache task vectors."""
+
+from evomerge.pool.lazy import LazyCheckpoint
+from evomerge.pool.pool import ModelPool
+from evomerge.pool.resolve import resolve_model
+
+__all__ = ["LazyCheckpoint", "ModelPool", "resolve_model"]

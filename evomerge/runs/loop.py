@@ -1,0 +1,671 @@
+"""``run`` and ``resume``: a validated plan, a run directory, the scheduler, checkpoints.
+
+Order of work in :func:`run`: build the plan (every check that needs no evaluation: config keys,
+driver and method names, model paths, model compatibility from headers, non-empty calibration
+splits) → only then create the run directory, take its lock, write the resolved config → start the
+backend and the scheduler. A user error therefore never leaves a run directory behind.
+
+Per new result (the scheduler's order): append its record to ``evaluations.jsonl`` (fsync) →
+update best / Pareto files → the driver is told → ``on_tell`` checkpoints (every generation, or
+every ``run.checkpoint_every`` evaluations).
+
+:func:`resume` restores the newest readable checkpoint into a fresh driver (falling back to the
+previous one, or to the start, when it is unreadable), reads the log, and hands the records the
+checkpoint has not told yet to the scheduler as ``known_results``: the deterministic driver
+re-proposes exactly those candidates and is told their logged results instead of evaluating them
+again. With the in-process backend and a seed the finished log therefore equals that of an
+uninterrupted run, record for record, apart from :data:`evomerge.runs.store.VOLATILE_FIELDS`.
+
+The incumbent sent with each request for early stopping (``must_beat``) is the best score among
+the *told* records — a prefix of the log — so it is the same at the same point of a resumed run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from evomerge.config import RunConfig, load_config, parse_config
+from evomerge.errors import ConfigError, ModelError, RunDirError
+from evomerge.runs.lock import RunLock
+from evomerge.runs.store import RunStore, as_float, to_jsonable
+from evomerge.runs.summary import best_record, summarize
+
+#: Genomes longer than this are stored beside the log (``genomes/<id>.npy``), not inline.
+INLINE_GENOME_MAX = 4096
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: everything built and checked before the run directory is touched
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    cfg: RunConfig
+    space: Any
+    objectives: list  # evomerge.scheduler.ObjectiveSpec
+    worker_spec: Any
+    make_driver: Callable[[], Any]
+    meta: dict[str, Any]
+    early_stopping: bool = False
+    per_example_tasks: list[str] | None = None
+    per_example_sizes: dict[str, int] | None = None
+    models: dict[str, Any] = field(default_factory=dict)  # {"base": path, "experts": {name: path}}
+    world: Any = None
+    problem: Any = None  # DigitsProblem for problem: digits
+
+    def to_recipe(self, genome) -> dict[str, Any]:
+        if self.cfg.problem == "digits":
+            return {"genome": np.asarray(genome, dtype=np.float64).tolist()}
+        from evomerge.scheduler import recipe_dict
+
+        return recipe_dict(self.space.to_recipe(np.asarray(genome, dtype=np.float64)))
+
+
+def _check_model_path(source: str, key: str, path: str | None) -> None:
+    if path is None:
+        return
+    from evomerge.pool.resolve import looks_local
+
+    if not Path(path).expanduser().exists() and looks_local(path):
+        raise ModelError(f"{source}: {key}: model path '{path}' does not exist")
+
+
+def _toyworld(cfg: RunConfig):
+    from evomerge.toyworld import build_toyworld
+
+    kwargs = {"preset": cfg.toyworld.preset, "seed": cfg.toyworld.seed}
+    if cfg.toyworld.dir:
+        kwargs["dir"] = cfg.toyworld.dir
+    return build_toyworld(**kwargs)
+
+
+def _world_fitness(world) -> dict[str, Any]:
+    tasks = [t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t) for t in world.tasks]
+    return {"tasks": tasks, "objectives": [{"task": world.target_task}], "early_stopping": {"enabled": False}}
+
+
+def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path | None = None, log=None) -> Plan:
+    """Validate ``cfg`` against the world (models, tasks, names) and build what the run needs."""
+    from evomerge.drivers import driver_names, make_driver
+    from evomerge.scheduler import ObjectiveSpec
+
+    log = log or (lambda m: print(m, file=sys.stderr))
+    if cfg.driver.name not in driver_names():
+        raise ConfigError(f"{source}: driver.name: unknown driver {cfg.driver.name!r} (known: {', '.join(driver_names())})")
+    if cfg.problem == "digits":
+        return _digits_plan(cfg, source)
+
+    from evomerge.merge.methods import method_names
+
+    for m in [cfg.space.method, *(cfg.space.method_choices or [])]:
+        if cfg.space.kind != "dataflow" and m not in method_names():
+            raise ConfigError(f"{source}: space.method: unknown merge method {m!r} (known: {', '.join(method_names())})")
+
+    world = None
+    if cfg.toyworld is not None:
+        world = _toyworld(cfg)
+        base, experts = str(world.base), {k: str(v) for k, v in world.experts.items()}
+        fitness_data = cfg.fitness or _world_fitness(world)
+    else:
+        base, experts = cfg.models.base, dict(cfg.models.experts)
+        _check_model_path(source, "models.base", base)
+        for name, path in experts.items():
+            _check_model_path(source, f"models.experts.{name}", path)
+        fitness_data = cfg.fitness
+
+    from fitness import Fitness, parse_fitness_config
+
+    fcfg = parse_fitness_config(fitness_data, where=f"{source} (fitness)", base_dir=config_dir)
+    fit = Fitness(fcfg)  # reads every task's examples: a missing file or an empty split fails here
+    for name, task in fit.tasks.items():
+        if task.split_size("calibration") == 0:
+            raise ConfigError(f"{source}: fitness task {name!r}: the calibration split is empty (the dataset has no examples for it)")
+
+    from evomerge.pool import ModelPool
+    from evomerge.runs.worker import MergeWorkerSpec, objective_names
+
+    # Headers only: architecture, tensor names and shapes of every model agree, before any merge.
+    pool = ModelPool(base, list(experts.values()), device="cpu")
+    space = _build_space(cfg, source, base, experts, pool)
+    names = objective_names(fcfg)
+    objectives = [
+        ObjectiveSpec(n, o.direction, float(o.weight)) for n, o in zip(names, fit.objectives)
+    ]
+    n_obj = _driver_objectives(cfg, len(objectives))
+    options = dict(cfg.driver.options)
+
+    def make():
+        return make_driver(cfg.driver.name, space, n_objectives=n_obj, seed=cfg.run.seed, **options)
+
+    make()  # unknown options, bad values: now, not after the run directory exists
+    ev = cfg.evaluator
+    spec = MergeWorkerSpec(
+        base=base,
+        experts=list(experts.values()),
+        fitness=fcfg.model_dump(mode="json"),
+        fitness_base_dir=str(config_dir) if config_dir else None,
+        device=ev.device,
+        dtype=ev.dtype,
+        batch_size=ev.batch_size,
+        early_stopping=bool(fcfg.early_stopping.enabled),
+    )
+    tasks = sorted(fit.tasks)
+    meta = {
+        "problem": "merge",
+        "driver": cfg.driver.name,
+        "objectives": [{"name": o.name, "direction": o.direction, "weight": o.weight} for o in objectives],
+        "space": _describe(space),
+        "num_layers": int(pool.num_layers),
+        "models": {"base": base, "experts": experts},
+        "target_task": getattr(world, "target_task", None),
+        "expert_skills": dict(getattr(world, "expert_skills", {}) or {}),
+    }
+    return Plan(
+        cfg=cfg,
+        space=space,
+        objectives=objectives,
+        worker_spec=spec,
+        make_driver=make,
+        meta=meta,
+        early_stopping=bool(fcfg.early_stopping.enabled),
+        per_example_tasks=tasks,
+        per_example_sizes={t: fit.tasks[t].split_size("calibration") for t in tasks},
+        models={"base": base, "experts": experts},
+        world=world,
+    )
+
+
+def _driver_objectives(cfg: RunConfig, n: int) -> int:
+    """Natively multi-objective drivers see every objective; the rest a weighted scalarisation."""
+    if n == 1:
+        return 1
+    name = cfg.driver.name
+    if name == "random" or (name == "optuna" and cfg.driver.options.get("sampler", "tpe") != "cmaes"):
+        return n
+    return 1
+
+
+def _describe(space) -> dict:
+    try:
+        return to_jsonable(space.describe())
+    except Exception:  # noqa: BLE001 - description is for reports only
+        return {"kind": type(space).__name__}
+
+
+def _build_space(cfg: RunConfig, source: str, base: str, experts: dict[str, str], pool):
+    from evomerge.space import DataFlowSpace, JointSpace, ParameterSpace
+
+    sp = cfg.space
+    ps_kwargs = dict(
+        layer_groups=sp.layer_groups,
+        params=sp.params,
+        ranges={k: tuple(v) for k, v in sp.ranges.items()} or None,
+        method_choices=sp.method_choices,
+        fixed=sp.fixed or None,
+        non_layer=sp.non_layer,
+        seed=cfg.run.seed,
+        dtype=cfg.evaluator.dtype,
+        options=sp.options or None,
+    )
+    dfs_kwargs = dict(
+        repeats=sp.repeats,
+        fix_ends=sp.fix_ends,
+        scale_mode=sp.scale_mode,
+        dtype=cfg.evaluator.dtype,
+    )
+    if sp.scale_range is not None:
+        dfs_kwargs["scale_range"] = tuple(sp.scale_range)
+    if sp.kind == "parameter":
+        return ParameterSpace(sp.method, base, list(experts.values()), pool.num_layers, **ps_kwargs)
+    # Data-flow sources are the experts (model A first unless embed_from names another).
+    embed = sp.embed_from or next(iter(experts))
+    if embed not in experts:
+        raise ConfigError(f"{source}: space.embed_from: {embed!r} is not an expert (known: {', '.join(experts)})")
+    if sp.kind == "dataflow":
+        layers = {name: pool.num_layers for name in experts}
+        return DataFlowSpace(layers, embed_from=embed, sources=dict(experts), **dfs_kwargs)
+    # psdfs, joint: model A is a PS merge of every expert; the other experts keep their own layers.
+    ps = ParameterSpace(sp.method, base, list(experts.values()), pool.num_layers, **ps_kwargs)
+    names = ["merged"] + [n for n in experts if n != embed]
+    layers = {n: pool.num_layers for n in names}
+    sources = {"merged": ps.to_recipe(ps.x0).model_dump(mode="json", exclude_none=True), **{n: experts[n] for n in names[1:]}}
+    dfs = DataFlowSpace(layers, embed_from="merged", sources=sources, **dfs_kwargs)
+    return JointSpace(ps, dfs, ps_source="merged")
+
+
+# ---- the M2N2 digits problem: genomes are raw MLP weights ------------------------------------
+def digits_evaluator(seed: int = 0):
+    """Factory for a FunctionWorkerSpec: builds the world once, then scores genomes."""
+    from evomerge.toyworld.digits import DigitsProblem
+
+    problem = DigitsProblem(seed)
+
+    def evaluate(recipe: dict):
+        correct = problem.train_correct(np.asarray(recipe["genome"], dtype=np.float32))
+        return {"train_accuracy": float(correct.mean())}, {"train": correct.astype(float).tolist()}
+
+    return evaluate
+
+
+def _digits_plan(cfg: RunConfig, source: str) -> Plan:
+    from evomerge.drivers import make_driver
+    from evomerge.evaluator import FunctionWorkerSpec
+    from evomerge.scheduler import ObjectiveSpec
+    from evomerge.toyworld.digits import DigitsProblem
+
+    opts = dict(cfg.digits or {})
+    seed = int(opts.pop("seed", cfg.run.seed))
+    if opts:
+        raise ConfigError(f"{source}: unknown key 'digits.{next(iter(opts))}' (known: seed)")
+    problem = DigitsProblem(seed)
+    space = problem.space
+    options = dict(cfg.driver.options)
+    if options.get("initial") == "experts":
+        options["initial"] = [g.copy() for g in problem.experts]
+
+    def make():
+        return make_driver(cfg.driver.name, space, n_objectives=1, seed=cfg.run.seed, **options)
+
+    make()
+    objectives = [ObjectiveSpec("train_accuracy", "maximize", 1.0)]
+    spec = FunctionWorkerSpec("evomerge.runs.loop:digits_evaluator", kwargs={"seed": seed}, factory=True)
+    meta = {
+        "problem": "digits",
+        "driver": cfg.driver.name,
+        "objectives": [{"name": "train_accuracy", "direction": "maximize", "weight": 1.0}],
+        "space": _describe(space),
+        "num_layers": None,
+    }
+    return Plan(
+        cfg=cfg, space=space, objectives=objectives, worker_spec=spec, make_driver=make, meta=meta,
+        per_example_tasks=["train"], per_example_sizes={"train": problem.n_train}, problem=problem,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+def make_record(plan: Plan, store: RunStore, candidate, result, *, recipe: dict | None) -> dict[str, Any]:
+    genome = np.asarray(result.genome if result.genome is not None else candidate.genome, dtype=np.float64).reshape(-1)
+    if genome.size > INLINE_GENOME_MAX:
+        (store.root / "genomes").mkdir(exist_ok=True)
+        rel = f"genomes/{candidate.id}.npy"
+        np.save(store.root / rel, genome)
+        genome_field: Any = {"path": rel}
+        recipe = None  # the genome is the recipe
+    else:
+        genome_field = genome.tolist()
+    values = score = None
+    objectives = dict(result.objectives or {})
+    if result.ok and all(o.name in objectives for o in plan.objectives):
+        signed = [o.sign * float(objectives[o.name]) for o in plan.objectives]
+        values = signed
+        score = float(sum(o.weight * s for o, s in zip(plan.objectives, signed)))
+    fitness = result.fitness
+    if isinstance(fitness, dict):
+        fitness = {k: v for k, v in fitness.items() if k != "tasks"}  # per-example scores live in per_example
+    finished = time.time()
+    return {
+        "id": int(candidate.id),
+        "genome": genome_field,
+        "meta": to_jsonable(candidate.meta or {}),
+        "recipe": recipe,
+        "status": result.status,
+        "error": result.error_line if result.error else None,
+        "objectives": objectives,
+        "values": values,
+        "score": score,
+        "per_example": result.per_example,
+        "fitness": fitness,
+        "split": "calibration",
+        "merge_seconds": result.merge_seconds,
+        "eval_seconds": result.eval_seconds,
+        "worker": result.worker,
+        "attempt": result.attempt,
+        "started": finished - result.busy_seconds,
+        "finished": finished,
+    }
+
+
+def record_genome(store: RunStore, record: dict) -> list[float]:
+    g = record.get("genome")
+    if isinstance(g, dict) and "path" in g:
+        return np.load(store.root / g["path"]).tolist()
+    return g
+
+
+def result_from_record(store: RunStore, record: dict):
+    from evomerge.evaluator import EvalResult
+
+    return EvalResult(
+        candidate_id=int(record["id"]),
+        status=record["status"],
+        objectives={k: as_float(v) for k, v in (record.get("objectives") or {}).items()},
+        per_example=store.per_example(record),
+        fitness=record.get("fitness"),
+        error=record.get("error"),
+        merge_seconds=float(record.get("merge_seconds") or 0.0),
+        eval_seconds=float(record.get("eval_seconds") or 0.0),
+        worker=record.get("worker") or "",
+        attempt=int(record.get("attempt") or 0),
+        genome=record_genome(store, record),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any] | None) -> None:
+    if not state:
+        return
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+class _Session:
+    """One process's stint on a run directory: holds the records, best, Pareto and checkpoints."""
+
+    def __init__(self, plan: Plan, store: RunStore, records: list[dict], told: int, elapsed: float):
+        from evomerge.drivers.pareto import ParetoArchive
+
+        self.plan = plan
+        self.store = store
+        self.records = records
+        self.ids = {r["id"] for r in records}
+        self.told = told
+        self.elapsed_before = elapsed
+        self.t0 = time.monotonic()
+        self.ckpts = store.checkpoints(plan.cfg.run.keep_checkpoints)
+        self.archive = ParetoArchive(len(plan.objectives))
+        self.best = best_record(records)
+        for r in records:
+            if r.get("values") is not None:
+                self.archive.add(r["id"], [as_float(v) for v in r["values"]])
+        self._told_best: float | None = None
+        self._told_scanned = 0
+        self._last_ckpt_told = told
+        self.bar = None
+
+    # -- scheduler hooks ----------------------------------------------------------------------
+    def on_result(self, candidate, result) -> None:
+        recipe = None
+        if self.plan.cfg.problem != "digits":
+            recipe = self.plan.to_recipe(candidate.genome)
+        rec = make_record(self.plan, self.store, candidate, result, recipe=recipe)
+        self.store.append(rec)
+        self.records.append(rec)
+        self.ids.add(rec["id"])
+        if rec["score"] is not None and (self.best is None or rec["score"] > as_float(self.best["score"])):
+            self.best = rec
+            self._write_best()
+        if rec["values"] is not None and self.archive.add(rec["id"], rec["values"]):
+            self._write_pareto()
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.best is not None:
+                self.bar.set_postfix_str(f"best {self.best['score']:.4g} (#{self.best['id']})", refresh=False)
+
+    def on_tell(self, n_told_session: int) -> None:
+        self.told = self._told_base + n_told_session
+        every = self.plan.cfg.run.checkpoint_every
+        if every == "generation" or self.told - self._last_ckpt_told >= int(every):
+            self.checkpoint()
+
+    def must_beat(self) -> float | None:
+        """Best score among the told records (a prefix of the log): see the module docstring."""
+        if not self.plan.early_stopping:
+            return None
+        while self._told_scanned < min(self.told, len(self.records)):
+            r = self.records[self._told_scanned]
+            if r.get("score") is not None and (self._told_best is None or r["score"] > self._told_best):
+                self._told_best = float(r["score"])
+            self._told_scanned += 1
+        return self._told_best
+
+    # -- files --------------------------------------------------------------------------------
+    def _write_best(self) -> None:
+        rec = self.best
+        if rec.get("recipe") is not None:
+            text = yaml.safe_dump(rec["recipe"], sort_keys=False)
+        else:
+            text = yaml.safe_dump({"problem": self.plan.cfg.problem, "genome": rec["genome"]}, sort_keys=False)
+        self.store.write_best(rec, text)
+
+    def _write_pareto(self) -> None:
+        by_id = {r["id"]: r for r in self.records}
+        self.store.write_pareto([o.name for o in self.plan.objectives], [by_id[i] for i in self.archive.ids if i in by_id])
+
+    def refresh_outputs(self) -> None:
+        if self.best is not None:
+            self._write_best()
+        if len(self.archive):
+            self._write_pareto()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.t0)
+
+    def checkpoint(self) -> None:
+        state = {
+            "version": 1,
+            "driver": self.driver.state_dict(),
+            "archive": self.archive.state_dict(),
+            "rng": _rng_state(),
+            "n_told": self.told,
+            "n_logged": len(self.records),
+            "elapsed": self.elapsed(),
+        }
+        self.ckpts.save(self.told, state)
+        self._last_ckpt_told = self.told
+        self.write_progress("running")
+
+    def write_progress(self, state: str, **extra) -> None:
+        b = self.plan.cfg.budget
+        self.store.write_json(
+            self.store.root / "progress.json",
+            {"state": state, "max_evals": b.max_evals, "time_limit": b.time_limit, "elapsed": self.elapsed(), "pid": os.getpid(), **extra},
+        )
+
+    # -- the loop -----------------------------------------------------------------------------
+    def drive(self, driver, known: dict, *, progress: bool = True) -> Any:
+        from tqdm.auto import tqdm
+
+        from evomerge.evaluator import make_backend
+        from evomerge.scheduler import Budget, Scheduler
+
+        cfg = self.plan.cfg
+        self.driver = driver
+        self._told_base = self.told
+        ev = cfg.evaluator
+        options: dict[str, Any] = {}
+        if ev.backend == "ray":
+            options = {"num_workers": ev.num_workers, "num_gpus": ev.num_gpus}
+        backend = make_backend(ev.backend, self.plan.worker_spec, address=ev.address if ev.backend == "ray" else None, **options)
+        try:
+            time_left = None
+            if cfg.budget.time_limit is not None:
+                time_left = max(0.0, cfg.budget.time_limit - self.elapsed_before)
+            budget = Budget(max_evals=cfg.budget.max_evals, time_limit=time_left, target=cfg.budget.target)
+            sched = Scheduler(
+                driver,
+                backend,
+                budget,
+                self.on_result,
+                self.on_tell,
+                known,
+                objective_spec=self.plan.objectives,
+                to_recipe=lambda c: self.plan.to_recipe(c.genome),
+                must_beat=self.must_beat if self.plan.early_stopping else None,
+                per_example_tasks=self.plan.per_example_tasks,
+                per_example_sizes=self.plan.per_example_sizes,
+                evals_done=self.told,
+            )
+            self.write_progress("running")
+            self.bar = tqdm(
+                total=cfg.budget.max_evals,
+                initial=len(self.records),
+                desc="search",
+                unit="eval",
+                disable=not progress or None,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+            try:
+                summary = sched.run()
+            finally:
+                self.bar.close()
+                self.bar = None
+            if summary.told or not self.ckpts.list():
+                self.checkpoint()
+            self.validate_on(backend)
+        finally:
+            backend.close()
+        self.write_progress("finished", stop_reason=summary.stop_reason)
+        return summary
+
+    def validate_on(self, backend) -> None:
+        """Held-out scores of the best candidate (cached in validation.json)."""
+        best = self.best
+        if best is None:
+            return
+        cached = self.store.read_json(self.store.validation_path)
+        if cached and cached.get("id") == best["id"]:
+            return
+        self.store.write_json(self.store.validation_path, validate_record(self.plan, self.store, best, backend))
+
+
+def validate_record(plan: Plan, store: RunStore, record: dict, backend=None) -> dict:
+    from evomerge.evaluator import EvalRequest, InProcessBackend
+
+    if plan.cfg.problem == "digits":
+        acc = plan.problem.test_accuracy(np.asarray(record_genome(store, record), dtype=np.float32))
+        return {"id": record["id"], "split": "test", "objectives": {"test_accuracy": acc}}
+    own = backend is None
+    backend = backend or InProcessBackend(plan.worker_spec)
+    try:
+        recipe = record.get("recipe") or plan.to_recipe(record_genome(store, record))
+        backend.submit(EvalRequest(int(record["id"]), recipe, "validation", None))
+        results = []
+        while not results:
+            results = backend.wait(timeout=5.0)
+        res = results[0]
+    finally:
+        if own:
+            backend.close()
+    if not res.ok:
+        return {"id": record["id"], "split": "validation", "objectives": None, "error": res.error_line}
+    return {"id": record["id"], "split": "validation", "objectives": res.objectives}
+
+
+def run(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    config_path: str | Path | None = None,
+    progress: bool = True,
+    plan: Plan | None = None,
+) -> dict[str, Any]:
+    """Start a fresh run in ``run_dir`` (which must not hold one). Returns the status summary."""
+    source = str(config_path) if config_path else "config"
+    config_dir = Path(config_path).resolve().parent if config_path else None
+    plan = plan or build_plan(cfg, source=source, config_dir=config_dir)
+    store = RunStore(run_dir)
+    if store.exists():
+        raise RunDirError(f"run directory {run_dir} already holds a run; continue it with `evomerge resume {run_dir}`")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        store.create(_resolved_yaml(plan, config_dir))
+        store.write_json(store.root / "meta.json", plan.meta)
+        session = _Session(plan, store, [], 0, 0.0)
+        driver = plan.make_driver()
+        try:
+            session.drive(driver, {}, progress=progress)
+        finally:
+            store.close()
+        return summarize(store)
+
+
+def _resolved_yaml(plan: Plan, config_dir: Path | None) -> str:
+    data = plan.cfg.model_dump(mode="json", exclude_none=True)
+    if plan.cfg.fitness is not None and config_dir is not None:
+        data.setdefault("fitness", {})
+        data["_base_dir"] = str(config_dir)  # relative task paths keep resolving against the config's folder
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def load_run_config(store: RunStore) -> tuple[RunConfig, Path | None]:
+    data = yaml.safe_load(store.config_path.read_text()) or {}
+    base_dir = data.pop("_base_dir", None)
+    return parse_config(data, str(store.config_path)), (Path(base_dir) if base_dir else None)
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, warn=None) -> dict[str, Any]:
+    """Continue ``run_dir`` from its newest readable checkpoint and its log; see the module docstring."""
+    warn = warn or (lambda m: print(m, file=sys.stderr))
+    store = RunStore(run_dir)
+    store.require()
+    cfg, base_dir = load_run_config(store)
+    plan = build_plan(cfg, source=str(store.config_path), config_dir=base_dir)
+    with RunLock(run_dir):
+        records = store.read_log(repair=True, warn=warn)
+        ckpts = store.checkpoints(cfg.run.keep_checkpoints)
+        ckpts.remove_temporaries()
+        loaded = ckpts.load_latest(log=warn)
+        driver = plan.make_driver()
+        told, elapsed = 0, 0.0
+        if loaded is not None:
+            _, state = loaded
+            driver.load_state_dict(state["driver"])
+            told = int(state["n_told"])
+            elapsed = float(state.get("elapsed", 0.0))
+            _set_rng_state(state.get("rng"))
+            if told > len(records):
+                raise RunDirError(
+                    f"{store.root}: the checkpoint has told {told} evaluations but {store.log_path.name} holds only {len(records)}; the log was truncated"
+                )
+        elif ckpts.list():
+            warn(f"warning: no readable checkpoint in {ckpts.path}; replaying the whole log from the start")
+        known = {int(r["id"]): result_from_record(store, r) for r in records[told:]}
+        session = _Session(plan, store, records, told, elapsed)
+        session.refresh_outputs()
+        try:
+            session.drive(driver, known, progress=progress)
+        finally:
+            store.close()
+        return summarize(store)
+
+
+def validate_best(run_dir: str | Path) -> dict | None:
+    """``status --validate``: score the best candidate on the held-out split and cache it."""
+    store = RunStore(run_dir)
+    store.require()
+    best = best_record(store.read_log())
+    if best is None:
+        return None
+    cached = store.read_json(store.validation_path)
+    if cached and cached.get("id") == best["id"]:
+        return cached
+    cfg, base_dir = load_run_config(store)
+    plan = build_plan(cfg, source=str(store.config_path), config_dir=base_dir)
+    out = validate_record(plan, store, best)
+    store.write_json(store.validation_path, out)
+    return out
+
+
+__all__ = ["Plan", "build_plan", "load_config", "resume", "run", "validate_best"]

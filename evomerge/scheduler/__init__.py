@@ -1,0 +1,12 @@
+"""The scheduler: drives ask → evaluate → tell over an evaluator backend (see :mod:`.loop`)."""
+
+from evomerge.scheduler.loop import (
+    Budget,
+    ObjectiveSpec,
+    Scheduler,
+    SchedulerSummary,
+    parse_objective_spec,
+    recipe_dict,
+)
+
+__all__ = ["Budget", "ObjectiveSpec", "Scheduler", "SchedulerSummary", "parse_objective_spec", "recipe_dict"]

@@ -1,0 +1,374 @@
+"""Data-flow space (DFS): which layers run, in which order, with which input scales.
+
+Following Akiba et al. (2024), the ``M`` decoder layers of the source models are laid out in
+order (all of A's, then all of B's, …) and the layout is repeated ``r`` times, giving ``T = M·r``
+slots. Slot ``t`` holds layer ``g(t) = t mod M`` of the layout. A genome holds
+
+* an indicator per slot: the recipe-space indicator is ``I_t = 2·x_t − 1 ∈ [−1, 1]`` and slot
+  ``t`` is on the inference path iff ``I_t > 0``, i.e. iff ``x_t > 0.5``. The path is the "on"
+  slots in slot order (2^T possible paths);
+* scales: with ``scale_mode="matrix"`` an ``M×M`` matrix ``W`` where ``W[i, j]`` multiplies the
+  input (residual stream) of layer ``j`` when layer ``i`` directly precedes it on the path; with
+  ``"per_layer"`` one scale per layer ``j`` whatever precedes it (``M`` genes, for small budgets);
+  with ``"none"`` no scale genes (all 1). Scales are mapped log-linearly from the normalised gene,
+  ``s = lo·(hi/lo)^x``, so that halving and doubling are equally far from 1.
+
+Embeddings, final norm, head and tokenizer come from model A (``embed_from``). With
+``fix_ends=True`` (the paper's choice) A's first and last layers are always the path's first and
+last steps and the slots choose what runs in between; the first step has no predecessor and gets
+scale 1 (for a pre-norm model a scale on the first layer's input is a no-op anyway).
+
+``x0`` turns on exactly the slots of A's layers in the first repetition (A's inner layers when the
+ends are fixed) and sets every scale to 1, so ``to_recipe(x0)`` is model A itself. Indicator genes
+start at ``0.5 ± indicator_margin`` (on / off), so that a step of ``sigma0 = 1/6`` flips a slot
+with probability ≈ 7 % at the default margin 0.25.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evomerge.errors import ConfigError
+
+ScaleMode = Literal["matrix", "per_layer", "none"]
+
+
+def _one_line(exc: ValidationError, where: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+    return f"{where}: key {loc!r}: {err.get('msg', 'invalid value')}"
+
+
+class PathStep(BaseModel):
+    """One step of the path: ``layer`` of source ``model``, its input multiplied by ``scale``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    layer: int = Field(ge=0)
+    scale: float = 1.0
+
+    @field_validator("scale")
+    @classmethod
+    def _positive_finite(cls, v: float) -> float:
+        # Folding divides by the running product of scales and norm(c·x) = norm(x) needs c > 0.
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"scale must be a finite number > 0, got {v}")
+        return v
+
+
+class DataFlowRecipe(BaseModel):
+    """A layer path through one or more source models (``merge_method: dataflow``).
+
+    ``sources`` maps a name to a model path / hub id, or to a nested parameter-space recipe dict
+    (the PS+DFS sequence: source A is itself a merge). Tokenizer, embeddings, final norm and head
+    come from ``embed_from``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    merge_method: Literal["dataflow"] = "dataflow"
+    sources: dict[str, str | dict[str, Any]]
+    embed_from: str
+    path: list[PathStep] = Field(min_length=1)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+    @model_validator(mode="after")
+    def _names_known(self) -> "DataFlowRecipe":
+        if not self.sources:
+            raise ValueError("sources must name at least one model")
+        if self.embed_from not in self.sources:
+            raise ValueError(f"embed_from {self.embed_from!r} is not a source; expected one of {sorted(self.sources)}")
+        for k, step in enumerate(self.path):
+            if step.model not in self.sources:
+                raise ValueError(f"path[{k}].model {step.model!r} is not a source; expected one of {sorted(self.sources)}")
+        for name, src in self.sources.items():
+            if isinstance(src, dict):
+                _validate_nested(name, src)
+        return self
+
+    # ---- YAML -------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> "DataFlowRecipe":
+        where = "<string>"
+        text = text_or_path
+        if isinstance(text_or_path, Path) or ("\n" not in str(text_or_path) and Path(str(text_or_path)).is_file()):
+            where = str(text_or_path)
+            try:
+                text = Path(text_or_path).read_text()
+            except OSError as exc:
+                raise ConfigError(f"{where}: cannot read data-flow recipe: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping with keys merge_method, sources, embed_from, path")
+        return cls.validate_dict(data, where=where)
+
+    @classmethod
+    def validate_dict(cls, data: dict, where: str = "data-flow recipe") -> "DataFlowRecipe":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc, where)) from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def layer_sequence(self) -> list[tuple[str, int]]:
+        return [(s.model, s.layer) for s in self.path]
+
+    def scales(self) -> list[float]:
+        return [s.scale for s in self.path]
+
+    def cumulative_scales(self) -> list[float]:
+        """``C_k = s_0·s_1⋯s_k``: the residual stream after step k is ``C_k`` times the stream of
+        the same layers without scales (pre-norm models, norm eps = 0)."""
+        out, c = [], 1.0
+        for s in self.path:
+            c *= s.scale
+            out.append(c)
+        return out
+
+    def nested_recipe(self, name: str):
+        """The parameter-space :class:`~evomerge.merge.recipe.Recipe` of a nested source, else None."""
+        src = self.sources[name]
+        if not isinstance(src, dict):
+            return None
+        from evomerge.merge.recipe import Recipe
+
+        return Recipe.model_validate(src)
+
+    def check_layers(self, num_layers: Mapping[str, int]) -> None:
+        """Raise ConfigError naming the step when a layer index is out of range for its source."""
+        for k, step in enumerate(self.path):
+            n = num_layers[step.model]
+            if step.layer >= n:
+                raise ConfigError(
+                    f"data-flow recipe: path[{k}] uses layer {step.layer} of source {step.model!r}, "
+                    f"which has layers 0..{n - 1}"
+                )
+
+
+def _validate_nested(name: str, src: dict) -> None:
+    try:
+        from evomerge.merge.recipe import Recipe
+    except ModuleNotFoundError:  # merge engine not importable: keep the dict, validated when used
+        return
+    try:
+        Recipe.model_validate(src)
+    except ValidationError as exc:
+        raise ValueError(f"nested recipe of source {name!r}: {_one_line(exc, 'recipe')}") from None
+
+
+class DataFlowSpace:
+    """Genome ↔ :class:`DataFlowRecipe` (see the module docstring for the layout and mappings).
+
+    Genes, in order: ``T = M·r`` slot indicators (repetition-major, layout order inside), then the
+    scale genes (``W`` row-major: gene ``T + i·M + j`` is ``W[i, j]``; or one per layer).
+    """
+
+    def __init__(
+        self,
+        source_layers: Mapping[str, int],
+        repeats: int = 2,
+        *,
+        embed_from: str | None = None,
+        fix_ends: bool = True,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        scale_mode: ScaleMode = "matrix",
+        sources: Mapping[str, str | dict] | None = None,
+        indicator_margin: float = 0.25,
+        dtype: str = "float32",
+    ):
+        if not source_layers:
+            raise ConfigError("data-flow space: source_layers must name at least one model")
+        for name, n in source_layers.items():
+            if int(n) < 1:
+                raise ConfigError(f"data-flow space: source {name!r} has {n} layers; expected >= 1")
+        if int(repeats) < 1:
+            raise ConfigError(f"data-flow space: repeats must be >= 1, got {repeats}")
+        lo, hi = (float(v) for v in scale_range)
+        if not (0 < lo <= 1 <= hi and lo < hi):
+            raise ConfigError(f"data-flow space: scale_range must satisfy 0 < lo <= 1 <= hi, lo < hi; got {scale_range}")
+        if scale_mode not in ("matrix", "per_layer", "none"):
+            raise ConfigError(f"data-flow space: scale_mode must be matrix, per_layer or none; got {scale_mode!r}")
+        if not 0 < indicator_margin <= 0.5:
+            raise ConfigError(f"data-flow space: indicator_margin must be in (0, 0.5], got {indicator_margin}")
+        self.source_layers = {str(k): int(v) for k, v in source_layers.items()}
+        self.embed_from = embed_from if embed_from is not None else next(iter(self.source_layers))
+        if self.embed_from not in self.source_layers:
+            raise ConfigError(f"data-flow space: embed_from {self.embed_from!r} is not a source; expected one of {list(self.source_layers)}")
+        self.fix_ends = bool(fix_ends)
+        n_a = self.source_layers[self.embed_from]
+        if self.fix_ends and n_a < 2:
+            raise ConfigError(f"data-flow space: fix_ends needs model {self.embed_from!r} to have >= 2 layers, got {n_a}")
+        self.repeats = int(repeats)
+        self.scale_range = (lo, hi)
+        self.scale_mode = scale_mode
+        self.indicator_margin = float(indicator_margin)
+        self.dtype = dtype
+        self.sources = dict(sources) if sources is not None else {k: k for k in self.source_layers}
+        if list(self.sources) != list(self.source_layers):
+            raise ConfigError(
+                f"data-flow space: sources {list(self.sources)} must name the same models, in the same order, as source_layers {list(self.source_layers)}"
+            )
+
+        self.layout: list[tuple[str, int]] = [(m, l) for m, n in self.source_layers.items() for l in range(n)]
+        self._index = {ml: g for g, ml in enumerate(self.layout)}
+        self.M = len(self.layout)
+        self.T = self.M * self.repeats
+        self.n_scale = {"matrix": self.M * self.M, "per_layer": self.M, "none": 0}[scale_mode]
+        self.dim = self.T + self.n_scale
+        self.lower = np.zeros(self.dim)
+        self.upper = np.ones(self.dim)
+        self.sigma0 = 1.0 / 6.0
+        self._first = self._index[(self.embed_from, 0)]
+        self._last = self._index[(self.embed_from, n_a - 1)]
+
+        x0 = np.empty(self.dim)
+        x0[: self.T] = 0.5 - self.indicator_margin
+        inner = range(1, n_a - 1) if self.fix_ends else range(n_a)
+        for l in inner:
+            x0[self._index[(self.embed_from, l)]] = 0.5 + self.indicator_margin  # first repetition
+        x0[self.T :] = self.scale_to_gene(1.0)
+        self.x0 = x0
+
+        self.names = [f"r{t // self.M}/{m}.{l}/on" for t in range(self.T) for (m, l) in [self.layout[t % self.M]]]
+        if scale_mode == "matrix":
+            self.names += [f"W/{mi}.{li}->{mj}.{lj}" for (mi, li) in self.layout for (mj, lj) in self.layout]
+        elif scale_mode == "per_layer":
+            self.names += [f"scale/{m}.{l}" for (m, l) in self.layout]
+        bounds = set(range(0, self.T + 1, self.M))
+        if scale_mode == "matrix":
+            bounds |= {self.T + i * self.M for i in range(self.M + 1)}
+        bounds.add(self.dim)
+        self.group_boundaries = sorted(bounds)
+
+    # ---- scalar maps ------------------------------------------------------------------------
+    def scale_to_gene(self, s: float) -> float:
+        lo, hi = self.scale_range
+        if hi == lo:
+            return 0.5
+        return math.log(s / lo) / math.log(hi / lo)
+
+    def gene_to_scale(self, x: float) -> float:
+        lo, hi = self.scale_range
+        return lo * (hi / lo) ** float(x)
+
+    def _scale_gene_index(self, i: int, j: int) -> int | None:
+        if self.scale_mode == "matrix":
+            return self.T + i * self.M + j
+        if self.scale_mode == "per_layer":
+            return self.T + j
+        return None
+
+    # ---- protocol ---------------------------------------------------------------------------
+    def on_slots(self, genome: np.ndarray) -> list[int]:
+        x = np.asarray(genome, dtype=float)
+        return [t for t in range(self.T) if x[t] > 0.5]
+
+    def to_recipe(self, genome: np.ndarray) -> DataFlowRecipe:
+        """Genes are clipped into the box first (unbounded samplers may step outside it)."""
+        x = np.clip(np.asarray(genome, dtype=float).reshape(-1), self.lower, self.upper)
+        if x.shape[0] != self.dim:
+            raise ConfigError(f"data-flow space: genome has {x.shape[0]} genes, expected {self.dim}")
+        middle = [t % self.M for t in self.on_slots(x)]
+        if self.fix_ends:
+            order = [self._first, *middle, self._last]
+        elif middle:
+            order = middle
+        else:  # nothing on and no fixed ends: the slot closest to "on" keeps the path non-empty
+            order = [int(np.argmax(x[: self.T])) % self.M]
+        steps = []
+        prev = None
+        for g in order:
+            scale = 1.0
+            if prev is not None:
+                idx = self._scale_gene_index(prev, g)
+                if idx is not None:
+                    scale = self.gene_to_scale(x[idx])
+            m, l = self.layout[g]
+            steps.append({"model": m, "layer": l, "scale": scale})
+            prev = g
+        return DataFlowRecipe.model_validate(
+            {"sources": self.sources, "embed_from": self.embed_from, "path": steps, "dtype": self.dtype}
+        )
+
+    def from_recipe(self, recipe: DataFlowRecipe | dict) -> np.ndarray:
+        """A genome mapping to ``recipe``: the path is placed on the earliest slots that hold it in
+        order; scale genes not used by the path stay at 1. Raises ConfigError when the recipe is
+        outside the space's image (other sources, ends not fixed, a path longer than r
+        repetitions can hold, one predecessor pair with two scales, a scale out of range)."""
+        if isinstance(recipe, dict):
+            recipe = DataFlowRecipe.validate_dict(recipe)
+        if list(recipe.sources) != list(self.source_layers) or recipe.embed_from != self.embed_from:
+            raise ConfigError(
+                f"data-flow recipe: sources {list(recipe.sources)} / embed_from {recipe.embed_from!r} do not match the space's "
+                f"{list(self.source_layers)} / {self.embed_from!r}"
+            )
+        recipe.check_layers(self.source_layers)
+        order = [self._index[ml] for ml in recipe.layer_sequence()]
+        x = np.array(self.x0, dtype=float)
+        x[: self.T] = 0.5 - self.indicator_margin
+        if self.fix_ends:
+            if len(order) < 2 or order[0] != self._first or order[-1] != self._last:
+                raise ConfigError(
+                    f"data-flow recipe: path must start with {self.embed_from}.0 and end with "
+                    f"{self.embed_from}.{self.source_layers[self.embed_from] - 1} (fixed ends)"
+                )
+            middle = order[1:-1]
+        else:
+            middle = order
+        t = 0
+        for k, g in enumerate(middle):
+            slot = t + ((g - t) % self.M)
+            if slot >= self.T:
+                m, l = self.layout[g]
+                raise ConfigError(
+                    f"data-flow recipe: path step {k + int(self.fix_ends)} ({m}.{l}) does not fit in {self.repeats} repetitions of the layout"
+                )
+            x[slot] = 0.5 + self.indicator_margin
+            t = slot + 1
+        if recipe.path[0].scale != 1.0:
+            raise ConfigError(f"data-flow recipe: path[0].scale is {recipe.path[0].scale}; the space fixes the first step's scale at 1")
+        lo, hi = self.scale_range
+        set_by: dict[int, float] = {}
+        for k in range(1, len(order)):
+            s = recipe.path[k].scale
+            idx = self._scale_gene_index(order[k - 1], order[k])
+            if idx is None:
+                if s != 1.0:
+                    raise ConfigError(f"data-flow recipe: path[{k}].scale is {s}; this space has no scale genes (scale_mode none)")
+                continue
+            if not lo * (1 - 1e-12) <= s <= hi * (1 + 1e-12):
+                raise ConfigError(f"data-flow recipe: path[{k}].scale {s} is outside the space's scale_range [{lo}, {hi}]")
+            if idx in set_by and not math.isclose(set_by[idx], s, rel_tol=1e-9):
+                raise ConfigError(
+                    f"data-flow recipe: path[{k}].scale {s} conflicts with {set_by[idx]} for the same gene {self.names[idx]!r}"
+                )
+            set_by[idx] = s
+            x[idx] = min(max(self.scale_to_gene(s), 0.0), 1.0)
+        return x
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "dataflow",
+            "dim": self.dim,
+            "sources": dict(self.source_layers),
+            "embed_from": self.embed_from,
+            "repeats": self.repeats,
+            "slots": self.T,
+            "scale_mode": self.scale_mode,
+            "scale_range": list(self.scale_range),
+            "fix_ends": self.fix_ends,
+            "names": list(self.names),
+        }

@@ -1,0 +1,111 @@
+"""Settings of a toy world: model shape, data partition, and the training of each model.
+
+A :class:`WorldSettings` is plain data; its JSON form (plus a format version) is hashed into the
+cache key, so any change of a setting builds a new world instead of reusing a stale one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from evomerge.errors import ConfigError
+
+# Bump when the data, the training code or the on-disk layout changes what a setting produces.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run: a mixture of components (see ``tasks.component_examples``) and its schedule."""
+
+    mixture: dict
+    steps: int
+    lr: float
+    warmup: int = 50
+    batch: int = 128
+
+
+@dataclass(frozen=True)
+class WorldSettings:
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 512
+    heldout_pairs: int = 1200
+    heldout_numbers: int = 300
+    data_seed: int = 0
+    base: Stage = None
+    experts: dict = field(default_factory=dict)  # name -> Stage
+    expert_skills: dict = field(default_factory=dict)  # name -> task name
+    target_task: str = "target"
+    threads: int = 2
+    seed: int = 0
+    calibration: int = 200
+    validation: int = 1000
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "WorldSettings":
+        data = dict(data)
+        data["base"] = Stage(**data["base"])
+        data["experts"] = {k: Stage(**v) for k, v in data["experts"].items()}
+        return cls(**data)
+
+    def key(self) -> str:
+        """Hash of every setting that changes the models or tasks (``threads`` is excluded:
+        it changes speed, and float rounding at most)."""
+        payload = self.to_dict()
+        payload.pop("threads")
+        payload["format_version"] = FORMAT_VERSION
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def replace(self, **changes) -> "WorldSettings":
+        return dataclasses.replace(self, **changes)
+
+
+LANG_MIX = {"L2.copy": 1.0, "L2.reverse": 1.0, "L2.successor": 1.0, "X.*": 0.5, "Y.*": 0.5}
+BASE_MIX = {
+    "L1.copy": 1.0, "L1.reverse": 1.0, "L1.successor": 1.0,
+    "L2.copy": 1.0, "L2.reverse": 1.0, "L2.successor": 1.0,
+    "X.*": 1.0, "Y.*": 1.0,
+    # A weak adder in both languages: the target's operator word must have met arithmetic in
+    # the base, or the math expert's skill cannot carry over to it (notes, variant 5a vs 5g).
+    "L1.addition": 0.2, "L2.addition": 0.2,
+}
+
+PRESETS = {
+    "demo": WorldSettings(
+        base=Stage(mixture=BASE_MIX, steps=1500, lr=1e-3),
+        experts={
+            "math": Stage(mixture={"L1.addition": 1.0}, steps=1000, lr=1e-3),
+            "lang": Stage(mixture=LANG_MIX, steps=600, lr=5e-4),
+        },
+        expert_skills={"math": "math", "lang": "lang"},
+    ),
+    # Small and fast for tests: same data and tasks, a 2-layer 32-wide model, few steps.
+    "test": WorldSettings(
+        hidden=32, layers=2, heads=2, intermediate=64,
+        base=Stage(mixture=BASE_MIX, steps=120, lr=3e-3, warmup=10, batch=64),
+        experts={
+            "math": Stage(mixture={"L1.addition": 1.0}, steps=40, lr=3e-3, warmup=5, batch=64),
+            "lang": Stage(mixture=LANG_MIX, steps=40, lr=2e-3, warmup=5, batch=64),
+        },
+        expert_skills={"math": "math", "lang": "lang"},
+        calibration=64, validation=256,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> WorldSettings:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown toy-world preset {name!r}; expected one of: {', '.join(PRESETS)}")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(WorldSettings)}
+    if unknown:
+        raise ConfigError(f"unknown toy-world setting {sorted(unknown)[0]!r}")
+    return PRESETS[name].replace(**overrides)

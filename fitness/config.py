@@ -1,0 +1,270 @@
+"""Fitness configuration: tasks, objectives, early stopping (pydantic, YAML).
+
+The YAML a user writes (a run config embeds the same mapping under ``fitness:``)::
+
+    tasks:
+      - name: target
+        source: {type: generator, name: toyworld.target}        # or {type: jsonl, path: data.jsonl}
+        fields: {prompt: question, answer: answer}              # example field -> source column
+        template: "{prompt}"
+        scorer: {type: exact_match, max_new_tokens: 8, stop: ["</s>"]}
+        splits: {calibration: 200, validation: 1000, seed: 0}
+    objectives:
+      - {task: target, metric: mean, direction: maximize, weight: 1.0}
+    early_stopping: {enabled: false, min_examples: 16, growth: 2.0, confidence: 0.95}
+
+Every validation problem is reported as one line (:class:`~evomerge.errors.ConfigError`) that
+names the task and key, never as pydantic's multi-line report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evomerge.errors import ConfigError
+
+SOURCE_TYPES = ("jsonl", "csv", "parquet", "datasets", "generator", "lmeval")
+SCORER_TYPES = ("exact_match", "exact_match_forced", "choice_loglik", "nll", "callable")
+# Scorers whose per-example scores lie in [0, 1] (what the racing bounds need) and where higher
+# is better; nll is an unbounded loss; a callable declares both itself.
+BOUNDED_SCORERS = ("exact_match", "exact_match_forced", "choice_loglik")
+METRICS = ("mean", "perplexity")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    """Where a task's examples come from.
+
+    ``jsonl | csv | parquet``: ``path`` (relative paths resolve against the config file's folder).
+    ``datasets``: ``path`` is a ``save_to_disk`` folder, a local dataset folder or a hub name;
+    ``name`` the dataset config, ``split`` (default ``train``).
+    ``generator``: ``name`` in :mod:`fitness.generators`, ``params`` passed as keyword arguments.
+    ``lmeval``: ``task`` an lm-evaluation-harness task, ``include_path`` a folder of task YAMLs.
+    """
+
+    type: str
+    path: str | None = None
+    name: str | None = None
+    split: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    task: str | None = None
+    include_path: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in SOURCE_TYPES:
+            raise ValueError(f"unknown source type {value!r}; known: {', '.join(SOURCE_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _needs(self):
+        need = {"jsonl": "path", "csv": "path", "parquet": "path", "datasets": "path",
+                "generator": "name", "lmeval": "task"}[self.type]
+        if getattr(self, need) in (None, ""):
+            raise ValueError(f"source type {self.type!r} needs key {need!r}")
+        return self
+
+
+class ScorerConfig(_Strict):
+    """How one example is scored. Options by type (others are rejected):
+
+    * ``exact_match``: greedy generation; ``max_new_tokens`` (16), ``stop`` strings, ``extract``
+      (a regex whose ``extract_group`` is the answer, or ``"pkg.mod:fn"`` mapping text -> answer),
+      ``strip`` (compare with surrounding whitespace removed, default true), ``lowercase``.
+    * ``exact_match_forced``: teacher-forced argmax over ``prompt + answer (+ eos)``;
+      ``append_eos`` (default true: the model must also end the answer there).
+    * ``choice_loglik``: ``normalize``: ``none`` (summed log-likelihood), ``tokens`` or ``chars``
+      (divided by the continuation's length).
+    * ``nll``: mean negative log-likelihood per token of the answer (or of the whole text when an
+      example has no answer); lower is better.
+    * ``callable``: ``fn: "pkg.mod:fn"`` called as ``fn(model, tokenizer, examples, **params)``
+      returning one float per example; ``bounded`` (scores in [0, 1], default false),
+      ``higher_is_better`` (default true).
+    """
+
+    type: str
+    max_new_tokens: int = Field(16, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    extract: str | None = None
+    extract_group: int | str = 1
+    strip: bool = True
+    lowercase: bool = False
+    append_eos: bool = True
+    normalize: Literal["none", "tokens", "chars"] = "none"
+    fn: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    bounded: bool = False
+    higher_is_better: bool = True
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in SCORER_TYPES:
+            raise ValueError(f"unknown scorer {value!r}; known: {', '.join(SCORER_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _callable_needs_fn(self):
+        if self.type == "callable" and not self.fn:
+            raise ValueError("scorer type 'callable' needs key 'fn' (\"pkg.module:function\")")
+        return self
+
+    @property
+    def is_bounded(self) -> bool:
+        return self.type in BOUNDED_SCORERS or (self.type == "callable" and self.bounded)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.type == "nll" or (self.type == "callable" and not self.higher_is_better)
+
+
+class SplitConfig(_Strict):
+    """Sizes of the two splits drawn from one seeded shuffle of the example pool.
+
+    ``validation: null`` takes every example left after calibration.
+    """
+
+    calibration: int = Field(200, ge=0)
+    validation: int | None = Field(None, ge=0)
+    seed: int = 0
+
+
+class TaskConfig(_Strict):
+    name: str
+    source: SourceConfig
+    fields: dict[str, str] = Field(default_factory=dict)
+    template: str | None = None
+    answer_template: str | None = None
+    prepend_bos: bool | None = None
+    scorer: ScorerConfig = Field(default_factory=lambda: ScorerConfig(type="exact_match"))
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        known = ("id", "prompt", "answer", "choices", "label")
+        for key in value:
+            if key not in known:
+                raise ValueError(f"unknown example field {key!r}; known: {', '.join(known)}")
+        return value
+
+
+class ObjectiveConfig(_Strict):
+    task: str
+    metric: str = "mean"
+    direction: Literal["maximize", "minimize"] | None = None
+    weight: float = 1.0
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; known: {', '.join(METRICS)}")
+        return value
+
+
+class EarlyStoppingConfig(_Strict):
+    """Racing on a growing prefix of the calibration split (see :mod:`fitness.early_stop`)."""
+
+    enabled: bool = False
+    min_examples: int = Field(16, ge=1)
+    growth: float = Field(2.0, gt=1.0)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    bound: Literal["hoeffding", "bernstein"] = "hoeffding"
+
+
+class FitnessConfig(_Strict):
+    tasks: list[TaskConfig]
+    objectives: list[ObjectiveConfig] = Field(default_factory=list)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        names = [t.name for t in self.tasks]
+        if not names:
+            raise ValueError("tasks: at least one task is needed")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"tasks: duplicate task name {dup[0]!r}")
+        if not self.objectives:  # one objective per task, each in its natural direction
+            self.objectives = [ObjectiveConfig(task=n) for n in names]
+        for i, obj in enumerate(self.objectives):
+            if obj.task not in names:
+                raise ValueError(
+                    f"objectives[{i}]: unknown task {obj.task!r}; tasks: {', '.join(names)}"
+                )
+        return self
+
+    # A base folder for relative source paths; set by load_fitness_config, not part of the YAML.
+    _base_dir: Path | None = None
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self._base_dir
+
+
+def _one_line(exc: ValidationError, where: str, data: Any = None) -> str:
+    err = exc.errors()[0]
+    parts = [str(p) for p in err["loc"]]
+    # "tasks.2.scorer.type" reads better as "task 'target': scorer.type" when the name is known.
+    if len(parts) >= 2 and parts[0] == "tasks" and parts[1].isdigit() and isinstance(data, dict):
+        tasks = data.get("tasks")
+        idx = int(parts[1])
+        if isinstance(tasks, list) and idx < len(tasks) and isinstance(tasks[idx], dict) and "name" in tasks[idx]:
+            rest = ".".join(parts[2:])
+            parts = [f"task {tasks[idx]['name']!r}" + (f": {rest}" if rest else "")]
+    loc = ".".join(parts)
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "missing key"
+    head = f"{where}: " if where else ""
+    return f"{head}{loc}: {msg}" if loc else f"{head}{msg}"
+
+
+def parse_fitness_config(data: Any, *, where: str = "", base_dir: str | Path | None = None) -> FitnessConfig:
+    """Validate a mapping (a bare fitness config, or a run config with a ``fitness:`` key)."""
+    if isinstance(data, dict) and "fitness" in data and "tasks" not in data:
+        data = data["fitness"]
+        where = f"{where} (fitness)" if where else "fitness"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'fitness config'}: expected a mapping with 'tasks', got {type(data).__name__}")
+    try:
+        cfg = FitnessConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, where, data)) from None
+    cfg._base_dir = Path(base_dir) if base_dir is not None else None
+    return cfg
+
+
+def load_fitness_config(path: str | Path) -> FitnessConfig:
+    """Read a YAML file; relative source paths resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{at} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_fitness_config(data, where=str(path), base_dir=path.parent)
+
+
+def parse_task_config(data: Any, *, where: str = "") -> TaskConfig:
+    try:
+        return TaskConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, where)) from None

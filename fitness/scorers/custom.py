@@ -1,0 +1,36 @@
+"""A user scorer named by import path: ``scorer: {type: callable, fn: "pkg.mod:fn", params: {…}}``.
+
+Called as ``fn(model, tokenizer, examples, **params)``; returns one float per example (in order),
+or ``(scores, tokens_processed)``. Declare ``bounded: true`` when scores lie in [0, 1] (early
+stopping needs it) and ``higher_is_better: false`` for a loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+from evomerge.errors import EvomergeError
+
+from fitness.scorers.base import ScoreBatch, Scorer, import_callable
+
+
+class CallableScorer(Scorer):
+    def __init__(self, cfg, *, prepend_bos=None):
+        super().__init__(cfg, prepend_bos=prepend_bos)
+        self.fn = import_callable(cfg.fn, what="scorer.fn")
+        self.bounded = cfg.bounded
+        self.lower_is_better = not cfg.higher_is_better
+
+    def score(self, model, tokenizer, examples, *, batch_size=16):
+        out = self.fn(model, tokenizer, list(examples), **self.cfg.params)
+        tokens = 0
+        if isinstance(out, tuple) and len(out) == 2:
+            out, tokens = out
+        scores = [float(s) for s in out]
+        if len(scores) != len(examples):
+            raise EvomergeError(f"scorer {self.cfg.fn}: returned {len(scores)} scores for {len(examples)} examples")
+        for ex, s in zip(examples, scores):
+            if math.isnan(s) or (self.bounded and not 0.0 <= s <= 1.0):
+                raise EvomergeError(f"scorer {self.cfg.fn}: example {ex.id!r} scored {s}, expected a value in [0, 1]"
+                                    if self.bounded else f"scorer {self.cfg.fn}: example {ex.id!r} scored NaN")
+        return ScoreBatch(scores=scores, tokens=int(tokens))

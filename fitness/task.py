@@ -1,0 +1,174 @@
+"""A task = examples + prompt formatting + a scorer, with seeded, disjoint splits.
+
+Splits: the pool of N examples (source order) is permuted once with
+``numpy.random.default_rng(seed).permutation(N)``; the first ``calibration`` indices of the
+permutation are the calibration split (in that shuffled order — the fixed order early stopping
+reads prefixes of), the next ``validation`` (default: all the rest) the validation split. The two
+are disjoint by construction and identical for a given (source, seed).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from evomerge.errors import ConfigError
+
+from fitness import scorers
+from fitness.config import TaskConfig, parse_task_config
+from fitness.result import TaskScores
+from fitness.scorers.base import Example, ScoreBatch
+from fitness.sources import load_rows
+
+SPLITS = ("calibration", "validation")
+_DEFAULT_COLUMNS = {"id": "id", "prompt": "prompt", "answer": "answer", "choices": "choices", "label": "label"}
+
+
+class Task:
+    def __init__(self, cfg: TaskConfig, pool: list[Example], where: str):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.where = where
+        self.pool = pool
+        self.scorer = scorers.build(cfg.scorer, prepend_bos=cfg.prepend_bos)
+        n = len(pool)
+        n_cal = cfg.splits.calibration
+        if n_cal > n:
+            raise ConfigError(f"task {self.name!r}: splits.calibration is {n_cal} but {where} has {n} examples")
+        n_val = n - n_cal if cfg.splits.validation is None else cfg.splits.validation
+        if n_cal + n_val > n:
+            raise ConfigError(
+                f"task {self.name!r}: splits.calibration + validation = {n_cal} + {n_val} but {where} has {n} examples"
+            )
+        perm = np.random.default_rng(cfg.splits.seed).permutation(n)
+        self._indices = {"calibration": perm[:n_cal].tolist(), "validation": perm[n_cal:n_cal + n_val].tolist()}
+
+    @property
+    def bounded(self) -> bool:
+        return self.scorer.bounded
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.scorer.lower_is_better
+
+    def split_size(self, split: str) -> int:
+        return len(self._split_indices(split))
+
+    def _split_indices(self, split: str) -> list[int]:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        return self._indices[split]
+
+    def examples(self, split: str) -> list[Example]:
+        """The split's examples in their fixed shuffled order; an empty split is an error."""
+        idx = self._split_indices(split)
+        if not idx:
+            n_cal = len(self._indices["calibration"])
+            raise ConfigError(
+                f"task {self.name!r}: split {split!r} is empty ({self.where} has {len(self.pool)} examples, "
+                f"calibration takes {n_cal})"
+            )
+        return [self.pool[i] for i in idx]
+
+    def score(self, model, tokenizer, examples: Sequence[Example], *, batch_size: int = 16) -> ScoreBatch:
+        if not examples:
+            return ScoreBatch(scores=[], tokens=0, weights=[] if not self.scorer.bounded else None)
+        batch = self.scorer.score(model, tokenizer, examples, batch_size=batch_size)
+        if len(batch.scores) != len(examples):
+            raise RuntimeError(f"scorer for task {self.name!r} returned {len(batch.scores)} scores for {len(examples)}")
+        return batch
+
+    def evaluate(self, model, tokenizer, split: str = "calibration", *, batch_size: int = 16,
+                 limit: int | None = None) -> TaskScores:
+        """Score every example of ``split`` (or its first ``limit``): one score per example."""
+        examples = self.examples(split)
+        if limit is not None:
+            examples = examples[:limit]
+        start = time.perf_counter()
+        batch = self.score(model, tokenizer, examples, batch_size=batch_size)
+        return TaskScores(
+            task=self.name, split=split, example_ids=[e.id for e in examples], scores=batch.scores,
+            n_total=self.split_size(split), weights=batch.weights, wall_seconds=time.perf_counter() - start,
+            tokens=batch.tokens, lower_is_better=self.lower_is_better, outputs=batch.outputs,
+        )
+
+    def __repr__(self) -> str:
+        return (f"Task({self.name!r}, scorer={self.cfg.scorer.type}, calibration={self.split_size('calibration')}, "
+                f"validation={self.split_size('validation')})")
+
+
+def load_task(cfg: TaskConfig | dict, *, base_dir: str | Path | None = None) -> Task:
+    """Read the source, map fields, format prompts, validate every row; then draw the splits."""
+    if isinstance(cfg, dict):
+        cfg = parse_task_config(cfg, where=f"task {cfg.get('name', '?')!r}")
+    if cfg.source.type == "lmeval":
+        from fitness.lmeval import load_lmeval_task
+
+        return load_lmeval_task(cfg, base_dir=Path(base_dir) if base_dir else None)
+    rows, where = load_rows(cfg.source, task=cfg.name, base_dir=Path(base_dir) if base_dir else None)
+    pool = rows_to_examples(cfg, rows, where)
+    return Task(cfg, pool, where)
+
+
+def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str) -> list[Example]:
+    columns = {**_DEFAULT_COLUMNS, **cfg.fields}
+    needs = set(scorers.SCORERS[cfg.scorer.type].needs)
+    required = ["prompt", *sorted(needs)] if cfg.template is None else sorted(needs)
+    examples: list[Example] = []
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        for field in required:
+            if columns[field] not in row:
+                raise ConfigError(
+                    f"task {cfg.name!r}: column {columns[field]!r} (field {field}) missing in {where} row {i}; "
+                    f"columns: {', '.join(map(str, row))}"
+                )
+        values = {f: row[c] for f, c in columns.items() if c in row}
+        ctx = {**row, **values}
+        prompt = _format(cfg.template, ctx, cfg, where, i, "template") if cfg.template else str(values["prompt"])
+        answer = values.get("answer")
+        if answer is not None:
+            answer = _format(cfg.answer_template, ctx, cfg, where, i, "answer_template") if cfg.answer_template else str(answer)
+        choices = values.get("choices")
+        label = values.get("label")
+        if "choices" in needs:
+            choices, label = _check_choice(cfg, where, i, choices, label)
+        ex_id = str(values["id"]) if "id" in values and values["id"] is not None else str(i)
+        if ex_id in seen:
+            raise ConfigError(f"task {cfg.name!r}: duplicate example id {ex_id!r} in {where} (rows {seen[ex_id]} and {i})")
+        seen[ex_id] = i
+        examples.append(Example(id=ex_id, prompt=prompt, answer=answer, choices=choices, label=label))
+    if not examples:
+        raise ConfigError(f"task {cfg.name!r}: {where} has no examples")
+    return examples
+
+
+def _format(template: str, ctx: dict, cfg: TaskConfig, where: str, i: int, key: str) -> str:
+    try:
+        return template.format_map(ctx)
+    except KeyError as exc:
+        raise ConfigError(
+            f"task {cfg.name!r}: {key} names {{{exc.args[0]}}}, not a column of {where} (row {i})"
+        ) from None
+    except (IndexError, ValueError) as exc:
+        raise ConfigError(f"task {cfg.name!r}: bad {key} {template!r} ({exc})") from None
+
+
+def _check_choice(cfg, where, i, choices, label):
+    if isinstance(choices, str) or not isinstance(choices, (list, tuple)) or len(choices) < 2:
+        raise ConfigError(f"task {cfg.name!r}: {where} row {i}: choices must be a list of >= 2 strings, got {choices!r}")
+    choices = [str(c) for c in choices]
+    if isinstance(label, str) and not label.lstrip("-").isdigit():
+        if label not in choices:
+            raise ConfigError(f"task {cfg.name!r}: {where} row {i}: label {label!r} is not one of the choices")
+        label = choices.index(label)
+    try:
+        label = int(label)
+    except (TypeError, ValueError):
+        raise ConfigError(f"task {cfg.name!r}: {where} row {i}: label must be an index or a choice, got {label!r}") from None
+    if not 0 <= label < len(choices):
+        raise ConfigError(f"task {cfg.name!r}: {where} row {i}: label {label} out of range for {len(choices)} choices")
+    return choices, label

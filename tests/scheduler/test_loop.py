@@ -1,0 +1,444 @@
+"""Scheduler behaviour on a simulated-clock backend (exact timelines), the in-process backend
+(determinism, failures, resume from known results) and the outcome conversions."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+from collections import deque
+
+import numpy as np
+import pytest
+
+from evomerge.drivers.base import Candidate, Outcome
+from evomerge.errors import ConfigError, RunDirError
+from evomerge.evaluator import EvalRequest, EvalResult, FunctionWorkerSpec, InProcessBackend
+from evomerge.evaluator.synthetic import sphere, uneven_durations
+from evomerge.scheduler import Budget, Scheduler, recipe_dict
+
+SPHERE = FunctionWorkerSpec("evomerge.evaluator.synthetic:sphere")
+SPEC = [("score", "maximize", 1.0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fakes
+# ---------------------------------------------------------------------------------------------
+
+
+class SteadyDriver:
+    """Steady-state: each genome is the best genome so far plus seeded noise, so what it proposes
+    depends on everything it was told (a resumed run only matches if the tells match)."""
+
+    generational = False
+
+    def __init__(self, dim=3, seed=0, n_objectives=1, limit=None):
+        self.n_objectives = n_objectives
+        self.dim, self.limit = dim, limit
+        self.rng = np.random.default_rng(seed)
+        self.next_id = 0
+        self.best = (np.full(dim, 0.5), -np.inf)
+        self.asks: list[int] = []
+        self.told: list[tuple[int, Outcome]] = []
+
+    def ask(self, n):
+        self.asks.append(n)
+        if self.limit is not None:
+            n = min(n, self.limit - self.next_id)
+        out = []
+        for _ in range(max(n, 0)):
+            genome = np.clip(self.best[0] + self.rng.normal(0, 0.1, self.dim), 0, 1)
+            out.append(Candidate(self.next_id, genome))
+            self.next_id += 1
+        return out
+
+    def tell(self, candidates, outcomes):
+        for c, o in zip(candidates, outcomes):
+            assert c.id == o.candidate_id
+            self.told.append((c.id, o))
+            if not o.failed and o.values[0] > self.best[1]:
+                self.best = (np.asarray(c.genome), float(o.values[0]))
+
+    def state_dict(self):
+        return copy.deepcopy({"rng": self.rng.bit_generator.state, "next_id": self.next_id, "best": self.best})
+
+    def load_state_dict(self, state):
+        state = copy.deepcopy(state)
+        self.rng.bit_generator.state = state["rng"]
+        self.next_id, self.best = state["next_id"], state["best"]
+
+
+class GenDriver:
+    """Generational: hands out its generation of ``pop`` (in pieces if asked for fewer), returns
+    [] while it is outstanding, and insists on being told the whole generation in order."""
+
+    generational = True
+    n_objectives = 1
+
+    def __init__(self, pop=5, dim=2, seed=0):
+        self.pop, self.dim = pop, dim
+        self.rng = np.random.default_rng(seed)
+        self.next_id = 0
+        self.generation: list[Candidate] = []
+        self.handed = 0
+        self.tells: list[list[int]] = []
+        self.ask_log: list[tuple[int, int]] = []  # (n asked, n returned)
+
+    def ask(self, n):
+        if not self.generation:
+            self.generation = [Candidate(self.next_id + i, self.rng.random(self.dim)) for i in range(self.pop)]
+            self.next_id += self.pop
+            self.handed = 0
+        out = self.generation[self.handed : self.handed + n]
+        self.handed += len(out)
+        self.ask_log.append((n, len(out)))
+        return out
+
+    def tell(self, candidates, outcomes):
+        assert [c.id for c in candidates] == [c.id for c in self.generation], "must tell the whole generation in order"
+        assert [o.candidate_id for o in outcomes] == [c.id for c in candidates]
+        self.tells.append([c.id for c in candidates])
+        self.generation = []
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class SimBackend:
+    """``num_workers`` workers on a virtual clock: a request takes ``recipe["sleep"]`` virtual
+    seconds; ``wait`` jumps to the next completion. Records every interval and submit time."""
+
+    def __init__(self, num_workers):
+        self.num_workers = num_workers
+        self.now = 0.0
+        self.queue: deque[EvalRequest] = deque()
+        self.running: dict[int, tuple[EvalRequest, float, float]] = {}
+        self.intervals: list[tuple[int, int, float, float]] = []  # worker, id, start, end
+        self.submitted: dict[int, float] = {}
+        self.max_running = 0
+
+    def submit(self, request):
+        self.submitted[request.candidate_id] = self.now
+        self.queue.append(request)
+        self._dispatch()
+
+    def _dispatch(self):
+        for w in range(self.num_workers):
+            if w not in self.running and self.queue:
+                req = self.queue.popleft()
+                self.running[w] = (req, self.now, self.now + float(req.recipe["sleep"]))
+        self.max_running = max(self.max_running, len(self.running))
+
+    def wait(self, timeout=None):
+        if not self.running:
+            return []
+        self.now = min(end for _, _, end in self.running.values())
+        results = []
+        for w in sorted(self.running):
+            req, start, end = self.running[w]
+            if end == self.now:
+                del self.running[w]
+                self.intervals.append((w, req.candidate_id, start, end))
+                recipe = {k: v for k, v in req.recipe.items() if k != "sleep"}
+                objectives, per = sphere(recipe)
+                results.append(EvalResult(req.candidate_id, "ok", objectives, per, eval_seconds=end - start, worker=f"sim-{w}"))
+        self._dispatch()
+        return results
+
+    def pending(self):
+        return len(self.queue) + len(self.running)
+
+    def cancel_queued(self):
+        out = list(self.queue)
+        self.queue.clear()
+        return out
+
+    def close(self):
+        pass
+
+
+def timed_recipe(durations):
+    return lambda c: {"genome": c.genome.tolist(), "sleep": float(durations[c.id])}
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) steady-state keeps every worker busy; (2) generational gets whole generations in order
+# ---------------------------------------------------------------------------------------------
+
+
+def test_steady_state_keeps_every_worker_busy_until_the_budget_is_spent():
+    durations = uneven_durations(40, seed=1)
+    backend, driver = SimBackend(3), SteadyDriver()
+    summary = Scheduler(driver, backend, Budget(max_evals=40), None, objective_spec=SPEC,
+                        to_recipe=timed_recipe(durations)).run()
+
+    assert summary.evaluated == 40 and summary.told == 40 and summary.stop_reason == "max_evals"
+    # every request started the instant it was submitted: nothing ever waited for a worker
+    starts = {cid: start for _, cid, start, _ in backend.intervals}
+    assert all(starts[cid] == t for cid, t in backend.submitted.items())
+    # until the last submit, all 3 workers were busy all the time: no gap on any worker
+    last_submit = max(backend.submitted.values())
+    for w in range(3):
+        mine = sorted((s, e) for ww, _, s, e in backend.intervals if ww == w)
+        assert mine[0][0] == 0.0
+        for (_, e1), (s2, _) in zip(mine, mine[1:]):
+            if s2 <= last_submit:
+                assert s2 == e1, f"worker {w} idle from {e1} to {s2}"
+    # after the first fill, the scheduler asked for exactly one candidate per freed worker
+    assert driver.asks[0] == 3 and set(driver.asks[1:]) == {1}
+    assert backend.max_running == 3
+
+
+def test_generational_driver_is_told_whole_generations_in_ask_order():
+    durations = uneven_durations(15, seed=2)
+    backend, driver = SimBackend(3), GenDriver(pop=5)
+    results = []
+    summary = Scheduler(driver, backend, Budget(max_evals=15), lambda c, r: results.append(r.candidate_id),
+                        objective_spec=SPEC, to_recipe=timed_recipe(durations)).run()
+
+    assert driver.tells == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]]
+    assert sorted(results) == list(range(15)) and summary.told == 15 and summary.untold == []
+    # a generation was submitted as a whole the moment it was asked, and only after the previous
+    # one's last result: generation g+1 starts exactly when generation g's last evaluation ends
+    for g in range(3):
+        ids = range(5 * g, 5 * g + 5)
+        assert len({backend.submitted[i] for i in ids}) == 1
+        if g:
+            prev_end = max(e for _, cid, _, e in backend.intervals if cid in range(5 * g - 5, 5 * g))
+            assert backend.submitted[5 * g] == prev_end
+    # while a generation still had queued work, no worker was idle
+    for g in range(3):
+        gen = [(w, s, e) for w, cid, s, e in backend.intervals if 5 * g <= cid < 5 * g + 5]
+        last_start = max(s for _, s, _ in gen)
+        for w in range(3):
+            mine = sorted((s, e) for ww, s, e in gen if ww == w)
+            for (_, e1), (s2, _) in zip(mine, mine[1:]):
+                assert s2 == e1 or s2 > last_start
+    assert [got for _, got in driver.ask_log] == [5, 5, 5]  # whole generations, then the budget ends it
+    assert summary.stop_reason == "max_evals"
+
+
+def test_partial_last_generation_is_evaluated_and_logged_but_not_told():
+    backend, driver = SimBackend(2), GenDriver(pop=4)
+    logged = []
+    summary = Scheduler(driver, backend, Budget(max_evals=6), lambda c, r: logged.append(c.id),
+                        objective_spec=SPEC, to_recipe=timed_recipe([0.1] * 8)).run()
+    assert driver.tells == [[0, 1, 2, 3]]
+    assert sorted(logged) == [0, 1, 2, 3, 4, 5]
+    assert sorted(summary.untold) == [4, 5]
+    assert sorted(summary.dropped) == [6, 7]  # the rest of the generation is beyond the budget
+
+
+def test_stop_drops_queued_requests_and_drains_running_ones():
+    backend, driver = SimBackend(2), GenDriver(pop=6)
+    logged = []
+
+    def on_result(c, r):
+        logged.append(c.id)
+        if len(logged) == 1:
+            scheduler.stop()
+
+    scheduler = Scheduler(driver, backend, Budget(max_evals=100), on_result, objective_spec=SPEC,
+                          to_recipe=timed_recipe([0.1, 0.2, 0.3, 0.3, 0.3, 0.3]))
+    summary = scheduler.run()
+    # 0 finished first (stop); 1 was running and 2 had just started on 0's worker: both drained;
+    # 3..5 were still queued and are dropped
+    assert logged == [0, 1, 2]
+    assert summary.stop_reason == "stopped"
+    assert sorted(summary.dropped) == [3, 4, 5]
+    assert driver.tells == []  # the generation never completed
+    assert sorted(summary.untold) == sorted(logged)
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) failures; determinism of the in-process backend
+# ---------------------------------------------------------------------------------------------
+
+
+def run_inprocess(driver, max_evals, to_recipe=None, known=None, on_tell=None, **kw):
+    backend = InProcessBackend(SPHERE)
+    log = []
+    summary = Scheduler(driver, backend, Budget(max_evals=max_evals), lambda c, r: log.append(r), on_tell, known,
+                        objective_spec=SPEC, to_recipe=to_recipe, **kw).run()
+    return log, summary
+
+
+def test_failing_candidate_is_logged_and_told_as_failed_and_the_run_continues():
+    def to_recipe(c):
+        r = {"genome": c.genome.tolist()}
+        if c.id == 3:
+            r["raise"] = "simulated CUDA out of memory"
+        if c.id == 5:
+            r["nan"] = True
+        return r
+
+    driver = SteadyDriver()
+    log, summary = run_inprocess(driver, 8, to_recipe)
+    assert [r.candidate_id for r in log] == list(range(8))
+    assert summary.failed == 2 and summary.told == 8
+    by_id = {r.candidate_id: r for r in log}
+    assert by_id[3].status == "failed" and by_id[3].error_line == "RuntimeError: simulated CUDA out of memory"
+    assert "Traceback" in by_id[3].error
+    assert by_id[5].status == "failed" and "is not finite" in by_id[5].error_line
+    told = dict(driver.told)
+    assert told[3].failed and told[3].error == "RuntimeError: simulated CUDA out of memory"
+    assert told[5].failed and not told[4].failed
+    assert np.isneginf(told[3].values).all()
+
+
+def test_inprocess_runs_are_deterministic_and_genomes_are_logged():
+    log_a, _ = run_inprocess(SteadyDriver(seed=7), 12)
+    log_b, _ = run_inprocess(SteadyDriver(seed=7), 12)
+    key = lambda log: [(r.candidate_id, r.genome, r.objectives, r.per_example) for r in log]  # noqa: E731
+    assert key(log_a) == key(log_b)
+    assert all(r.worker == "inprocess" for r in log_a)
+
+
+# ---------------------------------------------------------------------------------------------
+# (5) known results short-circuit evaluation: a resumed run equals an uninterrupted one
+# ---------------------------------------------------------------------------------------------
+
+
+def test_resume_from_checkpoint_and_log_reproduces_the_uninterrupted_run():
+    full_log, _ = run_inprocess(SteadyDriver(seed=3), 20)
+
+    # A first run checkpoints the driver after 8 tells and "crashes" after 13 logged results.
+    driver = SteadyDriver(seed=3)
+    checkpoint = {}
+
+    def on_tell(n):
+        if n == 8:
+            checkpoint["state"] = driver.state_dict()
+
+    partial_log = []
+
+    class Crash(Exception):
+        pass
+
+    def on_result(c, r):
+        partial_log.append(r)
+        if len(partial_log) == 13:
+            raise Crash
+
+    backend = InProcessBackend(SPHERE)
+    with pytest.raises(Crash):
+        Scheduler(driver, backend, Budget(max_evals=20), on_result, on_tell, objective_spec=SPEC).run()
+
+    # Resume: fresh driver from the checkpoint; the log's results by id; budget minus the 8 told.
+    resumed = SteadyDriver(seed=3)
+    resumed.load_state_dict(checkpoint["state"])
+    known = {r.candidate_id: EvalResult.from_json(r.to_json()) for r in partial_log}
+    evaluated = []
+    new_log, summary = run_inprocess(resumed, 20, known=known, evals_done=8)
+    evaluated = [r.candidate_id for r in new_log]
+    assert evaluated == list(range(13, 20))  # 8..12 came from the log, none evaluated twice
+    assert summary.reused == 5 and summary.evaluated == 7
+
+    def key(r):
+        return (r.candidate_id, r.genome, r.objectives)
+
+    assert [key(r) for r in partial_log + new_log] == [key(r) for r in full_log]
+
+
+def test_known_result_with_a_different_genome_is_a_clear_error():
+    log, _ = run_inprocess(SteadyDriver(seed=1), 3)
+    known = {r.candidate_id: r for r in log}
+    with pytest.raises(RunDirError, match=r"^candidate 0: the resumed driver proposed a different genome than "
+                                          r"evaluations.jsonl holds \(max \|difference\| "):
+        run_inprocess(SteadyDriver(seed=2), 3, known=known)
+
+
+# ---------------------------------------------------------------------------------------------
+# Budgets, conversions, signals
+# ---------------------------------------------------------------------------------------------
+
+
+def test_target_stops_asking_and_driver_exhaustion_ends_the_run():
+    # genome all 0.3 scores 0 — the maximum — which meets a target of -1e-9
+    driver = SteadyDriver(dim=2)
+    scheduler_log, summary = run_inprocess(driver, 50, to_recipe=lambda c: {"genome": [0.3, 0.3] if c.id == 4 else [0.0, 0.0]})
+    assert summary.evaluated == 50  # no target: the whole budget
+    backend = InProcessBackend(SPHERE)
+    s = Scheduler(SteadyDriver(dim=2), backend, Budget(max_evals=50, target={"score": -1e-9}), None, objective_spec=SPEC,
+                  to_recipe=lambda c: {"genome": [0.3, 0.3] if c.id == 4 else [0.0, 0.0]}).run()
+    assert s.stop_reason == "target" and s.evaluated == 5
+
+    log, summary = run_inprocess(SteadyDriver(limit=6), None)
+    assert summary.stop_reason == "driver_exhausted" and len(log) == 6
+
+
+def test_time_limit_stops_asking():
+    backend = InProcessBackend(SPHERE)
+    s = Scheduler(SteadyDriver(), backend, Budget(time_limit=0.25), None, objective_spec=SPEC,
+                  to_recipe=lambda c: {"genome": c.genome.tolist(), "sleep": 0.05}).run()
+    assert s.stop_reason == "time_limit"
+    assert 2 <= s.evaluated <= 7
+    assert s.utilization > 0.5
+
+
+def test_objective_conversion_directions_weights_and_per_example_alignment():
+    class Two(SteadyDriver):
+        pass
+
+    backend = InProcessBackend(SPHERE)
+    spec = [("acc", "maximize", 2.0), ("loss", "minimize", 0.5)]
+    two = Scheduler(Two(n_objectives=2), backend, None, None, objective_spec=spec, per_example_tasks=["b", "a"],
+                    per_example_sizes={"a": 3})
+    one = Scheduler(SteadyDriver(n_objectives=1), backend, None, None, objective_spec=spec)
+    r = EvalResult(0, "ok", {"acc": 0.8, "loss": 1.5}, {"a": [1, 0], "b": [0.5]})
+    o2 = two.outcome(r)
+    np.testing.assert_allclose(o2.values, [0.8, -1.5])
+    np.testing.assert_allclose(o2.per_example, [0.5, 1, 0, 0])  # b, then a padded to 3
+    np.testing.assert_allclose(one.outcome(r).values, [2.0 * 0.8 - 0.5 * 1.5])
+    np.testing.assert_allclose(one.outcome(r).per_example, [1, 0, 0.5])  # sorted task order
+    missing = two.outcome(EvalResult(1, "ok", {"acc": 1.0}))
+    assert missing.failed and missing.error == "result has no objective loss (got acc)"
+
+    with pytest.raises(ConfigError, match=r"^driver optimises 2 objectives but 3 are configured \(a, b, c\)$"):
+        Scheduler(Two(n_objectives=2), backend, None, None, objective_spec=[("a", "maximize", 1), ("b", "maximize", 1), ("c", "minimize", 1)])
+    with pytest.raises(ConfigError, match=r"^target names unknown objective 'nope': expected one of \['acc', 'loss'\]$"):
+        Scheduler(Two(n_objectives=2), backend, Budget(target={"nope": 1}), None, objective_spec=spec)
+    with pytest.raises(ConfigError, match="direction must be maximize or minimize, got 'up'"):
+        Scheduler(SteadyDriver(), backend, None, None, objective_spec=[("a", "up", 1)])
+
+
+def test_first_ctrl_c_finishes_gracefully_second_abandons():
+    driver = SteadyDriver()
+    seen = []
+
+    def on_result(c, r):
+        seen.append(c.id)
+        if len(seen) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    backend = InProcessBackend(SPHERE)
+    summary = Scheduler(driver, backend, Budget(max_evals=50), on_result, objective_spec=SPEC).run()
+    assert summary.stop_reason == "interrupted" and seen == [0, 1, 2] and summary.told == 3
+
+    seen.clear()
+
+    def on_result_twice(c, r):
+        seen.append(c.id)
+        if len(seen) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        Scheduler(SteadyDriver(), InProcessBackend(SPHERE), Budget(max_evals=50), on_result_twice, objective_spec=SPEC).run()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_recipe_dict_accepts_dicts_and_pydantic_models():
+    from pydantic import BaseModel
+
+    class R(BaseModel):
+        merge_method: str
+        weights: list[float]
+
+    assert recipe_dict(R(merge_method="ties", weights=[0.5])) == {"merge_method": "ties", "weights": [0.5]}
+    assert recipe_dict({"a": 1}) == {"a": 1}
+    with pytest.raises(TypeError):
+        recipe_dict(3)
