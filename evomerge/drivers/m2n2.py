@@ -63,9 +63,11 @@ def slerp_mix(a: np.ndarray, b: np.ndarray, t: np.ndarray, *, linear: bool = Fal
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     t = np.broadcast_to(np.asarray(t, dtype=float), a.shape)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    # Elementwise sums instead of BLAS dot: same result on every thread count, and no BLAS
+    # thread start-up on a busy machine (which costs milliseconds per call).
+    na, nb = float(np.sqrt(np.sum(a * a))), float(np.sqrt(np.sum(b * b)))
     if not linear and na > 0 and nb > 0:
-        cos = float(np.clip(a @ b / (na * nb), -1.0, 1.0))
+        cos = float(np.clip(np.sum(a * b) / (na * nb), -1.0, 1.0))
         omega = float(np.arccos(cos))
         sin = float(np.sin(omega))
         if sin > 1e-6:

@@ -288,8 +288,9 @@ class Worker:
     """Builds the evaluate function from ``spec`` once, then evaluates requests one at a time.
 
     ``timeout`` (seconds, optional) bounds one evaluation; exceeding it fails that candidate.
-    ``on_failure`` hooks let a model evaluator restore a consistent live model after an error
-    (an in-place merge interrupted half-way leaves mixed weights).
+    After any failure the worker calls the evaluate function's ``reset()`` when it has one, so a
+    model evaluator can restore a consistent live model (an in-place merge interrupted half-way
+    leaves tensors of two recipes).
     """
 
     def __init__(self, spec: WorkerSpec, worker_id: str | None = None, timeout: float | None = None):

@@ -79,12 +79,31 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, num_gpu
             f"--address {address}: num_cpus / num_gpus apply only to a local Ray; "
             "set them with `ray start` on each node instead"
         )
+    _check_reachable(address)
     try:
         ray.init(address=address, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvomergeError(f"cannot connect to the Ray cluster at {address!r}: {first}") from exc
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address nothing listens on: ``ray.init`` would retry for minutes."""
+    if address == "auto":
+        return  # Ray reads the local cluster's address file and fails fast itself
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise EvomergeError(f"--address {address!r}: expected 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise EvomergeError(
+            f"cannot connect to the Ray cluster at {address!r}: nothing answers on {host}:{port} "
+            f"({exc.strerror or exc}); start one with `ray start --head --port={port}`"
+        ) from None
 
 
 class _ActorWorker:

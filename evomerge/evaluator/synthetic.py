@@ -11,7 +11,9 @@ Recipes are plain dicts built by the caller: ``{"genome": [...], ...}`` plus opt
 * ``"nan"``: true — return a NaN objective;
 * ``"die_once"``: a file path — if the file does not exist, create it and ``os._exit(1)`` (kills
   the process exactly once across every worker, so a re-queued candidate succeeds);
-* ``"die"``: true — ``os._exit(1)`` every time (a candidate that always kills its worker).
+* ``"die"``: true — ``os._exit(1)`` every time (a candidate that always kills its worker);
+* ``"stuck"``: seconds to sleep with ``SIGALRM`` blocked (native code that ignores the worker's
+  time limit).
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def sphere(recipe: dict, n_examples: int = 8) -> tuple[dict[str, float], dict[st
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
             os._exit(1)
+    if recipe.get("stuck"):
+        import signal
+
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            time.sleep(float(recipe["stuck"]))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
     if recipe.get("sleep"):
         time.sleep(float(recipe["sleep"]))
     if recipe.get("raise"):

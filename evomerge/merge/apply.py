@@ -59,9 +59,9 @@ def _method(recipe):
 
 
 def expert_ids(recipe) -> list[str]:
-    """Ids of the models a method combines, in recipe order: every ``models`` entry but the base."""
-    base = recipe.base_model
-    return [str(entry.model) for entry in recipe.models if base is None or str(entry.model) != str(base)]
+    """Ids of the models a method combines, in recipe order (the recipe's rule: every ``models``
+    entry, minus the base's own entry for methods that take a base)."""
+    return [str(m) for m in recipe.expert_ids]
 
 
 def pool_for_recipe(
@@ -128,6 +128,7 @@ class RecipePlan:
         self._layer_index = layer_index
         seed = getattr(recipe, "seed", None)
         self.seed = int(seed) if seed is not None else 0
+        self.thresholds = self._global_thresholds()
         self._static_key = (
             self.spec.name,
             pool.base if self.spec.needs_base or self.spec.uses_deltas else None,
@@ -136,10 +137,44 @@ class RecipePlan:
             str(self.out_dtype),
         )
 
+    def _global_thresholds(self) -> list[float] | None:
+        """``options.ties_scope: model`` (the TIES paper): one magnitude threshold per expert over its
+        whole task vector, so that the top-``density`` fraction of the *model* survives. Needs one
+        density per expert; memoised on the pool per (expert, density)."""
+        if self.recipe.options.get("ties_scope", "tensor") != "model" or "ties_scope" not in self.spec.options:
+            return None
+        from evomerge.merge.methods.sparsify import global_trim_thresholds
+        from evomerge.merge.params import resolve
+
+        pool = self.pool
+        densities: list[float] | None = None
+        for name in pool.tensor_names:
+            model_params, _ = resolve(self.recipe, name, self._layer_index(name), pool.num_layers)
+            here = [mp["density"] for mp in model_params]
+            if densities is None:
+                densities = here
+            elif here != densities:
+                k = next(i for i, (a, b) in enumerate(zip(here, densities)) if a != b)
+                raise ConfigError(
+                    f"models[{self.recipe.expert_positions()[k]}].parameters.density: options.ties_scope=model "
+                    f"trims over the whole model and needs one density per model, got {densities[k]:g} and "
+                    f"{here[k]:g} (tensor {name!r})"
+                )
+        thresholds = []
+        for m, density in zip(self.experts, densities or []):
+            key = ("ties_threshold", m, density)
+            if key not in pool.memo:
+                floats = [n for n in pool.tensor_names if pool.stored_dtype(n).is_floating_point]
+                pool.memo[key] = global_trim_thresholds([(pool.delta(m, n) for n in floats)], [density])[0]
+            thresholds.append(pool.memo[key])
+        return thresholds
+
     def plan(self, name: str) -> TensorPlan:
         from evomerge.merge.params import resolve
 
-        model_params, params = resolve(self.recipe, name, self._layer_index(name), self.pool.num_layers)
+        model_params, params = resolve(
+            self.recipe, name, self._layer_index(name), self.pool.num_layers, thresholds=self.thresholds
+        )
         key = self._static_key + (_freeze(model_params), _freeze(params))
         return TensorPlan(name, model_params, params, key)
 

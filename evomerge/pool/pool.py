@@ -79,6 +79,8 @@ class ModelPool:
 
         self._tensors: dict[tuple[str, str], torch.Tensor] = {}
         self._deltas: dict[tuple[str, str], torch.Tensor] = {}
+        # Whole-model quantities engines derive from the weights (e.g. TIES' global trim threshold).
+        self.memo: dict = {}
         if preload:
             for m in self.ids:
                 for name in self.tensor_names:
@@ -209,6 +211,7 @@ class ModelPool:
     def clear_cache(self) -> None:
         self._tensors.clear()
         self._deltas.clear()
+        self.memo.clear()
 
     def cached_bytes(self) -> int:
         seen = {}

@@ -22,6 +22,8 @@ from evomerge.space.parameter import ParameterSpace
 def _as_dict(recipe) -> dict:
     if isinstance(recipe, dict):
         return recipe
+    if hasattr(recipe, "to_dict"):  # the Recipe's canonical plain form (what its YAML holds)
+        return recipe.to_dict()
     return recipe.model_dump(mode="json", exclude_none=True)
 
 

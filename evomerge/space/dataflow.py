@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, EvomergeError
 
 ScaleMode = Literal["matrix", "per_layer", "none"]
 
@@ -98,6 +98,9 @@ class DataFlowRecipe(BaseModel):
     def from_yaml(cls, text_or_path: str | Path) -> "DataFlowRecipe":
         where = "<string>"
         text = text_or_path
+        if isinstance(text_or_path, str) and "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml")):
+            if not Path(text_or_path).is_file():
+                raise ConfigError(f"{text_or_path}: data-flow recipe file not found")
         if isinstance(text_or_path, Path) or ("\n" not in str(text_or_path) and Path(str(text_or_path)).is_file()):
             where = str(text_or_path)
             try:
@@ -167,6 +170,8 @@ def _validate_nested(name: str, src: dict) -> None:
         Recipe.model_validate(src)
     except ValidationError as exc:
         raise ValueError(f"nested recipe of source {name!r}: {_one_line(exc, 'recipe')}") from None
+    except EvomergeError as exc:
+        raise ValueError(f"nested recipe of source {name!r}: {exc}") from None
 
 
 class DataFlowSpace:
@@ -256,8 +261,6 @@ class DataFlowSpace:
     # ---- scalar maps ------------------------------------------------------------------------
     def scale_to_gene(self, s: float) -> float:
         lo, hi = self.scale_range
-        if hi == lo:
-            return 0.5
         return math.log(s / lo) / math.log(hi / lo)
 
     def gene_to_scale(self, x: float) -> float:
@@ -278,9 +281,10 @@ class DataFlowSpace:
 
     def to_recipe(self, genome: np.ndarray) -> DataFlowRecipe:
         """Genes are clipped into the box first (unbounded samplers may step outside it)."""
-        x = np.clip(np.asarray(genome, dtype=float).reshape(-1), self.lower, self.upper)
+        x = np.asarray(genome, dtype=float).reshape(-1)
         if x.shape[0] != self.dim:
             raise ConfigError(f"data-flow space: genome has {x.shape[0]} genes, expected {self.dim}")
+        x = np.clip(x, self.lower, self.upper)
         middle = [t % self.M for t in self.on_slots(x)]
         if self.fix_ends:
             order = [self._first, *middle, self._last]

@@ -224,9 +224,10 @@ class ParameterSpace:
         """The recipe for ``genome`` (genes clipped into the box first)."""
         from evomerge.merge.recipe import Recipe
 
-        x = np.clip(np.asarray(genome, dtype=float).reshape(-1), self.lower, self.upper)
+        x = np.asarray(genome, dtype=float).reshape(-1)
         if x.shape[0] != self.dim:
             raise ConfigError(f"parameter space: genome has {x.shape[0]} genes, expected {self.dim}")
+        x = np.clip(x, self.lower, self.upper)
         method = self.chosen_method(x)
         spec = self.specs[method]
         values = self._group_values(x)
@@ -293,14 +294,15 @@ class ParameterSpace:
 
         if isinstance(recipe, dict):
             recipe = Recipe.model_validate(recipe)
-        method = recipe.merge_method
+        data = recipe.to_dict() if hasattr(recipe, "to_dict") else recipe.model_dump(mode="json", exclude_none=True)
+        method = data["merge_method"]
         if method not in self.methods:
             raise ConfigError(f"parameter space: recipe method {method!r} is not one of the space's {self.methods}")
-        by_model = {str(e.model): dict(e.parameters or {}) for e in recipe.models}
+        by_model = {str(e["model"]): dict(e.get("parameters") or {}) for e in data.get("models", [])}
         missing = [m for m in self.experts if m not in by_model]
         if missing:
             raise ConfigError(f"parameter space: recipe has no entry for model(s) {missing}")
-        glob = dict(recipe.parameters or {})
+        glob = dict(data.get("parameters") or {})
         x = np.array(self.x0, dtype=float)
         for i, (g, p, e) in enumerate(self._genes):
             src = glob if e is None else by_model[e]

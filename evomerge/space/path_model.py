@@ -176,15 +176,14 @@ def _load_one(ref: str, *, device, dtype):
 
 
 def _merge_nested(name: str, recipe_dict: dict, *, device, dtype):
-    """Merge a nested parameter-space recipe into a model object in memory."""
-    from evomerge.merge.apply import InPlaceMerger
+    """Merge a nested parameter-space recipe into a model object in memory (the engine's
+    :class:`~evomerge.merge.apply.InPlaceMerger` writing into a copy of the base)."""
+    from evomerge.merge.apply import InPlaceMerger, pool_for_recipe
     from evomerge.merge.recipe import Recipe
-    from evomerge.pool import ModelPool
 
     r = Recipe.model_validate(recipe_dict)
-    models = [m.model for m in r.models]
-    pool = ModelPool(r.base_model, models, device=device, dtype=dtype)
-    module = _load_one(r.base_model or models[0], device=device, dtype=dtype)
+    pool = pool_for_recipe(r, device=device, dtype=dtype)
+    module = _load_one(str(r.base_model) if r.base_model is not None else str(r.models[0].model), device=device, dtype=dtype)
     InPlaceMerger(pool, module).apply(r)
     return module
 

@@ -110,15 +110,21 @@ def build_models(s: WorldSettings, out: Path, log=print) -> dict:
 def task_configs(s: WorldSettings) -> list[dict]:
     """The world's tasks as fitness ``TaskConfig`` dicts (generator sources, forced exact match)."""
     params = {"heldout_pairs": s.heldout_pairs, "heldout_numbers": s.heldout_numbers, "data_seed": s.data_seed}
-    return [
-        {
-            "name": t,
-            "source": {"type": "generator", "name": f"toyworld.{t}", "params": dict(params)},
-            "scorer": {"type": "exact_match_forced"},
-            "splits": {"calibration": s.calibration, "validation": s.validation, "seed": 0},
-        }
-        for t in tasks.TASKS
-    ]
+    configs = []
+    for t in tasks.TASKS:
+        pool = len(tasks.task_pool(t, **params))
+        # The language task's pool (3 kinds x held-out numbers) can be smaller than the
+        # arithmetic one's: validation takes what calibration leaves, up to the setting.
+        validation = min(s.validation, pool - s.calibration)
+        configs.append(
+            {
+                "name": t,
+                "source": {"type": "generator", "name": f"toyworld.{t}", "params": dict(params)},
+                "scorer": {"type": "exact_match_forced"},
+                "splits": {"calibration": s.calibration, "validation": validation, "seed": 0},
+            }
+        )
+    return configs
 
 
 def write_json(path: Path, data) -> None:

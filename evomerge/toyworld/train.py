@@ -97,7 +97,7 @@ def train(model, mixture: Mixture, *, steps: int, lr: float, warmup: int, batch:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if log is not None and (step + 1) % 100 == 0:
             log(step + 1, sum(losses[-100:]) / len(losses[-100:]))
     model.eval()

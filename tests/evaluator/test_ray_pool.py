@@ -155,16 +155,35 @@ def test_candidate_that_always_kills_its_worker_is_failed_after_max_attempts(ray
     assert backend.deaths == 2
 
 
+def test_an_evaluation_stuck_past_its_time_limit_gets_its_actor_replaced(ray_session):
+    from evomerge.evaluator.ray_pool import RayPoolBackend
+
+    backend = RayPoolBackend(SPHERE, num_workers=1, num_cpus=0.5, timeout=0.3, hard_timeout_grace=0.5)
+    try:
+        backend.submit(EvalRequest(0, {"genome": [0.1], "sleep": 5}))  # interruptible: the worker's own limit
+        backend.submit(EvalRequest(1, {"genome": [0.1], "stuck": 30}))  # ignores SIGALRM: the pool's limit
+        backend.submit(EvalRequest(2, {"genome": [0.3]}))
+        results = {r.candidate_id: r for r in drain(backend)}
+    finally:
+        backend.close()
+    assert results[0].error_line == "EvaluationTimeout: evaluation exceeded its time limit of 0.3 s"
+    assert results[0].worker.startswith("ray-0.0@")
+    assert results[1].error_line == "EvaluationTimeout: evaluation exceeded 0.3 s and did not stop; worker replaced"
+    assert results[2].ok and results[2].worker.startswith("ray-0.1@")
+    assert 0.8 <= results[1].eval_seconds < 10
+
+
 def _broken_worker(path):
     raise ModelError(f"{path}: no such model directory")
 
 
 def test_a_worker_that_cannot_be_built_raises_the_users_error(ray_session):
-    import cloudpickle
+    from ray import cloudpickle
 
     from evomerge.evaluator.ray_pool import RayPoolBackend
 
-    # this test module is not importable in Ray's workers: ship its functions by value
+    # this test module is not importable in Ray's workers: ship its functions by value (Ray
+    # pickles with its own copy of cloudpickle)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         backend = RayPoolBackend(FunctionWorkerSpec(_broken_worker, {"path": "/nope"}, factory=True), num_workers=1, num_cpus=0.5)

@@ -1,64 +1,91 @@
-"""Fixtures for the fitness tests: tiny HF models trained for a few seconds to memorise a handful
-of prompt -> answer pairs, so exact-match scores on known outputs are known in advance."""
+"""Fixtures for the fitness tests: real HF models whose greedy outputs are known in advance.
+
+``bigram_llama`` is a LlamaForCausalLM whose decoder layers contribute nothing (o_proj and
+down_proj are zero), whose embeddings are one-hot and whose head is a chosen next-token table:
+greedy decoding follows the table from the prompt's last token. ``random_*`` are random tiny
+models (outputs depend on every position, so they expose padding / position-id mistakes).
+"""
 
 from __future__ import annotations
-
-import random
 
 import pytest
 import torch
 
-from evomerge.testing import build_model, char_tokenizer
+from evomerge.testing import CHARS, SPECIAL, char_tokenizer, tiny_config
 
-# prompt -> answer pairs the trained models memorise (loss on answer + EOS only).
-MEMORISED = {f"{a}+{b}=": str(a + b) for a, b in [(12, 34), (55, 21), (70, 8), (33, 33), (91, 4), (16, 60),
-                                                    (45, 45), (27, 13), (80, 19), (64, 2), (38, 51), (22, 77)]}
+VOCAB = SPECIAL + CHARS
+TOK = {t: i for i, t in enumerate(VOCAB)}
+EOS = TOK["</s>"]
 
 
-def train_memoriser(arch: str, pairs: dict[str, str], *, steps: int = 250, seed: int = 0, hidden: int = 64):
-    tok = char_tokenizer()
-    model = build_model(arch, seed=seed, hidden=hidden, num_layers=2)
-    rows = []
-    for prompt, answer in pairs.items():
-        p = tok(prompt, add_special_tokens=False)["input_ids"]
-        a = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        rows.append((p + a, [-100] * len(p) + a))
-    width = max(len(r[0]) for r in rows)
-    ids = torch.full((len(rows), width), tok.pad_token_id)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (x, y) in enumerate(rows):
-        ids[i, :len(x)] = torch.tensor(x)
-        labels[i, :len(y)] = torch.tensor(y)
-        mask[i, :len(x)] = 1
+def successor_table() -> dict[int, int]:
+    """digit d -> d+1, '9' -> EOS; letter x -> next letter, 'z' -> EOS; anything else -> '0'."""
+    table = {}
+    for i, t in enumerate(VOCAB):
+        if t.isdigit():
+            table[i] = EOS if t == "9" else TOK[str(int(t) + 1)]
+        elif len(t) == 1 and t.isalpha():
+            table[i] = EOS if t == "z" else TOK[chr(ord(t) + 1)]
+        else:
+            table[i] = TOK["0"]
+    return table
+
+
+def greedy_successor(prompt: str) -> str:
+    """What the bigram model generates after ``prompt`` (until EOS)."""
+    table = successor_table()
+    tok, out = TOK[prompt[-1]], []
+    while True:
+        tok = table[tok]
+        if tok == EOS:
+            return "".join(out)
+        out.append(VOCAB[tok])
+
+
+def bigram_llama(table: dict[int, int], hidden: int = 64):
+    from transformers import LlamaForCausalLM
+
+    cfg = tiny_config("llama", num_layers=2, hidden=hidden)
+    assert hidden >= cfg.vocab_size
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                p.zero_()
+        emb = torch.zeros(cfg.vocab_size, hidden)
+        emb[torch.arange(cfg.vocab_size), torch.arange(cfg.vocab_size)] = 1.0
+        model.model.embed_tokens.weight.copy_(emb)
+        head = torch.zeros(cfg.vocab_size, hidden)
+        for src, dst in table.items():
+            head[dst, src] = 1.0
+        model.lm_head.weight.copy_(head)
+    return model.eval()
+
+
+def random_model(arch: str, seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config(arch, num_layers=2, hidden=32)
+    cfg.initializer_range = 0.3  # large weights: outputs vary with every token and position
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-    model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return model, tok
+    return AutoModelForCausalLM.from_config(cfg).eval()
 
 
 @pytest.fixture(scope="session")
-def memorised_llama():
-    return train_memoriser("llama", MEMORISED)
+def tok():
+    return char_tokenizer()
 
 
 @pytest.fixture(scope="session")
-def memorised_gpt2():
-    return train_memoriser("gpt2", MEMORISED)
+def successor_model():
+    return bigram_llama(successor_table())
 
 
-def addition_rows(n: int = 60, seed: int = 0) -> list[dict]:
-    """Memorised pairs first, then unseen additions (the models get most of those wrong)."""
-    rows = [{"id": f"m{i}", "prompt": p, "answer": a} for i, (p, a) in enumerate(MEMORISED.items())]
-    rng = random.Random(seed)
-    while len(rows) < n:
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
-        if f"{a}+{b}=" not in MEMORISED:
-            rows.append({"id": f"u{len(rows)}", "prompt": f"{a}+{b}=", "answer": str(a + b)})
-    return rows
+@pytest.fixture(scope="session")
+def random_llama():
+    return random_model("llama")
+
+
+@pytest.fixture(scope="session")
+def random_gpt2():
+    return random_model("gpt2")

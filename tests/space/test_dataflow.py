@@ -262,3 +262,78 @@ def test_path_model_errors(llamas):
     wide = build_model("llama", seed=2, num_layers=2, hidden=64)
     with pytest.raises(ModelError, match="differ in config hidden_size: 32 vs 64"):
         build_path_model(_recipe([("A", 0, 1)]), {"A": llamas["A"], "B": wide})
+
+
+# ---- PS+DFS ---------------------------------------------------------------------------------
+
+
+def _joint():
+    from evomerge.space import JointSpace, ParameterSpace
+
+    ps = ParameterSpace("task_arithmetic", "x/base", ["x/e1", "x/e2"], 4, layer_groups=2)
+    nested = ps.to_recipe(ps.x0).to_dict()
+    dfs = DataFlowSpace({"merged": 4, "e1": 4}, repeats=2, embed_from="merged", sources={"merged": nested, "e1": "x/e1"})
+    return ps, dfs, JointSpace(ps, dfs, ps_source="merged")
+
+
+def test_joint_space_layout_and_round_trip():
+    ps, dfs, j = _joint()
+    assert j.dim == ps.dim + dfs.dim and j.names[0] == "ps/embed/e1/weight" and j.names[ps.dim] == "dfs/r0/merged.0/on"
+    assert j.group_boundaries == sorted(set(ps.group_boundaries) | {ps.dim + b for b in dfs.group_boundaries})
+    np.testing.assert_array_equal(j.x0, np.concatenate([ps.x0, dfs.x0]))
+    r0 = j.to_recipe(j.x0)
+    assert r0.layer_sequence() == [("merged", i) for i in range(4)]
+    for seed in range(5):
+        x = np.random.default_rng(seed).uniform(0, 1, j.dim)
+        r = j.to_recipe(x)
+        assert r.sources["merged"] == ps.to_recipe(x[: ps.dim]).to_dict()
+        assert r.sources["e1"] == "x/e1"
+        r_yaml = DataFlowRecipe.from_yaml(r.to_yaml())
+        back = j.from_recipe(r_yaml)
+        np.testing.assert_allclose(back[: ps.dim], x[: ps.dim], atol=1e-12)
+        _same_recipe(dfs.to_recipe(back[ps.dim:]), dfs.to_recipe(x[ps.dim:]))
+    with pytest.raises(ConfigError, match="source 'merged' of the recipe is not a nested parameter-space recipe"):
+        j.from_recipe(r.model_copy(update={"sources": {"merged": "plain/dir", "e1": "x/e1"}}))
+
+
+def test_sequential_space_nests_the_ps_recipe():
+    from evomerge.space import sequential_space
+
+    ps, _, _ = _joint()
+    rec = ps.to_recipe(np.random.default_rng(0).uniform(0, 1, ps.dim))
+    s = sequential_space(rec, 4, {"B": ("x/e2", 4)}, repeats=2, scale_mode="per_layer")
+    r = s.to_recipe(s.x0)
+    assert r.sources == {"A": rec.to_dict(), "B": "x/e2"} and r.embed_from == "A"
+    assert r.layer_sequence() == [("A", i) for i in range(4)]
+    assert r.nested_recipe("A").to_dict() == rec.to_dict()
+    bad = dict(rec.to_dict(), merge_method="nope")
+    with pytest.raises(ConfigError, match="nested recipe of source 'A'"):
+        DataFlowRecipe.validate_dict({"sources": {"A": bad}, "embed_from": "A", "path": [{"model": "A", "layer": 0}]})
+
+
+def test_nested_source_is_merged_in_memory(tiny_llama_family):
+    """A nested task-arithmetic recipe with weights (1, 0) is expert 1: the path at x0 must give
+    expert 1's logits."""
+    from evomerge.space.path_model import load_dataflow_sources, tokenizer_source
+    from transformers import AutoModelForCausalLM
+
+    base, (e1, e2) = str(tiny_llama_family["base"]), [str(p) for p in tiny_llama_family["experts"]]
+    nested = {"merge_method": "task_arithmetic", "base_model": base,
+              "models": [{"model": e1, "parameters": {"weight": 1.0}}, {"model": e2, "parameters": {"weight": 0.0}}]}
+    s = DataFlowSpace({"A": 2, "B": 2}, repeats=1, sources={"A": nested, "B": e2})
+    r = s.to_recipe(s.x0)
+    assert tokenizer_source(r) == base
+    srcs = load_dataflow_sources(r)
+    ids = _ids(5)
+    with torch.no_grad():
+        got = build_path_model(r, srcs)(ids).logits
+        ref = AutoModelForCausalLM.from_pretrained(e1).eval()(ids).logits
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+
+
+def test_wrong_genome_length_and_missing_file():
+    s = DataFlowSpace({"A": 2, "B": 2}, repeats=1)
+    with pytest.raises(ConfigError, match=f"genome has 3 genes, expected {s.dim}"):
+        s.to_recipe(np.zeros(3))
+    with pytest.raises(ConfigError, match="nope.yaml: data-flow recipe file not found"):
+        DataFlowRecipe.from_yaml("nope.yaml")

@@ -28,7 +28,7 @@ dtype; the caller casts to the recipe's dtype.
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -88,13 +88,15 @@ def method_names() -> list[str]:
 def tensor_generator(seed: int, tensor_name: str, device: str | torch.device = "cpu") -> torch.Generator:
     """A generator seeded from ``(seed, tensor_name)``, stable across processes and runs.
 
-    The tensor name goes through CRC-32 (Python's ``hash`` is salted per process), so the
+    ``(seed, name)`` goes through BLAKE2b (Python's ``hash`` is salted per process), so the
     in-place merger, the materializer and a Ray worker all draw the same masks for a tensor.
-    Masks are equal for equal device *types*; CPU and CUDA generators are different streams.
+    Every bit of the 64-bit digest depends on both inputs: the CPU generator (mt19937) keeps
+    only the low 32 bits of a seed. Masks are equal for equal device *types*; CPU and CUDA
+    generators are different streams.
     """
+    digest = hashlib.blake2b(f"{int(seed)}\x00{tensor_name}".encode("utf-8"), digest_size=8).digest()
     generator = torch.Generator(device=device)
-    mixed = ((int(seed) & 0xFFFFFFFF) << 32) | zlib.crc32(tensor_name.encode("utf-8"))
-    generator.manual_seed(mixed)
+    generator.manual_seed(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
     return generator
 
 

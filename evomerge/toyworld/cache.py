@@ -1,0 +1,98 @@
+"""Where toy worlds live, and building one at most once.
+
+A world is found at ``<cache>/toyworld/<key>`` (``<cache>`` = ``$EVOMERGE_CACHE`` or
+``$XDG_CACHE_HOME/evomerge`` or ``~/.cache/evomerge``), or in a directory the caller names.
+``key`` hashes every setting plus a format version, so a change of settings never reuses an old
+world. A world is complete when its ``manifest.json`` (written last) names that key and every
+model file it lists is there; anything else is rebuilt.
+
+Building is atomic and exclusive: an ``fcntl`` lock on ``<dir>.lock`` keeps a second process
+from building the same world at once (it waits and then finds the first one's), and the models
+are trained into a temporary sibling directory that is renamed into place only when complete,
+so an interrupted build never leaves a world that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from evomerge.errors import EvomergeError
+
+MANIFEST = "manifest.json"
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+def cache_root() -> Path:
+    if os.environ.get("EVOMERGE_CACHE"):
+        return Path(os.environ["EVOMERGE_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "evomerge"
+
+
+def world_dir(key: str, directory: str | os.PathLike | None = None) -> Path:
+    return Path(directory).expanduser().resolve() if directory is not None else cache_root() / "toyworld" / key
+
+
+def read_manifest(root: Path) -> dict | None:
+    try:
+        return json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(root: Path, key: str) -> bool:
+    manifest = read_manifest(root)
+    if not manifest or manifest.get("key") != key:
+        return False
+    models = [manifest.get("base", "")] + list(manifest.get("experts", {}).values())
+    return all((root / m / f).is_file() for m in models for f in MODEL_FILES)
+
+
+@contextlib.contextmanager
+def exclusive(root: Path):
+    """Hold an exclusive lock on ``<root>.lock`` (blocking) for the block's duration."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = root.parent / f".{root.name}.lock"
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_atomically(root: Path, key: str, build, *, force: bool = False) -> bool:
+    """Make ``root`` a complete world of ``key``, calling ``build(tmp_dir)`` if it is not one.
+
+    Returns True when it built, False when an existing complete world was found. An existing
+    ``root`` that is not a toy world (no manifest, not empty) is never deleted: that is an error.
+    """
+    with exclusive(root):
+        if not force and is_complete(root, key):
+            return False
+        if root.exists() and read_manifest(root) is None and any(root.iterdir()):
+            raise EvomergeError(
+                f"{root}: exists and is not a toy world (no {MANIFEST}); choose an empty or new directory"
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.build-", dir=root.parent))
+        try:
+            build(tmp)
+            if root.exists():
+                # Move the old world aside first so the swap leaves no moment without a world
+                # directory that claims to be complete.
+                old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+                os.replace(root, old / "world")
+                os.replace(tmp, root)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return True
