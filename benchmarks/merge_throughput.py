@@ -11,16 +11,17 @@ For each method and expert count the script prints one JSON object per line:
   cached float32 inputs (task vectors and base for methods on deltas, raw weights otherwise) and
   written into the parameters of a live model (``InPlaceMerger.apply(recipe, force=True)``). It
   does **not** include the first load from disk and the task-vector subtraction; that is
-  ``load_seconds`` (an extra key). Best of ``--repeats`` runs.
+  ``load_seconds`` (an extra key). Best of ``--repeats`` runs, interleaved with the memcpy runs.
 - ``gbytes_read``: bytes of merge inputs read by one merge, 10⁹ B: (inputs per tensor) × 4 B ×
   ``n_params``, where inputs are the N expert tensors plus the base when the method reads it.
 - ``gbps`` = ``gbytes_read / seconds``.
 - ``memcpy_gbps``: the same bytes — the very same input tensors — copied with ``Tensor.copy_`` into a
-  scratch buffer, timed in the same run, best of ``--repeats``. A merge also writes its result once,
+  scratch buffer, timed in the same run (each memcpy right after a merge), best of ``--repeats``. A merge also writes its result once,
   and a memcpy writes as much as it reads, so a ratio of 1 is not a hard ceiling but a fair yardstick.
 - ``ratio_to_memcpy`` = ``gbps / memcpy_gbps``.
 - ``inplace_swap_seconds``: applying a *different* recipe (every weight changed, so no tensor can be
-  skipped) into the live model, as a search does per candidate (best of ``--repeats`` alternations).
+  skipped) into the live model, as a search does per candidate (best of ``--repeats``; the
+  recipes alternate between two weight settings).
 
 Threads: ``torch.set_num_threads(--threads)`` (default 2). On a shared machine absolute numbers are
 noisy; the ratio is measured in one run so that both sides see the same load.
@@ -106,21 +107,22 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def memcpy_seconds(inputs: list[torch.Tensor], repeats: int) -> float:
+def memcpy_runner(inputs: list[torch.Tensor]):
+    """A function copying every input tensor once into a scratch buffer (pages touched up front)."""
     largest = max(t.numel() for t in inputs)
     scratch = torch.empty(largest, dtype=inputs[0].dtype)
-    scratch.fill_(0)  # touch every page before timing
+    scratch.fill_(0)
 
     def run():
         for t in inputs:
             scratch[: t.numel()].copy_(t.view(-1))
 
     run()
-    return best_of(run, repeats)
+    return run
 
 
 def measure(method: str, paths: dict, n_experts: int, live, repeats: int) -> dict:
-    from evomerge.merge.apply import InPlaceMerger, pool_for_recipe
+    from evomerge.merge.apply import InPlaceMerger, expert_ids, pool_for_recipe
     from evomerge.merge.methods import get_method
     from evomerge.merge.recipe import Recipe
 
@@ -135,26 +137,29 @@ def measure(method: str, paths: dict, n_experts: int, live, repeats: int) -> dic
     load_seconds = time.perf_counter() - t0
 
     merger = InPlaceMerger(pool, live)
-    merger.apply(recipe, force=True)  # first touch of every output page, outside the timing
-    seconds = min(merger.apply(recipe, force=True).seconds for _ in range(repeats))
-
-    swaps = []
-    for k in range(repeats):
-        stats = merger.apply(swap[k % 2])
-        if stats.recomputed != len(merger.targets):
-            raise RuntimeError(f"swap recomputed {stats.recomputed} of {len(merger.targets)} tensors")
-        swaps.append(stats.seconds)
+    merger.apply(recipe, force=True)  # first touch of every page (outputs, mapped inputs), untimed
 
     names = list(merger.targets)
     if spec.uses_deltas:
         inputs = [pool.delta(m, n) for n in names for m in pool.models]
     else:
-        inputs = [pool.tensor(m, n) for n in names for m in pool.models]
+        inputs = [pool.tensor(m, n) for n in names for m in expert_ids(recipe)]
     if spec.needs_base:
         inputs += [pool.tensor(pool.base, n) for n in names]
     n_params = sum(merger.targets[n].numel() for n in names)
     gbytes = sum(t.numel() * t.element_size() for t in inputs) / 1e9
-    mem_s = memcpy_seconds(inputs, repeats)
+    copy = memcpy_runner(inputs)
+
+    # Interleaved, so that merge and memcpy see the same background load; best of each.
+    merges, copies, swaps = [], [], []
+    for k in range(repeats):
+        merges.append(merger.apply(recipe, force=True).seconds)
+        copies.append(best_of(copy, 1))
+        stats = merger.apply(swap[k % 2])
+        if stats.recomputed != len(merger.targets):
+            raise RuntimeError(f"swap recomputed {stats.recomputed} of {len(merger.targets)} tensors")
+        swaps.append(stats.seconds)
+    seconds, mem_s = min(merges), min(copies)
     del inputs, merger, pool
     gc.collect()
     gbps = gbytes / seconds
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     parser.add_argument("--experts", nargs="+", type=int, default=[2, 4])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "evomerge-bench" / "smollm2-135m-shapes")
     args = parser.parse_args(argv)

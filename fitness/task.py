@@ -28,12 +28,12 @@ _DEFAULT_COLUMNS = {"id": "id", "prompt": "prompt", "answer": "answer", "choices
 
 
 class Task:
-    def __init__(self, cfg: TaskConfig, pool: list[Example], where: str):
+    def __init__(self, cfg: TaskConfig, pool: list[Example], where: str, scorer=None):
         self.cfg = cfg
         self.name = cfg.name
         self.where = where
         self.pool = pool
-        self.scorer = scorers.build(cfg.scorer, prepend_bos=cfg.prepend_bos)
+        self.scorer = scorer if scorer is not None else scorers.build(cfg.scorer, prepend_bos=cfg.prepend_bos)
         n = len(pool)
         n_cal = cfg.splits.calibration
         if n_cal > n:
@@ -61,6 +61,12 @@ class Task:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
         return self._indices[split]
+
+    def limit(self, split: str, n: int) -> None:
+        """Keep only the first ``n`` examples of ``split`` (a quick look, e.g. ``evomerge eval --limit``)."""
+        if n < 1:
+            raise ConfigError(f"limit must be >= 1, got {n}")
+        self._indices[split] = self._split_indices(split)[:n]
 
     def examples(self, split: str) -> list[Example]:
         """The split's examples in their fixed shuffled order; an empty split is an error."""

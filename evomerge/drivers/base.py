@@ -101,8 +101,8 @@ class DriverBase:
         self.n_objectives = int(n_objectives)
         self.seed = int(seed)
         self.dim = int(space.dim)
-        self.lower = np.asarray(space.lower, dtype=float).reshape(-1)
-        self.upper = np.asarray(space.upper, dtype=float).reshape(-1)
+        self.lower = np.array(space.lower, dtype=float).reshape(-1)  # copies: never alias the space
+        self.upper = np.array(space.upper, dtype=float).reshape(-1)
         if self.lower.shape != (self.dim,) or self.upper.shape != (self.dim,):
             raise ConfigError(
                 f"drivers.{self.name}: space bounds must have shape ({self.dim},), "

@@ -92,7 +92,7 @@ class CMAESDriver(DriverBase):
         self.sigma0 = float(sigma0 if sigma0 is not None else space.sigma0)
         if not (self.sigma0 > 0 and math.isfinite(self.sigma0)):
             raise ConfigError(f"drivers.cmaes: sigma0 must be a positive number, got {self.sigma0}")
-        mean = np.asarray(space.x0 if x0 is None else x0, dtype=float).reshape(-1)
+        mean = np.array(space.x0 if x0 is None else x0, dtype=float).reshape(-1)  # cmaes updates it in place
         if mean.shape != (self.dim,):
             raise ConfigError(f"drivers.cmaes: x0 must have {self.dim} values, got {mean.shape[0]}")
         if np.any(mean < self.lower) or np.any(mean > self.upper):
@@ -194,6 +194,10 @@ class CMAESDriver(DriverBase):
         state = self._base_state()
         state.update(
             optimizer=pickle.dumps(self._optimizer),
+            # CMA's pickle keeps only the upper triangle of C and mirrors it back, but after a
+            # tell C is symmetric only up to rounding (~1e-16): keep the exact matrix, or a
+            # resumed run drifts from the uninterrupted one.
+            exact_cov=np.array(self._optimizer._C, copy=True) if isinstance(self._optimizer, cmaes.CMA) else None,
             generation=self._generation,
             restart=self._restart,
             restart_best=self._restart_best,
@@ -208,6 +212,8 @@ class CMAESDriver(DriverBase):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._load_base_state(state)
         self._optimizer = pickle.loads(state["optimizer"])
+        if state.get("exact_cov") is not None:
+            self._optimizer._C = np.array(state["exact_cov"], copy=True)
         self._generation = int(state["generation"])
         self._restart = int(state["restart"])
         self._restart_best = float(state["restart_best"])

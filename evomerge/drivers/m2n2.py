@@ -114,7 +114,7 @@ class M2N2Driver(DriverBase):
         self.mutation_std = float(mutation_std)
         self.weights = check_weights(self.name, weights, self.n_objectives)
         self.sigma0 = float(space.sigma0)
-        self.x0 = np.asarray(space.x0, dtype=float).reshape(self.dim)
+        self.x0 = np.array(space.x0, dtype=float).reshape(self.dim)
         self._finite_box = bool(np.all(np.isfinite(self.lower)) and np.all(np.isfinite(self.upper)))
         bounds = sorted({int(b) for b in getattr(space, "group_boundaries", [0, self.dim])})
         interior = [b for b in bounds if 0 < b < self.dim]

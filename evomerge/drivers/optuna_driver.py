@@ -4,9 +4,9 @@ The genome is the space's box: one ``FloatDistribution(lower_i, upper_i)`` per g
 ``space.names`` when those are unique, else ``g0000``, ``g0001``, …), suggested all at once with
 ``study.ask(fixed_distributions=...)``. Every objective is maximised.
 
-Samplers (``sampler=``): ``tpe`` (default), ``cmaes`` (x0 = ``space.x0``, σ0 = ``space.sigma0`` in
-Optuna's [0, 1]-normalised coordinates; single-objective only), ``nsga2``, ``nsga3``, ``gp``,
-``random``; ``sampler_options`` are passed to the sampler's constructor. Multi-objective studies
+Samplers (``sampler=``): ``tpe`` (default), ``cmaes`` (single-objective; Optuna's own start: the
+box centre and σ0 = 1/6 of the narrowest range — the paper's 0.5 and 1/6 on a unit box — since
+its ``x0``/``sigma0`` arguments are deprecated), ``nsga2``, ``nsga3``, ``gp``, ``random``; ``sampler_options`` are passed to the sampler's constructor. Multi-objective studies
 work natively with every sampler but ``cmaes``.
 
 * **Steady state** for every sampler (``generational = False``): Optuna's samplers are built for
@@ -100,9 +100,8 @@ class OptunaDriver(DriverBase):
                 if self.sampler_name == "tpe":
                     return s.TPESampler(seed=self.seed, **opts)
                 if self.sampler_name == "cmaes":
-                    width = float(np.min(self.upper - self.lower))
-                    opts.setdefault("x0", dict(zip(self.param_names, map(float, self.space.x0))))
-                    opts.setdefault("sigma0", float(self.space.sigma0) / width if width > 0 else None)
+                    # x0 / sigma0 are deprecated in Optuna >= 4.9; its defaults (box centre,
+                    # σ0 = 1/6 of the narrowest range) are the paper's 0.5 and 1/6 on a unit box.
                     return s.CmaEsSampler(seed=self.seed, **opts)
                 if self.sampler_name == "nsga2":
                     return s.NSGAIISampler(seed=self.seed, **opts)

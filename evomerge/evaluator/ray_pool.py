@@ -148,6 +148,8 @@ class _Slot:
     request: EvalRequest | None = None
     ref: Any = None
     started: float = 0.0
+    ready: Any = None  # ref that resolves once the actor has built its worker
+    is_ready: bool = False
 
 
 class RayPoolBackend:
@@ -204,7 +206,9 @@ class RayPoolBackend:
         self._spec = spec
         self._options = dict(actor_options or {})
         self._queue: deque[EvalRequest] = deque()
-        self._slots = [_Slot(index=i, actor=self._start_actor(i, 0)) for i in range(self.num_workers)]
+        self._slots = [_Slot(index=i, actor=None) for i in range(self.num_workers)]
+        for slot in self._slots:
+            self._launch(slot)
         self._closed = False
 
     # -- actors ---------------------------------------------------------------------------------
@@ -214,14 +218,19 @@ class RayPoolBackend:
         options.update(self._options)
         return _actor_class().options(**options).remote(self._spec, f"ray-{index}.{incarnation}", self.timeout)
 
+    def _launch(self, slot: _Slot) -> None:
+        slot.actor = self._start_actor(slot.index, slot.incarnation)
+        # the time limit counts from when the worker is built (loading a model can take minutes)
+        slot.ready, slot.is_ready = slot.actor.pid.remote(), False
+        slot.request = slot.ref = None
+
     def _replace(self, slot: _Slot) -> None:
         try:
             self._ray.kill(slot.actor, no_restart=True)
         except Exception:  # noqa: BLE001 - it is already gone
             pass
         slot.incarnation += 1
-        slot.actor = self._start_actor(slot.index, slot.incarnation)
-        slot.request = slot.ref = None
+        self._launch(slot)
 
     def actor_handles(self) -> list[Any]:
         """The live actors, slot by slot."""
@@ -341,6 +350,11 @@ class RayPoolBackend:
         out = []
         now = time.monotonic()
         for slot in self._slots:
+            if slot.ref is not None and not slot.is_ready:
+                done, _ = self._ray.wait([slot.ready], timeout=0)
+                slot.is_ready = bool(done)
+                slot.started = now  # still building (or just built): its candidate starts now
+                continue
             if slot.ref is not None and now - slot.started >= hard:
                 request, worker = slot.request, f"ray-{slot.index}.{slot.incarnation}"
                 log.warning("candidate %d ran %.0f s (> %g s): replacing its actor", request.candidate_id, now - slot.started, hard)

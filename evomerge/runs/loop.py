@@ -81,15 +81,14 @@ def _check_model_path(source: str, key: str, path: str | None) -> None:
 def _toyworld(cfg: RunConfig):
     from evomerge.toyworld import build_toyworld
 
-    kwargs = {"preset": cfg.toyworld.preset, "seed": cfg.toyworld.seed}
+    kwargs = {"preset": cfg.toyworld.preset, "seed": cfg.toyworld.seed, "log": lambda m: print(m, file=sys.stderr)}
     if cfg.toyworld.dir:
         kwargs["dir"] = cfg.toyworld.dir
     return build_toyworld(**kwargs)
 
 
 def _world_fitness(world) -> dict[str, Any]:
-    tasks = [t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t) for t in world.tasks]
-    return {"tasks": tasks, "objectives": [{"task": world.target_task}], "early_stopping": {"enabled": False}}
+    return world.fitness_config([world.target_task])
 
 
 def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path | None = None, log=None) -> Plan:

@@ -71,7 +71,7 @@ class _MergeEvaluator:
         self.device = resolve_device(spec.device)
         self.dtype = getattr(torch, spec.dtype)
         self.pool = ModelPool(spec.base, list(spec.experts), device=self.device, dtype=self.dtype)
-        ref = str(self.pool.reference_dir())
+        ref = str(self.pool.reference_dir)
         self.model = AutoModelForCausalLM.from_pretrained(ref, dtype=self.dtype).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(ref)
         self.merger = InPlaceMerger(self.pool, self.model)

@@ -177,6 +177,15 @@ class ParameterSpace:
         self.upper = np.ones(self.dim)
         self.x0 = np.full(self.dim, 0.5)
         self.sigma0 = 1.0 / 6.0
+        # Fail at construction, not mid-search, when a method choice cannot form a valid recipe.
+        for k, m in enumerate(self.methods):
+            x = self.x0.copy()
+            if self.method_choices:
+                x[self.n_param_genes + k] = 1.0
+            try:
+                self.to_recipe(x)
+            except ConfigError as exc:
+                raise ConfigError(f"parameter space: method {m!r} cannot be used with these models/params: {exc}") from None
 
     # ---- value maps -------------------------------------------------------------------------
     def _to_value(self, p: str, x: float) -> float:

@@ -78,6 +78,15 @@ def shallow_clone(module: torch.nn.Module) -> torch.nn.Module:
     return new
 
 
+def _drop_output_capturing(module: torch.nn.Module) -> None:
+    """Forget transformers' lazily installed output-capturing hooks (``output_hidden_states`` /
+    ``output_attentions``) on a clone: they are reinstalled on the path model's own modules on
+    first use, once per module, so hidden states come out one per path step."""
+    module.__dict__.pop("_output_capturing_hooks_installed", None)
+    for key in [k for k, fn in module._forward_hooks.items() if getattr(fn, "__name__", "") == "output_capturing_hook"]:
+        del module._forward_hooks[key]
+
+
 def _scale_input(module, args, kwargs):
     s = module._evomerge_input_scale
     if args:
@@ -89,12 +98,14 @@ def _scale_input(module, args, kwargs):
 
 def _clone_layer(layer: torch.nn.Module, position: int, scale: float) -> torch.nn.Module:
     new = shallow_clone(layer)
+    _drop_output_capturing(new)
     if hasattr(new, "layer_idx"):
         new.layer_idx = position
     # Attention modules index the KV cache by their own layer_idx: give each clone its position.
     for name, child in layer.named_children():
         if hasattr(child, "layer_idx"):
             c = shallow_clone(child)
+            _drop_output_capturing(c)
             c.layer_idx = position
             new._modules[name] = c
     if scale != 1.0:
@@ -156,6 +167,8 @@ def build_path_model(recipe: DataFlowRecipe, sources: Mapping[str, Any]):
     ]
     top = shallow_clone(a)
     body = shallow_clone(_get(a, info.body_path))
+    _drop_output_capturing(top)
+    _drop_output_capturing(body)
     setattr(top, info.body_path, body)
     setattr(body, info.layers_path.split(".")[-1], torch.nn.ModuleList(layers))
     top.config = cfg

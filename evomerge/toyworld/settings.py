@@ -97,7 +97,7 @@ PRESETS = {
             "lang": Stage(mixture=LANG_MIX, steps=40, lr=2e-3, warmup=5, batch=64),
         },
         expert_skills={"math": "math", "lang": "lang"},
-        calibration=64, validation=256,
+        calibration=64, validation=256, threads=1,
     ),
 }
 

@@ -132,3 +132,11 @@ def test_option_errors_are_one_line(options, message):
 def test_unknown_driver_lists_known():
     with pytest.raises(ConfigError, match=r"^unknown driver 'pso' \(known: cmaes, m2n2, optuna, random\)$"):
         make_driver("pso", BoxSpace(3))
+
+
+def test_space_arrays_are_not_modified():
+    # cmaes updates its mean in place: the driver must hand it a copy of space.x0
+    space = BoxSpace(3)
+    before = (space.x0.copy(), space.lower.copy(), space.upper.copy())
+    drive(make_driver("cmaes", space, seed=0), sphere, 60, batch=10)
+    assert all(np.array_equal(a, b) for a, b in zip(before, (space.x0, space.lower, space.upper)))

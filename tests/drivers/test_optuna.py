@@ -49,10 +49,11 @@ def test_every_sampler_proposes_in_the_box(sampler):
     space = BoxSpace(3, lower=-2.0, upper=3.0)
     opts = {"n_startup_trials": 3} if sampler in ("tpe", "gp") else {}
     d = make_driver("optuna", space, seed=0, sampler=sampler, sampler_options=opts)
-    cands = drive(d, lambda x: -float(np.sum((x - 1) ** 2)), 8, batch=2)
+    n = 5 if sampler == "gp" else 8  # GP fits are the slow part: two of them suffice here
+    cands = drive(d, lambda x: -float(np.sum((x - 1) ** 2)), n, batch=2)
     g = np.array([c.genome for c in cands])
     assert g.min() >= -2.0 and g.max() <= 3.0
-    assert [c.meta["trial_number"] for c in cands] == list(range(8))
+    assert [c.meta["trial_number"] for c in cands] == list(range(n))
     assert d.study.trials[0].params == dict(zip(space.names, cands[0].genome))
     assert d.study.trials[0].user_attrs["candidate_id"] == 0
 

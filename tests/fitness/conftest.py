@@ -19,7 +19,7 @@ EOS = TOK["</s>"]
 
 
 def successor_table() -> dict[int, int]:
-    """digit d -> d+1, '9' -> EOS; letter x -> next letter, 'z' -> EOS; anything else -> '0'."""
+    """digit d -> d+1, '9' -> EOS; letter x -> next letter, 'z' -> EOS; anything else -> '7'."""
     table = {}
     for i, t in enumerate(VOCAB):
         if t.isdigit():
@@ -27,7 +27,7 @@ def successor_table() -> dict[int, int]:
         elif len(t) == 1 and t.isalpha():
             table[i] = EOS if t == "z" else TOK[chr(ord(t) + 1)]
         else:
-            table[i] = TOK["0"]
+            table[i] = TOK["7"]
     return table
 
 

@@ -9,7 +9,7 @@ from fitness.scorers import Example, build
 from fitness.scorers.choice import continuation_logliks
 from fitness.scorers.generation import greedy_generate
 
-PROMPTS = ["1+2=", "45+7=", "a", "99+99=", "x", "12+34=", "7", "hello", "5+5=", "c", "0", "abc+d="]
+PROMPTS = ["1+2=", "45+7", "w", "99+98", "x", "12+34=", "7", "hellu", "5+5=", "v", "6", "abc+y"]
 
 
 def enc(tok, texts):
@@ -17,27 +17,27 @@ def enc(tok, texts):
 
 
 def test_exact_match_on_known_outputs(successor_model, tok):
-    # the bigram model continues "…5" with "6789" then EOS, "…a" with "b…z" then EOS
+    # the bigram model continues "…5" with "6789" then EOS, "…w" with "xyz" then EOS, "…=" with "789"
     right = [Example(id=f"r{i}", prompt=p, answer=greedy_successor(p)) for i, p in enumerate(PROMPTS)]
     wrong = [Example(id=f"w{i}", prompt=p, answer=greedy_successor(p)[:-1] + "!") for i, p in enumerate(PROMPTS[:6])]
-    assert greedy_successor("45+7=") == "0123456789" and greedy_successor("x") == "yz"
+    assert greedy_successor("1+2=") == "789" and greedy_successor("x") == "yz"
     scorer = build(ScorerConfig(type="exact_match", max_new_tokens=30))
     out = scorer.score(successor_model, tok, right + wrong, batch_size=5)
     assert out.scores == [1.0] * len(right) + [0.0] * len(wrong)
     assert out.outputs[:2] == [greedy_successor(PROMPTS[0]), greedy_successor(PROMPTS[1])]
     # too few new tokens: the answer is cut short, so no match
-    short = build(ScorerConfig(type="exact_match", max_new_tokens=3)).score(successor_model, tok, right[:2])
-    assert short.scores == [0.0, 0.0] and short.outputs == ["012", "012"]
+    short = build(ScorerConfig(type="exact_match", max_new_tokens=2)).score(successor_model, tok, right[:3])
+    assert short.scores == [0.0, 1.0, 0.0] and short.outputs == ["78", "89", "xy"]
 
 
 def test_stop_strings_and_extraction(successor_model, tok):
-    ex = [Example(id="a", prompt="1+2=", answer="01234"), Example(id="b", prompt="q", answer="rs")]
-    stopped = build(ScorerConfig(type="exact_match", max_new_tokens=30, stop=["5", "t"])).score(successor_model, tok, ex)
-    assert stopped.outputs == ["01234", "rs"] and stopped.scores == [1.0, 1.0]
+    ex = [Example(id="a", prompt="3", answer="45"), Example(id="b", prompt="q", answer="rs")]
+    stopped = build(ScorerConfig(type="exact_match", max_new_tokens=30, stop=["67", "t"])).score(successor_model, tok, ex)
+    assert stopped.outputs == ["45", "rs"] and stopped.scores == [1.0, 1.0]
     regex = build(ScorerConfig(type="exact_match", max_new_tokens=30, extract=r"(\d)9$"))
-    assert regex.score(successor_model, tok, [Example(id="a", prompt="1", answer="8")]).scores == [1.0]
+    assert regex.score(successor_model, tok, [Example(id="a", prompt="5", answer="8")]).scores == [1.0]
     fn = build(ScorerConfig(type="exact_match", max_new_tokens=30, extract="fitness_helpers:last_digit"))
-    assert fn.score(successor_model, tok, [Example(id="a", prompt="3", answer="9"),
+    assert fn.score(successor_model, tok, [Example(id="a", prompt="6", answer="9"),
                                            Example(id="b", prompt="x", answer="z")]).scores == [1.0, 0.0]
 
 
@@ -138,14 +138,14 @@ def test_forced_exact_match_equals_greedy(successor_model, random_llama, tok):
 
 def test_per_example_scores_line_up_with_ids(successor_model, tok):
     rows = []
-    for i, p in enumerate(PROMPTS * 3):
+    for i, p in enumerate(PROMPTS * 2):
         ok = (i * 7) % 3 == 0
         rows.append({"id": f"q{i}", "prompt": p, "answer": greedy_successor(p) if ok else "nope"})
     generators.register("test.lineup", lambda: rows)
     try:
         fit = Fitness.from_dict({"tasks": [{"name": "t", "source": {"type": "generator", "name": "test.lineup"},
                                             "scorer": {"type": "exact_match", "max_new_tokens": 30},
-                                            "splits": {"calibration": 30, "seed": 3}}]})
+                                            "splits": {"calibration": 20, "seed": 3}}]})
         res = fit.evaluate(successor_model, tok, "calibration", batch_size=4)
     finally:
         generators.unregister("test.lineup")
@@ -153,4 +153,4 @@ def test_per_example_scores_line_up_with_ids(successor_model, tok):
     assert ts.example_ids == [e.id for e in fit.tasks["t"].examples("calibration")]
     want = {r["id"]: float(r["answer"] != "nope") for r in rows}
     assert ts.by_id() == {i: want[i] for i in ts.example_ids}
-    assert res.values == [pytest.approx(sum(ts.scores) / 30)] and res.tokens > 0 and not res.stopped_early
+    assert res.values == [pytest.approx(sum(ts.scores) / 20)] and res.tokens > 0 and not res.stopped_early

@@ -331,7 +331,6 @@ def test_resume_from_checkpoint_and_log_reproduces_the_uninterrupted_run():
     resumed = SteadyDriver(seed=3)
     resumed.load_state_dict(checkpoint["state"])
     known = {r.candidate_id: EvalResult.from_json(r.to_json()) for r in partial_log}
-    evaluated = []
     new_log, summary = run_inprocess(resumed, 20, known=known, evals_done=8)
     evaluated = [r.candidate_id for r in new_log]
     assert evaluated == list(range(13, 20))  # 8..12 came from the log, none evaluated twice

@@ -337,3 +337,20 @@ def test_wrong_genome_length_and_missing_file():
         s.to_recipe(np.zeros(3))
     with pytest.raises(ConfigError, match="nope.yaml: data-flow recipe file not found"):
         DataFlowRecipe.from_yaml("nope.yaml")
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_hidden_states_one_per_step(warm):
+    """transformers installs output-capturing hooks lazily; a path model must report one hidden
+    state per step whether or not the sources had theirs installed before cloning."""
+    src = {"A": build_model("llama", seed=0, num_layers=3), "B": build_model("llama", seed=1, num_layers=3)}
+    ids = _ids(4, batch=1, length=6)
+    if warm:
+        with torch.no_grad():
+            src["A"](ids, output_hidden_states=True)
+    r = _recipe([("A", 0, 1), ("B", 1, 2.0), ("B", 1, 1), ("A", 1, 1), ("A", 2, 1), ("A", 2, 1)])
+    with torch.no_grad():
+        hs = build_path_model(r, src)(ids, output_hidden_states=True).hidden_states
+        assert len(hs) == 7
+        assert len(src["A"](ids, output_hidden_states=True).hidden_states) == 4
+        assert len(build_path_model(r, src)(ids, output_hidden_states=True).hidden_states) == 7

@@ -176,3 +176,9 @@ def test_errors():
 def test_wrong_genome_length():
     with pytest.raises(ConfigError, match="genome has 2 genes, expected 12"):
         _space().to_recipe(np.zeros(2))
+
+
+def test_incompatible_method_choice_fails_at_construction():
+    # SLERP merges exactly two models (the base and one other); three experts cannot form a recipe.
+    with pytest.raises(ConfigError, match="method 'slerp' cannot be used with these models/params"):
+        _space(method="ties", method_choices=["ties", "slerp"], params=["weight", "t"], models=["x/e1", "x/e2", "x/e3"])

@@ -8,11 +8,11 @@ from __future__ import annotations
 import torch
 
 from evomerge.merge.methods.registry import MethodSpec, register
+from evomerge.merge.methods.sparsify import output_buffer
 
 
 def linear(base, tensors, model_params, params, generator=None) -> torch.Tensor:
-    dtype = tensors[0].dtype if tensors[0].dtype in (torch.float32, torch.float64) else torch.float32
-    out = torch.zeros(tensors[0].shape, dtype=dtype, device=tensors[0].device)
+    out = output_buffer(params, tensors[0]).zero_()
     weights = [float(mp["weight"]) for mp in model_params]
     for tensor, w in zip(tensors, weights):
         out.add_(tensor, alpha=w)

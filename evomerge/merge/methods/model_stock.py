@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from evomerge.merge.methods.registry import MethodSpec, register
+from evomerge.merge.methods.sparsify import output_buffer
 
 
 def model_stock(base, tensors, model_params, params, generator=None) -> torch.Tensor:
@@ -37,7 +38,9 @@ def model_stock(base, tensors, model_params, params, generator=None) -> torch.Te
     for o in offsets:
         mean.add_(o)
     mean.div_(n)
-    return (base.to(dtype).reshape(mean.shape) + t * mean).reshape(base.shape)
+    out = output_buffer(params, base)
+    torch.addcmul(base.to(dtype).reshape(mean.shape), t, mean, out=out.view(mean.shape))
+    return out
 
 
 register(

@@ -17,7 +17,9 @@ Calling convention of ``spec.fn``::
   (:func:`evomerge.merge.methods.sparsify.global_trim_thresholds`).
 - ``params``: the global parameters with defaults filled in (``lambda``, ``normalize``, ...) and
   the recipe's ``options`` that apply to the method (``ties_scope``, ``consensus``,
-  ``rescale_mode``), each with its default (mergekit's behaviour) filled in.
+  ``rescale_mode``), each with its default (mergekit's behaviour) filled in. The caller may add
+  ``_out``: a float32 tensor of the output shape, aliasing no input, that the method writes its
+  result into and returns (e.g. a reusable buffer: fresh 64 MB tensors cost page faults on CPU).
 - ``generator``: a seeded ``torch.Generator`` for randomized methods (DARE, DELLA), else ``None``.
   Callers build it with :func:`tensor_generator` so that every path that merges a tensor (in
   place or materialized) draws the same masks.

@@ -15,6 +15,7 @@ import math
 import torch
 
 from evomerge.merge.methods.registry import MethodSpec, register
+from evomerge.merge.methods.sparsify import output_buffer
 
 DOT_THRESHOLD = 0.9995
 _NORM_EPS = 1e-8
@@ -29,13 +30,14 @@ def slerp(base, tensors, model_params, params, generator=None) -> torch.Tensor:
     nb = float(torch.linalg.vector_norm(bf, dtype=torch.float64))
     dot = float(torch.dot(af, bf))
     dot /= (na if na > _NORM_EPS else 1.0) * (nb if nb > _NORM_EPS else 1.0)
+    out = output_buffer(params, a)
     if abs(dot) > DOT_THRESHOLD:
-        return torch.lerp(a, b, t) if 0.0 <= t <= 1.0 else torch.add(a * (1.0 - t), b, alpha=t)
+        return torch.mul(a, 1.0 - t, out=out).add_(b, alpha=t)
     omega = math.acos(max(-1.0, min(1.0, dot)))
     sin_omega = math.sin(omega)
     s0 = math.sin(omega - t * omega) / sin_omega
     s1 = math.sin(t * omega) / sin_omega
-    return torch.add(a * s0, b, alpha=s1)
+    return torch.mul(a, s0, out=out).add_(b, alpha=s1)
 
 
 register(

@@ -32,6 +32,7 @@ Sign election and disjoint mean (TIES), with ``v_t = w_t τ̂_t``:
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -39,12 +40,73 @@ import torch
 
 _EPS_RESCALE = 1e-7
 _SAMPLE = 1 << 15  # sample size used to bracket a k-th value before the exact selection
+_MAX_SCRATCH = 1 << 27  # entries; larger tensors get fresh buffers instead of cached ones
+
+
+# --------------------------------------------------------------------------- scratch buffers
+
+
+class Workspace:
+    """Scratch buffers reused across merges, one flat buffer per (slot, dtype, device).
+
+    On CPU the first touch of a freshly allocated 64 MB tensor costs a page fault per 4 KiB —
+    several memcpys of the same bytes — and a TIES merge needs half a dozen such temporaries
+    per tensor; reusing them makes the passes run at memory speed. Buffers grow to the largest
+    tensor merged (up to ``_MAX_SCRATCH`` entries). Accelerators keep their own caching
+    allocator, so there the workspace just allocates.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def get(self, slot: object, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        numel = math.prod(shape)
+        if device.type != "cpu" or numel > _MAX_SCRATCH:
+            return torch.empty(shape, dtype=dtype, device=device)
+        key = (slot, dtype, device)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, dtype=dtype, device=device)
+            self._buffers[key] = buf
+        return buf[:numel].view(shape)
+
+    def like(self, slot: object, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return self.get(slot, t.shape, dtype or _work_dtype(t), t.device)
+
+    def clear(self) -> None:
+        self._buffers.clear()
+
+
+_local = threading.local()
+
+
+def workspace() -> Workspace:
+    """This thread's workspace (merge functions on different threads never share buffers)."""
+    ws = getattr(_local, "workspace", None)
+    if ws is None:
+        ws = _local.workspace = Workspace()
+    return ws
+
+
+def release_workspace() -> None:
+    """Free this thread's scratch buffers (e.g. after the last merge of a run)."""
+    workspace().clear()
+
+
+def output_buffer(params: dict, like: torch.Tensor) -> torch.Tensor:
+    """Where a method writes its result: ``params['_out']`` when the caller supplies a float
+    tensor of the right shape (e.g. the live parameter's storage), else a fresh tensor."""
+    out = params.get("_out")
+    dtype = _work_dtype(like)
+    if isinstance(out, torch.Tensor) and out.shape == like.shape and out.dtype == dtype and out.device == like.device:
+        return out
+    return torch.empty(like.shape, dtype=dtype, device=like.device)
 
 
 @dataclass
 class Sparse:
-    """``τ̂ = scale · values``; ``values`` is ``mask ⊙ τ`` in a buffer the sparsifier owns, or
-    None for "keep every entry" (``τ̂ = scale · τ``, and ``τ`` is not ours to write)."""
+    """``τ̂ = scale · values``; ``values`` is ``mask ⊙ τ`` in a scratch buffer, or None for
+    "keep every entry" (``τ̂ = scale · τ``, and ``τ`` is not ours to write)."""
 
     values: torch.Tensor | None
     scale: float = 1.0
@@ -53,8 +115,13 @@ class Sparse:
 # --------------------------------------------------------------------------- selection helpers
 
 
-def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k``-th largest entry of a flat tensor (``1 <= k <= n``), exactly.
+def kth_largest(values: torch.Tensor, k: int, ws: Workspace | None = None) -> torch.Tensor:
+    """The ``k``-th largest entry of a flat tensor (``1 <= k <= n``), exactly."""
+    return _kth_largest(values, k, ws)[0]
+
+
+def _kth_largest(values: torch.Tensor, k: int, ws: Workspace | None = None) -> tuple[torch.Tensor, int | None]:
+    """(k-th largest entry, how many entries are >= it, or None when not known cheaply).
 
     ``torch.kthvalue`` over tens of millions of entries costs ~20 memcpys; instead a strided
     sample brackets the answer, one pass counts what lies below the bracket and the exact
@@ -63,7 +130,8 @@ def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
     n = values.numel()
     rank = n - k + 1  # ascending, 1-based
     if n <= 8 * _SAMPLE:
-        return torch.kthvalue(values, rank).values
+        return torch.kthvalue(values, rank).values, None
+    ws = ws or workspace()
     stride = n // _SAMPLE
     sample = values[::stride].sort().values
     m = sample.numel()
@@ -71,29 +139,44 @@ def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
     margin = 3.0 * math.sqrt(m) + 2.0  # ≥ 6 binomial standard deviations of the sample rank
     lo = sample[max(0, int(pos - margin))]
     hi = sample[min(m - 1, int(math.ceil(pos + margin)))]
-    below = int(torch.count_nonzero(values < lo))
-    band = values[(values >= lo) & (values <= hi)]
+    in_band = ws.like("kth_a", values, torch.bool)
+    upper = ws.like("kth_b", values, torch.bool)
+    torch.lt(values, lo, out=in_band)
+    below = int(torch.count_nonzero(in_band))
+    torch.ge(values, lo, out=in_band)
+    torch.le(values, hi, out=upper)
+    in_band.logical_and_(upper)
+    band = values[in_band]
     if below < rank <= below + band.numel():
-        return torch.kthvalue(band, rank - below).values
-    return torch.kthvalue(values, rank).values
+        threshold = torch.kthvalue(band, rank - below).values
+        above_band = n - below - band.numel()
+        return threshold, above_band + int(torch.count_nonzero(band >= threshold))
+    return torch.kthvalue(values, rank).values, None
 
 
-def top_k_mask_(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
-    """Turn ``magnitudes`` (ours, float) in place into the 0/1 mask of its ``k`` largest entries;
-    ties at the threshold go to earlier positions, so exactly ``k`` entries are kept."""
+def top_k_mask_(magnitudes: torch.Tensor, k: int, ws: Workspace | None = None) -> torch.Tensor:
+    """Turn ``magnitudes`` (ours, float, >= 0) in place into the 0/1 mask of its ``k`` largest
+    entries; ties at the threshold go to earlier positions, so exactly ``k`` entries are kept
+    (a zero threshold needs no tie-break: the entries it would drop are zeros of τ anyway)."""
     flat = magnitudes.view(-1)
     n = flat.numel()
     if k >= n:
         return magnitudes.fill_(1.0)
     if k <= 0:
         return magnitudes.zero_()
-    threshold = kth_largest(flat, k)
-    equal = torch.nonzero(flat == threshold).view(-1)
+    ws = ws or workspace()
+    threshold, at_least = _kth_largest(flat, k, ws)
+    if at_least is None:
+        at_least = int(torch.count_nonzero(flat >= threshold))
+    equal = None
+    if at_least > k and float(threshold) > 0.0:
+        equal_mask = ws.like("topk_eq", flat, torch.bool)
+        torch.eq(flat, threshold, out=equal_mask)
+        equal = torch.nonzero(equal_mask).view(-1)
     flat.ge_(threshold)
-    if equal.numel() > 1:
-        surplus = int(torch.count_nonzero(flat)) - k
-        if surplus > 0:
-            flat[equal[equal.numel() - surplus :]] = 0.0
+    if equal is not None:
+        surplus = at_least - k
+        flat[equal[equal.numel() - surplus :]] = 0.0
     return magnitudes
 
 
@@ -110,15 +193,28 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
     return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
 
 
+def _buffer(tau: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    return out if out is not None else torch.empty(tau.shape, dtype=_work_dtype(tau), device=tau.device)
+
+
 # --------------------------------------------------------------------------- sparsifiers
+# Each takes ``out``: an optional scratch tensor of τ's shape (float) that receives the values.
 
 
-def magnitude(tau: torch.Tensor, density: float, *, rescale: bool = False, threshold: float | None = None) -> Sparse:
+def magnitude(
+    tau: torch.Tensor,
+    density: float,
+    *,
+    rescale: bool = False,
+    threshold: float | None = None,
+    out: torch.Tensor | None = None,
+) -> Sparse:
     """TIES trim: keep the top ``int(density · n)`` of ``|τ|`` (or ``|τ| >= threshold`` when a
     model-wide threshold is given: the paper's scope)."""
     if threshold is None and density >= 1:
         return Sparse(None)
-    buf = torch.abs(tau).to(_work_dtype(tau))
+    buf = _buffer(tau, out)
+    torch.abs(tau, out=buf) if buf.dtype == tau.dtype else buf.copy_(tau).abs_()
     if threshold is not None:
         buf.ge_(threshold)
     else:
@@ -128,15 +224,21 @@ def magnitude(tau: torch.Tensor, density: float, *, rescale: bool = False, thres
 
 
 def random_drop(
-    tau: torch.Tensor, density: float, generator: torch.Generator | None, *, rescale: bool = True, mode: str = "l1"
+    tau: torch.Tensor,
+    density: float,
+    generator: torch.Generator | None,
+    *,
+    rescale: bool = True,
+    mode: str = "l1",
+    out: torch.Tensor | None = None,
 ) -> Sparse:
-    """DARE: keep each entry with probability ``density``; rescale the survivors."""
+    """DARE: keep each entry with probability ``density`` (``U[0, 1) < density``); rescale."""
     if density >= 1:
         return Sparse(None)
+    buf = _buffer(tau, out)
     if density <= 0:
-        return Sparse(torch.zeros_like(tau, dtype=_work_dtype(tau)))
-    buf = torch.rand(tau.shape, generator=generator, device=tau.device, dtype=_work_dtype(tau))
-    values = buf.lt_(density).mul_(tau)  # in place: 1.0 where kept, then τ there
+        return Sparse(buf.zero_())
+    values = buf.uniform_(generator=generator).lt_(density).mul_(tau)  # 1.0 where kept, then τ there
     if not rescale:
         return Sparse(values)
     if mode == "inverse_p":
@@ -144,7 +246,9 @@ def random_drop(
     return _rescaled(tau, values)
 
 
-def magnitude_band(tau: torch.Tensor, density: float, gamma: float, *, rescale: bool = False) -> Sparse:
+def magnitude_band(
+    tau: torch.Tensor, density: float, gamma: float, *, rescale: bool = False, out: torch.Tensor | None = None
+) -> Sparse:
     """Model Breadcrumbs: drop the largest ``int(γ n)`` outliers and the smallest entries so that
     ``int(density · n)`` remain (mergekit's counts)."""
     if density >= 1:
@@ -156,9 +260,12 @@ def magnitude_band(tau: torch.Tensor, density: float, gamma: float, *, rescale: 
     if n_bot < 0:
         n_top += n_bot
         n_bot = 0
-    magnitudes = torch.abs(tau).to(_work_dtype(tau))
-    outliers = top_k_mask_(magnitudes.clone(), n_top) if n_top > 0 else None
-    mask = top_k_mask_(magnitudes, n - n_bot)
+    mask = _buffer(tau, out)
+    mask.copy_(tau).abs_()
+    outliers = None
+    if n_top > 0:
+        outliers = top_k_mask_(workspace().like("band_top", mask).copy_(mask), n_top)
+    top_k_mask_(mask, n - n_bot)
     if outliers is not None:
         mask.sub_(outliers)  # same total order, so the outliers are a subset of the kept set
     values = mask.mul_(tau)
@@ -173,13 +280,15 @@ def rank_sampling(
     *,
     rescale: bool = True,
     mode: str = "l1",
+    out: torch.Tensor | None = None,
 ) -> Sparse:
     """DELLA MagPrune: keep probability rises linearly with the magnitude rank within each row."""
     if density >= 1:
         return Sparse(None)
-    dtype = _work_dtype(tau)
+    buf = _buffer(tau, out)
     if density <= 0:
-        return Sparse(torch.zeros_like(tau, dtype=dtype))
+        return Sparse(buf.zero_())
+    dtype = buf.dtype
     rows = tau.unsqueeze(0) if tau.dim() < 2 else tau
     width = rows.shape[1]
     order = torch.sort(rows.abs(), dim=1, stable=True).indices
@@ -189,14 +298,13 @@ def rank_sampling(
         ramp = torch.full((1,), density, dtype=dtype, device=tau.device)
     shape = [1] * rows.dim()
     shape[1] = width
-    probs = torch.empty(rows.shape, dtype=dtype, device=tau.device)
+    probs = workspace().get("della_p", rows.shape, dtype, tau.device)
     probs.scatter_(1, order, ramp.view(shape).expand(rows.shape))
     del order
-    draws = torch.rand(rows.shape, generator=generator, device=tau.device, dtype=dtype)
-    mask = draws.lt_(probs).view(tau.shape)
+    mask = buf.view(rows.shape).uniform_(generator=generator).lt_(probs)
     if rescale and mode == "inverse_p":
-        mask.div_(probs.view(tau.shape))
-    values = mask.mul_(tau)
+        mask.div_(probs)
+    values = mask.view(tau.shape).mul_(tau)
     if not rescale or mode == "inverse_p":
         return Sparse(values)
     return _rescaled(tau, values)
@@ -214,53 +322,59 @@ def combine(
     consensus: str | None,
     normalize: bool,
     lam: float,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``θ_0 + λ · mixed`` (see the module docstring); never writes into ``base`` or ``taus``."""
-    dtype = _work_dtype(base)
+    """``θ_0 + λ · mixed`` (see the module docstring) written into ``out`` (fresh if None).
+    Never writes into ``base`` or ``taus``; consumes the sparse buffers."""
+    out = out if out is not None else torch.empty(base.shape, dtype=_work_dtype(base), device=base.device)
     if consensus is None:
         total = float(sum(weights))
         scale = lam / total if normalize and abs(total) >= 1e-8 else lam
-        out = base.to(dtype, copy=True)
+        out.copy_(base)
         for tau, sp, w in zip(taus, sparse, weights):
             out.add_(tau if sp.values is None else sp.values, alpha=scale * w * sp.scale)
         return out
 
-    # v_t = w_t τ̂_t, in the sparsifier's buffer when there is one.
-    votes = []
-    for tau, sp, w in zip(taus, sparse, weights):
+    ws = workspace()
+    votes = []  # v_t = w_t τ̂_t, in scratch buffers
+    for i, (tau, sp, w) in enumerate(zip(taus, sparse, weights)):
         if sp.values is None:
-            votes.append(torch.mul(tau.to(dtype), w * sp.scale))
+            votes.append(torch.mul(tau, w * sp.scale, out=ws.like(("vote", i), tau)))
         else:
             votes.append(sp.values.mul_(w * sp.scale))
+    elected = ws.like("elected", votes[0])
     if consensus == "sum":
-        elected = votes[0].clone()
+        elected.copy_(votes[0])
         for v in votes[1:]:
             elected.add_(v)
     elif consensus == "count":
-        elected = torch.sign(votes[0])
+        torch.sign(votes[0], out=elected)
+        tmp = ws.like("tmp", votes[0])
         for v in votes[1:]:
-            elected.add_(torch.sign(v))
+            elected.add_(torch.sign(v, out=tmp))
     else:  # validated by the recipe; a bug if reached
         raise ValueError(f"unknown consensus {consensus!r}")
     sign = elected.ge_(0).mul_(2).sub_(1)  # γ = ±1, in place
-    magnitude_sum = None
-    divisor = None
-    for v, w in zip(votes, weights):
+    magnitude_sum = votes[0]
+    divisor = ws.like("divisor", votes[0]) if normalize else None
+    tmp = ws.like("tmp", votes[0]) if normalize else None
+    for i, (v, w) in enumerate(zip(votes, weights)):
         agreeing = v.mul_(sign).clamp_(min=0)  # |v_t| where sign(v_t) = γ, else 0
-        if normalize:
-            agree = torch.gt(agreeing, 0)
-            if divisor is None:
-                divisor = agree.to(dtype).mul_(w)
+        if divisor is not None:
+            if i == 0:
+                torch.sign(agreeing, out=divisor).mul_(w)
             else:
-                divisor.add_(agree, alpha=w)
-        if magnitude_sum is None:
-            magnitude_sum = agreeing
-        else:
+                divisor.add_(torch.sign(agreeing, out=tmp), alpha=w)
+        if i > 0:
             magnitude_sum.add_(agreeing)
     if divisor is not None:
-        divisor.masked_fill_(divisor == 0, 1.0)
-        magnitude_sum.div_(divisor)
-    return magnitude_sum.mul_(sign).mul_(lam).add_(base)
+        if min(weights) >= 0:
+            # divisor = 0 exactly where no expert agrees, so magnitude_sum is 0 there: 0/0 → 0
+            magnitude_sum.div_(divisor).nan_to_num_(nan=0.0)
+        else:  # cancelling weights: mergekit divides by 1 where the divisor is 0
+            divisor.masked_fill_(divisor == 0, 1.0)
+            magnitude_sum.div_(divisor)
+    return torch.addcmul(base, sign, magnitude_sum, value=lam, out=out)
 
 
 # --------------------------------------------------------------------------- TIES, paper scope

@@ -18,7 +18,9 @@ from evomerge.merge.methods.registry import MethodSpec, register
 _GTA_GLOBALS_INERT = frozenset({"int8_mask"})
 
 
-def _sparsify(kind: str | None, tau: torch.Tensor, mp: dict[str, Any], params: dict[str, Any], generator) -> sp.Sparse:
+def _sparsify(
+    kind: str | None, tau: torch.Tensor, mp: dict[str, Any], params: dict[str, Any], generator, buf
+) -> sp.Sparse:
     density = float(mp.get("density", 1.0))
     rescale = bool(params.get("rescale", False))
     mode = params.get("rescale_mode", "l1")
@@ -33,13 +35,15 @@ def _sparsify(kind: str | None, tau: torch.Tensor, mp: dict[str, Any], params: d
                     "options.ties_scope=model needs model_params[i]['_threshold'] "
                     "(evomerge.merge.methods.sparsify.global_trim_thresholds)"
                 )
-        return sp.magnitude(tau, density, rescale=rescale, threshold=threshold)
+        return sp.magnitude(tau, density, rescale=rescale, threshold=threshold, out=buf)
     if kind == "random":
-        return sp.random_drop(tau, density, generator, rescale=rescale, mode=mode)
+        return sp.random_drop(tau, density, generator, rescale=rescale, mode=mode, out=buf)
     if kind == "band":
-        return sp.magnitude_band(tau, density, float(mp.get("gamma", 0.01)), rescale=rescale)
+        return sp.magnitude_band(tau, density, float(mp.get("gamma", 0.01)), rescale=rescale, out=buf)
     if kind == "rank":
-        return sp.rank_sampling(tau, density, float(mp.get("epsilon", 0.15)), generator, rescale=rescale, mode=mode)
+        return sp.rank_sampling(
+            tau, density, float(mp.get("epsilon", 0.15)), generator, rescale=rescale, mode=mode, out=buf
+        )
     raise ValueError(f"unknown sparsification {kind!r}")
 
 
@@ -57,15 +61,33 @@ def gta_method(
     """Register one member of the family; ``sparsification`` ∈ {None, magnitude, random, band, rank}."""
 
     def fn(base, tensors, model_params, params, generator=None) -> torch.Tensor:
-        sparse = [_sparsify(sparsification, tau, mp, params, generator) for tau, mp in zip(tensors, model_params)]
+        ws = sp.workspace()
+        out = sp.output_buffer(params, base)
+        weights = [float(mp["weight"]) for mp in model_params]
+        normalize_ = bool(params.get("normalize", normalize))
+        lam = float(params.get("lambda", 1.0))
+        if not consensus:
+            # stream: sparsify one task vector at a time into one scratch buffer
+            total = sum(weights)
+            scale = lam / total if normalize_ and abs(total) >= 1e-8 else lam
+            out.copy_(base)
+            for tau, mp, w in zip(tensors, model_params, weights):
+                s = _sparsify(sparsification, tau, mp, params, generator, ws.like("sparse", tau))
+                out.add_(tau if s.values is None else s.values, alpha=scale * w * s.scale)
+            return out
+        sparse = [
+            _sparsify(sparsification, tau, mp, params, generator, ws.like(("vote", i), tau))
+            for i, (tau, mp) in enumerate(zip(tensors, model_params))
+        ]
         return sp.combine(
             base,
             tensors,
             sparse,
-            [float(mp["weight"]) for mp in model_params],
-            consensus=params.get("consensus", "sum") if consensus else None,
-            normalize=bool(params.get("normalize", normalize)),
-            lam=float(params.get("lambda", 1.0)),
+            weights,
+            consensus=params.get("consensus", "sum"),
+            normalize=normalize_,
+            lam=lam,
+            out=out,
         )
 
     fn.__name__ = name

@@ -1,0 +1,107 @@
+"""``evomerge eval MODEL_DIR_OR_RECIPE --config CONFIG.yaml``: score one model on a config's objectives.
+
+MODEL_DIR_OR_RECIPE is a Hugging Face checkpoint directory, or a recipe YAML (ours, mergekit's, or a
+data-flow recipe) merged on the fly. CONFIG.yaml is a bare fitness config or a run config with a
+``fitness:`` key. Prints a table, or the full :class:`fitness.FitnessResult` as JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+
+from evomerge.errors import ConfigError, ModelError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval",
+        help="score a checkpoint or a recipe on a fitness config's objectives",
+        description="Score MODEL_DIR_OR_RECIPE (a checkpoint directory, or a recipe YAML merged on the fly) "
+                    "on the objectives of CONFIG.yaml.",
+    )
+    p.add_argument("model", metavar="MODEL_DIR_OR_RECIPE", help="checkpoint directory or recipe YAML")
+    p.add_argument("--config", required=True, metavar="CONFIG.yaml",
+                   help="fitness config, or a run config with a 'fitness:' key")
+    p.add_argument("--split", choices=["calibration", "validation"], default="validation",
+                   help="which split to score (default: validation, the held-out one)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="examples per forward pass (default 16)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N examples of each task")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    import torch
+
+    from fitness import Fitness, evaluate_objectives, load_fitness_config
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
+    target = Path(args.model).expanduser()
+    if not target.exists():
+        raise ModelError(f"model not found: {target} (expected a checkpoint directory or a recipe YAML)")
+    # Validate the config and read every task before loading or merging any model.
+    fit = Fitness(load_fitness_config(args.config))
+    if args.limit is not None:
+        for task in fit.tasks.values():
+            task.limit(args.split, args.limit)
+    dtype = getattr(torch, args.dtype)
+    with contextlib.ExitStack() as stack:
+        model, tokenizer = _load_model(target, device=args.device, dtype=dtype, stack=stack)
+        with torch.inference_mode():
+            result = evaluate_objectives(model, tokenizer, fit.objectives, args.split, batch_size=args.batch_size)
+    result.meta["model"] = str(target)
+    if args.json:
+        print(result.to_json(indent=2))
+    else:
+        _print_table(result)
+    return 0
+
+
+def _load_model(target: Path, *, device: str, dtype, stack: contextlib.ExitStack):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if target.is_dir():
+        if not (target / "config.json").is_file():
+            raise ModelError(f"{target}: not a Hugging Face checkpoint (no config.json)")
+        model = AutoModelForCausalLM.from_pretrained(str(target), dtype=dtype).to(device).eval()
+        return model, AutoTokenizer.from_pretrained(str(target))
+
+    from evomerge.merge.recipe import load_recipe
+
+    recipe = load_recipe(target)
+    if getattr(recipe, "merge_method", None) == "dataflow" or not hasattr(recipe, "models"):
+        from evomerge.space import build_path_model, load_dataflow_sources
+        from evomerge.space.path_model import tokenizer_source
+
+        sources = load_dataflow_sources(recipe, device=device, dtype=dtype)
+        model = build_path_model(recipe, sources).eval()
+        return model, AutoTokenizer.from_pretrained(tokenizer_source(recipe))
+
+    from evomerge.merge.materialize import materialize
+
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evomerge-eval-")))
+    out = materialize(recipe, tmp / "merged", device=device, progress=False)
+    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=dtype).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(str(out))
+
+
+def _print_table(result) -> None:
+    print(f"split: {result.split}   wall: {result.wall_seconds:.2f} s   tokens: {result.tokens}")
+    print(f"{'objective':<28} {'direction':<9} {'weight':>6} {'value':>10} {'n':>11}")
+    for o in result.objectives:
+        ts = result.tasks[o.task]
+        name = o.task if o.metric == "mean" else f"{o.task}:{o.metric}"
+        print(f"{name:<28} {o.direction:<9} {o.weight:>6g} {o.value:>10.4f} {ts.n_evaluated:>5}/{ts.n_total:<5}")
+    if len(result.objectives) > 1:
+        print(f"{'fitness (weighted sum)':<28} {'maximize':<9} {'':>6} {result.scalar:>10.4f}")
+    sys.stdout.flush()

@@ -1,0 +1,127 @@
+"""``evomerge export``: a run's result as something a user takes away.
+
+``which``: ``best`` (highest scalarised score), ``pareto`` (every non-dominated candidate, one
+output each under OUT/<id>…), or a candidate id. ``format``:
+
+- ``recipe``: our recipe YAML (parameter-space :class:`~evomerge.merge.recipe.Recipe` or a
+  data-flow recipe) — ``evomerge merge`` rebuilds the model from it;
+- ``mergekit``: a mergekit YAML (``merge_method`` with the same parameters, or a ``passthrough``
+  of layer slices with the data-flow scales folded into the output projections);
+- ``hf``: a Hugging Face checkpoint directory (``from_pretrained`` loads it), written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evomerge.errors import ConfigError, RunDirError
+from evomerge.runs.store import RunStore
+from evomerge.runs.summary import best_record, pareto_records
+
+FORMATS = ("recipe", "mergekit", "hf")
+
+
+def select(store: RunStore, which: str | int) -> list[dict[str, Any]]:
+    records = store.read_log()
+    ok = [r for r in records if r.get("status") == "ok"]
+    if which == "best":
+        best = best_record(records)
+        if best is None:
+            raise RunDirError(f"{store.root}: no successful evaluation yet; nothing to export")
+        return [best]
+    if which == "pareto":
+        front = pareto_records(records)
+        if not front:
+            raise RunDirError(f"{store.root}: no successful evaluation yet; nothing to export")
+        return front
+    try:
+        cid = int(which)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--which: expected best, pareto or a candidate id, got {which!r}") from None
+    for r in records:
+        if r["id"] == cid:
+            if r.get("status") != "ok":
+                raise RunDirError(f"candidate {cid} failed ({r.get('error')}); only successful candidates can be exported")
+            return [r]
+    ids = [r["id"] for r in ok]
+    span = f"{min(ids)}..{max(ids)}" if ids else "none"
+    raise RunDirError(f"{store.log_path}: no candidate with id {cid} (ok ids: {span})")
+
+
+def _recipe_obj(recipe: dict):
+    if recipe is None:
+        raise ConfigError("this run's candidates are raw weight vectors (problem: digits), not merge recipes; nothing to export")
+    if recipe.get("merge_method") == "dataflow":
+        from evomerge.space import DataFlowRecipe
+
+        return DataFlowRecipe.validate_dict(recipe)
+    from evomerge.merge.recipe import Recipe
+
+    return Recipe.model_validate(recipe)
+
+
+def _is_dataflow(obj) -> bool:
+    return getattr(obj, "merge_method", None) == "dataflow"
+
+
+def _write_text(path: Path, text: str, force: bool) -> Path:
+    if path.exists() and not force:
+        raise ConfigError(f"output {path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from evomerge.runs.checkpoint import atomic_write_text
+
+    atomic_write_text(path, text)
+    return path
+
+
+def export_one(record: dict, format: str, out: Path, *, force: bool = False, progress: bool = False) -> Path:
+    obj = _recipe_obj(record.get("recipe"))
+    if format == "recipe":
+        return _write_text(out, obj.to_yaml(), force)
+    if format == "mergekit":
+        if _is_dataflow(obj):
+            from evomerge.space import to_mergekit_passthrough
+
+            text = yaml.safe_dump(to_mergekit_passthrough(obj), sort_keys=False)
+        else:
+            from evomerge.merge.mergekit_io import to_mergekit_yaml
+
+            text = to_mergekit_yaml(obj)
+        return _write_text(out, text, force)
+    if format == "hf":
+        if out.exists() and any(out.iterdir()) and not force:
+            raise ConfigError(f"output directory {out} is not empty; pass --force to overwrite it")
+        if _is_dataflow(obj):
+            from evomerge.space import materialize_dataflow
+
+            return Path(materialize_dataflow(obj, out, force=True))
+        from evomerge.merge.materialize import materialize
+
+        return Path(materialize(obj, out, force=True, progress=progress))
+    raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
+
+
+def export(run_dir: str | Path, which: str | int = "best", format: str = "recipe", out: str | Path = "export", *, force: bool = False) -> list[Path]:
+    """Export the selected candidate(s); returns the written paths (one per candidate)."""
+    if format not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    store = RunStore(run_dir)
+    store.require()
+    chosen = select(store, which)
+    out = Path(out)
+    if which != "pareto":
+        return [export_one(chosen[0], format, out, force=force)]
+    # One output per front member, under OUT/.
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--which pareto writes one file per candidate: -o must be a directory, got file {out}")
+    suffix = {"recipe": ".yaml", "mergekit": ".mergekit.yaml", "hf": ""}[format]
+    paths = []
+    for rec in chosen:
+        paths.append(export_one(rec, format, out / f"candidate-{rec['id']}{suffix}", force=force))
+    return paths
+
+
+__all__ = ["FORMATS", "export", "export_one", "select"]
