@@ -27,8 +27,9 @@ per-example scores s[i, j] ≥ 0 (member i on training example j; accuracy → 0
 
 The first candidates are the ``initial`` genomes (e.g. the source models as corner genomes,
 ``"x0"`` or ``"random"`` — ``archive_size`` uniform draws); while fewer than two members are in
-the archive, further candidates are uniform draws in the box (or x0 + N(0, σ0²) when the box is
-not finite). Outcomes should carry ``per_example``; without it the objective values themselves
+the archive (results outstanding), further candidates cross two initial genomes chosen uniformly
+(when there are at least two), else are uniform draws in the box (or x0 + N(0, σ0²) when the box
+is not finite). Outcomes should carry ``per_example``; without it the objective values themselves
 are the score row (one "example" per objective — M2N2's multi-objective view).
 """
 
@@ -123,7 +124,8 @@ class M2N2Driver(DriverBase):
         else:
             self.split_points = None  # any index 0..D-1
         self._rng = np.random.default_rng(derive_seed(self.seed))
-        self._init_queue = self._initial_genomes(initial)
+        self._initial = self._initial_genomes(initial)
+        self._init_queue = [g.copy() for g in self._initial]
         self._genomes: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
         self._ids: list[int] = []
@@ -203,9 +205,7 @@ class M2N2Driver(DriverBase):
         b = int(self._rng.choice(m, p=g / g.sum()))
         return a, b
 
-    def _child(self) -> tuple[np.ndarray, dict[str, Any]]:
-        a, b = self._choose_parents()
-        ga, gb = self._genomes[a], self._genomes[b]
+    def _crossover(self, ga: np.ndarray, gb: np.ndarray) -> tuple[np.ndarray, int, float]:
         if self.split_points is None:
             k = int(self._rng.integers(self.dim))
         else:
@@ -215,10 +215,20 @@ class M2N2Driver(DriverBase):
         child = slerp_mix(ga, gb, t, linear=self.crossover == "linear")
         if self.mutation_std > 0:
             child = child + self._rng.normal(0.0, self.mutation_std, self.dim)
-        meta = {"origin": "crossover", "parents": [self._ids[a], self._ids[b]], "split": k, "w": w}
-        return self._clip(child), meta
+        return self._clip(child), k, w
+
+    def _child(self) -> tuple[np.ndarray, dict[str, Any]]:
+        a, b = self._choose_parents()
+        child, k, w = self._crossover(self._genomes[a], self._genomes[b])
+        return child, {"origin": "crossover", "parents": [self._ids[a], self._ids[b]], "split": k, "w": w}
 
     def _filler(self) -> tuple[np.ndarray, dict[str, Any]]:
+        # Fewer than two scored members (results still outstanding): cross two of the initial
+        # genomes chosen uniformly, so parallel workers start near the sources; else explore.
+        if len(self._initial) >= 2:
+            a, b = self._rng.choice(len(self._initial), size=2, replace=False)
+            child, k, w = self._crossover(self._initial[a], self._initial[b])
+            return child, {"origin": "initial-crossover", "initial": [int(a), int(b)], "split": k, "w": w}
         if self._finite_box:
             return self._rng.uniform(self.lower, self.upper), {"origin": "random"}
         base = self._genomes[0] if self._genomes else self.x0
@@ -253,6 +263,7 @@ class M2N2Driver(DriverBase):
         state = self._base_state()
         state.update(
             rng=self._rng.bit_generator.state,
+            initial=[g.copy() for g in self._initial],
             init_queue=[g.copy() for g in self._init_queue],
             genomes=[g.copy() for g in self._genomes],
             scores=[s.copy() for s in self._scores],
@@ -268,6 +279,7 @@ class M2N2Driver(DriverBase):
         self._load_base_state(state)
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = state["rng"]
+        self._initial = [np.array(g, dtype=float) for g in state["initial"]]
         self._init_queue = [np.array(g, dtype=float) for g in state["init_queue"]]
         self._genomes = [np.array(g, dtype=float) for g in state["genomes"]]
         self._scores = [np.array(s, dtype=float) for s in state["scores"]]

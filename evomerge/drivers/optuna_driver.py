@@ -159,7 +159,7 @@ class OptunaDriver(DriverBase):
             trial = self._study.ask(fixed_distributions=self._distributions)
             genome = np.array([trial.params[name] for name in self.param_names], dtype=float)
             cand = self._new_candidate(genome, trial_number=trial.number)
-            self._study._storage.set_trial_user_attr(trial._trial_id, "candidate_id", cand.id)
+            trial.set_user_attr("candidate_id", cand.id)
             self._id_to_number[cand.id] = trial.number
             out.append(cand)
         return out

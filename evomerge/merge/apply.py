@@ -178,8 +178,13 @@ class RecipePlan:
         key = self._static_key + (_freeze(model_params), _freeze(params))
         return TensorPlan(name, model_params, params, key)
 
-    def compute(self, plan: TensorPlan) -> torch.Tensor:
-        """The merged tensor in the output dtype, on the pool's device."""
+    def compute(self, plan: TensorPlan, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The merged tensor in the output dtype, on the pool's device.
+
+        ``out``: where to write it if the method can (a float32 contiguous tensor on the pool's
+        device that aliases no input, and a float32 output) — the in-place merger passes the live
+        parameter, saving a temporary and a copy. The caller checks whether the result is ``out``.
+        """
         pool, spec, name = self.pool, self.spec, plan.name
         if not pool.stored_dtype(name).is_floating_point:
             return pool.stored(pool.reference, name).to(pool.device)
@@ -193,8 +198,19 @@ class RecipePlan:
             from evomerge.merge.methods.registry import tensor_generator
 
             generator = tensor_generator(self.seed, name, pool.device)
-        merged = spec.fn(base, inputs, plan.model_params, plan.params, generator)
+        params = plan.params
+        if out is not None and self._can_write_into(out, [base, *inputs]):
+            params = {**params, "_out": out}
+        merged = spec.fn(base, inputs, plan.model_params, params, generator)
         return merged.to(self.out_dtype)
+
+    def _can_write_into(self, out: torch.Tensor, inputs: list[torch.Tensor | None]) -> bool:
+        if out.dtype != torch.float32 or self.out_dtype != torch.float32:
+            return False
+        if out.device != self.pool.device or not out.is_contiguous():
+            return False
+        storage = out.untyped_storage().data_ptr()
+        return all(t is None or t.untyped_storage().data_ptr() != storage for t in inputs)
 
 
 def merged_tensors(
@@ -291,7 +307,9 @@ class InPlaceMerger:
                 continue
             # Forget first: if the merge fails half-way the tensor is not claimed as up to date.
             self._keys.pop(name, None)
-            target.data.copy_(plan.compute(tplan))
+            merged = plan.compute(tplan, out=target.data)
+            if merged.data_ptr() != target.data_ptr():
+                target.data.copy_(merged)
             self._keys[name] = tplan.key
             recomputed += 1
         return ApplyStats(recomputed=recomputed, skipped=skipped, seconds=time.perf_counter() - start)

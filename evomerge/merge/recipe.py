@@ -376,7 +376,10 @@ def load_recipe(path: str | os.PathLike):
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of recipe keys, got {type(data).__name__}")
     if data.get("merge_method") == "dataflow":
-        from evomerge.space.dataflow import DataFlowRecipe
+        try:
+            from evomerge.space.dataflow import DataFlowRecipe
+        except ModuleNotFoundError as exc:  # the data-flow package not installed/built
+            raise ConfigError(f"{source}: merge_method dataflow needs evomerge.space.dataflow ({exc})") from None
 
         if hasattr(DataFlowRecipe, "from_yaml"):
             return DataFlowRecipe.from_yaml(path)

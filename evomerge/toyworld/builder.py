@@ -70,7 +70,15 @@ def evaluate(model, s: WorldSettings) -> dict[str, float]:
 
 
 def save(model, directory: Path) -> None:
-    model.save_pretrained(str(directory), safe_serialization=True)
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per tiny checkpoint is noise in the build log
+    try:
+        model.save_pretrained(str(directory), safe_serialization=True)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     vocab.save_tokenizer(directory)
 
 

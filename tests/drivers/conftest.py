@@ -59,3 +59,13 @@ def drive(driver, objective, n_evals, batch=4):
 @pytest.fixture
 def box():
     return BoxSpace
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Optuna's GPSampler fits in torch; tiny fits run far faster on one thread on a busy box."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -45,7 +45,7 @@ def test_nsga2_on_zdt1_reaches_stated_hypervolume():
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "cmaes", "nsga2", "nsga3", "gp", "random"])
-def test_every_sampler_proposes_in_the_box(sampler):
+def test_every_sampler_proposes_in_the_box(sampler, one_torch_thread):
     space = BoxSpace(3, lower=-2.0, upper=3.0)
     opts = {"n_startup_trials": 3} if sampler in ("tpe", "gp") else {}
     d = make_driver("optuna", space, seed=0, sampler=sampler, sampler_options=opts)

@@ -57,7 +57,7 @@ MULTI = {"optuna-tpe", "optuna-nsga2", "optuna-nsga3", "m2n2", "cmaes"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_save_load_continue_equals_uninterrupted(case, tmp_path):
+def test_save_load_continue_equals_uninterrupted(case, one_torch_thread):
     name, options = CASES[case]
     n_obj = 2 if case in MULTI else 1
     # a GP fit costs 0.5-2 s here: 3 random trials, save, then 2 GP-proposed trials

@@ -159,3 +159,37 @@ def test_module_of_other_shape_is_refused(tiny_llama_family):
     wide = build_model("llama", hidden=48)
     with pytest.raises(ModelError, match=r"^tensor '.*': model '.*' has shape \(\d+, 32\), the module's '.*' has \(\d+, 48\)$"):
         InPlaceMerger(pool_for_recipe(recipe), wide)
+
+
+def test_checkpoint_names_without_the_model_prefix_map_onto_the_module(tiny_gpt2_family, tmp_path):
+    """Hub GPT-2 checkpoints store `h.0.attn…` / `wte.weight`, the module has `transformer.h.0…`."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    stripped = {}
+    for key in ("base", "e1", "e2"):
+        src = tiny_gpt2_family["base"] if key == "base" else tiny_gpt2_family["experts"][int(key[1]) - 1]
+        dst = tmp_path / key
+        shutil.copytree(src, dst)
+        state = load_file(str(src / "model.safetensors"))
+        save_file({k.removeprefix("transformer."): v for k, v in state.items()}, str(dst / "model.safetensors"))
+        stripped[key] = str(dst)
+    plain = recipe_for("ties", tiny_gpt2_family)
+    renamed = Recipe.model_validate(
+        {
+            **plain.to_dict(),
+            "base_model": stripped["base"],
+            "models": [
+                {"model": stripped["e1"], "parameters": plain.models[0].parameters},
+                {"model": stripped["e2"], "parameters": plain.models[1].parameters},
+            ],
+        }
+    )
+    a, b = live_model(tiny_gpt2_family), live_model(tiny_gpt2_family)
+    InPlaceMerger(pool_for_recipe(plain), a).apply(plain)
+    merger = InPlaceMerger(pool_for_recipe(renamed), b)
+    assert "wte.weight" in merger.targets and "h.1.mlp.c_fc.weight" in merger.targets
+    merger.apply(renamed)
+    for name, p in a.state_dict().items():
+        assert torch.equal(p, b.state_dict()[name]), name

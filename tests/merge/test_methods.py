@@ -357,3 +357,10 @@ def test_dare_is_unbiased_over_seeds():
         ).mean(0)
         assert float((mean - tau).abs().max()) < tol * float(tau.abs().max()) * 3
         assert float((mean - tau).abs().mean()) < tol * float(tau.abs().mean())
+
+
+def test_l1_cache_notices_in_place_writes():
+    tau = T(1, -2, 3, -4)
+    assert sp._l1(tau) == 10.0
+    tau.mul_(2)
+    assert sp._l1(tau) == 20.0

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -180,9 +181,28 @@ def top_k_mask_(magnitudes: torch.Tensor, k: int, ws: Workspace | None = None) -
     return magnitudes
 
 
+_L1_CACHE: dict[int, tuple[weakref.ref, int, int, float]] = {}
+
+
+def _l1(tau: torch.Tensor) -> float:
+    """‖τ‖₁, remembered per task-vector tensor (the pool keeps them; every candidate reuses them).
+    Keyed on the tensor's identity (a weak reference) and checked against its version counter
+    and storage, so a tensor written in place is measured again."""
+    stamp = (tau._version, tau.data_ptr())
+    hit = _L1_CACHE.get(id(tau))
+    if hit is not None and hit[0]() is tau and hit[1:3] == stamp:
+        return hit[3]
+    value = float(torch.linalg.vector_norm(tau, ord=1, dtype=torch.float32))
+    if len(_L1_CACHE) > 4096:  # drop entries of tensors that are gone
+        for key in [k for k, v in _L1_CACHE.items() if v[0]() is None]:
+            del _L1_CACHE[key]
+    _L1_CACHE[id(tau)] = (weakref.ref(tau), *stamp, value)
+    return value
+
+
 def _rescaled(tau: torch.Tensor, values: torch.Tensor) -> Sparse:
     """mergekit's L1 rescale: ``‖τ‖₁ / ‖mask ⊙ τ‖₁`` (none when either is below 1e-7)."""
-    before = float(torch.linalg.vector_norm(tau, ord=1, dtype=torch.float32))
+    before = _l1(tau)
     after = float(torch.linalg.vector_norm(values, ord=1))
     if before < _EPS_RESCALE or after < _EPS_RESCALE:
         return Sparse(values)
