@@ -87,11 +87,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="evaluation counts at which the incumbent is scored on the held-out split "
                         "(default: 10, 25, 50, 100, 200, ... up to --evals)")
     p.add_argument("--batch-size", type=int, default=256, help="examples per forward pass (default 256)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared machine more threads only contend)")
     p.add_argument("--work-dir", default=None, help="where run directories go (default: a temporary directory)")
     p.add_argument("--out", default="/tmp/evomerge-bench/search_efficiency.png", help="plot path (PNG)")
     p.add_argument("--jsonl", default=None, help="also write the JSON lines to this file")
     p.add_argument("--table", action="store_true", help="print the Markdown table to stderr at the end")
+    p.add_argument("--from-jsonl", default=None, metavar="PATH",
+                   help="no runs: re-make the summary, table and plot from a saved --jsonl file")
     args = p.parse_args(argv)
     for d in args.drivers:
         driver_spec(d)  # unknown labels fail before any work
@@ -165,13 +168,12 @@ def best_so_far(records: list[dict]) -> tuple[list[float], list[int]]:
 class HeldOut:
     """Scores recipes and checkpoints on the validation split with the run's own merge worker."""
 
-    def __init__(self, world, batch_size: int):
+    def __init__(self, world, batch_size: int, tasks: list[str]):
         from fitness import Fitness, parse_fitness_config
 
         from evomerge.evaluator import InProcessBackend
         from evomerge.runs.worker import MergeWorkerSpec
 
-        tasks = [world.target_task] + sorted(set(world.expert_skills.values()) - {world.target_task})
         self.tasks = tasks
         cfg = parse_fitness_config(world.fitness_config(tasks))
         self.fitness = Fitness(cfg)
@@ -229,7 +231,7 @@ def baselines(world, held: HeldOut) -> list[dict]:
     return out
 
 
-def one_run(args, world, held: HeldOut, space: str, driver: str, seed: int, work: Path) -> dict:
+def one_run(args, world, held: HeldOut, held_target: HeldOut, space: str, driver: str, seed: int, work: Path) -> dict:
     from evomerge.config import parse_config
     from evomerge.runs.loop import run
 
@@ -242,7 +244,7 @@ def one_run(args, world, held: HeldOut, space: str, driver: str, seed: int, work
     curve, inc = best_so_far(records)
     target = world.target_task
     checkpoints = [n for n in (args.checkpoints or default_checkpoints(args.evals)) if 1 <= n <= len(records)]
-    cache: dict[int, dict[str, float]] = {}
+    cache: dict[int, float] = {}
     held_curve = []
     t1 = time.perf_counter()
     for n in checkpoints:
@@ -251,15 +253,14 @@ def one_run(args, world, held: HeldOut, space: str, driver: str, seed: int, work
             held_curve.append(None)
             continue
         if i not in cache:
-            cache[i] = held.recipe(records[i]["recipe"])
-        held_curve.append(cache[i][target])
+            cache[i] = held_target.recipe(records[i]["recipe"])[target]
+        held_curve.append(cache[i])
     final_i = inc[-1]
     final = None
     if final_i >= 0:
-        if final_i not in cache:
-            cache[final_i] = held.recipe(records[final_i]["recipe"])
         rec = records[final_i]
-        final = {"id": rec["id"], "calibration": rec["objectives"], "validation": cache[final_i]}
+        # Every task on the final best: does it still do each expert's own skill?
+        final = {"id": rec["id"], "calibration": rec["objectives"], "validation": held.recipe(rec["recipe"])}
         # The run itself scores its best on the validation split too: it must agree with ours.
         own = json.loads((run_dir / "validation.json").read_text()).get("objectives") or {}
         final["run_validation"] = own
@@ -354,35 +355,58 @@ def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
             ys = np.array([r["curve"]["best_calibration"][:n] for r in rs], dtype=float)
             x = np.arange(1, n + 1)
             m, s = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
-            ax.plot(x, m, color=color, label=f"{label} (calibration)")
+            ax.plot(x, m, color=color, label=label)
             ax.fill_between(x, m - s, m + s, color=color, alpha=0.18, linewidth=0)
             hx = rs[0]["heldout_curve"]["evals"]
             hy = np.array([[np.nan if v is None else v for v in r["heldout_curve"][target]] for r in rs], dtype=float)
             if hy.size:
                 ax.errorbar(hx, np.nanmean(hy, axis=0), yerr=np.nanstd(hy, axis=0), color=color, fmt="o--",
-                            markersize=3.5, linewidth=0.9, capsize=2, label=f"{label} (held-out)")
-        ax.axhline(summary["best_expert"], color="k", linestyle=":", linewidth=1, label="best expert (held-out)")
-        ax.axhline(summary["best_untuned"], color="0.5", linestyle="-.", linewidth=1, label="best untuned merge (held-out)")
+                            markersize=3.5, linewidth=0.8, capsize=2)
+        ax.axhline(summary["best_expert"], color="k", linestyle=":", linewidth=1, label="best expert")
+        ax.axhline(summary["best_untuned"], color="0.5", linestyle="-.", linewidth=1, label="best untuned merge")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("evaluations")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0].set_ylabel(f"best-so-far {target} exact match")
-    fig.suptitle(title, fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    axes[0].set_ylabel(f"{target} exact match")
+    fig.suptitle(f"{title}\nsolid: best-so-far on calibration (mean ± std over seeds); "
+                 "dots: the incumbent on held-out validation; lines: held-out baselines", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
+def replot(args) -> int:
+    lines = [json.loads(x) for x in Path(args.from_jsonl).read_text().splitlines() if x.strip()]
+    world = next(x for x in lines if x["kind"] == "world")
+    base = [x for x in lines if x["kind"] == "baseline"]
+    runs = [x for x in lines if x["kind"] == "run"]
+    target = next((x["target"] for x in lines if x["kind"] == "summary"), "target")
+    summary = summarize(runs, base, target)
+    print(json.dumps(summary))
+    evals = max(r["evals"] for r in runs)
+    seeds = sorted({r["seed"] for r in runs})
+    plot(runs, summary, Path(args.out), f"toy world ({world['preset']}): {evals} evaluations, seeds {' '.join(map(str, seeds))}")
+    print(f"plot: {args.out}", file=sys.stderr)
+    if args.table:
+        print(markdown(summary, base, list(base[0]["validation"])), file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_jsonl:
+        return replot(args)
     import torch
 
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from evomerge.toyworld import build_toyworld
 
     t_start = time.perf_counter()
@@ -399,7 +423,9 @@ def main(argv=None) -> int:
     emit({"kind": "world", "preset": args.preset, "key": world.key, "root": str(world.root),
           "layers": world.settings.layers, "hidden": world.settings.hidden,
           "calibration": world.settings.calibration, "validation": world.settings.validation})
-    held = HeldOut(world, args.batch_size)
+    tasks = [world.target_task] + sorted(set(world.expert_skills.values()) - {world.target_task})
+    held = HeldOut(world, args.batch_size, tasks)
+    held_target = HeldOut(world, args.batch_size, [world.target_task])
     base = baselines(world, held)
     for b in base:
         emit(b)
@@ -415,7 +441,7 @@ def main(argv=None) -> int:
     try:
         for space, driver in jobs:
             for seed in args.seeds:
-                r = one_run(args, world, held, space, driver, seed, work)
+                r = one_run(args, world, held, held_target, space, driver, seed, work)
                 runs.append(r)
                 emit(r)
                 print(f"[{time.perf_counter() - t_start:7.1f}s] {space}/{driver} seed {seed}: "
@@ -424,6 +450,7 @@ def main(argv=None) -> int:
                       f"({r['seconds']['run']:.0f} s)", file=sys.stderr)
     finally:
         held.close()
+        held_target.close()
         if tmp is not None:
             tmp.cleanup()
     summary = summarize(runs, base, world.target_task)

@@ -50,7 +50,9 @@ def report(run_dir: str | Path, compare: list[str | Path] = (), out_dir: str | P
         figures.append(("Pareto front", pareto))
     best = best_record(records)
     recipe = (best or {}).get("recipe") or {}
-    ps_recipe = recipe.get("ps_recipe") if isinstance(recipe.get("ps_recipe"), dict) else recipe
+    ps_recipe = recipe
+    if recipe.get("merge_method") == "dataflow":  # PS+DFS: the nested merge that became model A
+        ps_recipe = next((s for s in (recipe.get("sources") or {}).values() if isinstance(s, dict)), None)
     heat = plots.plot_recipe_heatmap(ps_recipe, meta.get("num_layers"), out / "recipe_heatmap.png") if ps_recipe else None
     if heat:
         figures.append(("Best recipe: per-layer parameters", heat))

@@ -156,3 +156,13 @@ def test_m2n2_beats_its_alpha0_ablation_on_niches():
     # fraction of the 26 examples the best candidate solves; never worse on any seed
     assert m2n2.mean() - ga.mean() >= 0.08, (m2n2, ga)
     assert np.all(m2n2 >= ga), (m2n2, ga)
+
+
+def test_outstanding_start_crosses_initial_genomes():
+    init = np.array([[0.1, 0.1, 0.1], [0.9, 0.9, 0.9]])
+    d = make_driver("m2n2", BoxSpace(3), seed=0, initial=init, crossover="linear")
+    cands = d.ask(6)  # nothing told yet: the sources first, then crosses of them
+    assert [c.meta["origin"] for c in cands] == ["initial"] * 2 + ["initial-crossover"] * 4
+    assert np.array_equal(cands[0].genome, init[0]) and np.array_equal(cands[1].genome, init[1])
+    for c in cands[2:]:
+        assert np.all((c.genome >= 0.1 - 1e-12) & (c.genome <= 0.9 + 1e-12))
