@@ -17,6 +17,11 @@ incumbent at a few checkpoints and the final best are scored on the held-out val
 split: the base, each expert, and untuned merges (task arithmetic 0.5/0.5 and 1/1, TIES and
 DARE-TIES with density 0.5).
 
+Search settings are the product's defaults (x0 = 0.5, σ0 = 1/6, CMA-ES population 4 + ⌊3 ln n⌋)
+apart from: parameter-space genes are only the parameters the method reads (task arithmetic: the
+weights), M2N2's archive starts from uniform draws, and the data-flow scales are one per layer
+(``--scale-mode``) so that 200 evaluations are not spread over M² scale genes.
+
 Output: one JSON line per run (kind ``run``) and per baseline (kind ``baseline``), then a
 ``summary`` line (mean ± std over seeds of the held-out target score per driver and space, and
 whether the goal holds: evolved ≥ best expert + 0.30 and > every untuned merge); ``--table``
@@ -64,7 +69,8 @@ UNTUNED = [
     ("task_arithmetic 0.5/0.5", "task_arithmetic", {"weight": 0.5}, {}),
     ("task_arithmetic 1/1", "task_arithmetic", {"weight": 1.0}, {}),
     ("ties d=0.5", "ties", {"weight": 1.0, "density": 0.5}, {}),
-    ("dare_ties d=0.5", "dare_ties", {"weight": 0.5, "density": 0.5}, {}),
+    ("dare_ties d=0.5 w=0.5", "dare_ties", {"weight": 0.5, "density": 0.5}, {}),
+    ("dare_ties d=0.5 w=1", "dare_ties", {"weight": 1.0, "density": 0.5}, {}),
 ]
 
 
@@ -79,6 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--spaces", nargs="*", default=list(SPACES), choices=SPACES,
                    help="spaces compared with CMA-ES (default: ps dfs psdfs)")
     p.add_argument("--method", default="task_arithmetic", help="merge method of the parameter space")
+    p.add_argument("--weight-max", type=float, default=1.0,
+                   help="upper end of the searched weight range [0, W] (default 1: the space's own range)")
     p.add_argument("--layer-groups", type=int, default=None, help="layer groups (default: one per layer)")
     p.add_argument("--repeats", type=int, default=2, help="data-flow repeats r (default 2)")
     p.add_argument("--scale-mode", choices=["matrix", "per_layer", "none"], default="per_layer",
@@ -129,6 +137,8 @@ def run_config(args, world, space: str, driver: str, seed: int) -> dict[str, Any
         # Only parameters the method reads are genes (task arithmetic ignores density).
         params = [p for p in ("weight", "density") if p in spec.model_params and p not in spec.inert_params]
         sp.update(method=args.method, layer_groups=args.layer_groups or layers, params=params)
+        if args.weight_max != 1.0:
+            sp["ranges"] = {"weight": [0.0, float(args.weight_max)]}
     if space in ("dfs", "psdfs"):
         sp.update(repeats=args.repeats, scale_mode=args.scale_mode)
         # The target is asked and answered in L2: frame the path with the language expert (the

@@ -193,3 +193,32 @@ def test_checkpoint_names_without_the_model_prefix_map_onto_the_module(tiny_gpt2
     merger.apply(renamed)
     for name, p in a.state_dict().items():
         assert torch.equal(p, b.state_dict()[name]), name
+
+
+def test_ties_model_scope_trims_over_the_whole_model(tiny_llama_family, tmp_path):
+    """options.ties_scope=model: one threshold per expert over its whole task vector (the paper)."""
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.errors import ConfigError
+
+    doc = recipe_for("ties", tiny_llama_family).to_dict()
+    doc["options"] = {"ties_scope": "model"}
+    recipe = Recipe.model_validate(doc)
+    model = live_model(tiny_llama_family)
+    pool = pool_for_recipe(recipe)
+    InPlaceMerger(pool, model).apply(recipe)
+    thresholds = [v for k, v in pool.memo.items() if k[0] == "ties_threshold"]
+    assert len(thresholds) == 2
+    # expert 1 (density 0.6): exactly int(0.6 N) entries of |τ| over the whole model reach its threshold
+    taus = torch.cat([pool.delta(str(tiny_llama_family["experts"][0]), n).abs().flatten() for n in pool.tensor_names])
+    kept = int((taus >= thresholds[0]).sum())
+    assert kept == int(0.6 * taus.numel())
+
+    out = materialize(recipe, tmp_path / "m", progress=False)
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(model(IDS).logits, reloaded(IDS).logits)
+
+    doc["models"][0]["parameters"]["density"] = [{"filter": "layers.1.", "value": 0.3}, {"value": 0.6}]
+    with pytest.raises(ConfigError, match=r"^models\[0\]\.parameters\.density: options\.ties_scope=model "):
+        Recipe.model_validate(doc)
