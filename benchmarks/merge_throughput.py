@@ -23,7 +23,9 @@ For each method and expert count the script prints one JSON object per line:
   skipped) into the live model, as a search does per candidate (best of ``--repeats``; the
   recipes alternate between two weight settings).
 
-Threads: ``torch.set_num_threads(--threads)`` (default 2). On a shared machine absolute numbers are
+Threads: ``torch.set_num_threads(--threads)`` (default 1: on a shared, oversubscribed machine a
+2-thread OpenMP region waits at every barrier for a descheduled thread — ties ran 10× slower with 2
+threads than with 1 at a load average of 12 on 2 cores). Absolute numbers are
 noisy; the ratio is measured in one run so that both sides see the same load.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/merge_throughput.py [--methods ...] [--experts 2 4]``.
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     parser.add_argument("--experts", nargs="+", type=int, default=[2, 4])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "evomerge-bench" / "smollm2-135m-shapes")
     args = parser.parse_args(argv)
 

@@ -53,7 +53,8 @@ def test_bad_inputs_one_line_each(tmp_path, capsys, tiny_llama_family, tiny_gpt2
     # the two whose exact text belongs to other modules: name what is wrong
     cfg.write_text(original)
     _edit(cfg, cases[1][0])
-    assert "architecture" in _run(capsys, cfg, run_dir)[1][0].lower() or "gpt2" in _run(capsys, cfg, run_dir)[1][0].lower()
+    line = _run(capsys, cfg, run_dir)[1][0]
+    assert "gpt2" in line.lower() or "architecture" in line.lower(), line
     cfg.write_text(original)
     _edit(cfg, cases[5][0])
     assert "empty" in _run(capsys, cfg, run_dir)[1][0]
