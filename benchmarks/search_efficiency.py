@@ -77,6 +77,9 @@ UNTUNED = [
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=["demo", "test"], default="demo", help="toy world preset (default demo)")
+    p.add_argument("--world-dir", default=None, metavar="DIR",
+                   help="use the complete toy world in DIR (its manifest's settings) instead of --preset; "
+                        "runs then name its models and tasks explicitly (models: + fitness:)")
     p.add_argument("--evals", type=int, default=200, help="evaluations per run (default 200)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
     p.add_argument("--drivers", nargs="*", default=list(DRIVERS),
@@ -147,9 +150,14 @@ def run_config(args, world, space: str, driver: str, seed: int) -> dict[str, Any
             sp["embed_from"] = "lang"
         if space == "psdfs" and "math" in world.experts:
             sp["embed_from"] = "lang"  # the expert folded into the merge; 'math' keeps its own layers
+    if args.world_dir:
+        source = {"models": {"base": str(world.base), "experts": {k: str(v) for k, v in world.experts.items()}},
+                  "fitness": world.fitness_config([world.target_task])}
+    else:
+        source = {"toyworld": {"preset": args.preset}}
     return {
         "description": f"search_efficiency {space} {driver} seed {seed}",
-        "toyworld": {"preset": args.preset},
+        **source,
         "space": sp,
         "driver": {"name": name, "options": options},
         "budget": {"max_evals": int(args.evals)},
@@ -420,7 +428,21 @@ def main(argv=None) -> int:
     from evomerge.toyworld import build_toyworld
 
     t_start = time.perf_counter()
-    world = build_toyworld(preset=args.preset, log=lambda m: print(m, file=sys.stderr))
+    if args.world_dir:
+        from evomerge.toyworld import WorldSettings
+        from evomerge.toyworld.cache import read_manifest
+
+        manifest = read_manifest(Path(args.world_dir))
+        if manifest is None:
+            raise SystemExit(f"error: {args.world_dir}: no toy world here (no readable manifest.json)")
+        settings = WorldSettings.from_dict(manifest["settings"])
+        if settings.key() != manifest.get("key"):
+            raise SystemExit(f"error: {args.world_dir}: manifest key {manifest.get('key')} does not match its settings "
+                             f"({settings.key()}); refusing to rebuild it")
+        world = build_toyworld(dir=args.world_dir, settings=settings, log=lambda m: print(m, file=sys.stderr))
+        args.preset = f"dir:{Path(args.world_dir).name}"
+    else:
+        world = build_toyworld(preset=args.preset, log=lambda m: print(m, file=sys.stderr))
     sink = open(args.jsonl, "w") if args.jsonl else None
 
     def emit(obj: dict) -> None:

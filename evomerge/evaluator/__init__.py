@@ -46,11 +46,11 @@ def make_backend(kind: str, spec: WorkerSpec, *, address: str | None = None, **o
     """``kind`` ∈ :data:`BACKENDS`. For ``"ray"``, ``address`` is passed to
     :func:`~evomerge.evaluator.ray_pool.connect_ray` and ``options`` to ``RayPoolBackend``
     (``num_workers``, ``num_gpus``, ``num_cpus``, ``max_attempts``, ``timeout``, …); for
-    ``"inprocess"`` only ``timeout`` is accepted."""
+    ``"inprocess"`` only ``timeout`` and ``num_workers`` (deterministic slots) are accepted."""
     from evomerge.errors import ConfigError
 
     if kind == "inprocess":
-        unknown = set(options) - {"timeout"}
+        unknown = set(options) - {"timeout", "num_workers"}
         if unknown or address is not None:
             bad = sorted(unknown) or ["address"]
             raise ConfigError(f"backend 'inprocess' does not take {', '.join(bad)} (Ray options need --backend ray)")

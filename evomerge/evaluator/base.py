@@ -60,7 +60,9 @@ class EvalResult:
     the task's examples); ``fitness``: the full ``FitnessResult.to_json()`` when the worker ran the
     real fitness; ``error``: one line, then optionally the traceback; ``genome``: filled in by the
     scheduler (the worker never sees genomes) so the run log can store it and a resumed run can
-    check that a re-proposed candidate is the one in the log.
+    check that a re-proposed candidate is the one in the log; ``asked``: filled in by the
+    scheduler too — how many candidates the driver had handed out when this result arrived, so a
+    resumed run interleaves asks and tells exactly as the logged run did.
     """
 
     candidate_id: int
@@ -74,6 +76,7 @@ class EvalResult:
     worker: str = ""
     attempt: int = 0
     genome: list[float] | None = None
+    asked: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -4,6 +4,12 @@ Evaluation happens inside :meth:`InProcessBackend.wait` (each call evaluates the
 request and returns its result), so a seeded run produces the same log line for line every time,
 and a ``timeout`` given to ``wait`` cannot interrupt an evaluation already running (the worker's
 own ``timeout`` can: see :class:`~evomerge.evaluator.base.Worker`).
+
+``num_workers > 1`` makes it a deterministic stand-in for a pool of that many workers: the
+scheduler keeps that many requests outstanding (a steady-state driver is asked for a new
+candidate while others are still "running", as on a Ray pool) and results come back in submission
+order. Evaluations still run one at a time here; what changes is the interleaving of asks and
+tells, reproducibly — the search follows the trajectory a pool of that size would.
 """
 
 from __future__ import annotations
@@ -14,11 +20,17 @@ from evomerge.evaluator.base import EvalRequest, EvalResult, Worker, WorkerSpec
 
 
 class InProcessBackend:
-    """``num_workers == 1``; the worker is built (models loaded) when the backend is created."""
+    """One worker, built (models loaded) when the backend is created; ``num_workers`` slots (see
+    the module docstring)."""
 
-    num_workers = 1
+    def __init__(
+        self, spec: WorkerSpec, *, worker_id: str = "inprocess", timeout: float | None = None, num_workers: int = 1
+    ):
+        if int(num_workers) < 1:
+            from evomerge.errors import ConfigError
 
-    def __init__(self, spec: WorkerSpec, *, worker_id: str = "inprocess", timeout: float | None = None):
+            raise ConfigError(f"evaluator.num_workers must be >= 1, got {num_workers}")
+        self.num_workers = int(num_workers)
         self.worker = Worker(spec, worker_id=worker_id, timeout=timeout)
         self._queue: deque[EvalRequest] = deque()
         self._closed = False

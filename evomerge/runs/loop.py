@@ -10,11 +10,15 @@ update best / Pareto files → the driver is told → ``on_tell`` checkpoints (e
 every ``run.checkpoint_every`` evaluations).
 
 :func:`resume` restores the newest readable checkpoint into a fresh driver (falling back to the
-previous one, or to the start, when it is unreadable), reads the log, and hands the records the
-checkpoint has not told yet to the scheduler as ``known_results``: the deterministic driver
-re-proposes exactly those candidates and is told their logged results instead of evaluating them
-again. With the in-process backend and a seed the finished log therefore equals that of an
-uninterrupted run, record for record, apart from :data:`evomerge.runs.store.VOLATILE_FIELDS`.
+previous one, or to the start, when it is unreadable), reads the log, and hands the scheduler
+(see :mod:`evomerge.scheduler.loop`, "Resume") what it needs to continue exactly: the candidates
+that were in flight when the checkpoint was written (``in_flight``: asked, not yet told — on a
+pool, or with a steady-state driver, there are usually some), which it takes back before asking
+for new ones, and the records the checkpoint has not told yet (``known_results``), which are told
+from the log instead of being evaluated again, interleaved with the asks as they were (each record
+keeps ``asked``). No candidate is lost or evaluated twice, on any backend; with the in-process
+backend and a seed the finished log equals that of an uninterrupted run, record for record, apart
+from :data:`evomerge.runs.store.VOLATILE_FIELDS`.
 
 The incumbent sent with each request for early stopping (``must_beat``) is the best score among
 the *told* records — a prefix of the log — so it is the same at the same point of a resumed run.
@@ -261,7 +265,9 @@ def _digits_plan(cfg: RunConfig, source: str) -> Plan:
     from evomerge.toyworld.digits import DigitsProblem
 
     opts = dict(cfg.digits or {})
-    seed = int(opts.pop("seed", cfg.run.seed))
+    seed = opts.pop("seed", cfg.run.seed)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{source}: digits.seed: expected an integer, got {seed!r}")
     if opts:
         raise ConfigError(f"{source}: unknown key 'digits.{next(iter(opts))}' (known: seed)")
     problem = DigitsProblem(seed)
@@ -329,6 +335,7 @@ def make_record(plan: Plan, store: RunStore, candidate, result, *, recipe: dict 
         "eval_seconds": result.eval_seconds,
         "worker": result.worker,
         "attempt": result.attempt,
+        "asked": result.asked,
         "started": finished - result.busy_seconds,
         "finished": finished,
     }
@@ -337,18 +344,28 @@ def make_record(plan: Plan, store: RunStore, candidate, result, *, recipe: dict 
 def record_genome(store: RunStore, record: dict) -> list[float]:
     g = record.get("genome")
     if isinstance(g, dict) and "path" in g:
-        return np.load(store.root / g["path"]).tolist()
+        path = store.root / g["path"]
+        try:
+            return np.load(path).tolist()
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{path}: cannot read the genome of candidate {record.get('id')} ({type(exc).__name__}: {exc})") from None
     return g
 
 
 def result_from_record(store: RunStore, record: dict):
     from evomerge.evaluator import EvalResult
 
+    try:
+        per_example = store.per_example(record)
+    except (OSError, ValueError) as exc:
+        raise RunDirError(
+            f"{store.root}: cannot read the per-example scores of candidate {record.get('id')} ({type(exc).__name__}: {exc})"
+        ) from None
     return EvalResult(
         candidate_id=int(record["id"]),
         status=record["status"],
         objectives={k: as_float(v) for k, v in (record.get("objectives") or {}).items()},
-        per_example=store.per_example(record),
+        per_example=per_example,
         fitness=record.get("fitness"),
         error=record.get("error"),
         merge_seconds=float(record.get("merge_seconds") or 0.0),
@@ -356,6 +373,7 @@ def result_from_record(store: RunStore, record: dict):
         worker=record.get("worker") or "",
         attempt=int(record.get("attempt") or 0),
         genome=record_genome(store, record),
+        asked=record.get("asked"),
     )
 
 
@@ -387,7 +405,7 @@ class _Session:
         self.plan = plan
         self.store = store
         self.records = records
-        self.ids = {r["id"] for r in records}
+        self.by_id = {r["id"]: r for r in records}
         self.told = told
         self.elapsed_before = elapsed
         self.t0 = time.monotonic()
@@ -400,17 +418,27 @@ class _Session:
         self._told_best: float | None = None
         self._told_scanned = 0
         self._last_ckpt_told = told
+        self._recipes: dict[int, dict] = {}  # built for the request, reused for the log record
+        self.sched = None
+        self._in_flight_start: list = []
         self.bar = None
 
     # -- scheduler hooks ----------------------------------------------------------------------
+    def request_recipe(self, candidate) -> dict:
+        """The scheduler's ``to_recipe``: built once per candidate, kept for its log record."""
+        recipe = self.plan.to_recipe(candidate.genome)
+        if self.plan.cfg.problem != "digits":
+            self._recipes[int(candidate.id)] = recipe
+        return recipe
+
     def on_result(self, candidate, result) -> None:
         recipe = None
         if self.plan.cfg.problem != "digits":
-            recipe = self.plan.to_recipe(candidate.genome)
+            recipe = self._recipes.pop(int(candidate.id), None) or self.plan.to_recipe(candidate.genome)
         rec = make_record(self.plan, self.store, candidate, result, recipe=recipe)
         self.store.append(rec)
         self.records.append(rec)
-        self.ids.add(rec["id"])
+        self.by_id[rec["id"]] = rec
         if rec["score"] is not None and (self.best is None or rec["score"] > as_float(self.best["score"])):
             self.best = rec
             self._write_best()
@@ -448,7 +476,7 @@ class _Session:
         self.store.write_best(rec, text)
 
     def _write_pareto(self) -> None:
-        by_id = {r["id"]: r for r in self.records}
+        by_id = self.by_id
         self.store.write_pareto([o.name for o in self.plan.objectives], [by_id[i] for i in self.archive.ids if i in by_id])
 
     def refresh_outputs(self) -> None:
@@ -461,12 +489,15 @@ class _Session:
         return self.elapsed_before + (time.monotonic() - self.t0)
 
     def checkpoint(self) -> None:
+        in_flight = self.sched.in_flight() if self.sched is not None else self._in_flight_start
         state = {
-            "version": 1,
+            "version": 2,
             "driver": self.driver.state_dict(),
             "archive": self.archive.state_dict(),
             "rng": _rng_state(),
             "n_told": self.told,
+            # asked but not told: the driver holds them as pending and will not propose them again
+            "in_flight": [f.to_state() if hasattr(f, "to_state") else dict(f) for f in in_flight],
             "n_logged": len(self.records),
             "elapsed": self.elapsed(),
         }
@@ -482,7 +513,7 @@ class _Session:
         )
 
     # -- the loop -----------------------------------------------------------------------------
-    def drive(self, driver, known: dict, *, progress: bool = True) -> Any:
+    def drive(self, driver, known: dict, *, in_flight: list | None = None, progress: bool = True) -> Any:
         from tqdm.auto import tqdm
 
         from evomerge.evaluator import make_backend
@@ -491,10 +522,13 @@ class _Session:
         cfg = self.plan.cfg
         self.driver = driver
         self._told_base = self.told
+        self._in_flight_start = list(in_flight or [])
         ev = cfg.evaluator
         options: dict[str, Any] = {}
         if ev.backend == "ray":
             options = {"num_workers": ev.num_workers, "num_gpus": ev.num_gpus}
+        elif ev.num_workers is not None:
+            options = {"num_workers": ev.num_workers}  # deterministic slots (see InProcessBackend)
         backend = make_backend(ev.backend, self.plan.worker_spec, address=ev.address if ev.backend == "ray" else None, **options)
         try:
             time_left = None
@@ -509,12 +543,14 @@ class _Session:
                 self.on_tell,
                 known,
                 objective_spec=self.plan.objectives,
-                to_recipe=lambda c: self.plan.to_recipe(c.genome),
+                to_recipe=self.request_recipe,
                 must_beat=self.must_beat if self.plan.early_stopping else None,
                 per_example_tasks=self.plan.per_example_tasks,
                 per_example_sizes=self.plan.per_example_sizes,
                 evals_done=self.told,
+                in_flight=self._in_flight_start,
             )
+            self.sched = sched
             self.write_progress("running")
             self.bar = tqdm(
                 total=cfg.budget.max_evals,
@@ -587,7 +623,10 @@ def run(
     store = RunStore(run_dir)
     if store.exists():
         raise RunDirError(f"run directory {run_dir} already holds a run; continue it with `evomerge resume {run_dir}`")
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
     with RunLock(run_dir):
         store.create(_resolved_yaml(plan, config_dir))
         store.write_json(store.root / "meta.json", plan.meta)
@@ -609,7 +648,14 @@ def _resolved_yaml(plan: Plan, config_dir: Path | None) -> str:
 
 
 def load_run_config(store: RunStore) -> tuple[RunConfig, Path | None]:
-    data = yaml.safe_load(store.config_path.read_text()) or {}
+    try:
+        data = yaml.safe_load(store.config_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise RunDirError(f"{store.config_path}: not valid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{store.config_path}: expected a mapping of config sections, got {type(data).__name__}")
     base_dir = data.pop("_base_dir", None)
     return parse_config(data, str(store.config_path)), (Path(base_dir) if base_dir else None)
 
@@ -627,11 +673,13 @@ def resume(run_dir: str | Path, *, progress: bool = True, warn=None) -> dict[str
         ckpts.remove_temporaries()
         loaded = ckpts.load_latest(log=warn)
         driver = plan.make_driver()
-        told, elapsed = 0, 0.0
+        told, elapsed, in_flight = 0, 0.0, []
         if loaded is not None:
             _, state = loaded
             driver.load_state_dict(state["driver"])
             told = int(state["n_told"])
+            in_flight = list(state.get("in_flight") or [])
+            _check_in_flight(driver, in_flight, warn)
             elapsed = float(state.get("elapsed", 0.0))
             _set_rng_state(state.get("rng"))
             if told > len(records):
@@ -644,10 +692,24 @@ def resume(run_dir: str | Path, *, progress: bool = True, warn=None) -> dict[str
         session = _Session(plan, store, records, told, elapsed)
         session.refresh_outputs()
         try:
-            session.drive(driver, known, progress=progress)
+            session.drive(driver, known, in_flight=in_flight, progress=progress)
         finally:
             store.close()
         return summarize(store)
+
+
+def _check_in_flight(driver, in_flight: list, warn) -> None:
+    """A driver that lists its pending candidates must hold exactly the checkpoint's in-flight
+    ones; a checkpoint written before in-flight candidates were recorded cannot bring them back."""
+    pending = getattr(driver, "pending_ids", None)
+    if pending is None:
+        return
+    missing = sorted(set(int(i) for i in pending) - {int(f["id"]) for f in in_flight})
+    if missing:
+        warn(
+            f"warning: the checkpoint does not record candidate(s) {', '.join(map(str, missing[:10]))} that were in flight "
+            f"when it was written (an older evomerge wrote it); they are not evaluated again"
+        )
 
 
 def validate_best(run_dir: str | Path) -> dict | None:

@@ -5,7 +5,15 @@ in its own process. ``build()`` happens once per worker: open the model pool (ta
 load one live model of the base architecture, the tokenizer and the fitness tasks. Each request
 then costs one in-place merge (only tensors whose resolved parameters changed are recomputed) and
 one fitness evaluation. Data-flow recipes are run as a path model over the loaded sources (layers
-shared by reference, nothing materialised); the sources of the last path are kept for the next.
+shared by reference, nothing materialised, rebuilt per request — it costs no copies).
+
+Data-flow sources stay resident for the worker's life: a plain source (a checkpoint) is read from
+disk the first time a recipe names it; a nested parameter-space source (model A of the PS+DFS
+space, whose recipe changes with every candidate) is one live module merged **in place** with
+:class:`~evomerge.merge.apply.InPlaceMerger` — only tensors whose resolved parameters changed are
+recomputed, and nothing is reloaded. When the nested recipe merges the worker's own pool (the
+joint space's case) the module is the worker's live model itself, so the joint space needs one
+model of the base architecture plus its other sources, loaded once.
 
 Objective names are the run's (see :func:`objective_names`): the task name for a ``mean``
 objective, ``task:metric`` otherwise.
@@ -13,12 +21,24 @@ objective, ``task:metric`` otherwise.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from evomerge.errors import EvomergeError, ModelError
 from evomerge.evaluator.base import EvalRequest, Evaluation
+
+
+def _load_model(ref: str, *, device: str, dtype, role: str = "model"):
+    """Read one checkpoint from disk onto ``device`` (every model a worker loads comes through here)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load {role} {ref!r}: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval()
 
 
 def objective_names(fitness_cfg) -> list[str]:
@@ -59,7 +79,7 @@ def resolve_device(device: str) -> str:
 class _MergeEvaluator:
     def __init__(self, spec: MergeWorkerSpec):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from evomerge.merge.apply import InPlaceMerger
         from evomerge.pool import ModelPool
@@ -72,32 +92,77 @@ class _MergeEvaluator:
         self.dtype = getattr(torch, spec.dtype)
         self.pool = ModelPool(spec.base, list(spec.experts), device=self.device, dtype=self.dtype)
         ref = str(self.pool.reference_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(ref, dtype=self.dtype).to(self.device).eval()
+        self.model = _load_model(ref, device=self.device, dtype=self.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(ref)
         self.merger = InPlaceMerger(self.pool, self.model)
         cfg = parse_fitness_config(spec.fitness, base_dir=spec.fitness_base_dir)
         self.fitness = Fitness(cfg)
         self.names = objective_names(cfg)
-        self._dfs_key: str | None = None
-        self._dfs_sources = None
+        self._plain: dict[str, Any] = {}  # data-flow source ref -> loaded model
+        self._nested: dict[str, tuple[tuple, Any]] = {}  # source name -> (pool key, InPlaceMerger)
+        self._tokenizers: dict[str, Any] = {str(ref): self.tokenizer}
 
     def reset(self) -> None:
         # An apply interrupted half-way leaves tensors of two recipes: rewrite all next time.
         self.merger.invalidate()
+        for _, merger in self._nested.values():
+            merger.invalidate()
 
-    def _path_model(self, recipe: dict):
+    # -- data-flow sources, resident ----------------------------------------------------------
+    def _plain_source(self, src: str):
+        ref = str(Path(src)) if Path(src).exists() else src
+        model = self._plain.get(ref)
+        if model is None:
+            model = self._plain[ref] = _load_model(ref, device=self.device, dtype=self.dtype, role="data-flow source")
+        return model
+
+    def _nested_source(self, name: str, src: dict):
+        """Model ``name`` merged to the nested recipe ``src``, in place in its resident module."""
+        from evomerge.merge.apply import expert_ids
+        from evomerge.merge.recipe import Recipe
+
+        recipe = Recipe.model_validate(src)
+        key = (str(recipe.base_model) if recipe.base_model is not None else None, tuple(expert_ids(recipe)))
+        entry = self._nested.get(name)
+        if entry is None or entry[0] != key:
+            entry = self._nested[name] = (key, self._nested_merger(name, recipe))
+        merger = entry[1]
+        merger.apply(recipe)
+        return merger.module
+
+    def _nested_merger(self, name: str, recipe):
+        from evomerge.merge.apply import InPlaceMerger, check_recipe_against_pool, pool_for_recipe
+
+        live_taken = any(m is self.merger for other, (_, m) in self._nested.items() if other != name)
+        if not live_taken:
+            try:
+                check_recipe_against_pool(recipe, self.pool)
+            except EvomergeError:
+                pass
+            else:
+                return self.merger  # the worker's pool and live model are model A's
+        pool = pool_for_recipe(recipe, device=self.device, dtype=self.dtype)
+        module = _load_model(str(pool.reference_dir), device=self.device, dtype=self.dtype)
+        return InPlaceMerger(pool, module)
+
+    def _tokenizer(self, ref: str):
         from transformers import AutoTokenizer
 
-        from evomerge.space import DataFlowRecipe, build_path_model, load_dataflow_sources
+        tok = self._tokenizers.get(ref)
+        if tok is None:
+            tok = self._tokenizers[ref] = AutoTokenizer.from_pretrained(ref)
+        return tok
+
+    def _path_model(self, recipe: dict):
+        from evomerge.space import DataFlowRecipe, build_path_model
         from evomerge.space.path_model import tokenizer_source
 
         dfr = DataFlowRecipe.validate_dict(recipe)
-        key = json.dumps(dfr.model_dump(mode="json")["sources"], sort_keys=True)
-        if key != self._dfs_key:
-            self._dfs_sources = load_dataflow_sources(dfr, device=self.device, dtype=self.dtype)
-            self._dfs_tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(dfr))
-            self._dfs_key = key
-        return build_path_model(dfr, self._dfs_sources).eval(), self._dfs_tokenizer
+        sources = {
+            name: self._nested_source(name, src) if isinstance(src, dict) else self._plain_source(src)
+            for name, src in dfr.sources.items()
+        }
+        return build_path_model(dfr, sources).eval(), self._tokenizer(str(tokenizer_source(dfr)))
 
     def __call__(self, request: EvalRequest) -> Evaluation:
         import torch

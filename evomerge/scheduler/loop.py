@@ -16,13 +16,36 @@ appends it to ``evaluations.jsonl``) → ``driver.tell`` → ``on_tell(n_told)``
 whether to checkpoint). A crash therefore never loses a result the driver has seen. With the
 in-process backend the whole sequence is deterministic.
 
-**Resume.** ``known_results`` maps candidate ids to results already in the log. Deterministic
-drivers restored from a checkpoint re-propose the same candidates with the same ids; for those the
-logged result is told instead of evaluating again (``on_result`` is not called: the line is in the
-log already). The logged genome must equal the re-proposed one, else :class:`RunDirError`.
+**Resume.** A run resumes from a checkpoint (the driver's state after ``evals_done`` tells) and
+its log. Two things carry the state across:
 
-**Budget** (:class:`Budget`): ``max_evals`` counts candidates taken from the driver (evaluated or
-answered from ``known_results``) plus ``evals_done`` from before this scheduler; ``time_limit``
+* ``in_flight`` — what :meth:`Scheduler.in_flight` returned when the checkpoint was written: every
+  candidate the driver had handed out and not yet been told (running, queued, dropped by a stop,
+  cut from a generation by the budget, or waiting for the rest of its generation), with the
+  ``must_beat`` it was submitted with. The restored driver still holds these as pending and will
+  never propose them again, so the scheduler takes them back first, before it asks for anything
+  new (a generational driver's in-flight candidates are its current generation).
+* ``known_results`` — the log's records after the checkpoint, **in log order** (the order their
+  results arrived and, for a steady-state driver, were told). A candidate with a known result is
+  never evaluated again (``on_result`` is not called: the line is in the log already); its logged
+  genome must equal the re-proposed one, else :class:`RunDirError`.
+
+Known results are told in log order, and every new result arrived after all of them, so none is
+told before the known ones. The asks are interleaved with those tells as they were: each new
+result records ``asked`` (candidates handed out so far when it arrived, see
+:attr:`EvalResult.asked`), and before the known result ``k`` is told the scheduler asks until
+``asked`` reaches ``k.asked`` and no further. A steady-state driver whose proposals depend on what
+it was told (M2N2) therefore re-proposes exactly the logged candidates on any backend — also on a
+Ray pool, whose completion order no rerun reproduces — and with the in-process backend and a seed
+the finished log equals an uninterrupted run's. (This assumes, as all our drivers guarantee, that
+``ask(a + b)`` proposes what ``ask(a)`` then ``ask(b)`` would.) Should the log and the driver
+disagree anyway (a log written without ``asked``, a driver that is not deterministic), the
+scheduler falls back to telling known results as their candidates come back, and reports the
+ones that never did in :attr:`SchedulerSummary.unreplayed`.
+
+**Budget** (:class:`Budget`): ``max_evals`` counts candidates taken from the driver or from
+``in_flight`` (evaluated or answered from ``known_results``) plus ``evals_done`` from before this
+scheduler; ``time_limit``
 (seconds from :meth:`Scheduler.run`) and ``target`` stop asking. What happens to work in progress
 when the loop stops:
 
@@ -33,9 +56,9 @@ when the loop stops:
   evaluations are abandoned (the caller closes the backend). ``KeyboardInterrupt`` is re-raised.
 
 A generation larger than the budget left is evaluated as far as the budget goes and never told.
-Dropped candidates were never told to the driver, and a generation cut short is never told either:
-a resumed deterministic driver proposes them again, and any that were logged are taken from
-``known_results`` (never evaluated twice).
+Dropped candidates and a generation cut short stay in :meth:`Scheduler.in_flight`; a checkpoint
+written now and resumed with a larger budget takes them back (the logged ones from
+``known_results``, never evaluated twice).
 
 **Outcomes.** ``objective_spec`` is a list of ``(name, direction, weight)``. A driver with
 ``n_objectives == len(objective_spec)`` is told ``values[i] = s_i · v_i`` with ``s_i = +1`` for
@@ -55,6 +78,7 @@ import math
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -129,12 +153,47 @@ class SchedulerSummary:
     num_workers: int
     dropped: list[int] = field(default_factory=list)  # asked, never evaluated (stop / time limit)
     untold: list[int] = field(default_factory=list)  # evaluated, but their generation never completed
+    unreplayed: list[int] = field(default_factory=list)  # known results the driver never re-proposed
 
     @property
     def utilization(self) -> float:
         """Σ busy time / (workers × wall time)."""
         denom = self.num_workers * self.wall_seconds
         return self.busy_seconds / denom if denom > 0 else 0.0
+
+
+@dataclass
+class InFlight:
+    """A candidate the driver handed out and has not been told about yet.
+
+    ``submitted``: a request went to the backend, with ``must_beat`` as its early-stopping bar (a
+    resubmission after resume sends the same bar, so an early-stopped score is reproduced).
+    """
+
+    candidate: Candidate
+    must_beat: float | None = None
+    submitted: bool = False
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data for a checkpoint."""
+        c = self.candidate
+        return {
+            "id": int(c.id),
+            "genome": np.asarray(c.genome, dtype=np.float64).reshape(-1).tolist(),
+            "meta": dict(c.meta or {}),
+            "must_beat": self.must_beat,
+            "submitted": self.submitted,
+        }
+
+    @classmethod
+    def from_state(cls, state: "InFlight | Candidate | Mapping[str, Any]") -> "InFlight":
+        if isinstance(state, InFlight):
+            return state
+        if isinstance(state, Candidate):
+            return cls(state)
+        genome = np.asarray(state["genome"], dtype=np.float64)
+        cand = Candidate(int(state["id"]), genome, dict(state.get("meta") or {}))
+        return cls(cand, state.get("must_beat"), bool(state.get("submitted", False)))
 
 
 def recipe_dict(recipe: Any) -> dict[str, Any]:
@@ -157,6 +216,8 @@ class Scheduler:
     ``to_recipe(candidate) -> dict`` builds the request's recipe (default ``{"genome": [...]}``;
     a run passes ``lambda c: recipe_dict(space.to_recipe(c.genome))``). ``must_beat()`` (optional)
     is called at each submit and its value sent with the request for early stopping.
+    ``known_results`` (log order), ``in_flight`` and ``evals_done`` (tells before this scheduler)
+    resume a run: see the module docstring.
     """
 
     def __init__(
@@ -175,6 +236,7 @@ class Scheduler:
         per_example_tasks: Sequence[str] | None = None,
         per_example_sizes: Mapping[str, int] | None = None,
         evals_done: int = 0,
+        in_flight: Sequence[InFlight | Candidate | Mapping[str, Any]] | None = None,
         poll_interval: float = 0.25,
     ):
         self.driver = driver
@@ -182,7 +244,6 @@ class Scheduler:
         self.budget = budget or Budget()
         self.on_result = on_result
         self.on_tell = on_tell
-        self.known_results = dict(known_results or {})
         self.objectives = parse_objective_spec(objective_spec)
         self.to_recipe = to_recipe or _genome_recipe
         self.split = split
@@ -203,6 +264,20 @@ class Scheduler:
         if self.budget.max_evals is not None and self.budget.max_evals < 0:
             raise ConfigError(f"max_evals must be >= 0, got {self.budget.max_evals}")
 
+        # Resume state. _known: logged results not yet told, in log order; _known_order: their ids
+        # (the head is the next to tell); _replay: known candidates re-proposed, awaiting their tell.
+        self._known: dict[int, EvalResult] = dict(known_results or {})
+        self._known_order: deque[int] = deque(self._known)
+        self._log_pos = {cid: k for k, cid in enumerate(self._known)}
+        self._replay: dict[int, Candidate] = {}
+        self._gating = True
+        self._resubmit = [InFlight.from_state(f) for f in (in_flight or [])]
+        # asked and not yet told, in asking order (what a checkpoint must carry over)
+        self._untold: dict[int, InFlight] = {int(f.candidate.id): f for f in self._resubmit}
+        if len(self._untold) != len(self._resubmit):
+            raise RunDirError("in-flight candidates of the checkpoint repeat an id")
+        self._asked = int(evals_done) + len(self._resubmit)  # every asked candidate is told or in flight
+
         self._taken = int(evals_done)  # candidates counted against max_evals
         self._outstanding: dict[int, Candidate] = {}  # submitted, result not yet received
         self._batch: list[Candidate] = []  # generational: the generation being evaluated
@@ -217,6 +292,16 @@ class Scheduler:
         self._dropped: list[int] = []
 
     # -- public ----------------------------------------------------------------------------------
+
+    @property
+    def asked(self) -> int:
+        """Candidates the driver has handed out so far, across resumes."""
+        return self._asked
+
+    def in_flight(self) -> list[InFlight]:
+        """Every candidate asked and not yet told, in asking order — what a checkpoint written now
+        must hand to the resumed scheduler (``in_flight=[f.to_state() for f in ...]``)."""
+        return list(self._untold.values())
 
     def stop(self, drop: bool = False, reason: str = "stopped") -> None:
         """Ask nothing more; with ``drop`` also abandon running evaluations. Thread- and
@@ -251,6 +336,8 @@ class Scheduler:
             self._check_clock()
             if self._asking:
                 self._fill()
+            if self._deliver_known():
+                continue
             if self.backend.pending() == 0:
                 if not self._asking or self._exhausted:
                     return
@@ -288,33 +375,67 @@ class Scheduler:
             return None
         return max(0, self.budget.max_evals - self._taken)
 
+    def _in_flight_count(self) -> int:
+        return self.backend.pending() + len(self._replay)
+
+    def _ask_size(self, left: int | None) -> int:
+        """How many candidates to ask for now (0: none)."""
+        if self.generational:
+            # ask for everything: the driver answers with (the rest of) its generation, and fewer
+            # than asked tells us the generation is whole even when the budget is not
+            return 0 if self._batch else GENERATION_ASK
+        n = self.backend.num_workers - self._in_flight_count()
+        gate = self._gate()
+        if gate is not None:
+            if gate > 0:
+                n = gate  # the next logged result arrived after this many more asks
+            elif self._in_flight_count() == 0:
+                # nothing will come back to tell: the log's interleaving cannot be followed
+                log.warning("resume: the log's order of asks and results cannot be replayed; continuing without it")
+                self._gating = False
+            else:
+                n = 0  # tell the next logged result first
+        return n if left is None else min(n, left)
+
+    def _gate(self) -> int | None:
+        """Asks still due before the next known result is told (``None``: no constraint)."""
+        while self._known_order and self._known_order[0] not in self._known:
+            self._known_order.popleft()
+        if not self._gating or not self._known_order:
+            return None
+        asked = self._known[self._known_order[0]].asked
+        return None if asked is None else int(asked) - self._asked
+
     def _fill(self) -> None:
-        """Ask the driver for as much work as the workers (steady-state) or the driver
-        (generational) allow; known results are told on the spot, so loop until neither gives."""
+        """Take back the in-flight candidates of a resumed run, then ask the driver for as much
+        work as the workers (steady-state), the driver (generational) or the log's order of asks
+        (replaying known results) allow."""
         while self._asking:
             left = self._budget_left()
             if left == 0:
                 self._halt("max_evals")
                 return
-            if self.generational:
-                if self._batch:
-                    return
-                # ask for everything: the driver answers with (the rest of) its generation, and
-                # fewer than asked tells us the generation is whole even when the budget is not
-                n = GENERATION_ASK
+            if self._resubmit:
+                candidates = [f.candidate for f in self._resubmit]
+                self._resubmit = []
             else:
-                free = self.backend.num_workers - self.backend.pending()
-                if free <= 0:
+                n = self._ask_size(left)
+                if n <= 0:
                     return
-                n = free if left is None else min(free, left)
-            candidates = list(self.driver.ask(n))
-            if not candidates:
-                if self.backend.pending() == 0 and not self._batch:
-                    self._exhausted = True
-                    self._halt("driver_exhausted")
-                return
-            if len(candidates) > n:
-                raise RuntimeError(f"driver.ask({n}) returned {len(candidates)} candidates")
+                candidates = list(self.driver.ask(n))
+                if not candidates:
+                    if self._in_flight_count() == 0 and not self._batch:
+                        self._exhausted = True
+                        self._halt("driver_exhausted")
+                    return
+                if len(candidates) > n:
+                    raise RuntimeError(f"driver.ask({n}) returned {len(candidates)} candidates")
+                for candidate in candidates:
+                    cid = int(candidate.id)
+                    if cid in self._untold:
+                        raise RuntimeError(f"driver proposed candidate id {cid} twice")
+                    self._untold[cid] = InFlight(candidate)
+                self._asked += len(candidates)
             if left is not None and len(candidates) > left:
                 # the generation does not fit the budget: evaluate what does, never tell it
                 self._dropped.extend(int(c.id) for c in candidates[left:])
@@ -326,22 +447,36 @@ class Scheduler:
                 self._batch_outcomes = {}
             for candidate in candidates:
                 self._start(candidate)
-            if self.generational:
-                self._maybe_tell_batch()
 
     def _start(self, candidate: Candidate) -> None:
         cid = int(candidate.id)
-        if cid in self._outstanding:
+        if cid in self._outstanding or cid in self._replay:
             raise RuntimeError(f"driver proposed candidate id {cid} twice")
-        known = self.known_results.pop(cid, None)
+        known = self._known.get(cid)
         if known is not None:
             self._check_known(candidate, known)
-            self._stats["reused"] += 1
-            self._record(candidate, known)
+            self._replay[cid] = candidate  # told in log order by _deliver_known
             return
+        flight = self._untold.setdefault(cid, InFlight(candidate))
+        if not flight.submitted:
+            flight.must_beat = self.must_beat() if self.must_beat is not None else None
+            flight.submitted = True
         self._outstanding[cid] = candidate
-        must_beat = self.must_beat() if self.must_beat is not None else None
-        self.backend.submit(EvalRequest(cid, self.to_recipe(candidate), self.split, must_beat))
+        self.backend.submit(EvalRequest(cid, self.to_recipe(candidate), self.split, flight.must_beat))
+
+    def _deliver_known(self) -> bool:
+        """Tell one re-proposed known result: the next in log order, or — when the log and the
+        driver disagree — the earliest one available."""
+        if not self._replay:
+            return False
+        self._gate()  # drops told ids from the head of _known_order
+        head = self._known_order[0] if self._known_order else None
+        cid = head if head in self._replay else min(self._replay, key=self._log_pos.__getitem__)
+        candidate = self._replay.pop(cid)
+        known = self._known.pop(cid)
+        self._stats["reused"] += 1
+        self._record(candidate, known)
+        return True
 
     def _check_known(self, candidate: Candidate, known: EvalResult) -> None:
         if known.genome is None:
@@ -362,6 +497,7 @@ class Scheduler:
         if candidate is None:
             raise RuntimeError(f"backend returned candidate {result.candidate_id}, which is not outstanding")
         result.genome = np.asarray(candidate.genome, dtype=np.float64).reshape(-1).tolist()
+        result.asked = self._asked
         self._stats["evaluated"] += 1
         self._stats["busy"] += result.busy_seconds
         if not result.ok:
@@ -390,6 +526,8 @@ class Scheduler:
 
     def _tell(self, candidates: list[Candidate], outcomes: list[Outcome]) -> None:
         self.driver.tell(candidates, outcomes)
+        for candidate in candidates:
+            self._untold.pop(int(candidate.id), None)
         self._stats["told"] += len(candidates)
         if self.on_tell is not None:
             self.on_tell(self._stats["told"])
@@ -477,6 +615,12 @@ class Scheduler:
     def _summary(self) -> SchedulerSummary:
         s = self._stats
         untold = [int(c.id) for c in self._batch if int(c.id) in self._batch_outcomes]
+        unreplayed = list(self._known)
+        if unreplayed and not self._drop:
+            log.warning(
+                "resume: %d logged result(s) were never proposed again by the driver (ids %s); they stay in the "
+                "log but the driver did not learn them", len(unreplayed), ", ".join(map(str, unreplayed[:10])),
+            )
         return SchedulerSummary(
             stop_reason=self._stop_reason or "driver_exhausted",
             evaluated=s["evaluated"],
@@ -488,4 +632,5 @@ class Scheduler:
             num_workers=self.backend.num_workers,
             dropped=list(self._dropped) + [cid for cid in self._outstanding if self._drop],
             untold=untold,
+            unreplayed=unreplayed,
         )

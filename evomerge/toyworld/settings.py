@@ -76,15 +76,16 @@ BASE_MIX = {
     "X.*": 1.0, "Y.*": 1.0,
     # A weak adder in both languages: the target's operator word must have met arithmetic in
     # the base, or the math expert's skill cannot carry over to it (notes, variant 5a vs 5g).
-    "L1.addition": 0.2, "L2.addition": 0.2,
+    "L1.addition": 0.2, "L2.addition": 0.3,
 }
 
 PRESETS = {
     "demo": WorldSettings(
-        base=Stage(mixture=BASE_MIX, steps=1500, lr=1e-3),
+        intermediate=256,
+        base=Stage(mixture=BASE_MIX, steps=1200, lr=1e-3, batch=64),
         experts={
-            "math": Stage(mixture={"L1.addition": 1.0}, steps=1000, lr=1e-3),
-            "lang": Stage(mixture=LANG_MIX, steps=600, lr=5e-4),
+            "math": Stage(mixture={"L1.addition": 1.0}, steps=800, lr=1e-3, batch=64),
+            "lang": Stage(mixture=LANG_MIX, steps=500, lr=5e-4, batch=64),
         },
         expert_skills={"math": "math", "lang": "lang"},
     ),
