@@ -5,23 +5,30 @@ layers, intermediate 1536, 9 heads / 3 KV heads, vocabulary 49152, tied embeddin
 parameters); experts are base + N(0, 0.01²) noise. The checkpoints are written once under
 ``$TMPDIR/evomerge-bench/`` (never in the repository) and reused by later runs.
 
-For each method and expert count the script prints one JSON object per line:
+For each method and expert count the script prints one JSON object per line. Every time is the
+*steady state of a search*: the pool holds the task vectors and — with the search cache on (the
+default for a search pool, ``--no-search-cache`` turns it off) — the sorted magnitudes (TIES,
+Breadcrumbs), DARE/DELLA's uniform draws and DELLA's ranks, all built by the first apply:
 
-- ``seconds``: one full in-place merge with warm caches — every tensor recomputed from the pool's
-  cached float32 inputs (task vectors and base for methods on deltas, raw weights otherwise) and
-  written into the parameters of a live model (``InPlaceMerger.apply(recipe, force=True)``). It
-  does **not** include the first load from disk and the task-vector subtraction; that is
-  ``load_seconds`` (an extra key). Best of ``--repeats`` runs, interleaved with the memcpy runs.
+- ``seconds``: one full in-place merge — every tensor recomputed from the pool's cached float32
+  inputs and written into the parameters of a live model (``InPlaceMerger.apply(recipe,
+  force=True)``). Best of ``--repeats`` runs, interleaved with the memcpy runs.
+- ``first_apply_seconds``: the first apply of the run, which also builds the search cache (a stable
+  sort of ``|τ|`` per (expert, tensor) for TIES, the uniform draws for DARE); paid once per search.
+- ``load_seconds``: reading the checkpoints and subtracting the task vectors (``pool.warm``), once.
+- ``search_cache_bytes``: memory the search cache holds after the run.
 - ``gbytes_read``: bytes of merge inputs read by one merge, 10⁹ B: (inputs per tensor) × 4 B ×
-  ``n_params``, where inputs are the N expert tensors plus the base when the method reads it.
+  ``n_params``, where inputs are the N expert tensors plus the base when the method reads it
+  (the cache's own reads — uniforms, ranks — are not counted: they are the method's work).
 - ``gbps`` = ``gbytes_read / seconds``.
 - ``memcpy_gbps``: the same bytes — the very same input tensors — copied with ``Tensor.copy_`` into a
   scratch buffer, timed in the same run (each memcpy right after a merge), best of ``--repeats``. A merge also writes its result once,
   and a memcpy writes as much as it reads, so a ratio of 1 is not a hard ceiling but a fair yardstick.
 - ``ratio_to_memcpy`` = ``gbps / memcpy_gbps``.
-- ``inplace_swap_seconds``: applying a *different* recipe (every weight changed, so no tensor can be
-  skipped) into the live model, as a search does per candidate (best of ``--repeats``; the
-  recipes alternate between two weight settings).
+- ``inplace_swap_seconds``: applying a *different* recipe (every weight changed, and every density
+  for methods that have one, so no tensor can be skipped and every trim threshold moves) into the
+  live model, as a search does per candidate (best of ``--repeats``; the recipes alternate between
+  two settings).
 
 Threads: ``torch.set_num_threads(--threads)`` (default 1: on a shared, oversubscribed machine a
 2-thread OpenMP region waits at every barrier for a descheduled thread — ties ran 10× slower with 2
@@ -89,13 +96,14 @@ def build_checkpoints(root: Path, n_experts: int, noise: float = 0.01) -> dict:
 
 
 def recipe_dict(method: str, base: Path, experts: list[Path], shift: float = 0.0) -> dict:
-    """A typical search candidate; ``shift`` moves every weight so that no tensor can be skipped."""
+    """A typical search candidate; ``shift`` moves every weight and density so that no tensor can
+    be skipped and every trim threshold changes."""
     n = len(experts)
     models = []
     for k, e in enumerate(experts):
         params: dict = {"weight": round(1.0 / n + shift * (1 if k % 2 == 0 else -1), 6)}
         if method in ("ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear"):
-            params["density"] = 0.5
+            params["density"] = round(0.5 + 2 * shift, 6)
         models.append({"model": str(e), "parameters": params})
     return {"merge_method": method, "base_model": str(base), "models": models, "dtype": "float32", "seed": 0}
 
@@ -123,7 +131,7 @@ def memcpy_runner(inputs: list[torch.Tensor]):
     return run
 
 
-def measure(method: str, paths: dict, n_experts: int, live, repeats: int) -> dict:
+def measure(method: str, paths: dict, n_experts: int, live, repeats: int, search_cache: bool = True) -> dict:
     from evomerge.merge.apply import InPlaceMerger, expert_ids, pool_for_recipe
     from evomerge.merge.methods import get_method
     from evomerge.merge.recipe import Recipe
@@ -133,13 +141,16 @@ def measure(method: str, paths: dict, n_experts: int, live, repeats: int) -> dic
     swap = [Recipe.model_validate(recipe_dict(method, paths["base"], experts, shift=s)) for s in (0.05, -0.05)]
     spec = get_method(method)
 
-    pool = pool_for_recipe(recipe, cache=True)
+    from evomerge.pool import ModelPool
+
+    pool = ModelPool(str(paths["base"]), expert_ids(recipe), cache=True, search_cache=search_cache)
     t0 = time.perf_counter()
     pool.warm(deltas=spec.uses_deltas)
     load_seconds = time.perf_counter() - t0
 
     merger = InPlaceMerger(pool, live)
-    merger.apply(recipe, force=True)  # first touch of every page (outputs, mapped inputs), untimed
+    # The first apply builds the search cache (and touches every page of outputs and inputs).
+    first_apply_seconds = merger.apply(recipe, force=True).seconds
 
     names = list(merger.targets)
     if spec.uses_deltas:
@@ -162,6 +173,7 @@ def measure(method: str, paths: dict, n_experts: int, live, repeats: int) -> dic
             raise RuntimeError(f"swap recomputed {stats.recomputed} of {len(merger.targets)} tensors")
         swaps.append(stats.seconds)
     seconds, mem_s = min(merges), min(copies)
+    cache_bytes = pool.search_cache.nbytes() if pool.search_cache is not None else 0
     del inputs, merger, pool
     gc.collect()
     gbps = gbytes / seconds
@@ -176,7 +188,9 @@ def measure(method: str, paths: dict, n_experts: int, live, repeats: int) -> dic
         "memcpy_gbps": round(memcpy_gbps, 3),
         "ratio_to_memcpy": round(gbps / memcpy_gbps, 3),
         "inplace_swap_seconds": round(min(swaps), 4),
+        "first_apply_seconds": round(first_apply_seconds, 3),
         "load_seconds": round(load_seconds, 3),
+        "search_cache_bytes": cache_bytes,
         "threads": torch.get_num_threads(),
     }
 
@@ -187,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experts", nargs="+", type=int, default=[2, 4])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--no-search-cache", dest="search_cache", action="store_false", help="merge without the pool's search cache"
+    )
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "evomerge-bench" / "smollm2-135m-shapes")
     args = parser.parse_args(argv)
 
@@ -204,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     live = AutoModelForCausalLM.from_pretrained(paths["base"], dtype=torch.float32).eval()
     for n in args.experts:
         for method in args.methods:
-            print(json.dumps(measure(method, paths, n, live, args.repeats)), flush=True)
+            print(json.dumps(measure(method, paths, n, live, args.repeats, args.search_cache)), flush=True)
     return 0
 
 

@@ -199,6 +199,8 @@ class RecipePlan:
 
             generator = tensor_generator(self.seed, name, pool.device)
         params = plan.params
+        if spec.uses_deltas and getattr(pool, "search_cache", None) is not None:
+            params = {**params, "_cache": pool.search_cache.view(name, self.experts, self.seed)}
         if out is not None and self._can_write_into(out, [base, *inputs]):
             params = {**params, "_out": out}
         merged = spec.fn(base, inputs, plan.model_params, params, generator)

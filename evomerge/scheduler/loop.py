@@ -112,13 +112,19 @@ class ObjectiveSpec:
 def parse_objective_spec(spec: Sequence[Any]) -> list[ObjectiveSpec]:
     """``ObjectiveSpec`` objects, ``(name, direction, weight)`` tuples or dicts with those keys."""
     out = []
-    for item in spec:
-        if isinstance(item, ObjectiveSpec):
-            obj = item
-        elif isinstance(item, Mapping):
-            obj = ObjectiveSpec(str(item["name"]), str(item.get("direction", "maximize")), float(item.get("weight", 1.0)))
-        else:
-            obj = ObjectiveSpec(*item)
+    for k, item in enumerate(spec):
+        try:
+            if isinstance(item, ObjectiveSpec):
+                obj = item
+            elif isinstance(item, Mapping):
+                obj = ObjectiveSpec(str(item["name"]), str(item.get("direction", "maximize")), float(item.get("weight", 1.0)))
+            else:
+                obj = ObjectiveSpec(*item)
+                obj = ObjectiveSpec(str(obj.name), str(obj.direction), float(obj.weight))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"objectives[{k}]: expected name, direction (maximize|minimize) and weight (a number), got {item!r} ({exc})"
+            ) from None
         if obj.direction not in DIRECTIONS:
             raise ConfigError(f"objective {obj.name!r}: direction must be maximize or minimize, got {obj.direction!r}")
         out.append(obj)
@@ -261,6 +267,7 @@ class Scheduler:
             )
         self._scalarise = n_obj == 1 and len(self.objectives) > 1
         self._target = self._parse_target(self.budget.target)
+        self._by_name = {o.name: o for o in self.objectives}
         if self.budget.max_evals is not None and self.budget.max_evals < 0:
             raise ConfigError(f"max_evals must be >= 0, got {self.budget.max_evals}")
 
@@ -568,20 +575,25 @@ class Scheduler:
         if target is None:
             return {}
         if not isinstance(target, Mapping):
-            return {self.objectives[0].name: float(target)}
+            target = {self.objectives[0].name: target}
         names = {o.name for o in self.objectives}
         unknown = sorted(set(target) - names)
         if unknown:
             raise ConfigError(f"target names unknown objective {unknown[0]!r}: expected one of {sorted(names)}")
-        return {str(k): float(v) for k, v in target.items()}
+        out = {}
+        for k, v in target.items():
+            try:
+                out[str(k)] = float(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"target for objective {k!r}: expected a number, got {v!r}") from None
+        return out
 
     def _reached_target(self, result: EvalResult) -> bool:
         if not self._target:
             return False
-        by_name = {o.name: o for o in self.objectives}
         for name, threshold in self._target.items():
             value = float(result.objectives.get(name, math.nan))
-            if not (by_name[name].sign * (value - threshold) >= 0):
+            if not (self._by_name[name].sign * (value - threshold) >= 0):
                 return False
         return True
 

@@ -107,6 +107,21 @@ def test_make_backend_errors_are_one_line():
     with pytest.raises(ConfigError, match=r"^backend 'inprocess' does not take num_gpus \(Ray options need --backend ray\)$"):
         make_backend("inprocess", SPHERE, num_gpus=1)
     assert isinstance(make_backend("inprocess", SPHERE, timeout=3.0), InProcessBackend)
+    with pytest.raises(ConfigError, match=r"^evaluator.num_workers must be >= 1, got 0$"):
+        make_backend("inprocess", SPHERE, num_workers=0)
+
+
+def test_inprocess_slots_stand_in_for_a_pool_deterministically():
+    """``num_workers`` slots: the scheduler sees a pool of that size (it keeps that many requests
+    outstanding) while evaluation stays one at a time, in submission order."""
+    backend = make_backend("inprocess", SPHERE, num_workers=3)
+    assert backend.num_workers == 3 and InProcessBackend(SPHERE).num_workers == 1
+    for i in range(3):
+        backend.submit(EvalRequest(i, {"genome": [0.1 * i]}))
+    assert backend.pending() == 3
+    assert [r.candidate_id for r in backend.wait()] == [0]  # one result per wait, oldest first
+    backend.submit(EvalRequest(3, {"genome": [0.3]}))
+    assert [backend.wait()[0].candidate_id for _ in range(3)] == [1, 2, 3] and backend.pending() == 0
 
 
 def test_synthetic_durations_are_seeded_and_in_range():

@@ -18,10 +18,31 @@ from evomerge.runs.summary import best_record
 def finished_run(tmp_path_factory, tiny_llama_family):
     from runs_helpers import tiny_config
 
+    from evomerge.runs.loop import Plan
+
     root = tmp_path_factory.mktemp("e2e")
     cfg_path = tiny_config(root, tiny_llama_family)
-    run(load_config(cfg_path), root / "run", config_path=cfg_path, progress=False)
+    real = Plan.to_recipe
+
+    def counting(self, genome):
+        TO_RECIPE_CALLS.append(tuple(np.asarray(genome, dtype=float)))
+        return real(self, genome)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Plan, "to_recipe", counting)
+        run(load_config(cfg_path), root / "run", config_path=cfg_path, progress=False)
     return root, root / "run"
+
+
+#: genomes turned into recipes during the fixture's run
+TO_RECIPE_CALLS: list[tuple] = []
+
+
+def test_each_candidate_s_recipe_is_built_once(finished_run):
+    """The request's recipe is the log record's: one genome → recipe conversion per candidate."""
+    records = RunStore(finished_run[1]).read_log()
+    assert len(TO_RECIPE_CALLS) == len(records) == 8
+    assert len(set(TO_RECIPE_CALLS)) == 8
 
 
 def test_run_directory_holds_log_checkpoints_best_and_pareto(finished_run):

@@ -22,13 +22,14 @@ from evomerge.runs.store import RunStore, comparable
 MAX_EVALS = 12
 
 
-def _config(tmp_path: Path, driver: dict) -> Path:
-    path = tmp_path / f"{driver['name']}.yaml"
+def _config(tmp_path: Path, driver: dict, name: str | None = None, **sections) -> Path:
+    path = tmp_path / f"{name or driver['name']}.yaml"
     path.write_text(yaml.safe_dump({
         "problem": "digits",
         "driver": driver,
         "budget": {"max_evals": MAX_EVALS},
         "run": {"seed": 3},
+        **sections,
     }))
     return path
 
@@ -46,6 +47,10 @@ DRIVERS = {
     "random": {"name": "random"},
     "cmaes": {"name": "cmaes", "options": {"population_size": 4}},
 }
+#: M2N2 (what it proposes depends on every result it was told) on three in-process slots: three
+#: candidates are outstanding at every checkpoint.
+SLOTS = {"driver": {"name": "m2n2", "options": {"initial": "experts", "archive_size": 4}},
+         "sections": {"evaluator": {"num_workers": 3}}}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +58,9 @@ def reference(tmp_path_factory):
     """Uninterrupted in-process runs, one per driver."""
     root = tmp_path_factory.mktemp("reference")
     out = {}
-    for name, driver in DRIVERS.items():
-        cfg_path = _config(root, driver)
+    configs = {name: _config(root, driver) for name, driver in DRIVERS.items()}
+    configs["m2n2-slots"] = _config(root, SLOTS["driver"], "m2n2-slots", **SLOTS["sections"])
+    for name, cfg_path in configs.items():
         run(load_config(cfg_path), root / name, config_path=cfg_path, progress=False)
         out[name] = (cfg_path, _log(root / name))
         assert len(out[name][1]) == MAX_EVALS
@@ -76,6 +82,27 @@ def test_crash_then_resume_equals_uninterrupted(reference, tmp_path, driver, cra
     resume(run_dir, progress=False)
     assert _log(run_dir) == expected
     # Nothing was evaluated twice: every id once, in order.
+    assert [r["id"] for r in RunStore(run_dir).read_log()] == list(range(MAX_EVALS))
+
+
+@pytest.mark.parametrize("crash", ["after-append:7", "checkpoint-rename:5", "checkpoint-write:9"])
+def test_resume_takes_back_candidates_in_flight_at_the_checkpoint(reference, tmp_path, crash):
+    """Three slots: every checkpoint is written while other candidates are still running. The
+    restored driver holds them as pending and would never propose them again; the checkpoint
+    lists them, and resume evaluates them (or takes their logged results), none lost, none twice."""
+    from evomerge.runs.checkpoint import CheckpointDir
+
+    cfg_path, expected = reference["m2n2-slots"]
+    run_dir = tmp_path / "run"
+    proc = _cli("run", str(cfg_path), "--run-dir", str(run_dir), env={"EVOMERGE_CRASH_AT": crash})
+    assert proc.returncode == 137, proc.stderr
+    _, state = CheckpointDir(run_dir / "checkpoints").load_latest(log=lambda m: None)
+    assert len(state["in_flight"]) == 2 and all(f["submitted"] for f in state["in_flight"])
+    assert state["n_told"] + len(state["in_flight"]) == max(f["id"] for f in state["in_flight"]) + 1
+    done = _cli("resume", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr
+    assert _log(run_dir) == expected
     assert [r["id"] for r in RunStore(run_dir).read_log()] == list(range(MAX_EVALS))
 
 

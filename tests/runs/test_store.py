@@ -157,3 +157,40 @@ def test_durations():
     assert parse_config(BASE | {"budget": {"time_limit": "2h"}}).budget.time_limit == 7200
     with pytest.raises(ValueError):
         parse_duration("soon")
+
+
+def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
+    from evomerge.errors import RunDirError
+    from evomerge.runs.loop import build_plan, load_run_config, record_genome, result_from_record
+    from evomerge.runs.store import RunStore
+
+    store = RunStore(tmp_path)
+    store.create("problem: digits\ndriver: {name: random\n")  # an editor left the flow mapping open
+    with pytest.raises(RunDirError, match=rf"^{store.config_path}: not valid YAML \(line 3\): "):
+        load_run_config(store)
+    store.config_path.write_text("- a list\n")
+    with pytest.raises(RunDirError, match=rf"^{store.config_path}: expected a mapping of config sections, got list$"):
+        load_run_config(store)
+
+    record = {"id": 4, "status": "ok", "genome": {"path": "genomes/4.npy"}, "per_example": {"path": "per_example/4.json"}}
+    with pytest.raises(RunDirError, match=rf"^{tmp_path}/genomes/4.npy: cannot read the genome of candidate 4 \(FileNotFoundError: "):
+        record_genome(store, record)
+    with pytest.raises(RunDirError, match=rf"^{tmp_path}: cannot read the per-example scores of candidate 4 \(FileNotFoundError: "):
+        result_from_record(store, record)
+
+    cfg = parse_config({"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2},
+                        "digits": {"seed": "three"}}, "d.yaml")
+    with pytest.raises(ConfigError, match=r"^d.yaml: digits.seed: expected an integer, got 'three'$"):
+        build_plan(cfg, source="d.yaml")
+
+
+def test_run_dir_that_cannot_be_created_is_one_line(tmp_path):
+    from evomerge.errors import RunDirError
+    from evomerge.runs.loop import run
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a directory")
+    cfg = parse_config({"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2}}, "d.yaml")
+    with pytest.raises(RunDirError, match=rf"^cannot create run directory {blocker}: File exists$"):
+        run(cfg, blocker, progress=False)
+    assert blocker.read_text() == "a file, not a directory"

@@ -12,7 +12,7 @@ import transformers
 from evomerge.config import load_config
 from evomerge.evaluator import EvalRequest, Worker
 from evomerge.runs.loop import build_plan
-from tests.runs.runs_helpers import tiny_config
+from runs_helpers import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 from collections import deque
@@ -342,6 +343,147 @@ def test_resume_from_checkpoint_and_log_reproduces_the_uninterrupted_run():
     assert [key(r) for r in partial_log + new_log] == [key(r) for r in full_log]
 
 
+class PendingSteadyDriver(SteadyDriver):
+    """SteadyDriver that, like every real driver, keeps its asked-but-untold candidates pending in
+    its state (a restored one never proposes them again) and refuses unknown or repeated tells."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.pending: set[int] = set()
+
+    def ask(self, n):
+        out = super().ask(n)
+        self.pending.update(c.id for c in out)
+        return out
+
+    def tell(self, candidates, outcomes):
+        for c in candidates:
+            assert c.id in self.pending, f"candidate {c.id} told but not pending"
+            self.pending.remove(c.id)
+        super().tell(candidates, outcomes)
+
+    def state_dict(self):
+        return {**super().state_dict(), "pending": sorted(self.pending)}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.pending = set(state["pending"])
+
+
+def interrupted_then_resumed(make_backend, *, total, ckpt_at, crash_after, seed=3, to_recipe=None, told_bar=False):
+    """Run until ``crash_after`` results are logged, with a checkpoint (driver state + in-flight
+    candidates) taken after ``ckpt_at`` tells; resume from it with the log's later records.
+    ``crash_after=None``: crash right after writing the checkpoint. ``told_bar``: each request's
+    ``must_beat`` is the number of results told so far.
+    Returns (partial log, resumed log, resumed summary, in-flight ids at the checkpoint, driver)."""
+    driver = PendingSteadyDriver(seed=seed)
+    checkpoint = {}
+
+    class Crash(Exception):
+        pass
+
+    def on_tell(n):
+        if n == ckpt_at:
+            checkpoint["driver"] = driver.state_dict()
+            checkpoint["in_flight"] = [f.to_state() for f in sched.in_flight()]
+            if crash_after is None:
+                raise Crash
+
+    partial = []
+
+    def on_result(c, r):
+        partial.append(r)
+        if len(partial) == crash_after:
+            raise Crash
+
+    sched = Scheduler(driver, make_backend(), Budget(max_evals=total), on_result, on_tell, objective_spec=SPEC,
+                      to_recipe=to_recipe, must_beat=(lambda: float(len(driver.told))) if told_bar else None)
+    with pytest.raises(Crash):
+        sched.run()
+
+    resumed = PendingSteadyDriver(seed=seed)
+    resumed.load_state_dict(checkpoint["driver"])
+    # what a resume reads back: the checkpoint (pickled) and the log's records after it (JSON)
+    known = {r.candidate_id: EvalResult.from_json(json.loads(json.dumps(r.to_json()))) for r in partial[ckpt_at:]}
+    in_flight = json.loads(json.dumps(checkpoint["in_flight"]))
+    new_log = []
+    bar = (lambda: float(ckpt_at + len(resumed.told))) if told_bar else None
+    summary = Scheduler(resumed, make_backend(), Budget(max_evals=total), lambda c, r: new_log.append(r), None, known,
+                        objective_spec=SPEC, to_recipe=to_recipe, evals_done=ckpt_at, in_flight=in_flight,
+                        must_beat=bar).run()
+    return partial, new_log, summary, [f["id"] for f in checkpoint["in_flight"]], resumed
+
+
+def test_resume_with_candidates_in_flight_on_several_workers_equals_the_uninterrupted_run():
+    """Three in-process slots: when the checkpoint is written two candidates are still running.
+    The restored driver holds them as pending and never proposes them again; the scheduler takes
+    them back from the checkpoint. The finished log equals the uninterrupted run's."""
+    make = lambda: InProcessBackend(SPHERE, num_workers=3)  # noqa: E731
+    full_driver = PendingSteadyDriver(seed=3)
+    full = []
+    Scheduler(full_driver, make(), Budget(max_evals=20), lambda c, r: full.append(r), objective_spec=SPEC).run()
+    assert full_driver.asks[:2] == [3, 1]  # three outstanding at a time
+
+    partial, new_log, summary, in_flight, resumed = interrupted_then_resumed(make, total=20, ckpt_at=8, crash_after=13)
+    assert in_flight == [8, 9]  # told 0..7; 8 and 9 were running, 10 not asked yet
+    # 8..12 came from the log (8 and 9 taken back from the checkpoint), 13.. were evaluated
+    assert [r.candidate_id for r in new_log] == list(range(13, 20))
+    assert summary.reused == 5 and summary.evaluated == 7 and summary.unreplayed == []
+    key = lambda r: (r.candidate_id, r.genome, r.objectives, r.asked)  # noqa: E731
+    assert [key(r) for r in partial + new_log] == [key(r) for r in full]
+    assert resumed.pending == set() and [i for i, _ in resumed.told] == list(range(8, 20))
+
+
+def test_resume_with_in_flight_candidates_not_yet_logged():
+    """Crash right after the checkpoint: the in-flight candidates have no result in the log and
+    are evaluated (once) after the resume, with the must_beat they were first submitted with."""
+    sent = []
+
+    class Recording(InProcessBackend):
+        def submit(self, request):
+            sent.append((request.candidate_id, request.must_beat))
+            super().submit(request)
+
+    make = lambda: Recording(SPHERE, num_workers=4)  # noqa: E731
+    full_driver, full = PendingSteadyDriver(seed=5), []
+    Scheduler(full_driver, make(), Budget(max_evals=14), lambda c, r: full.append(r), objective_spec=SPEC,
+              must_beat=lambda: float(len(full_driver.told))).run()
+    first = dict(sent)
+    sent.clear()
+    partial, new_log, summary, in_flight, resumed = interrupted_then_resumed(make, total=14, ckpt_at=6,
+                                                                             crash_after=None, seed=5, told_bar=True)
+    assert in_flight == [6, 7, 8]
+    # the uninterrupted run sent 6, 7, 8 with bars 3, 4, 5 (tells before each ask); so does the resume
+    assert [first[i] for i in (6, 7, 8)] == [3.0, 4.0, 5.0]
+    resent = [(cid, bar) for cid, bar in sent if cid in (6, 7, 8)][-3:]
+    assert resent == [(6, 3.0), (7, 4.0), (8, 5.0)]
+    assert dict(sent) == first
+    ids = [r.candidate_id for r in partial + new_log]
+    assert ids == list(range(14)) and summary.reused == 0
+    assert [(r.genome, r.objectives) for r in partial + new_log] == [(r.genome, r.objectives) for r in full]
+    assert resumed.pending == set()
+
+
+def test_resume_replays_the_logged_interleaving_of_asks_and_tells_on_an_unordered_pool():
+    """A pool that returns several results at once (ties on a virtual clock) tells them together
+    and then asks for several candidates: a proposal depends on how many results were told before
+    it. The resumed run re-proposes exactly the logged candidates — although the fresh pool would
+    finish the taken-back candidates in another order — because each record says how many
+    candidates had been asked when it arrived."""
+    durations = np.random.default_rng(4).choice([0.1, 0.2, 0.3], size=40)
+    make = lambda: SimBackend(3)  # noqa: E731
+    partial, new_log, summary, in_flight, resumed = interrupted_then_resumed(
+        make, total=30, ckpt_at=7, crash_after=19, seed=11, to_recipe=timed_recipe(durations))
+    assert in_flight, "the checkpoint must have candidates in flight"
+    assert any(a == b for a, b in zip([r.asked for r in partial], [r.asked for r in partial][1:])), "no tie happened"
+    assert summary.reused == 12 and summary.unreplayed == []
+    ids = [r.candidate_id for r in partial + new_log]
+    assert sorted(ids) == list(range(30)) and len(set(ids)) == 30
+    # the resumed driver was told the logged results in log order, then the new ones
+    assert [i for i, _ in resumed.told][:12] == [r.candidate_id for r in partial[7:]]
+    assert resumed.pending == set()
+
+
 def test_known_result_with_a_different_genome_is_a_clear_error():
     log, _ = run_inprocess(SteadyDriver(seed=1), 3)
     known = {r.candidate_id: r for r in log}
@@ -425,9 +567,10 @@ def test_first_ctrl_c_finishes_gracefully_second_abandons():
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
 
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         Scheduler(SteadyDriver(), InProcessBackend(SPHERE), Budget(max_evals=50), on_result_twice, objective_spec=SPEC).run()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_recipe_dict_accepts_dicts_and_pydantic_models():
@@ -441,3 +584,15 @@ def test_recipe_dict_accepts_dicts_and_pydantic_models():
     assert recipe_dict({"a": 1}) == {"a": 1}
     with pytest.raises(TypeError):
         recipe_dict(3)
+
+
+def test_bad_objective_spec_and_target_are_one_line_config_errors():
+    backend = InProcessBackend(SPHERE)
+    with pytest.raises(ConfigError, match=r"^objectives\[0\]: expected name, direction \(maximize\|minimize\) and weight "
+                                          r"\(a number\), got \{'direction': 'maximize'\} \('name'\)$"):
+        Scheduler(SteadyDriver(), backend, None, None, objective_spec=[{"direction": "maximize"}])
+    with pytest.raises(ConfigError, match=r"^objectives\[1\]: expected name, direction .* got \('b', 'maximize', 'heavy'\)"):
+        Scheduler(SteadyDriver(n_objectives=1), backend, None, None,
+                  objective_spec=[("a", "maximize", 1), ("b", "maximize", "heavy")])
+    with pytest.raises(ConfigError, match=r"^target for objective 'score': expected a number, got 'high'$"):
+        Scheduler(SteadyDriver(), backend, Budget(target="high"), None, objective_spec=SPEC)

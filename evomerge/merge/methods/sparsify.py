@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import torch
 
-_EPS_RESCALE = 1e-7
+from evomerge.merge.methods.fused import l1_norm, rescale_factor
+
 _SAMPLE = 1 << 15  # sample size used to bracket a k-th value before the exact selection
 _MAX_SCRATCH = 1 << 27  # entries; larger tensors get fresh buffers instead of cached ones
 
@@ -192,7 +193,7 @@ def _l1(tau: torch.Tensor) -> float:
     hit = _L1_CACHE.get(id(tau))
     if hit is not None and hit[0]() is tau and hit[1:3] == stamp:
         return hit[3]
-    value = float(torch.linalg.vector_norm(tau, ord=1, dtype=torch.float32))
+    value = l1_norm(tau)
     if len(_L1_CACHE) > 4096:  # drop entries of tensors that are gone
         for key in [k for k, v in _L1_CACHE.items() if v[0]() is None]:
             del _L1_CACHE[key]
@@ -201,12 +202,9 @@ def _l1(tau: torch.Tensor) -> float:
 
 
 def _rescaled(tau: torch.Tensor, values: torch.Tensor) -> Sparse:
-    """mergekit's L1 rescale: ``‖τ‖₁ / ‖mask ⊙ τ‖₁`` (none when either is below 1e-7)."""
-    before = _l1(tau)
-    after = float(torch.linalg.vector_norm(values, ord=1))
-    if before < _EPS_RESCALE or after < _EPS_RESCALE:
-        return Sparse(values)
-    return Sparse(values, before / after)
+    """mergekit's L1 rescale: ``‖τ‖₁ / ‖mask ⊙ τ‖₁`` (none when either is below 1e-7). Norms as
+    :func:`evomerge.merge.methods.fused.l1_norm` defines them, so the fused path agrees bit for bit."""
+    return Sparse(values, rescale_factor(_l1(tau), l1_norm(values)))
 
 
 def _work_dtype(t: torch.Tensor) -> torch.dtype:

@@ -12,39 +12,80 @@ from typing import Any
 
 import torch
 
+from evomerge.merge.methods import fused
 from evomerge.merge.methods import sparsify as sp
+from evomerge.merge.methods.selection import ScratchCache, TensorCache, della_ramp
 from evomerge.merge.methods.registry import MethodSpec, register
 
 _GTA_GLOBALS_INERT = frozenset({"int8_mask"})
 
 
-def _sparsify(
-    kind: str | None, tau: torch.Tensor, mp: dict[str, Any], params: dict[str, Any], generator, buf
-) -> sp.Sparse:
-    density = float(mp.get("density", 1.0))
+def _selectors(
+    kind: str | None,
+    tensors: list[torch.Tensor],
+    model_params: list[dict[str, Any]],
+    params: dict[str, Any],
+    cache: TensorCache,
+) -> list[fused.Selector]:
+    """One selector per expert, with the reference sparsifiers' semantics (:mod:`sparsify`): the
+    same cuts, the same uniform blocks in the same order (only experts with 0 < d < 1 draw)."""
     rescale = bool(params.get("rescale", False))
     mode = params.get("rescale_mode", "l1")
-    if kind is None:
-        return sp.Sparse(None)
-    if kind == "magnitude":
-        threshold = None
-        if params.get("ties_scope", "tensor") == "model":
-            threshold = mp.get("_threshold")
-            if threshold is None:
-                raise ValueError(
-                    "options.ties_scope=model needs model_params[i]['_threshold'] "
-                    "(evomerge.merge.methods.sparsify.global_trim_thresholds)"
+    l1 = "l1" if rescale else None
+    selectors: list[fused.Selector] = []
+    block = 0  # uniform blocks drawn so far from this tensor's stream
+    for i, (tau, mp) in enumerate(zip(tensors, model_params)):
+        density = float(mp.get("density", 1.0))
+        n = tau.numel()
+        dtype = fused.work_dtype(tau)
+        if kind is None:
+            selectors.append(fused.KeepAll())
+        elif kind == "magnitude":
+            if params.get("ties_scope", "tensor") == "model":
+                threshold = mp.get("_threshold")
+                if threshold is None:
+                    raise ValueError(
+                        "options.ties_scope=model needs model_params[i]['_threshold'] "
+                        "(evomerge.merge.methods.sparsify.global_trim_thresholds)"
+                    )
+                selectors.append(fused.Magnitude(fused.Cut("threshold", float(threshold)), rescale=l1))
+            elif density >= 1:
+                selectors.append(fused.KeepAll())
+            else:
+                selectors.append(fused.Magnitude(cache.cut(i, tau, int(density * n)), rescale=l1))
+        elif kind == "band":
+            if density >= 1:
+                selectors.append(fused.KeepAll())
+                continue
+            n_top = int(float(mp.get("gamma", 0.01)) * n)
+            n_bot = n - int(density * n) - n_top
+            if n_bot < 0:
+                n_top += n_bot
+                n_bot = 0
+            hi = cache.cut(i, tau, n_top) if n_top > 0 else None
+            selectors.append(fused.Magnitude(cache.cut(i, tau, n - n_bot), hi, rescale=l1))
+        elif kind in ("random", "rank"):
+            if density >= 1:
+                selectors.append(fused.KeepAll())
+                continue
+            if density <= 0:
+                selectors.append(fused.Zero())
+                continue
+            u = cache.uniforms(block, n, dtype, tau.device)
+            block += 1
+            if kind == "random":
+                factor = (1.0 / density if mode == "inverse_p" else "l1") if rescale else None
+                selectors.append(fused.Uniform(u, density, factor))
+            else:
+                width = tau.shape[1] if tau.dim() >= 2 else n
+                ramp = della_ramp(density, float(mp.get("epsilon", 0.15)), width, dtype, tau.device)
+                inverse_p = rescale and mode == "inverse_p"
+                selectors.append(
+                    fused.RankProbability(u, cache.ranks(i, tau), ramp, inverse_p, "l1" if rescale and not inverse_p else None)
                 )
-        return sp.magnitude(tau, density, rescale=rescale, threshold=threshold, out=buf)
-    if kind == "random":
-        return sp.random_drop(tau, density, generator, rescale=rescale, mode=mode, out=buf)
-    if kind == "band":
-        return sp.magnitude_band(tau, density, float(mp.get("gamma", 0.01)), rescale=rescale, out=buf)
-    if kind == "rank":
-        return sp.rank_sampling(
-            tau, density, float(mp.get("epsilon", 0.15)), generator, rescale=rescale, mode=mode, out=buf
-        )
-    raise ValueError(f"unknown sparsification {kind!r}")
+        else:
+            raise ValueError(f"unknown sparsification {kind!r}")
+    return selectors
 
 
 def gta_method(
@@ -61,33 +102,21 @@ def gta_method(
     """Register one member of the family; ``sparsification`` ∈ {None, magnitude, random, band, rank}."""
 
     def fn(base, tensors, model_params, params, generator=None) -> torch.Tensor:
-        ws = sp.workspace()
         out = sp.output_buffer(params, base)
         weights = [float(mp["weight"]) for mp in model_params]
-        normalize_ = bool(params.get("normalize", normalize))
-        lam = float(params.get("lambda", 1.0))
-        if not consensus:
-            # stream: sparsify one task vector at a time into one scratch buffer
-            total = sum(weights)
-            scale = lam / total if normalize_ and abs(total) >= 1e-8 else lam
-            out.copy_(base)
-            for tau, mp, w in zip(tensors, model_params, weights):
-                s = _sparsify(sparsification, tau, mp, params, generator, ws.like("sparse", tau))
-                out.add_(tau if s.values is None else s.values, alpha=scale * w * s.scale)
-            return out
-        sparse = [
-            _sparsify(sparsification, tau, mp, params, generator, ws.like(("vote", i), tau))
-            for i, (tau, mp) in enumerate(zip(tensors, model_params))
-        ]
-        return sp.combine(
+        cache = params.get("_cache") or ScratchCache(generator)
+        selectors = _selectors(sparsification, tensors, model_params, params, cache)
+        tau_l1 = [sp._l1(t) if s.rescale == "l1" else None for t, s in zip(tensors, selectors)]
+        return fused.merge(
             base,
             tensors,
-            sparse,
+            selectors,
             weights,
-            consensus=params.get("consensus", "sum"),
-            normalize=normalize_,
-            lam=lam,
+            consensus=params.get("consensus", "sum") if consensus else None,
+            normalize=bool(params.get("normalize", normalize)),
+            lam=float(params.get("lambda", 1.0)),
             out=out,
+            tau_l1=tau_l1,
         )
 
     fn.__name__ = name
