@@ -2,6 +2,7 @@
 
 from evomerge.scheduler.loop import (
     Budget,
+    InFlight,
     ObjectiveSpec,
     Scheduler,
     SchedulerSummary,
@@ -9,4 +10,4 @@ from evomerge.scheduler.loop import (
     recipe_dict,
 )
 
-__all__ = ["Budget", "ObjectiveSpec", "Scheduler", "SchedulerSummary", "parse_objective_spec", "recipe_dict"]
+__all__ = ["Budget", "InFlight", "ObjectiveSpec", "Scheduler", "SchedulerSummary", "parse_objective_spec", "recipe_dict"]

@@ -628,7 +628,7 @@ class Scheduler:
         s = self._stats
         untold = [int(c.id) for c in self._batch if int(c.id) in self._batch_outcomes]
         unreplayed = list(self._known)
-        if unreplayed and not self._drop:
+        if unreplayed and self._stop_reason == "driver_exhausted":
             log.warning(
                 "resume: %d logged result(s) were never proposed again by the driver (ids %s); they stay in the "
                 "log but the driver did not learn them", len(unreplayed), ", ".join(map(str, unreplayed[:10])),

@@ -118,7 +118,9 @@ class ParameterSpace:
         self.fixed = dict(fixed or {})
 
         def accepts(spec, p):
-            return p in spec.model_params or p in spec.global_params
+            # A parameter mergekit accepts but the method ignores (task_arithmetic's density) would
+            # only add dead genes that dilute the search.
+            return (p in spec.model_params or p in spec.global_params) and p not in spec.inert_params
 
         if params is None:  # the defaults, kept where some method reads them
             params = [p for p in ("weight", "density") if any(accepts(s, p) for s in self.specs.values())]

@@ -596,3 +596,41 @@ def test_bad_objective_spec_and_target_are_one_line_config_errors():
                   objective_spec=[("a", "maximize", 1), ("b", "maximize", "heavy")])
     with pytest.raises(ConfigError, match=r"^target for objective 'score': expected a number, got 'high'$"):
         Scheduler(SteadyDriver(), backend, Budget(target="high"), None, objective_spec=SPEC)
+
+
+def test_cmaes_stopped_mid_generation_resumes_that_generation():
+    """A stop (time limit, Ctrl-C) in the middle of a CMA-ES generation: the checkpoint written at
+    the end holds a driver that has handed out the whole generation, so it would only ever answer
+    ``ask`` with []. The in-flight generation in the checkpoint is evaluated (its logged members
+    taken from the log) and told whole; the finished log equals the uninterrupted run's."""
+    from types import SimpleNamespace
+
+    from evomerge.drivers import make_driver
+
+    box = SimpleNamespace(dim=3, lower=np.zeros(3), upper=np.ones(3), x0=np.full(3, 0.5), sigma0=0.2)
+    make = lambda: make_driver("cmaes", box, n_objectives=1, seed=2, population_size=4)  # noqa: E731
+    full, _ = run_inprocess(make(), 12)
+
+    driver, partial = make(), []
+
+    def on_result(c, r):
+        partial.append(r)
+        if len(partial) == 6:
+            sched.stop()
+
+    sched = Scheduler(driver, InProcessBackend(SPHERE), Budget(max_evals=12), on_result, objective_spec=SPEC)
+    summary = sched.run()
+    assert summary.stop_reason == "stopped" and summary.told == 4 and sorted(summary.dropped) == [6, 7]
+    state = copy.deepcopy(driver.state_dict())
+    in_flight = [f.to_state() for f in sched.in_flight()]
+    assert [f["id"] for f in in_flight] == [4, 5, 6, 7]  # 4, 5 evaluated (untold), 6, 7 cancelled in the queue
+
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert resumed.ask(4) == []  # what the driver alone would do: the generation is out
+    known = {r.candidate_id: r for r in partial[4:]}
+    new_log, summary = run_inprocess(resumed, 12, known=known, evals_done=4, in_flight=in_flight)
+    assert [r.candidate_id for r in new_log] == [6, 7, 8, 9, 10, 11] and summary.reused == 2
+    key = lambda r: (r.candidate_id, r.genome, r.objectives)  # noqa: E731
+    assert [key(r) for r in partial + new_log] == [key(r) for r in full]
+    assert resumed.generation == 3

@@ -182,3 +182,11 @@ def test_incompatible_method_choice_fails_at_construction():
     # SLERP merges exactly two models (the base and one other); three experts cannot form a recipe.
     with pytest.raises(ConfigError, match="method 'slerp' cannot be used with these models/params"):
         _space(method="ties", method_choices=["ties", "slerp"], params=["weight", "t"], models=["x/e1", "x/e2", "x/e3"])
+
+
+def test_default_genes_skip_parameters_the_method_ignores():
+    # task_arithmetic accepts `density` for mergekit compatibility but never reads it: no dead genes.
+    ta = ParameterSpace("task_arithmetic", "base", ["base", "e1", "e2"], num_layers=4, layer_groups=2)
+    assert ta.params == ["weight"] and ta.dim == 4 * 2
+    ties = ParameterSpace("ties", "base", ["base", "e1", "e2"], num_layers=4, layer_groups=2)
+    assert ties.params == ["weight", "density"]

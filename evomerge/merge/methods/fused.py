@@ -150,32 +150,44 @@ def _apply_drop(mask: torch.Tensor, drop: torch.Tensor | None, a: int, b: int) -
         mask.index_fill_(0, drop[lo:hi] - a, 0.0)
 
 
+def _below(threshold: float, dtype: torch.dtype) -> float:
+    """The largest value of ``dtype`` below ``threshold``: ``|x| > _below(h)`` ⟺ ``|x| ≥ h``."""
+    t = torch.tensor(threshold, dtype=dtype)
+    return float(torch.nextafter(t, torch.tensor(-math.inf, dtype=dtype)))
+
+
+def _shrink(tau: torch.Tensor, threshold: float, out: torch.Tensor) -> torch.Tensor:
+    """``out = τ · [|τ| ≥ threshold]`` in one pass (``hardshrink`` keeps ``|x| > λ``; λ is the
+    float just below the threshold, so the kept set is exactly the reference's ``|τ| ≥ h``)."""
+    if tau.dtype != out.dtype:
+        tau = out.copy_(tau)
+    return torch.ops.aten.hardshrink.out(tau, _below(threshold, out.dtype), out=out)
+
+
 class Magnitude(Selector):
     """Keep the ``lo`` cut of ``|τ|`` minus the ``hi`` cut (TIES: ``hi`` None; Breadcrumbs: the
-    outliers). Same arithmetic as the reference: mask = [|τ| ≥ h_lo] − [|τ| ≥ h_hi], values = mask · τ."""
+    outliers): ``τ · [|τ| ≥ h_lo] − τ · [|τ| ≥ h_hi]`` (the reference's ``(mask_lo − mask_hi) · τ``,
+    entry for entry: both are τ or 0)."""
 
     def __init__(self, lo: Cut, hi: Cut | None = None, rescale: str | None = None):
         self.lo, self.hi, self.rescale = lo, hi, rescale
 
     def fill(self, a, b, tau, out, scratch):
         lo, hi = self.lo, self.hi
-        if lo.kind == "threshold" or (hi is not None and hi.kind == "threshold"):
-            abs_into(tau, scratch)
         if lo.kind == "all":
-            out.fill_(1.0)
+            out.copy_(tau)
         elif lo.kind == "none":
-            out.zero_()
+            return out.zero_()
         else:
-            torch.ge(scratch, lo.threshold, out=out)
+            _shrink(tau, lo.threshold, out)
             _apply_drop(out, lo.drop, a, b)
         if hi is not None and hi.kind != "none":
             if hi.kind == "all":
-                out.sub_(1.0)
-            else:
-                scratch.ge_(hi.threshold)
-                _apply_drop(scratch, hi.drop, a, b)
-                out.sub_(scratch)
-        return out.mul_(tau)
+                return out.zero_()
+            _shrink(tau, hi.threshold, scratch)
+            _apply_drop(scratch, hi.drop, a, b)
+            out.sub_(scratch)
+        return out
 
 
 class Uniform(Selector):
@@ -249,16 +261,20 @@ def merge(
     scratch = buf("abs")
     values = [buf(("v", i)) for i in range(N)]
 
-    # mergekit's L1 rescale: the norms of the masked task vectors, one sweep before the merge.
+    # mergekit's L1 rescale: the norms of the masked task vectors, one sweep before the merge. The
+    # masked values are kept in a tensor-sized scratch buffer and reused by the merge sweep.
     scales = [1.0] * N
+    kept: dict[int, torch.Tensor] = {}
     l1_experts = [i for i, s in enumerate(selectors) if s.rescale == "l1" and not s.keep_all]
     if l1_experts:
         partials: dict[int, list[torch.Tensor]] = {i: [] for i in l1_experts}
+        for i in l1_experts:
+            kept[i] = ws.get(("fused_l1", i), (n,), dtype, device)
         for a in range(0, n, step):
             b = min(n, a + step)
             L = b - a
             for i in l1_experts:
-                v = selectors[i].fill(a, b, flat_taus[i][a:b], values[i][:L], scratch[:L])
+                v = selectors[i].fill(a, b, flat_taus[i][a:b], kept[i][a:b], scratch[:L])
                 _row_partials(v, scratch[:L], partials[i])
         for i in l1_experts:
             before = tau_l1[i] if tau_l1 is not None and tau_l1[i] is not None else l1_norm(taus[i])
@@ -266,6 +282,11 @@ def merge(
     for i, s in enumerate(selectors):
         if isinstance(s.rescale, float) and not s.keep_all:
             scales[i] = s.rescale
+
+    def masked(i: int, a: int, b: int) -> torch.Tensor:
+        if i in kept:
+            return kept[i][a:b]
+        return selectors[i].fill(a, b, flat_taus[i][a:b], values[i][: b - a], scratch[: b - a])
 
     if consensus is None:
         total = float(sum(weights))
@@ -276,8 +297,7 @@ def merge(
             L = b - a
             o = flat_out[a:b]
             for i, sel in enumerate(selectors):
-                tau_c = flat_taus[i][a:b]
-                x = tau_c if sel.keep_all else sel.fill(a, b, tau_c, values[i][:L], scratch[:L])
+                x = flat_taus[i][a:b] if sel.keep_all else masked(i, a, b)
                 if i == 0:
                     torch.add(flat_base[a:b], x, alpha=alphas[0], out=o)
                 else:
@@ -290,17 +310,17 @@ def merge(
         raise ValueError(f"unknown consensus {consensus!r}")
     factors = [w * s for w, s in zip(weights, scales)]
     elected_buf, divisor_buf, tmp_buf = buf("elected"), buf("divisor"), buf("tmp")
+    ones = buf("ones").fill_(1.0)
     nonneg = min(weights) >= 0
     for a in range(0, n, step):
         b = min(n, a + step)
         L = b - a
         votes = []  # v_t = w_t s_t · m_t ⊙ τ_t
         for i, sel in enumerate(selectors):
-            tau_c = flat_taus[i][a:b]
             if sel.keep_all:
-                votes.append(torch.mul(tau_c, factors[i], out=values[i][:L]))
+                votes.append(torch.mul(flat_taus[i][a:b], factors[i], out=values[i][:L]))
             else:
-                votes.append(sel.fill(a, b, tau_c, values[i][:L], scratch[:L]).mul_(factors[i]))
+                votes.append(masked(i, a, b).mul_(factors[i]))
         elected, tmp = elected_buf[:L], tmp_buf[:L]
         if consensus == "sum":
             if N > 1:
@@ -313,7 +333,9 @@ def merge(
             torch.sign(votes[0], out=elected)
             for v in votes[1:]:
                 elected.add_(torch.sign(v, out=tmp))
-        sign = elected.ge_(0).mul_(2).sub_(1)  # γ = ±1
+        # γ = ±1: +1 where Σ ≥ 0. copysign gives −1 at a −0 sum too, which happens only where every
+        # vote is a zero: there the output is θ_0 whatever γ is.
+        sign = torch.copysign(ones[:L], elected, out=elected)
         magnitude_sum = votes[0]
         divisor = divisor_buf[:L] if normalize else None
         for i, (v, w) in enumerate(zip(votes, weights)):

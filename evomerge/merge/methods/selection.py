@@ -41,14 +41,23 @@ class MagnitudeIndex:
 
     def __init__(self, tau: torch.Tensor):
         flat = tau.reshape(-1)
-        self.n = flat.numel()
+        self.n = n = flat.numel()
         magnitudes = flat.abs().to(fused.work_dtype(flat))
-        sorted_values, order = torch.sort(magnitudes, descending=True, stable=True)
-        self.order = order.to(torch.int32) if self.n < 2**31 else order
-        del order
-        # table[j] = j-th magnitude of rank j·stride, negated so that it ascends for searchsorted
-        self.table = sorted_values[::_TABLE_STRIDE].neg().contiguous()
-        del sorted_values
+        if magnitudes.dtype == torch.float32 and n < 2**32:
+            # One int64 key per entry, (descending magnitude, ascending position): the bits of a
+            # non-negative float32 order like the float, and unique keys need no stable sort
+            # (twice as fast as torch.sort(stable=True) on floats).
+            key = magnitudes.view(torch.int32).to(torch.int64).neg_().add_(0x7FFFFFFF).bitwise_left_shift_(32)
+            key.bitwise_or_(torch.arange(n, dtype=torch.int64, device=flat.device))
+            key = torch.sort(key).values.bitwise_and_(0xFFFFFFFF)
+            order = key.to(torch.int32) if n < 2**31 else key
+            del key
+        else:
+            order = torch.sort(magnitudes, descending=True, stable=True).indices
+            order = order.to(torch.int32) if n < 2**31 else order
+        self.order = order
+        # table[j] = −(magnitude of rank j·stride): ascending, for searchsorted
+        self.table = magnitudes[order[::_TABLE_STRIDE].long()].neg_().contiguous()
 
     @property
     def nbytes(self) -> int:
