@@ -18,7 +18,7 @@ from typing import Any
 
 from evomerge.config import parse_config
 
-DEMO_MAX_EVALS = 120
+DEMO_MAX_EVALS = 300
 
 
 def demo_config(world, preset: str, max_evals: int) -> dict[str, Any]:
