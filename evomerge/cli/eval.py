@@ -50,7 +50,7 @@ def run(args) -> int:
     if not target.exists():
         raise ModelError(f"model not found: {target} (expected a checkpoint directory or a recipe YAML)")
     # Validate the config and read every task before loading or merging any model.
-    fit = Fitness(load_fitness_config(args.config))
+    fit = Fitness(_fitness_config(args.config, load_fitness_config))
     if args.limit is not None:
         for task in fit.tasks.values():
             task.limit(args.split, args.limit)
@@ -105,3 +105,24 @@ def _print_table(result) -> None:
     if len(result.objectives) > 1:
         print(f"{'fitness (weighted sum)':<28} {'maximize':<9} {'':>6} {result.scalar:>10.4f}")
     sys.stdout.flush()
+
+
+def _fitness_config(path: str, load_fitness_config):
+    """The config's fitness section; a toy-world run config without one scores the world's
+    target and every expert's skill (what a user checking a toy merge by hand wants to see)."""
+    import yaml
+
+    from fitness import parse_fitness_config
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+    except yaml.YAMLError:
+        data = None  # load_fitness_config reports the syntax error with its line
+    if isinstance(data, dict) and "toyworld" in data and "fitness" not in data:
+        from evomerge.toyworld import build_toyworld
+
+        tw = data.get("toyworld") or {}
+        world = build_toyworld(preset=tw.get("preset", "demo"), seed=tw.get("seed", 0), **({"dir": tw["dir"]} if tw.get("dir") else {}))
+        tasks = [world.target_task] + [t for t in dict.fromkeys(world.expert_skills.values()) if t != world.target_task]
+        return parse_fitness_config(world.fitness_config(tasks), where=f"{path} (toy world)")
+    return load_fitness_config(path)
