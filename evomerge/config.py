@@ -7,7 +7,7 @@ key and the closest known key (``runs.yaml: unknown key 'space.layer_group' (did
 Sections::
 
     models:    {base: PATH_OR_HUB_ID, experts: {name: PATH_OR_HUB_ID}}   # or, instead:
-    toyworld:  {preset: demo|test, seed: 0}   # models and default tasks from the embedded world
+    toyworld:  {preset: demo|test, seed: 0, objectives: [task, ...]}   # models and tasks from the embedded world
     space:     {kind: parameter|dataflow|psdfs, method, layer_groups, params, ranges, ...}
     driver:    {name: cmaes|m2n2|optuna-tpe|random|..., options: {...}}
     fitness:   fitness.FitnessConfig (tasks, objectives, early_stopping)
@@ -50,6 +50,28 @@ class ToyWorldSection(_Strict):
     preset: Literal["demo", "test"] = "demo"
     seed: int = 0
     dir: str | None = None  # where the world is built / cached; default: the user's cache dir
+    # The world's tasks to optimise, each a maximised objective, taken from the world by name so
+    # their sources and splits are exactly the world's (default: its target task alone).
+    objectives: list[str] | None = None
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_tasks(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        from evomerge.toyworld.tasks import TASKS  # names only: no world is built here
+
+        if not v:
+            raise ValueError(f"needs at least one task (known: {', '.join(TASKS)})")
+        for name in v:
+            if name not in TASKS:
+                hint = difflib.get_close_matches(name, list(TASKS), n=1, cutoff=0.6)
+                tail = f"did you mean {hint[0]!r}? " if hint else ""
+                raise ValueError(f"unknown toy-world task {name!r} ({tail}known: {', '.join(TASKS)})")
+        dup = sorted({n for n in v if v.count(n) > 1})
+        if dup:
+            raise ValueError(f"task {dup[0]!r} is named twice")
+        return v
 
 
 class SpaceSection(_Strict):
@@ -132,6 +154,8 @@ class RunConfig(_Strict):
                 raise ValueError("give exactly one of 'models' (base + experts) or 'toyworld' (preset, seed)")
             if self.models is not None and self.fitness is None:
                 raise ValueError("'fitness' (tasks and objectives) is required with 'models'")
+            if self.toyworld is not None and self.toyworld.objectives is not None and self.fitness is not None:
+                raise ValueError("give either 'toyworld.objectives' (the world's tasks by name) or 'fitness', not both")
         if self.budget.max_evals is None and self.budget.time_limit is None:
             raise ValueError("budget needs max_evals or time_limit (or both)")
         return self

@@ -2,8 +2,9 @@
 
 - :func:`plot_progress`: every evaluation's objective value against its evaluation number, and
   the best-so-far curve, per objective; several runs (drivers) overlay for comparison.
-- :func:`plot_pareto`: all ok candidates in the plane of two objectives, the non-dominated ones
-  joined as the front.
+- :func:`plot_pareto`: all ok candidates in the plane of two objectives; the non-dominated ones
+  highlighted and joined by the staircase that bounds what they dominate (:func:`front_staircase`),
+  with optional reference points (base, experts) and overlaid point sets (an untuned grid).
 - :func:`plot_recipe_heatmap`: the best parameter-space recipe as a (model × parameter) × layer
   matrix — each value resolved per layer with mergekit's gradient rule (a list [v_0 … v_k] is
   interpolated linearly at x = ℓ / (L − 1)).
@@ -62,7 +63,45 @@ def plot_progress(runs: dict[str, list[dict]], objective_names: list[str], direc
     return out
 
 
-def plot_pareto(records: list[dict], objective_names: list[str], directions: dict[str, str], out: Path) -> Path | None:
+def front_staircase(points: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-dominated rows of ``points`` (N × 2; ``signs`` ±1 per column, +1 = maximise) in
+    order of the first objective, and the vertices of the boundary of the region they dominate.
+
+    In maximised coordinates, with the front sorted so that x_1 < x_2 < … (and so y_1 > y_2 > …),
+    the region ⋃_i [−∞, x_i] × [−∞, y_i] is bounded by the staircase
+    (x_1, y_1) → (x_1, y_2) → (x_2, y_2) → (x_2, y_3) → … → (x_n, y_n): each step drops at the
+    point, never through the empty corner (x_{i+1}, y_i) that no member attains.
+    """
+    p = np.asarray(points, dtype=float).reshape(-1, 2)
+    signs = np.asarray(signs, dtype=float)
+    q = p * signs
+    q = q[nondominated(q)] if len(q) else q
+    q = np.unique(q, axis=0)  # duplicates draw one vertex; sorted by x, then y
+    q = q[np.lexsort((-q[:, 1], q[:, 0]))]
+    steps = [q[0]] if len(q) else []
+    for a, b in zip(q[:-1], q[1:]):
+        steps += [np.array([a[0], b[1]]), b]
+    stairs = np.asarray(steps, dtype=float).reshape(-1, 2)
+    return q * signs, stairs * signs
+
+
+def plot_pareto(
+    records: list[dict],
+    objective_names: list[str],
+    directions: dict[str, str],
+    out: Path,
+    *,
+    references: dict[str, tuple[float, float]] | None = None,
+    overlay: dict[str, list[tuple[float, float]]] | None = None,
+    title: str | None = None,
+    dpi: int = 110,
+) -> Path | None:
+    """Every ok candidate in the plane of the first two objectives; the non-dominated ones
+    highlighted, labelled with their candidate ids and joined by the boundary of the region they
+    dominate. ``references``: named points drawn as landmarks (e.g. the base and the experts);
+    ``overlay``: other named point sets drawn with their own fronts (e.g. an untuned grid). When
+    both objectives are maximised and non-negative, the legend gives the front's hypervolume
+    against (0, 0)."""
     if len(objective_names) < 2:
         return None
     a, b = objective_names[:2]
@@ -75,23 +114,63 @@ def plot_pareto(records: list[dict], objective_names: list[str], directions: dic
     if not pts:
         return None
     pts_arr = np.asarray(pts)
+    ids_arr = np.asarray(ids)
     signs = np.array([-1.0 if directions.get(n) == "minimize" else 1.0 for n in (a, b)])
     finite = np.all(np.isfinite(pts_arr), axis=1)
-    front = [i for i in nondominated(pts_arr[finite] * signs)]
-    front_pts = pts_arr[finite][front]
-    order = np.argsort(front_pts[:, 0])
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.scatter(pts_arr[:, 0], pts_arr[:, 1], s=10, alpha=0.3, label="evaluated")
-    ax.plot(front_pts[order, 0], front_pts[order, 1], "o-", color="C3", label=f"Pareto front ({len(front)})")
+    fin_pts, fin_ids = pts_arr[finite], ids_arr[finite]
+    front_mask = np.zeros(len(fin_pts), dtype=bool)
+    front_mask[nondominated(fin_pts * signs)] = True
+    front_pts, stairs = front_staircase(fin_pts[front_mask], signs)
+
+    fig, ax = plt.subplots(figsize=(8.6, 5.2))
+    ax.scatter(fin_pts[~front_mask, 0], fin_pts[~front_mask, 1], s=12, color="0.6", alpha=0.45,
+               label=f"evaluated, dominated ({int((~front_mask).sum())})")
+    for k, (label, opts) in enumerate((overlay or {}).items()):
+        o_arr = np.asarray(opts, dtype=float).reshape(-1, 2)
+        o_arr = o_arr[np.all(np.isfinite(o_arr), axis=1)]
+        if not len(o_arr):
+            continue
+        color = f"C{k}"
+        o_front, o_stairs = front_staircase(o_arr, signs)
+        ax.scatter(o_arr[:, 0], o_arr[:, 1], s=22, marker="x", color=color, alpha=0.7, label=f"{label} ({len(o_arr)})")
+        ax.plot(o_stairs[:, 0], o_stairs[:, 1], "--", color=color, lw=1.2, label=f"{label}: front ({len(o_front)}){_hv_label(o_front, signs)}")
+    ax.plot(stairs[:, 0], stairs[:, 1], "-", color="C3", lw=1.6, zorder=3)
+    ax.scatter(fin_pts[front_mask, 0], fin_pts[front_mask, 1], s=36, color="C3", edgecolor="k", linewidth=0.5, zorder=4,
+               label=f"Pareto front ({int(front_mask.sum())}){_hv_label(front_pts, signs)}")
+    if front_mask.sum() <= 25:
+        for (x, y), cid in zip(fin_pts[front_mask], fin_ids[front_mask]):
+            ax.annotate(f"#{cid}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color="C3")
+    markers = ["s", "*", "D", "^", "v", "P"]
+    every_x = np.array([fin_pts[:, 0].min(), fin_pts[:, 0].max()]) if len(fin_pts) else np.zeros(0)
+    for k, (label, (x, y)) in enumerate((references or {}).items()):
+        ax.scatter([x], [y], s=90, marker=markers[k % len(markers)], color="k", facecolor="w" if k else "k", zorder=5,
+                   label=f"{label} ({x:.2f}, {y:.2f})")
+        right = len(every_x) and x > np.nanmean(every_x)  # label inward, away from the frame
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(-7 if right else 7, -11), fontsize=8,
+                    ha="right" if right else "left")
     ax.set_xlabel(f"{a} ({directions.get(a, 'maximize')})")
     ax.set_ylabel(f"{b} ({directions.get(b, 'maximize')})")
+    every = np.vstack([fin_pts] + [np.asarray(v, dtype=float).reshape(-1, 2) for v in (overlay or {}).values()]
+                      + [np.asarray(list((references or {}).values()), dtype=float).reshape(-1, 2)])
+    every = every[np.all(np.isfinite(every), axis=1)]
+    if len(every) and every.min() >= 0 and every.max() <= 1:  # scores: show the whole unit square
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Pareto front")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    ax.set_title(title or f"Pareto front: {a} vs {b}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
+
+
+def _hv_label(front: np.ndarray, signs: np.ndarray) -> str:
+    from evomerge.drivers.pareto import hypervolume
+
+    if len(front) == 0 or np.any(signs < 0) or np.any(front < 0):
+        return ""
+    return f", HV {hypervolume(front, np.zeros(2)):.3f}"
 
 
 def resolve_over_layers(value: Any, num_layers: int) -> np.ndarray | None:

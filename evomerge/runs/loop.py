@@ -91,8 +91,9 @@ def _toyworld(cfg: RunConfig):
     return build_toyworld(**kwargs)
 
 
-def _world_fitness(world) -> dict[str, Any]:
-    return world.fitness_config([world.target_task])
+def _world_fitness(world, objectives: list[str] | None = None) -> dict[str, Any]:
+    """The world's own task configs; objectives = ``toyworld.objectives`` or its target task."""
+    return world.fitness_config(list(objectives) if objectives else [world.target_task])
 
 
 def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path | None = None, log=None) -> Plan:
@@ -116,7 +117,7 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
     if cfg.toyworld is not None:
         world = _toyworld(cfg)
         base, experts = str(world.base), {k: str(v) for k, v in world.experts.items()}
-        fitness_data = cfg.fitness or _world_fitness(world)
+        fitness_data = cfg.fitness or _world_fitness(world, cfg.toyworld.objectives)
     else:
         base, experts = cfg.models.base, dict(cfg.models.experts)
         _check_model_path(source, "models.base", base)
