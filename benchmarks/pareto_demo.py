@@ -98,13 +98,19 @@ def ta_recipe(world, weights: dict[str, float]) -> dict[str, Any]:
 
 
 def front_of(points: list[dict], names: list[str], key: str) -> list[dict]:
-    """The non-dominated members of ``points`` by their ``key`` scores on ``names`` (maximised)."""
+    """The non-dominated members of ``points`` by their ``key`` scores on ``names`` (maximised),
+    one per distinct score pair."""
     from evomerge.runs.summary import nondominated
 
     if not points:
         return []
     vals = np.array([[p[key][n] for n in names] for p in points], dtype=float)
-    return [points[i] for i in nondominated(vals)]
+    seen, out = set(), []
+    for i in nondominated(vals):  # equal score pairs (e.g. several grid merges at 1.0 / 0.0) count once
+        if tuple(vals[i]) not in seen:
+            seen.add(tuple(vals[i]))
+            out.append(points[i])
+    return out
 
 
 def hv(points: list[dict], names: list[str], key: str) -> float:
