@@ -14,7 +14,9 @@ maximised; see docs/toyworld.md, "Two skills at once") and the toy world it ran 
   reference point (0, 0): HV = area of ⋃_p [0, p_math] × [0, p_lang]; 1 is the ideal model.
   On calibration (what the search saw) and on validation (each set's own non-dominated points).
 
-Output: JSON lines (``reference``, ``grid``, ``front``, ``summary``); ``--png`` draws the figure of
+Output: JSON lines (``reference``, ``grid``, ``front``, ``summary``, and ``curve``: the calibration
+front's hypervolume after the first n evaluations, for this run and every ``--compare`` run — a
+fair comparison of samplers at equal budgets); ``--png`` draws the figure of
 docs/toyworld.md (the report's Pareto plot with the references and the grid overlaid).
 
     nice -n 10 .venv/bin/python benchmarks/pareto_demo.py --run-dir /tmp/pareto-run --png docs/toyworld_pareto.png
@@ -37,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--grid-max", type=float, default=1.5, help="largest untuned weight (default 1.5)")
     p.add_argument("--grid-step", type=float, default=0.25, help="grid step (default 0.25)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR",
+                   help="other runs on the same objectives (e.g. another sampler): their hypervolume curves too")
     p.add_argument("--png", default=None, help="write the front figure here")
     p.add_argument("--jsonl", default=None, help="also write the JSON lines to this file")
     return p.parse_args(argv)
@@ -121,6 +125,21 @@ def hv(points: list[dict], names: list[str], key: str) -> float:
     return hypervolume(np.array([[p[key][n] for n in names] for p in points], dtype=float), np.zeros(len(names)))
 
 
+def hv_curve(records: list[dict], names: list[str], marks: list[int]) -> dict[int, float]:
+    """Hypervolume (reference (0, 0)) of the calibration front of the first n log records, per n."""
+    from evomerge.drivers.pareto import hypervolume
+    from evomerge.runs.store import as_float
+
+    out = {}
+    for n in marks:
+        if n > len(records):
+            break
+        pts = [[as_float(r["objectives"][k]) for k in names] for r in records[:n]
+               if r.get("status") == "ok" and all(k in (r.get("objectives") or {}) for k in names)]
+        out[n] = hypervolume(np.array(pts, dtype=float).reshape(-1, len(names)), np.zeros(len(names)))
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from evomerge.config import load_config
@@ -200,6 +219,15 @@ def main(argv=None) -> int:
             },
         }
         emit(summary)
+        marks = [25, 50, 100, 150, 200, 250, 300, 400, 500]
+        for run_dir in [store.root, *map(Path, args.compare)]:
+            other = RunStore(run_dir)
+            other.require()
+            o_meta = other.read_json(other.root / "meta.json") or {}
+            o_cfg = load_config(other.config_path)
+            emit({"kind": "curve", "run_dir": str(other.root), "driver": o_meta.get("driver"),
+                  "sampler": o_cfg.driver.options.get("sampler"), "ranges": {k: list(v) for k, v in o_cfg.space.ranges.items()},
+                  "evaluations": len(other.read_log()), "hypervolume_at": hv_curve(other.read_log(), names, marks)})
     finally:
         scorer.close()
         if out_f:

@@ -99,11 +99,16 @@ def run_demo(run_dir: str | Path | None = None, *, preset: str = "demo", max_eva
     def log(m):
         print(m, file=sys.stderr)
 
+    from evomerge.errors import ConfigError
+
     t0 = time.time()
+    if max_evals is not None and max_evals < 1:
+        raise ConfigError(f"demo: --max-evals must be >= 1, got {max_evals}")
     run_dir = Path(run_dir) if run_dir else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    RunStore(run_dir).check_fresh()  # before the world is built or the search planned
     log("toy world: building or loading from the cache ...")
     world = build_toyworld(preset=preset, seed=0, log=log)
-    cfg = parse_config(demo_config(world, preset, max_evals or DEMO_MAX_EVALS), "demo config")
+    cfg = parse_config(demo_config(world, preset, DEMO_MAX_EVALS if max_evals is None else max_evals), "demo config")
     plan = build_plan(cfg, source="demo config")
     log(f"search: CMA-ES over {plan.space.dim} per-layer task-arithmetic weights, {cfg.budget.max_evals} evaluations")
     run(cfg, run_dir, plan=plan, progress=progress)

@@ -211,6 +211,25 @@ class FitnessConfig(_Strict):
         return self._base_dir
 
 
+def _did_you_mean(loc: tuple) -> str:
+    """`` (did you mean 'x'?)`` for a misspelt key: the closest field of the model it sits in."""
+    import difflib
+
+    model: Any = FitnessConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return ""
+        ann = field.annotation
+        model = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    hint = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
 def _one_line(exc: ValidationError, where: str, data: Any = None) -> str:
     err = exc.errors()[0]
     parts = [str(p) for p in err["loc"]]
@@ -227,7 +246,7 @@ def _one_line(exc: ValidationError, where: str, data: Any = None) -> str:
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
     if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _did_you_mean(err["loc"])
     elif err["type"] == "missing":
         msg = "missing key"
     head = f"{where}: " if where else ""
@@ -252,6 +271,8 @@ def parse_fitness_config(data: Any, *, where: str = "", base_dir: str | Path | N
 def load_fitness_config(path: str | Path) -> FitnessConfig:
     """Read a YAML file; relative source paths resolve against its folder."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, expected a config file (YAML)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

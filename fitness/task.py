@@ -21,7 +21,7 @@ from fitness import scorers
 from fitness.config import TaskConfig, parse_task_config
 from fitness.result import TaskScores
 from fitness.scorers.base import Example, ScoreBatch
-from fitness.sources import load_rows
+from fitness.sources import load_rows, row_place
 
 SPLITS = ("calibration", "validation")
 _DEFAULT_COLUMNS = {"id": "id", "prompt": "prompt", "answer": "answer", "choices": "choices", "label": "label"}
@@ -114,37 +114,44 @@ def load_task(cfg: TaskConfig | dict, *, base_dir: str | Path | None = None) -> 
         from fitness.lmeval import load_lmeval_task
 
         return load_lmeval_task(cfg, base_dir=Path(base_dir) if base_dir else None)
-    rows, where = load_rows(cfg.source, task=cfg.name, base_dir=Path(base_dir) if base_dir else None)
-    pool = rows_to_examples(cfg, rows, where)
+    rows, where, lines = load_rows(cfg.source, task=cfg.name, base_dir=Path(base_dir) if base_dir else None)
+    pool = rows_to_examples(cfg, rows, where, lines)
     return Task(cfg, pool, where)
 
 
-def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str) -> list[Example]:
+def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str, lines: list[int] | None = None) -> list[Example]:
+    """``lines``: the file line of each row (from :func:`fitness.sources.load_rows`), for messages.
+
+    Every row must hold the columns the scorer needs and every column ``fields`` maps explicitly:
+    a row without them would otherwise be scored differently from its neighbours (``nll`` without
+    an answer scores the whole text) and silently skew the task's mean."""
     columns = {**_DEFAULT_COLUMNS, **cfg.fields}
-    needs = set(scorers.SCORERS[cfg.scorer.type].needs)
-    required = ["prompt", *sorted(needs)] if cfg.template is None else sorted(needs)
+    needs = set(scorers.SCORERS[cfg.scorer.type].needs) | set(cfg.fields)
+    if cfg.template is None:
+        needs.add("prompt")
+    required = sorted(needs, key=lambda f: (f != "prompt", f))
     examples: list[Example] = []
     seen: dict[str, int] = {}
     for i, row in enumerate(rows):
         for field in required:
             if columns[field] not in row:
                 raise ConfigError(
-                    f"task {cfg.name!r}: column {columns[field]!r} (field {field}) missing in {where} row {i}; "
+                    f"task {cfg.name!r}: column {columns[field]!r} (field {field}) missing in {row_place(where, lines, i)}; "
                     f"columns: {', '.join(map(str, row))}"
                 )
         values = {f: row[c] for f, c in columns.items() if c in row}
         ctx = {**row, **values}
-        prompt = _format(cfg.template, ctx, cfg, where, i, "template") if cfg.template else str(values["prompt"])
+        prompt = _format(cfg.template, ctx, cfg, row_place(where, lines, i), "template") if cfg.template else str(values["prompt"])
         answer = values.get("answer")
         if answer is not None:
-            answer = _format(cfg.answer_template, ctx, cfg, where, i, "answer_template") if cfg.answer_template else str(answer)
+            answer = _format(cfg.answer_template, ctx, cfg, row_place(where, lines, i), "answer_template") if cfg.answer_template else str(answer)
         choices = values.get("choices")
         label = values.get("label")
         if "choices" in needs:
-            choices, label = _check_choice(cfg, where, i, choices, label)
+            choices, label = _check_choice(cfg, row_place(where, lines, i), choices, label)
         ex_id = str(values["id"]) if "id" in values and values["id"] is not None else str(i)
         if ex_id in seen:
-            raise ConfigError(f"task {cfg.name!r}: duplicate example id {ex_id!r} in {where} (rows {seen[ex_id]} and {i})")
+            raise ConfigError(f"task {cfg.name!r}: duplicate example id {ex_id!r} in {row_place(where, lines, i)} (first at {row_place(where, lines, seen[ex_id])})")
         seen[ex_id] = i
         examples.append(Example(id=ex_id, prompt=prompt, answer=answer, choices=choices, label=label))
     if not examples:
@@ -152,29 +159,29 @@ def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str) -> list[Exam
     return examples
 
 
-def _format(template: str, ctx: dict, cfg: TaskConfig, where: str, i: int, key: str) -> str:
+def _format(template: str, ctx: dict, cfg: TaskConfig, place: str, key: str) -> str:
     try:
         return template.format_map(ctx)
     except KeyError as exc:
         raise ConfigError(
-            f"task {cfg.name!r}: {key} names {{{exc.args[0]}}}, not a column of {where} (row {i})"
+            f"task {cfg.name!r}: {key} names {{{exc.args[0]}}}, not a column of {place}"
         ) from None
     except (IndexError, ValueError) as exc:
         raise ConfigError(f"task {cfg.name!r}: bad {key} {template!r} ({exc})") from None
 
 
-def _check_choice(cfg, where, i, choices, label):
+def _check_choice(cfg, place, choices, label):
     if isinstance(choices, str) or not isinstance(choices, (list, tuple)) or len(choices) < 2:
-        raise ConfigError(f"task {cfg.name!r}: {where} row {i}: choices must be a list of >= 2 strings, got {choices!r}")
+        raise ConfigError(f"task {cfg.name!r}: {place}: choices must be a list of >= 2 strings, got {choices!r}")
     choices = [str(c) for c in choices]
     if isinstance(label, str) and not label.lstrip("-").isdigit():
         if label not in choices:
-            raise ConfigError(f"task {cfg.name!r}: {where} row {i}: label {label!r} is not one of the choices")
+            raise ConfigError(f"task {cfg.name!r}: {place}: label {label!r} is not one of the choices")
         label = choices.index(label)
     try:
         label = int(label)
     except (TypeError, ValueError):
-        raise ConfigError(f"task {cfg.name!r}: {where} row {i}: label must be an index or a choice, got {label!r}") from None
+        raise ConfigError(f"task {cfg.name!r}: {place}: label must be an index or a choice, got {label!r}") from None
     if not 0 <= label < len(choices):
-        raise ConfigError(f"task {cfg.name!r}: {where} row {i}: label {label} out of range for {len(choices)} choices")
+        raise ConfigError(f"task {cfg.name!r}: {place}: label {label} out of range for {len(choices)} choices")
     return choices, label

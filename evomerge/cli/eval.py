@@ -42,10 +42,13 @@ def run(args) -> int:
 
     from fitness import Fitness, evaluate_objectives, load_fitness_config
 
+    from evomerge.merge.materialize import check_device
+
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    check_device(args.device)
     target = Path(args.model).expanduser()
     if not target.exists():
         raise ModelError(f"model not found: {target} (expected a checkpoint directory or a recipe YAML)")
@@ -73,6 +76,9 @@ def _load_model(target: Path, *, device: str, dtype, stack: contextlib.ExitStack
     if target.is_dir():
         if not (target / "config.json").is_file():
             raise ModelError(f"{target}: not a Hugging Face checkpoint (no config.json)")
+        from evomerge.pool.lazy import LazyCheckpoint
+
+        LazyCheckpoint(target, label=str(target))  # no weights file: one line, not transformers' OSError
         model = AutoModelForCausalLM.from_pretrained(str(target), dtype=dtype).to(device).eval()
         return model, AutoTokenizer.from_pretrained(str(target))
 
@@ -119,10 +125,19 @@ def _fitness_config(path: str, load_fitness_config):
     except yaml.YAMLError:
         data = None  # load_fitness_config reports the syntax error with its line
     if isinstance(data, dict) and "toyworld" in data and "fitness" not in data:
+        from pydantic import BaseModel, ValidationError
+
+        from evomerge.config import ToyWorldSection, format_validation_error
         from evomerge.toyworld import build_toyworld
 
-        tw = data.get("toyworld") or {}
-        world = build_toyworld(preset=tw.get("preset", "demo"), seed=tw.get("seed", 0), **({"dir": tw["dir"]} if tw.get("dir") else {}))
+        class ToyWorldOnly(BaseModel):  # the run config's rules for this section, keys named in full
+            toyworld: ToyWorldSection
+
+        try:
+            tw = ToyWorldOnly.model_validate({"toyworld": data["toyworld"] or {}}).toyworld
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, path, ToyWorldOnly)) from None
+        world = build_toyworld(preset=tw.preset, seed=tw.seed, **({"dir": tw.dir} if tw.dir else {}))
         tasks = [world.target_task] + [t for t in dict.fromkeys(world.expert_skills.values()) if t != world.target_task]
         return parse_fitness_config(world.fitness_config(tasks), where=f"{path} (toy world)")
     return load_fitness_config(path)

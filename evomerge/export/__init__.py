@@ -68,6 +68,8 @@ def _is_dataflow(obj) -> bool:
 
 
 def _write_text(path: Path, text: str, force: bool) -> Path:
+    if path.is_dir():  # --force replaces a file, never a directory
+        raise ConfigError(f"output {path} is a directory; this format writes one YAML file: give a file name")
     if path.exists() and not force:
         raise ConfigError(f"output {path} exists; pass --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +94,8 @@ def export_one(record: dict, format: str, out: Path, *, force: bool = False, pro
             text = to_mergekit_yaml(obj)
         return _write_text(out, text, force)
     if format == "hf":
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"output {out} is a file; --format hf writes a checkpoint directory")
         if out.exists() and any(out.iterdir()) and not force:
             raise ConfigError(f"output directory {out} is not empty; pass --force to overwrite it")
         if _is_dataflow(obj):

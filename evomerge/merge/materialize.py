@@ -59,8 +59,12 @@ def _load(recipe):
     return recipe
 
 
-def _check_device(device) -> torch.device:
-    dev = torch.device(device)
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device``; a malformed name or an absent CUDA is one-line error."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise EvomergeError(f"device: expected cpu, cuda, cuda:N or mps, got {str(device)!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EvomergeError(f"device: '{device}' requested but CUDA is not available on this machine")
     return dev
@@ -113,7 +117,7 @@ def materialize(
     """
     recipe = _load(recipe)
     out_dir = Path(out_dir).expanduser()
-    dev = _check_device(device)
+    dev = check_device(device)
     out_dtype = torch_dtype(dtype if dtype is not None else getattr(recipe, "dtype", None))
     _check_out_dir(out_dir, force)
 

@@ -35,6 +35,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "gamma": (0.0, 1.0),
     "epsilon": (0.0, 1.0),
 }
+#: The same, for callers that must keep values inside them (a search space's ``ranges``).
+VALUE_RANGES = _RANGES
 
 
 # --------------------------------------------------------------------------- settings

@@ -107,14 +107,23 @@ class RunStore:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
-    def create(self, config_yaml: str) -> None:
-        """A fresh run directory: refuses one that already holds a run (that is ``resume``'s job)."""
+    def check_fresh(self) -> None:
+        """Raise unless a new run can start here (absent, or a directory holding no run) — cheap,
+        so callers check it before any heavy work."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirError(f"{self.root} is a file, not a run directory; pick another --run-dir")
         if self.exists() or (self.log_path.exists() and self.log_path.stat().st_size > 0):
             raise RunDirError(f"run directory {self.root} already holds a run; continue it with `evomerge resume {self.root}` or pick another --run-dir")
+
+    def create(self, config_yaml: str) -> None:
+        """A fresh run directory: refuses one that already holds a run (that is ``resume``'s job)."""
+        self.check_fresh()
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_path, config_yaml)
 
     def require(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirError(f"{self.root} is a file, not a run directory")
         if not self.root.is_dir():
             raise RunDirError(f"run directory {self.root} does not exist")
         if not self.config_path.is_file():
@@ -141,10 +150,17 @@ class RunStore:
             try:
                 if end == -1:
                     raise ValueError("no newline")
-                rec = json.loads(chunk)
-                if not isinstance(rec, dict) or "id" not in rec:
-                    raise ValueError("not a record")
-            except ValueError:
+                try:
+                    rec = json.loads(chunk)
+                except ValueError:
+                    raise ValueError("not JSON") from None
+                if not isinstance(rec, dict):
+                    raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+                # the fields every reader (status, export, resume) relies on
+                missing = [k for k in ("id", "status") if k not in rec]
+                if missing:
+                    raise ValueError(f"no {' or '.join(repr(k) for k in missing)} field")
+            except ValueError as why:
                 if last:
                     if repair:
                         with open(self.log_path, "r+b") as f:
@@ -155,7 +171,7 @@ class RunStore:
                         f"warning: {self.log_path} ends in a partly written line (line {lineno}); dropped it"
                     )
                     break
-                raise RunDirError(f"{self.log_path}: line {lineno} is not a valid evaluation record; the log is damaged") from None
+                raise RunDirError(f"{self.log_path}: line {lineno} is not a valid evaluation record ({why}); the log is damaged") from None
             records.append(rec)
             if end == -1:
                 break

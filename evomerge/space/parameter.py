@@ -147,6 +147,15 @@ class ParameterSpace:
             lo, hi = float(r[0]), float(r[1])
             if not lo <= hi:
                 raise ConfigError(f"parameter space: ranges[{p!r}] must have lo <= hi, got {tuple(r)}")
+            # Checked here, not at the first genome that lands outside (mid-run, after the run
+            # directory exists): every value of the range must be one the recipe accepts.
+            from evomerge.merge.recipe import VALUE_RANGES
+
+            if p in VALUE_RANGES and not VALUE_RANGES[p][0] <= lo <= hi <= VALUE_RANGES[p][1]:
+                vlo, vhi = VALUE_RANGES[p]
+                raise ConfigError(
+                    f"parameter space: ranges[{p!r}] = [{lo:g}, {hi:g}] goes outside the valid range of {p}, [{vlo:g}, {vhi:g}]"
+                )
             self.ranges[p] = (lo, hi)
 
         n_groups = len(self.layer_bounds) - 1

@@ -73,6 +73,8 @@ def build_atomically(root: Path, key: str, build, *, force: bool = False) -> boo
     Returns True when it built, False when an existing complete world was found. An existing
     ``root`` that is not a toy world (no manifest, not empty) is never deleted: that is an error.
     """
+    if root.exists() and not root.is_dir():
+        raise EvomergeError(f"{root}: is a file; the toy world needs a directory (choose an empty or new one)")
     with exclusive(root):
         if not force and is_complete(root, key):
             return False

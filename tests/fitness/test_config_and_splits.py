@@ -94,7 +94,7 @@ def test_bad_configs_one_line_each(data_dir):
     one_line_error({"tasks": [task_cfg(source={"type": "jsonl", "path": "missing.jsonl"})]}, data_dir,
                    f"task 't': jsonl file not found: {data_dir / 'missing.jsonl'}")
     one_line_error({"tasks": [task_cfg(fields={"prompt": "query"})]}, data_dir,
-                   f"task 't': column 'query' (field prompt) missing in {data_dir / 'data.jsonl'} row 0; "
+                   f"task 't': column 'query' (field prompt) missing in {data_dir / 'data.jsonl'}:1; "
                    "columns: id, question, answer")
     one_line_error({"tasks": [task_cfg(scorer={"type": "bleu"})]}, data_dir,
                    "task 't': scorer.type: unknown scorer 'bleu'; known: exact_match, exact_match_forced, "
@@ -104,9 +104,9 @@ def test_bad_configs_one_line_each(data_dir):
     one_line_error({"tasks": [task_cfg(splits={"calibration": 50})]}, data_dir,
                    f"task 't': splits.calibration is 50 but {data_dir / 'data.jsonl'} has 40 examples")
     one_line_error({"tasks": [task_cfg(template="{prompt} {hint}")]}, data_dir,
-                   f"task 't': template names {{hint}}, not a column of {data_dir / 'data.jsonl'} (row 0)")
+                   f"task 't': template names {{hint}}, not a column of {data_dir / 'data.jsonl'}:1")
     one_line_error({"tasks": [task_cfg(scorer={"type": "exact_match", "max_new_token": 4})]}, data_dir,
-                   "task 't': scorer.max_new_token: unknown key")
+                   "task 't': scorer.max_new_token: unknown key (did you mean 'max_new_tokens'?)")
     fit = Fitness.from_dict({"tasks": [task_cfg(splits={"calibration": 40})]}, base_dir=data_dir)
     with pytest.raises(ConfigError) as info:
         fit.evaluate(None, None, "validation")

@@ -16,7 +16,7 @@ EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob(
 def test_the_issue_s_experiments_exist():
     names = {p.stem for p in EXPERIMENTS}
     assert {"toy-ps-cmaes", "toy-ps-m2n2", "toy-ps-optuna-tpe", "toy-ps-random", "toy-dfs-cmaes", "toy-psdfs-cmaes",
-            "m2n2-digits", "evollm-jp-ps", "evollm-jp-dfs", "evollm-jp-psdfs"} <= names
+            "m2n2-digits", "evollm-jp-ps", "evollm-jp-dfs", "evollm-jp-psdfs", "toy-pareto-nsga2"} <= names
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
@@ -37,3 +37,9 @@ def test_evollm_configs_name_the_paper_s_models():
     assert cfg.models.base == "mistralai/Mistral-7B-v0.1"
     assert set(cfg.models.experts.values()) == {"augmxnt/shisa-gamma-7b-v1", "WizardLMTeam/WizardMath-7B-V1.1", "GAIR/Abel-7B-002"}
     assert cfg.evaluator.backend == "ray" and cfg.evaluator.num_gpus == 1
+
+
+def test_the_pareto_demo_optimises_both_skills_with_nsga2():
+    cfg = load_config(next(p for p in EXPERIMENTS if p.stem == "toy-pareto-nsga2"))
+    assert cfg.toyworld.preset == "demo" and cfg.toyworld.objectives == ["math", "lang"] and cfg.fitness is None
+    assert cfg.driver.name == "optuna" and cfg.driver.options["sampler"] == "nsga2"
