@@ -19,7 +19,8 @@ front's hypervolume after the first n evaluations, for this run and every ``--co
 fair comparison of samplers at equal budgets); ``--png`` draws the figure of
 docs/toyworld.md (the report's Pareto plot with the references and the grid overlaid).
 
-    nice -n 10 .venv/bin/python benchmarks/pareto_demo.py --run-dir /tmp/pareto-run --png docs/toyworld_pareto.png
+    nice -n 10 .venv/bin/python benchmarks/pareto_demo.py --run-dir runs/pareto --compare runs/pareto-tpe \\
+        --jsonl pareto.jsonl --png docs/toyworld_pareto.png
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="other runs on the same objectives (e.g. another sampler): their hypervolume curves too")
     p.add_argument("--png", default=None, help="write the front figure here")
     p.add_argument("--jsonl", default=None, help="also write the JSON lines to this file")
+    p.add_argument("--replot", default=None, metavar="JSONL",
+                   help="only redraw --png from this script's earlier JSON lines (references and grid) and the run logs")
     return p.parse_args(argv)
 
 
@@ -142,6 +145,11 @@ def hv_curve(records: list[dict], names: list[str], marks: list[int]) -> dict[in
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        if not args.png:
+            print("--replot needs --png", file=sys.stderr)
+            return 2
+        return replot(args)
     from evomerge.config import load_config
     from evomerge.runs.store import RunStore, as_float
     from evomerge.runs.summary import pareto_records
@@ -234,15 +242,56 @@ def main(argv=None) -> int:
             out_f.close()
 
     if args.png:
-        from evomerge.report.plots import plot_pareto
+        figure(Path(args.png), store, names, refs, grid, args.compare)
+    return 0
 
-        plot_pareto(
-            records, names, {n: "maximize" for n in names}, Path(args.png),
-            references={r["name"]: tuple(r["calibration"][n] for n in names) for r in refs},
-            overlay={"untuned task arithmetic grid": [tuple(p["calibration"][n] for n in names) for p in grid]},
-            title=f"{names[0]} vs {names[1]} (calibration): NSGA-II, {len(records)} evaluations",
-            dpi=80,
-        )
+
+def _label(store) -> str:
+    from evomerge.config import load_config
+
+    cfg = load_config(store.config_path)
+    sampler = cfg.driver.options.get("sampler")
+    name = {"nsga2": "NSGA-II", "nsga3": "NSGA-III", "tpe": "TPE"}.get(sampler, sampler or cfg.driver.name)
+    ranges = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in cfg.space.ranges.items())
+    return f"{name}{f' ({ranges})' if ranges else ''}"
+
+
+def figure(path: Path, store, names: list[str], refs: list[dict], grid: list[dict], compare: list[str]) -> None:
+    """The run's evaluations and front, the references, the grid and each compared run's front."""
+    from evomerge.report.plots import plot_pareto
+    from evomerge.runs.store import RunStore, as_float
+    from evomerge.runs.summary import nondominated
+
+    def points(records):
+        return [tuple(as_float(r["objectives"][n]) for n in names) for r in records
+                if r.get("status") == "ok" and all(n in (r.get("objectives") or {}) for n in names)]
+
+    overlay = {"untuned task arithmetic grid": [tuple(p["calibration"][n] for n in names) for p in grid]}
+    for run_dir in compare:
+        other = RunStore(run_dir)
+        recs = other.read_log()
+        pts = points(recs)  # only its front: hundreds of dominated points would hide the main run
+        front = [pts[i] for i in nondominated(np.array(pts, dtype=float).reshape(-1, len(names)))]
+        overlay[f"{_label(other)}: front of {len(recs)} evals"] = front
+    records = store.read_log()
+    plot_pareto(
+        records, names, {n: "maximize" for n in names}, path,
+        references={r["name"]: tuple(r["calibration"][n] for n in names) for r in refs},
+        overlay=overlay,
+        title=f"{names[0]} vs {names[1]} (calibration): red = {_label(store)}, {len(records)} evaluations",
+        dpi=80,
+    )
+
+
+def replot(args) -> int:
+    """``--replot JSONL``: redraw the figure from a previous run of this script (no scoring)."""
+    from evomerge.runs.store import RunStore
+
+    lines = [json.loads(x) for x in Path(args.replot).read_text().splitlines() if x.strip()]
+    refs = [x for x in lines if x["kind"] == "reference"]
+    grid = next(x for x in lines if x["kind"] == "grid")["points"]
+    names = next(x for x in lines if x["kind"] == "summary")["objectives"]
+    figure(Path(args.png), RunStore(args.run_dir), names, refs, grid, args.compare)
     return 0
 
 

@@ -45,6 +45,23 @@ class ModelsSection(_Strict):
             raise ValueError("needs at least one expert")
         return v
 
+    @model_validator(mode="after")
+    def _distinct_models(self) -> "ModelsSection":
+        # The same checkpoint twice is a copy-paste slip: as base and expert its task vector is
+        # zero (silently dropped), as two experts it would be merged twice.
+        seen = {} if self.base is None else {_model_key(self.base): "models.base"}
+        for name, path in self.experts.items():
+            key = _model_key(path)
+            if key in seen:
+                raise ValueError(f"models.experts.{name} is the same model as {seen[key]} ({path!r})")
+            seen[key] = f"models.experts.{name}"
+        return self
+
+
+def _model_key(path: str) -> str:
+    local = Path(path).expanduser()
+    return str(local.resolve()) if local.exists() else path
+
 
 class ToyWorldSection(_Strict):
     preset: Literal["demo", "test"] = "demo"

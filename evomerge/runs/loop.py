@@ -620,10 +620,13 @@ def run(
     """Start a fresh run in ``run_dir`` (which must not hold one). Returns the status summary."""
     source = str(config_path) if config_path else "config"
     config_dir = Path(config_path).resolve().parent if config_path else None
-    plan = plan or build_plan(cfg, source=source, config_dir=config_dir)
     store = RunStore(run_dir)
-    if store.exists():
-        raise RunDirError(f"run directory {run_dir} already holds a run; continue it with `evomerge resume {run_dir}`")
+    store.check_fresh()  # cheap refusals first: before the plan loads models and tasks
+    if cfg.evaluator.backend == "ray" and cfg.evaluator.address:
+        from evomerge.evaluator.ray_pool import _check_reachable
+
+        _check_reachable(cfg.evaluator.address)  # an unreachable cluster must not leave a run dir behind
+    plan = plan or build_plan(cfg, source=source, config_dir=config_dir)
     try:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:

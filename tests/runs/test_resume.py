@@ -165,5 +165,5 @@ def test_run_refuses_a_dir_that_holds_a_run(reference, tmp_path):
     assert _cli("run", str(cfg_path), "--run-dir", str(run_dir), "--max-evals", "2").returncode == 0
     proc = _cli("run", str(cfg_path), "--run-dir", str(run_dir))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: run directory {run_dir} already holds a run; continue it with `evomerge resume {run_dir}`"
+    assert proc.stderr.strip() == f"error: run directory {run_dir} already holds a run; continue it with `evomerge resume {run_dir}` or pick another --run-dir"
     assert len(RunStore(run_dir).read_log()) == 2

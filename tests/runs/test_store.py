@@ -191,6 +191,8 @@ def test_run_dir_that_cannot_be_created_is_one_line(tmp_path):
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a directory")
     cfg = parse_config({"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2}}, "d.yaml")
-    with pytest.raises(RunDirError, match=rf"^cannot create run directory {blocker}: File exists$"):
+    with pytest.raises(RunDirError, match=rf"^{blocker} is a file, not a run directory; pick another --run-dir$"):
         run(cfg, blocker, progress=False)
+    with pytest.raises(RunDirError, match=rf"^cannot create run directory {blocker / 'sub'}: Not a directory$"):
+        run(cfg, blocker / "sub", progress=False)
     assert blocker.read_text() == "a file, not a directory"
