@@ -122,7 +122,7 @@ def plot_pareto(
     front_mask[nondominated(fin_pts * signs)] = True
     front_pts, stairs = front_staircase(fin_pts[front_mask], signs)
 
-    fig, ax = plt.subplots(figsize=(8.6, 5.2))
+    fig, ax = plt.subplots(figsize=(7.2, 7.0))
     ax.scatter(fin_pts[~front_mask, 0], fin_pts[~front_mask, 1], s=12, color="0.6", alpha=0.45,
                label=f"evaluated, dominated ({int((~front_mask).sum())})")
     for k, (label, opts) in enumerate((overlay or {}).items()):
@@ -132,14 +132,19 @@ def plot_pareto(
             continue
         color = f"C{k}"
         o_front, o_stairs = front_staircase(o_arr, signs)
-        ax.scatter(o_arr[:, 0], o_arr[:, 1], s=22, marker="x", color=color, alpha=0.7, label=f"{label} ({len(o_arr)})")
-        ax.plot(o_stairs[:, 0], o_stairs[:, 1], "--", color=color, lw=1.2, label=f"{label}: front ({len(o_front)}){_hv_label(o_front, signs)}")
+        ax.scatter(o_arr[:, 0], o_arr[:, 1], s=22, marker="x", color=color, alpha=0.7)
+        ax.plot(o_stairs[:, 0], o_stairs[:, 1], "--", color=color, lw=1.2)
+        ax.plot([], [], "--x", color=color, lw=1.2,  # one legend entry for the points and their front
+                label=f"{label} ({len(o_arr)}; front {len(o_front)}{_hv_label(o_front, signs)})")
     ax.plot(stairs[:, 0], stairs[:, 1], "-", color="C3", lw=1.6, zorder=3)
     ax.scatter(fin_pts[front_mask, 0], fin_pts[front_mask, 1], s=36, color="C3", edgecolor="k", linewidth=0.5, zorder=4,
                label=f"Pareto front ({int(front_mask.sum())}){_hv_label(front_pts, signs)}")
-    if front_mask.sum() <= 25:
+    labelled: set[tuple[float, float]] = set()
+    if len(front_pts) <= 25:
         for (x, y), cid in zip(fin_pts[front_mask], fin_ids[front_mask]):
-            ax.annotate(f"#{cid}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color="C3")
+            if (x, y) not in labelled:  # equal score pairs: the first candidate's id only
+                labelled.add((x, y))
+                ax.annotate(f"#{cid}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color="C3")
     markers = ["s", "*", "D", "^", "v", "P"]
     every_x = np.array([fin_pts[:, 0].min(), fin_pts[:, 0].max()]) if len(fin_pts) else np.zeros(0)
     for k, (label, (x, y)) in enumerate((references or {}).items()):
@@ -157,7 +162,8 @@ def plot_pareto(
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    # below the axes, so that neither the points nor the plot's width suffer
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     ax.set_title(title or f"Pareto front: {a} vs {b}", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=dpi)
