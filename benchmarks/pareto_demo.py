@@ -54,21 +54,13 @@ class Scorer:
 
     def __init__(self, world, tasks: list[str], batch_size: int):
         from evomerge.evaluator import InProcessBackend
-        from evomerge.runs.worker import MergeWorkerSpec
+        from evomerge.demo import world_worker_spec
         from fitness import Fitness, parse_fitness_config
 
         cfg = parse_fitness_config(world.fitness_config(tasks))
         self.fitness = Fitness(cfg)
         self.batch_size = batch_size
-        spec = MergeWorkerSpec(
-            base=str(world.base),
-            experts=[str(p) for p in world.experts.values()],
-            fitness=cfg.model_dump(mode="json"),
-            device="cpu",
-            batch_size=batch_size,
-            early_stopping=False,
-        )
-        self.backend = InProcessBackend(spec)
+        self.backend = InProcessBackend(world_worker_spec(world, cfg.model_dump(mode="json"), batch_size=batch_size))
         self._next_id = 0
 
     def recipe(self, recipe: dict, split: str) -> dict[str, float]:

@@ -190,21 +190,13 @@ class HeldOut:
         from fitness import Fitness, parse_fitness_config
 
         from evomerge.evaluator import InProcessBackend
-        from evomerge.runs.worker import MergeWorkerSpec
+        from evomerge.demo import world_worker_spec
 
         self.tasks = tasks
         cfg = parse_fitness_config(world.fitness_config(tasks))
         self.fitness = Fitness(cfg)
         self.batch_size = batch_size
-        spec = MergeWorkerSpec(
-            base=str(world.base),
-            experts=[str(p) for p in world.experts.values()],
-            fitness=cfg.model_dump(mode="json"),
-            device="cpu",
-            batch_size=batch_size,
-            early_stopping=False,
-        )
-        self.backend = InProcessBackend(spec)
+        self.backend = InProcessBackend(world_worker_spec(world, cfg.model_dump(mode="json"), batch_size=batch_size))
         self._next_id = 0
 
     def recipe(self, recipe: dict) -> dict[str, float]:

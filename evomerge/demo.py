@@ -65,15 +65,22 @@ def single_model_recipe(base: str, experts: dict[str, str], keep: str | None) ->
     }
 
 
+def world_worker_spec(world, fitness: dict, *, batch_size: int | None = None):
+    """The run's own merge worker over the toy world's models, scoring ``fitness`` (a fitness
+    config mapping) with early stopping off — what every held-out comparison must use."""
+    from evomerge.runs.worker import MergeWorkerSpec
+
+    extra = {} if batch_size is None else {"batch_size": batch_size}
+    return MergeWorkerSpec(base=str(world.base), experts=[str(p) for p in world.experts.values()],
+                           fitness=fitness, device="cpu", early_stopping=False, **extra)
+
+
 def heldout_scores(world, recipes: dict[str, dict], log=None) -> dict[str, dict[str, float]]:
     """{label: {task: held-out score}} for the target and every expert's skill task."""
     from evomerge.evaluator import EvalRequest, InProcessBackend
-    from evomerge.runs.worker import MergeWorkerSpec
 
     tasks = [world.target_task] + [t for t in dict.fromkeys(world.expert_skills.values()) if t != world.target_task]
-    fitness = world.fitness_config(tasks)
-    spec = MergeWorkerSpec(base=str(world.base), experts=[str(p) for p in world.experts.values()], fitness=fitness, early_stopping=False)
-    backend = InProcessBackend(spec)
+    backend = InProcessBackend(world_worker_spec(world, world.fitness_config(tasks)))
     out = {}
     try:
         for i, (label, recipe) in enumerate(recipes.items()):
