@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from fitness import Fitness, ScorerConfig, generators  # noqa: E402
-from fitness.scorers import Example, build  # noqa: E402
+from evomerge.fitness import Fitness, ScorerConfig, generators  # noqa: E402
+from evomerge.fitness.scorers import Example, build  # noqa: E402
 
 OUT = None
 
@@ -48,8 +48,7 @@ def addition_examples(n: int, seed: int = 0, template: str = "{a}+{b}=") -> list
     for i in range(n):
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         s = str(a + b)
-        out.append(Example(id=str(i), prompt=template.format(a=a, b=b), answer=s,
-                           choices=[s, str(a + b + 1)], label=0))
+        out.append(Example(id=str(i), prompt=template.format(a=a, b=b), answer=s, choices=[s, str(a + b + 1)], label=0))
     return out
 
 
@@ -74,11 +73,22 @@ def bench_model(name: str, model, tok, examples, batch_sizes, repeats: int = 1) 
                     out = scorer.score(model, tok, examples, batch_size=bs)
                     dt = time.perf_counter() - t0
                     best = dt if best is None else min(best, dt)
-                emit({"bench": "throughput", "model": name, "params": n_params, "scorer": scorer_name,
-                      "batch_size": bs, "examples": len(examples), "seconds": round(best, 4),
-                      "examples_per_s": round(len(examples) / best, 2), "tokens": out.tokens,
-                      "tokens_per_s": round(out.tokens / best, 1), "threads": torch.get_num_threads(),
-                      "load_avg_1m": round(os.getloadavg()[0], 2)})
+                emit(
+                    {
+                        "bench": "throughput",
+                        "model": name,
+                        "params": n_params,
+                        "scorer": scorer_name,
+                        "batch_size": bs,
+                        "examples": len(examples),
+                        "seconds": round(best, 4),
+                        "examples_per_s": round(len(examples) / best, 2),
+                        "tokens": out.tokens,
+                        "tokens_per_s": round(out.tokens / best, 1),
+                        "threads": torch.get_num_threads(),
+                        "load_avg_1m": round(os.getloadavg()[0], 2),
+                    }
+                )
 
 
 def toy_llama():
@@ -115,11 +125,19 @@ def early_stopping_saving(n_candidates: int, n_examples: int, seeds: int) -> Non
     round(acc * N) ones at random positions; the incumbent is the best full evaluation so far."""
     generators.register("bench.sim", lambda n: [{"id": f"x{i}", "prompt": "-"} for i in range(n)])
     for min_examples, growth, conf in [(16, 2.0, 0.95), (8, 1.5, 0.95), (16, 2.0, 0.99)]:
-        fit = Fitness.from_dict({
-            "tasks": [{"name": "sim", "source": {"type": "generator", "name": "bench.sim", "params": {"n": n_examples}},
-                       "scorer": {"type": "callable", "fn": "fitness_throughput:_lookup", "bounded": True},
-                       "splits": {"calibration": n_examples, "seed": 0}}],
-            "early_stopping": {"enabled": True, "min_examples": min_examples, "growth": growth, "confidence": conf}})
+        fit = Fitness.from_dict(
+            {
+                "tasks": [
+                    {
+                        "name": "sim",
+                        "source": {"type": "generator", "name": "bench.sim", "params": {"n": n_examples}},
+                        "scorer": {"type": "callable", "fn": "fitness_throughput:_lookup", "bounded": True},
+                        "splits": {"calibration": n_examples, "seed": 0},
+                    }
+                ],
+                "early_stopping": {"enabled": True, "min_examples": min_examples, "growth": growth, "confidence": conf},
+            }
+        )
         plain_total = raced_total = same = 0
         for seed in range(seeds):
             rng = random.Random(seed)
@@ -140,11 +158,22 @@ def early_stopping_saving(n_candidates: int, n_examples: int, seeds: int) -> Non
             plain_total += n_candidates * n_examples
             raced_total += evals
             same += best == best_plain
-        emit({"bench": "early_stopping", "scorer": "simulated (0/1 per example, known true accuracy)",
-              "candidates": n_candidates, "calibration_examples": n_examples, "seeds": seeds,
-              "min_examples": min_examples, "growth": growth, "confidence": conf,
-              "example_evaluations_without": plain_total // seeds, "example_evaluations_with": round(raced_total / seeds, 1),
-              "saving": round(1 - raced_total / plain_total, 3), "same_final_choice": f"{same}/{seeds}"})
+        emit(
+            {
+                "bench": "early_stopping",
+                "scorer": "simulated (0/1 per example, known true accuracy)",
+                "candidates": n_candidates,
+                "calibration_examples": n_examples,
+                "seeds": seeds,
+                "min_examples": min_examples,
+                "growth": growth,
+                "confidence": conf,
+                "example_evaluations_without": plain_total // seeds,
+                "example_evaluations_with": round(raced_total / seeds, 1),
+                "saving": round(1 - raced_total / plain_total, 3),
+                "same_final_choice": f"{same}/{seeds}",
+            }
+        )
     generators.unregister("bench.sim")
 
 
@@ -182,9 +211,13 @@ def main() -> int:
         emit({"bench": "throughput", "model": "SmolLM2-135M-Instruct", "skipped": why})
     else:
         model, tok = loaded
-        bench_model("SmolLM2-135M-Instruct", model, tok,
-                    addition_examples(32 if args.quick else 64, template="What is {a} plus {b}? Answer: "),
-                    batch_sizes)
+        bench_model(
+            "SmolLM2-135M-Instruct",
+            model,
+            tok,
+            addition_examples(32 if args.quick else 64, template="What is {a} plus {b}? Answer: "),
+            batch_sizes,
+        )
     return 0
 
 

@@ -39,8 +39,14 @@ METHODS = {
 
 def run_m2n2(problem: DigitsProblem, seed: int, passes: int, *, batch: int = 1, **options) -> dict:
     driver = make_driver(
-        "m2n2", problem.space, seed=seed, archive_size=20, split="any", crossover="slerp",
-        initial=problem.experts, **options,
+        "m2n2",
+        problem.space,
+        seed=seed,
+        archive_size=20,
+        split="any",
+        crossover="slerp",
+        initial=problem.experts,
+        **options,
     )
     start = problem.forward_passes
     best_train, best_genome, curve = -1.0, None, []
@@ -120,8 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results = [(method, run_m2n2(problem, seed, args.passes, **METHODS[method]))]
             for name, res in results:
-                row = {"method": name, "seed": seed, "passes": args.passes if name in METHODS else None,
-                       "seconds": round(time.time() - t0, 1), **res}
+                row = {
+                    "method": name,
+                    "seed": seed,
+                    "passes": args.passes if name in METHODS else None,
+                    "seconds": round(time.time() - t0, 1),
+                    **res,
+                }
                 rows.append(row)
                 out.write(json.dumps(row) + "\n")
                 out.flush()

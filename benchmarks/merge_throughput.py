@@ -132,7 +132,7 @@ def memcpy_runner(inputs: list[torch.Tensor]):
 
 
 def measure(method: str, paths: dict, n_experts: int, live, repeats: int, search_cache: bool = True) -> dict:
-    from evomerge.merge.apply import InPlaceMerger, expert_ids, pool_for_recipe
+    from evomerge.merge.apply import InPlaceMerger, expert_ids
     from evomerge.merge.methods import get_method
     from evomerge.merge.recipe import Recipe
 
@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-search-cache", dest="search_cache", action="store_false", help="merge without the pool's search cache"
     )
-    parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "evomerge-bench" / "smollm2-135m-shapes")
+    parser.add_argument(
+        "--root", type=Path, default=Path(tempfile.gettempdir()) / "evomerge-bench" / "smollm2-135m-shapes"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

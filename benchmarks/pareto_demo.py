@@ -40,12 +40,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--grid-max", type=float, default=1.5, help="largest untuned weight (default 1.5)")
     p.add_argument("--grid-step", type=float, default=0.25, help="grid step (default 0.25)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR",
-                   help="other runs on the same objectives (e.g. another sampler): their hypervolume curves too")
+    p.add_argument(
+        "--compare",
+        nargs="*",
+        default=[],
+        metavar="RUN_DIR",
+        help="other runs on the same objectives (e.g. another sampler): their hypervolume curves too",
+    )
     p.add_argument("--png", default=None, help="write the front figure here")
     p.add_argument("--jsonl", default=None, help="also write the JSON lines to this file")
-    p.add_argument("--replot", default=None, metavar="JSONL",
-                   help="only redraw --png from this script's earlier JSON lines (references and grid) and the run logs")
+    p.add_argument(
+        "--replot",
+        default=None,
+        metavar="JSONL",
+        help="only redraw --png from this script's earlier JSON lines (references and grid) and the run logs",
+    )
     return p.parse_args(argv)
 
 
@@ -53,9 +62,9 @@ class Scorer:
     """Scores recipes (with the run's merge worker) and checkpoints on the world's tasks."""
 
     def __init__(self, world, tasks: list[str], batch_size: int):
-        from evomerge.evaluator import InProcessBackend
         from evomerge.demo import world_worker_spec
-        from fitness import Fitness, parse_fitness_config
+        from evomerge.evaluator import InProcessBackend
+        from evomerge.fitness import Fitness, parse_fitness_config
 
         cfg = parse_fitness_config(world.fitness_config(tasks))
         self.fitness = Fitness(cfg)
@@ -129,8 +138,11 @@ def hv_curve(records: list[dict], names: list[str], marks: list[int]) -> dict[in
     for n in marks:
         if n > len(records):
             break
-        pts = [[as_float(r["objectives"][k]) for k in names] for r in records[:n]
-               if r.get("status") == "ok" and all(k in (r.get("objectives") or {}) for k in names)]
+        pts = [
+            [as_float(r["objectives"][k]) for k in names]
+            for r in records[:n]
+            if r.get("status") == "ok" and all(k in (r.get("objectives") or {}) for k in names)
+        ]
         out[n] = hypervolume(np.array(pts, dtype=float).reshape(-1, len(names)), np.zeros(len(names)))
     return out
 
@@ -154,7 +166,9 @@ def main(argv=None) -> int:
         print(f"{store.config_path}: not a toy-world run", file=sys.stderr)
         return 2
     tw = cfg.toyworld
-    world = build_toyworld(preset=tw.preset, seed=tw.seed, log=lambda m: print(m, file=sys.stderr), **({"dir": tw.dir} if tw.dir else {}))
+    world = build_toyworld(
+        preset=tw.preset, seed=tw.seed, log=lambda m: print(m, file=sys.stderr), **({"dir": tw.dir} if tw.dir else {})
+    )
     meta = store.read_json(store.root / "meta.json") or {}
     names = [o["name"] for o in meta["objectives"]]
     if len(names) != 2:
@@ -175,8 +189,12 @@ def main(argv=None) -> int:
     try:
         refs = []
         for label, path in [("base", world.base), *((f"expert:{n}", p) for n, p in world.experts.items())]:
-            ref = {"kind": "reference", "name": label,
-                   "calibration": scorer.checkpoint(path, "calibration"), "validation": scorer.checkpoint(path, "validation")}
+            ref = {
+                "kind": "reference",
+                "name": label,
+                "calibration": scorer.checkpoint(path, "calibration"),
+                "validation": scorer.checkpoint(path, "validation"),
+            }
             refs.append(ref)
             emit(ref)
 
@@ -185,19 +203,27 @@ def main(argv=None) -> int:
         for wm in levels:
             for wl in levels:
                 weights = {n: (wm if n == "math" else wl) for n in world.experts}
-                grid.append({"weights": {"math": float(wm), "lang": float(wl)},
-                             "calibration": scorer.recipe(ta_recipe(world, weights), "calibration")})
+                grid.append(
+                    {
+                        "weights": {"math": float(wm), "lang": float(wl)},
+                        "calibration": scorer.recipe(ta_recipe(world, weights), "calibration"),
+                    }
+                )
         grid_front = front_of(grid, names, "calibration")
         for p in grid_front:
             weights = {n: p["weights"][n] for n in world.experts}
             p["validation"] = scorer.recipe(ta_recipe(world, weights), "validation")
-        emit({"kind": "grid", "levels": levels.tolist(), "points": grid,
-              "front": [p["weights"] for p in grid_front]})
+        emit({"kind": "grid", "levels": levels.tolist(), "points": grid, "front": [p["weights"] for p in grid_front]})
 
         front = []
         for r in sorted(pareto_records(records), key=lambda r: -as_float(r["objectives"][names[0]])):
-            member = {"kind": "front", "id": r["id"], "calibration": {k: as_float(v) for k, v in r["objectives"].items()},
-                      "validation": scorer.recipe(r["recipe"], "validation"), "recipe": r["recipe"]}
+            member = {
+                "kind": "front",
+                "id": r["id"],
+                "calibration": {k: as_float(v) for k, v in r["objectives"].items()},
+                "validation": scorer.recipe(r["recipe"], "validation"),
+                "recipe": r["recipe"],
+            }
             front.append(member)
             emit(member)
 
@@ -225,9 +251,17 @@ def main(argv=None) -> int:
             other.require()
             o_meta = other.read_json(other.root / "meta.json") or {}
             o_cfg = load_config(other.config_path)
-            emit({"kind": "curve", "run_dir": str(other.root), "driver": o_meta.get("driver"),
-                  "sampler": o_cfg.driver.options.get("sampler"), "ranges": {k: list(v) for k, v in o_cfg.space.ranges.items()},
-                  "evaluations": len(other.read_log()), "hypervolume_at": hv_curve(other.read_log(), names, marks)})
+            emit(
+                {
+                    "kind": "curve",
+                    "run_dir": str(other.root),
+                    "driver": o_meta.get("driver"),
+                    "sampler": o_cfg.driver.options.get("sampler"),
+                    "ranges": {k: list(v) for k, v in o_cfg.space.ranges.items()},
+                    "evaluations": len(other.read_log()),
+                    "hypervolume_at": hv_curve(other.read_log(), names, marks),
+                }
+            )
     finally:
         scorer.close()
         if out_f:
@@ -255,8 +289,11 @@ def figure(path: Path, store, names: list[str], refs: list[dict], grid: list[dic
     from evomerge.runs.summary import nondominated
 
     def points(records):
-        return [tuple(as_float(r["objectives"][n]) for n in names) for r in records
-                if r.get("status") == "ok" and all(n in (r.get("objectives") or {}) for n in names)]
+        return [
+            tuple(as_float(r["objectives"][n]) for n in names)
+            for r in records
+            if r.get("status") == "ok" and all(n in (r.get("objectives") or {}) for n in names)
+        ]
 
     overlay = {"untuned task arithmetic grid": [tuple(p["calibration"][n] for n in names) for p in grid]}
     for run_dir in compare:
@@ -267,7 +304,10 @@ def figure(path: Path, store, names: list[str], refs: list[dict], grid: list[dic
         overlay[f"{_label(other)}: front of {len(recs)} evals"] = front
     records = store.read_log()
     plot_pareto(
-        records, names, {n: "maximize" for n in names}, path,
+        records,
+        names,
+        {n: "maximize" for n in names},
+        path,
         references={r["name"]: tuple(r["calibration"][n] for n in names) for r in refs},
         overlay=overlay,
         title=f"{names[0]} vs {names[1]} (calibration): red = {_label(store)}, {len(records)} evaluations",

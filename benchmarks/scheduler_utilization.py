@@ -68,8 +68,14 @@ def run_ours(driver, backend, durations, n_evals):
     def to_recipe(c):
         return {"genome": np.asarray(c.genome).tolist(), "sleep": float(durations[c.id])}
 
-    sched = Scheduler(driver, backend, Budget(max_evals=n_evals), None, objective_spec=[("score", "maximize", 1.0)],
-                      to_recipe=to_recipe)
+    sched = Scheduler(
+        driver,
+        backend,
+        Budget(max_evals=n_evals),
+        None,
+        objective_spec=[("score", "maximize", 1.0)],
+        to_recipe=to_recipe,
+    )
     summary = sched.run(handle_sigint=False)
     return {
         "evaluations": summary.evaluated,
@@ -88,7 +94,9 @@ def run_sync(driver, backend, durations, n_evals, population):
     while done < n_evals:
         cands = driver.ask(min(population, n_evals - done))
         for c in cands:
-            backend.submit(EvalRequest(c.id, {"genome": np.asarray(c.genome).tolist(), "sleep": float(durations[c.id])}))
+            backend.submit(
+                EvalRequest(c.id, {"genome": np.asarray(c.genome).tolist(), "sleep": float(durations[c.id])})
+            )
         results = {}
         while len(results) < len(cands):
             for r in backend.wait():
@@ -97,8 +105,12 @@ def run_sync(driver, backend, durations, n_evals, population):
         driver.tell(cands, [Outcome(c.id, np.array([results[c.id].objectives["score"]])) for c in cands])
         done += len(cands)
     wall = time.monotonic() - start
-    return {"evaluations": done, "wall_seconds": wall, "busy_seconds": busy,
-            "busy_fraction": busy / (backend.num_workers * wall)}
+    return {
+        "evaluations": done,
+        "wall_seconds": wall,
+        "busy_seconds": busy,
+        "busy_fraction": busy / (backend.num_workers * wall),
+    }
 
 
 def main(argv=None) -> int:
@@ -136,8 +148,10 @@ def main(argv=None) -> int:
                 modes[mode] = run_ours(driver, backend, durations, args.evals)
             else:
                 modes[mode] = run_sync(driver, backend, durations, args.evals, args.population)
-            print(f"{mode:12s} busy {modes[mode]['busy_fraction']:.3f}  wall {modes[mode]['wall_seconds']:.2f} s",
-                  file=sys.stderr)
+            print(
+                f"{mode:12s} busy {modes[mode]['busy_fraction']:.3f}  wall {modes[mode]['wall_seconds']:.2f} s",
+                file=sys.stderr,
+            )
     finally:
         backend.close()
         if args.address is None:
@@ -149,8 +163,12 @@ def main(argv=None) -> int:
         "workers": args.workers,
         "evaluations": args.evals,
         "population": args.population,
-        "durations": {"min": float(d.min()), "mean": float(d.mean()), "max": float(d.max()),
-                      "p90": float(np.quantile(d, 0.9))},
+        "durations": {
+            "min": float(d.min()),
+            "mean": float(d.mean()),
+            "max": float(d.max()),
+            "p90": float(np.quantile(d, 0.9)),
+        },
         "ideal_wall_seconds": float(d.sum() / args.workers),
         "modes": modes,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},

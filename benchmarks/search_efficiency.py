@@ -77,35 +77,69 @@ UNTUNED = [
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=["demo", "test"], default="demo", help="toy world preset (default demo)")
-    p.add_argument("--world-dir", default=None, metavar="DIR",
-                   help="use the complete toy world in DIR (its manifest's settings) instead of --preset; "
-                        "runs then name its models and tasks explicitly (models: + fitness:)")
+    p.add_argument(
+        "--world-dir",
+        default=None,
+        metavar="DIR",
+        help="use the complete toy world in DIR (its manifest's settings) instead of --preset; "
+        "runs then name its models and tasks explicitly (models: + fitness:)",
+    )
     p.add_argument("--evals", type=int, default=200, help="evaluations per run (default 200)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
-    p.add_argument("--drivers", nargs="*", default=list(DRIVERS),
-                   help=f"drivers compared on the parameter space (default: {' '.join(DRIVERS)}); "
-                        "also optuna-<sampler>, e.g. optuna-gp")
-    p.add_argument("--spaces", nargs="*", default=list(SPACES), choices=SPACES,
-                   help="spaces compared with CMA-ES (default: ps dfs psdfs)")
+    p.add_argument(
+        "--drivers",
+        nargs="*",
+        default=list(DRIVERS),
+        help=f"drivers compared on the parameter space (default: {' '.join(DRIVERS)}); "
+        "also optuna-<sampler>, e.g. optuna-gp",
+    )
+    p.add_argument(
+        "--spaces",
+        nargs="*",
+        default=list(SPACES),
+        choices=SPACES,
+        help="spaces compared with CMA-ES (default: ps dfs psdfs)",
+    )
     p.add_argument("--method", default="task_arithmetic", help="merge method of the parameter space")
-    p.add_argument("--weight-max", type=float, default=1.0,
-                   help="upper end of the searched weight range [0, W] (default 1: the space's own range)")
+    p.add_argument(
+        "--weight-max",
+        type=float,
+        default=1.0,
+        help="upper end of the searched weight range [0, W] (default 1: the space's own range)",
+    )
     p.add_argument("--layer-groups", type=int, default=None, help="layer groups (default: one per layer)")
     p.add_argument("--repeats", type=int, default=2, help="data-flow repeats r (default 2)")
-    p.add_argument("--scale-mode", choices=["matrix", "per_layer", "none"], default="per_layer",
-                   help="data-flow input scales (default per_layer: M genes instead of M², for small budgets)")
-    p.add_argument("--checkpoints", type=int, nargs="*", default=None,
-                   help="evaluation counts at which the incumbent is scored on the held-out split "
-                        "(default: 10, 25, 50, 100, 200, ... up to --evals)")
+    p.add_argument(
+        "--scale-mode",
+        choices=["matrix", "per_layer", "none"],
+        default="per_layer",
+        help="data-flow input scales (default per_layer: M genes instead of M², for small budgets)",
+    )
+    p.add_argument(
+        "--checkpoints",
+        type=int,
+        nargs="*",
+        default=None,
+        help="evaluation counts at which the incumbent is scored on the held-out split "
+        "(default: 10, 25, 50, 100, 200, ... up to --evals)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="examples per forward pass (default 256)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: on a shared machine more threads only contend)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine more threads only contend)",
+    )
     p.add_argument("--work-dir", default=None, help="where run directories go (default: a temporary directory)")
     p.add_argument("--out", default="/tmp/evomerge-bench/search_efficiency.png", help="plot path (PNG)")
     p.add_argument("--jsonl", default=None, help="also write the JSON lines to this file")
     p.add_argument("--table", action="store_true", help="print the Markdown table to stderr at the end")
-    p.add_argument("--from-jsonl", default=None, metavar="PATH",
-                   help="no runs: re-make the summary, table and plot from a saved --jsonl file")
+    p.add_argument(
+        "--from-jsonl",
+        default=None,
+        metavar="PATH",
+        help="no runs: re-make the summary, table and plot from a saved --jsonl file",
+    )
     args = p.parse_args(argv)
     for d in args.drivers:
         driver_spec(d)  # unknown labels fail before any work
@@ -151,8 +185,10 @@ def run_config(args, world, space: str, driver: str, seed: int) -> dict[str, Any
         if space == "psdfs" and "math" in world.experts:
             sp["embed_from"] = "lang"  # the expert folded into the merge; 'math' keeps its own layers
     if args.world_dir:
-        source = {"models": {"base": str(world.base), "experts": {k: str(v) for k, v in world.experts.items()}},
-                  "fitness": world.fitness_config([world.target_task])}
+        source = {
+            "models": {"base": str(world.base), "experts": {k: str(v) for k, v in world.experts.items()}},
+            "fitness": world.fitness_config([world.target_task]),
+        }
     else:
         source = {"toyworld": {"preset": args.preset}}
     return {
@@ -187,10 +223,9 @@ class HeldOut:
     """Scores recipes and checkpoints on the validation split with the run's own merge worker."""
 
     def __init__(self, world, batch_size: int, tasks: list[str]):
-        from fitness import Fitness, parse_fitness_config
-
-        from evomerge.evaluator import InProcessBackend
         from evomerge.demo import world_worker_spec
+        from evomerge.evaluator import InProcessBackend
+        from evomerge.fitness import Fitness, parse_fitness_config
 
         self.tasks = tasks
         cfg = parse_fitness_config(world.fitness_config(tasks))
@@ -237,7 +272,9 @@ def baselines(world, held: HeldOut) -> list[dict]:
             "dtype": "float32",
             "seed": 0,
         }
-        out.append({"kind": "baseline", "name": f"untuned:{label}", "recipe": recipe, "validation": held.recipe(recipe)})
+        out.append(
+            {"kind": "baseline", "name": f"untuned:{label}", "recipe": recipe, "validation": held.recipe(recipe)}
+        )
     return out
 
 
@@ -287,8 +324,11 @@ def one_run(args, world, held: HeldOut, held_target: HeldOut, space: str, driver
         "curve": {"evals": list(range(1, len(records) + 1)), "best_calibration": [round(c, 6) for c in curve]},
         "heldout_curve": {"evals": checkpoints, target: held_curve},
         "final": final,
-        "seconds": {"run": round(wall, 2), "per_eval": round(float(np.mean(evals_s)), 4) if evals_s else None,
-                    "heldout": round(time.perf_counter() - t1, 2)},
+        "seconds": {
+            "run": round(wall, 2),
+            "per_eval": round(float(np.mean(evals_s)), 4) if evals_s else None,
+            "heldout": round(time.perf_counter() - t1, 2),
+        },
         "run_dir": str(run_dir),
     }
 
@@ -312,19 +352,29 @@ def summarize(runs: list[dict], base: list[dict], target: str) -> dict:
         vals = [r["final"]["validation"][target] for r in rs if r["final"]]
         cal = [r["curve"]["best_calibration"][-1] for r in rs]
         m, s = mean_std(vals) if vals else (float("nan"), 0.0)
-        rows.append({
-            "space": space, "driver": driver, "seeds": [r["seed"] for r in rs], "evals": rs[0]["evals"],
-            "heldout_target_mean": round(m, 4), "heldout_target_std": round(s, 4),
-            "heldout_target_per_seed": [round(v, 4) for v in vals],
-            "calibration_best_mean": round(float(np.mean(cal)), 4),
-            "margin_over_best_expert": round(m - best_expert, 4),
-            "margin_over_best_untuned": round(m - best_untuned, 4),
-            "goal": bool(m >= best_expert + 0.30 and m > best_untuned),
-            "seconds_per_run": round(float(np.mean([r["seconds"]["run"] for r in rs])), 1),
-        })
+        rows.append(
+            {
+                "space": space,
+                "driver": driver,
+                "seeds": [r["seed"] for r in rs],
+                "evals": rs[0]["evals"],
+                "heldout_target_mean": round(m, 4),
+                "heldout_target_std": round(s, 4),
+                "heldout_target_per_seed": [round(v, 4) for v in vals],
+                "calibration_best_mean": round(float(np.mean(cal)), 4),
+                "margin_over_best_expert": round(m - best_expert, 4),
+                "margin_over_best_untuned": round(m - best_untuned, 4),
+                "goal": bool(m >= best_expert + 0.30 and m > best_untuned),
+                "seconds_per_run": round(float(np.mean([r["seconds"]["run"] for r in rs])), 1),
+            }
+        )
     return {
-        "kind": "summary", "target": target, "best_expert": best_expert, "best_untuned": best_untuned,
-        "rows": rows, "goal_any": any(r["goal"] for r in rows),
+        "kind": "summary",
+        "target": target,
+        "best_expert": best_expert,
+        "best_untuned": best_untuned,
+        "rows": rows,
+        "goal_any": any(r["goal"] for r in rows),
     }
 
 
@@ -332,9 +382,14 @@ def markdown(summary: dict, base: list[dict], tasks: list[str]) -> str:
     t = summary["target"]
     lines = [f"| model | {' | '.join(f'{x} (held-out)' for x in tasks)} |", "|---|" + "---|" * len(tasks)]
     for b in base:
-        lines.append(f"| {b['name']} | " + " | ".join(f"{b['validation'].get(x, float('nan')):.3f}" for x in tasks) + " |")
-    lines += ["", f"| space | driver | evals | held-out {t} (mean ± std) | per seed | best calibration | vs best expert | vs best untuned | goal |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {b['name']} | " + " | ".join(f"{b['validation'].get(x, float('nan')):.3f}" for x in tasks) + " |"
+        )
+    lines += [
+        "",
+        f"| space | driver | evals | held-out {t} (mean ± std) | per seed | best calibration | vs best expert | vs best untuned | goal |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         lines.append(
             f"| {r['space']} | {r['driver']} | {r['evals']} | {r['heldout_target_mean']:.3f} ± {r['heldout_target_std']:.3f} | "
@@ -350,8 +405,10 @@ def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("ps", "drivers on the parameter space", lambda r: r["space"] == "ps", "driver"),
-              ("cmaes", "spaces with CMA-ES", lambda r: r["driver"] == "cmaes", "space")]
+    panels = [
+        ("ps", "drivers on the parameter space", lambda r: r["space"] == "ps", "driver"),
+        ("cmaes", "spaces with CMA-ES", lambda r: r["driver"] == "cmaes", "space"),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     target = summary["target"]
     for ax, (_, name, keep, by) in zip(axes, panels):
@@ -370,8 +427,16 @@ def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
             hx = rs[0]["heldout_curve"]["evals"]
             hy = np.array([[np.nan if v is None else v for v in r["heldout_curve"][target]] for r in rs], dtype=float)
             if hy.size:
-                ax.errorbar(hx, np.nanmean(hy, axis=0), yerr=np.nanstd(hy, axis=0), color=color, fmt="o--",
-                            markersize=3.5, linewidth=0.8, capsize=2)
+                ax.errorbar(
+                    hx,
+                    np.nanmean(hy, axis=0),
+                    yerr=np.nanstd(hy, axis=0),
+                    color=color,
+                    fmt="o--",
+                    markersize=3.5,
+                    linewidth=0.8,
+                    capsize=2,
+                )
         ax.axhline(summary["best_expert"], color="k", linestyle=":", linewidth=1, label="best expert")
         ax.axhline(summary["best_untuned"], color="0.5", linestyle="-.", linewidth=1, label="best untuned merge")
         ax.set_title(name, fontsize=10)
@@ -379,8 +444,11 @@ def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel(f"{target} exact match")
-    fig.suptitle(f"{title}\nsolid: best-so-far on calibration (mean ± std over seeds); "
-                 "dots: the incumbent on held-out validation; lines: held-out baselines", fontsize=9)
+    fig.suptitle(
+        f"{title}\nsolid: best-so-far on calibration (mean ± std over seeds); "
+        "dots: the incumbent on held-out validation; lines: held-out baselines",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
@@ -397,7 +465,12 @@ def replot(args) -> int:
     print(json.dumps(summary))
     evals = max(r["evals"] for r in runs)
     seeds = sorted({r["seed"] for r in runs})
-    plot(runs, summary, Path(args.out), f"toy world ({world['preset']}): {evals} evaluations, seeds {' '.join(map(str, seeds))}")
+    plot(
+        runs,
+        summary,
+        Path(args.out),
+        f"toy world ({world['preset']}): {evals} evaluations, seeds {' '.join(map(str, seeds))}",
+    )
     print(f"plot: {args.out}", file=sys.stderr)
     if args.table:
         print(markdown(summary, base, list(base[0]["validation"])), file=sys.stderr)
@@ -429,8 +502,10 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: {args.world_dir}: no toy world here (no readable manifest.json)")
         settings = WorldSettings.from_dict(manifest["settings"])
         if settings.key() != manifest.get("key"):
-            raise SystemExit(f"error: {args.world_dir}: manifest key {manifest.get('key')} does not match its settings "
-                             f"({settings.key()}); refusing to rebuild it")
+            raise SystemExit(
+                f"error: {args.world_dir}: manifest key {manifest.get('key')} does not match its settings "
+                f"({settings.key()}); refusing to rebuild it"
+            )
         world = build_toyworld(dir=args.world_dir, settings=settings, log=lambda m: print(m, file=sys.stderr))
         args.preset = f"dir:{Path(args.world_dir).name}"
     else:
@@ -444,16 +519,27 @@ def main(argv=None) -> int:
             sink.write(line + "\n")
             sink.flush()
 
-    emit({"kind": "world", "preset": args.preset, "key": world.key, "root": str(world.root),
-          "layers": world.settings.layers, "hidden": world.settings.hidden,
-          "calibration": world.settings.calibration, "validation": world.settings.validation})
+    emit(
+        {
+            "kind": "world",
+            "preset": args.preset,
+            "key": world.key,
+            "root": str(world.root),
+            "layers": world.settings.layers,
+            "hidden": world.settings.hidden,
+            "calibration": world.settings.calibration,
+            "validation": world.settings.validation,
+        }
+    )
     tasks = [world.target_task] + sorted(set(world.expert_skills.values()) - {world.target_task})
     held = HeldOut(world, args.batch_size, tasks)
     held_target = HeldOut(world, args.batch_size, [world.target_task])
     base = baselines(world, held)
     for b in base:
         emit(b)
-    jobs = [("ps", d) for d in args.drivers] + [(s, "cmaes") for s in args.spaces if s != "ps" or "cmaes" not in args.drivers]
+    jobs = [("ps", d) for d in args.drivers] + [
+        (s, "cmaes") for s in args.spaces if s != "ps" or "cmaes" not in args.drivers
+    ]
     tmp = None
     if args.work_dir:
         work = Path(args.work_dir)
@@ -468,10 +554,13 @@ def main(argv=None) -> int:
                 r = one_run(args, world, held, held_target, space, driver, seed, work)
                 runs.append(r)
                 emit(r)
-                print(f"[{time.perf_counter() - t_start:7.1f}s] {space}/{driver} seed {seed}: "
-                      f"calibration {r['curve']['best_calibration'][-1]:.3f}, held-out {world.target_task} "
-                      f"{(r['final'] or {}).get('validation', {}).get(world.target_task, float('nan')):.3f} "
-                      f"({r['seconds']['run']:.0f} s)", file=sys.stderr)
+                print(
+                    f"[{time.perf_counter() - t_start:7.1f}s] {space}/{driver} seed {seed}: "
+                    f"calibration {r['curve']['best_calibration'][-1]:.3f}, held-out {world.target_task} "
+                    f"{(r['final'] or {}).get('validation', {}).get(world.target_task, float('nan')):.3f} "
+                    f"({r['seconds']['run']:.0f} s)",
+                    file=sys.stderr,
+                )
     finally:
         held.close()
         held_target.close()
@@ -480,8 +569,12 @@ def main(argv=None) -> int:
     summary = summarize(runs, base, world.target_task)
     summary["seconds_total"] = round(time.perf_counter() - t_start, 1)
     emit(summary)
-    plot(runs, summary, Path(args.out),
-         f"toy world ({args.preset}): {args.evals} evaluations, seeds {' '.join(map(str, args.seeds))}")
+    plot(
+        runs,
+        summary,
+        Path(args.out),
+        f"toy world ({args.preset}): {args.evals} evaluations, seeds {' '.join(map(str, args.seeds))}",
+    )
     print(f"plot: {args.out}", file=sys.stderr)
     if args.table:
         print(markdown(summary, base, held.tasks), file=sys.stderr)

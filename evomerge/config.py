@@ -46,7 +46,7 @@ class ModelsSection(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _distinct_models(self) -> "ModelsSection":
+    def _distinct_models(self) -> ModelsSection:
         # The same checkpoint twice is a copy-paste slip: as base and expert its task vector is
         # zero (silently dropped), as two experts it would be merged twice.
         seen = {} if self.base is None else {_model_key(self.base): "models.base"}
@@ -165,7 +165,7 @@ class RunConfig(_Strict):
     digits: dict[str, Any] | None = None  # options of the digits problem (problem: digits)
 
     @model_validator(mode="after")
-    def _sources(self) -> "RunConfig":
+    def _sources(self) -> RunConfig:
         if self.problem == "merge":
             if (self.models is None) == (self.toyworld is None):
                 raise ValueError("give exactly one of 'models' (base + experts) or 'toyworld' (preset, seed)")
@@ -224,7 +224,9 @@ def _model_type(annotation: Any) -> type[BaseModel] | None:
 def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel], prefix: str = "") -> str:
     """The first error of ``exc`` as one line: ``source: key 'a.b': message``."""
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in {"function-after", "function-before"})))
+    loc = tuple(
+        p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in {"function-after", "function-before"}))
+    )
     dotted = prefix + ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
         known = _fields_at(model, loc)
@@ -287,7 +289,9 @@ def resolve_paths(cfg: RunConfig, base_dir: Path) -> RunConfig:
             return str(cand.resolve()) if cand.exists() else str(cand)
         return p
 
-    models = cfg.models.model_copy(update={"base": fix(cfg.models.base), "experts": {k: fix(v) for k, v in cfg.models.experts.items()}})
+    models = cfg.models.model_copy(
+        update={"base": fix(cfg.models.base), "experts": {k: fix(v) for k, v in cfg.models.experts.items()}}
+    )
     return cfg.model_copy(update={"models": models})
 
 
@@ -307,4 +311,3 @@ def with_overrides(cfg: RunConfig, **overrides: Any) -> RunConfig:
         section, field = where[key]
         data[section][field] = value
     return parse_config(data, "command line")
-

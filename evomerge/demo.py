@@ -27,8 +27,13 @@ def demo_config(world, preset: str, max_evals: int) -> dict[str, Any]:
     return {
         "description": "evomerge demo: per-layer task arithmetic weights, CMA-ES, toy world",
         "toyworld": {"preset": preset, "seed": 0},
-        "space": {"kind": "parameter", "method": "task_arithmetic", "layer_groups": world.settings.layers, "params": ["weight"],
-                  "ranges": {"weight": [0.0, 1.5]}},
+        "space": {
+            "kind": "parameter",
+            "method": "task_arithmetic",
+            "layer_groups": world.settings.layers,
+            "params": ["weight"],
+            "ranges": {"weight": [0.0, 1.5]},
+        },
         "driver": {"name": "cmaes", "options": {}},
         "fitness": fitness,
         "budget": {"max_evals": max_evals},
@@ -38,6 +43,7 @@ def demo_config(world, preset: str, max_evals: int) -> dict[str, Any]:
 
 def untuned_recipes(base: str, experts: dict[str, str]) -> dict[str, dict]:
     """Hand-set merges a user would try first (mergekit's usual starting values)."""
+
     def rec(method, params, global_params=None):
         return {
             "merge_method": method,
@@ -71,8 +77,14 @@ def world_worker_spec(world, fitness: dict, *, batch_size: int | None = None):
     from evomerge.runs.worker import MergeWorkerSpec
 
     extra = {} if batch_size is None else {"batch_size": batch_size}
-    return MergeWorkerSpec(base=str(world.base), experts=[str(p) for p in world.experts.values()],
-                           fitness=fitness, device="cpu", early_stopping=False, **extra)
+    return MergeWorkerSpec(
+        base=str(world.base),
+        experts=[str(p) for p in world.experts.values()],
+        fitness=fitness,
+        device="cpu",
+        early_stopping=False,
+        **extra,
+    )
 
 
 def heldout_scores(world, recipes: dict[str, dict], log=None) -> dict[str, dict[str, float]]:
@@ -96,7 +108,9 @@ def heldout_scores(world, recipes: dict[str, dict], log=None) -> dict[str, dict[
     return out
 
 
-def run_demo(run_dir: str | Path | None = None, *, preset: str = "demo", max_evals: int | None = None, progress: bool = True) -> Path:
+def run_demo(
+    run_dir: str | Path | None = None, *, preset: str = "demo", max_evals: int | None = None, progress: bool = True
+) -> Path:
     from evomerge.report import report
     from evomerge.runs.loop import build_plan, run
     from evomerge.runs.store import RunStore

@@ -45,7 +45,7 @@ class SourceConfig(_Strict):
     ``jsonl | csv | parquet``: ``path`` (relative paths resolve against the config file's folder).
     ``datasets``: ``path`` is a ``save_to_disk`` folder, a local dataset folder or a hub name;
     ``name`` the dataset config, ``split`` (default ``train``).
-    ``generator``: ``name`` in :mod:`fitness.generators`, ``params`` passed as keyword arguments.
+    ``generator``: ``name`` in :mod:`evomerge.fitness.generators`, ``params`` passed as keyword arguments.
     ``lmeval``: ``task`` an lm-evaluation-harness task, ``include_path`` a folder of task YAMLs.
     """
 
@@ -66,8 +66,14 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _needs(self):
-        need = {"jsonl": "path", "csv": "path", "parquet": "path", "datasets": "path",
-                "generator": "name", "lmeval": "task"}[self.type]
+        need = {
+            "jsonl": "path",
+            "csv": "path",
+            "parquet": "path",
+            "datasets": "path",
+            "generator": "name",
+            "lmeval": "task",
+        }[self.type]
         if getattr(self, need) in (None, ""):
             raise ValueError(f"source type {self.type!r} needs key {need!r}")
         return self
@@ -172,7 +178,7 @@ class ObjectiveConfig(_Strict):
 
 
 class EarlyStoppingConfig(_Strict):
-    """Racing on a growing prefix of the calibration split (see :mod:`fitness.early_stop`)."""
+    """Racing on a growing prefix of the calibration split (see :mod:`evomerge.fitness.early_stop`)."""
 
     enabled: bool = False
     min_examples: int = Field(16, ge=1)
@@ -198,9 +204,7 @@ class FitnessConfig(_Strict):
             self.objectives = [ObjectiveConfig(task=n) for n in names]
         for i, obj in enumerate(self.objectives):
             if obj.task not in names:
-                raise ValueError(
-                    f"objectives[{i}]: unknown task {obj.task!r}; tasks: {', '.join(names)}"
-                )
+                raise ValueError(f"objectives[{i}]: unknown task {obj.task!r}; tasks: {', '.join(names)}")
         return self
 
     # A base folder for relative source paths; set by load_fitness_config, not part of the YAML.
@@ -223,7 +227,9 @@ def _did_you_mean(loc: tuple) -> str:
         if field is None:
             return ""
         ann = field.annotation
-        model = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        model = next(
+            (a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return ""
     hint = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
@@ -244,7 +250,7 @@ def _one_line(exc: ValidationError, where: str, data: Any = None) -> str:
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+            msg = msg[len(prefix) :]
     if err["type"] == "extra_forbidden":
         msg = "unknown key" + _did_you_mean(err["loc"])
     elif err["type"] == "missing":

@@ -34,7 +34,7 @@ throws the ranking away). Drivers that use per-example vectors (M2N2) see only t
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 KAPPA = 7.0 / 3.0 + 3.0 / math.sqrt(2.0)
 

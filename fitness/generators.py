@@ -12,7 +12,7 @@ that its generators register themselves.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 from evomerge.errors import ConfigError
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from evomerge.errors import ConfigError
-
-from fitness.config import TaskConfig
-from fitness.scorers.base import Example, ScoreBatch, Scorer, forced_logprobs, pad_id
-from fitness.scorers.choice import continuation_logliks
-from fitness.scorers.generation import greedy_generate
-from fitness.sources import resolve_path
+from evomerge.fitness.config import TaskConfig
+from evomerge.fitness.scorers.base import Example, ScoreBatch, Scorer, forced_logprobs, pad_id
+from evomerge.fitness.scorers.choice import continuation_logliks
+from evomerge.fitness.scorers.generation import greedy_generate
+from evomerge.fitness.sources import resolve_path
 
 BOUNDED_METRICS = ("acc", "acc_norm", "exact_match", "acc_mutual_info", "f1_binary")
 
@@ -38,7 +37,9 @@ def _lm_eval():
         from lm_eval.api.model import LM
         from lm_eval.tasks import TaskManager, get_task_dict
     except ImportError:
-        raise ConfigError("lmeval source: lm-evaluation-harness is not installed; pip install 'evomerge[lmeval]'") from None
+        raise ConfigError(
+            "lmeval source: lm-evaluation-harness is not installed; pip install 'evomerge[lmeval]'"
+        ) from None
     return simple_evaluate, LM, TaskManager, get_task_dict
 
 
@@ -61,7 +62,9 @@ def make_lm(model, tokenizer, batch_size: int = 16):
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
             seqs = [list(self.tok(r.args[0])["input_ids"]) for r in requests]
             spans = [(1, len(s)) for s in seqs]
-            logps, _, tokens = forced_logprobs(self.model, seqs, spans, batch_size=self.batch_size, pad=pad_id(self.tok))
+            logps, _, tokens = forced_logprobs(
+                self.model, seqs, spans, batch_size=self.batch_size, pad=pad_id(self.tok)
+            )
             self.tokens += tokens
             import torch
 
@@ -74,8 +77,14 @@ def make_lm(model, tokenizer, batch_size: int = 16):
                 until = kwargs.get("until") or []
                 until = [until] if isinstance(until, str) else list(until)
                 max_new = int(kwargs.get("max_gen_toks", 256))
-                texts, _, tokens = greedy_generate(self.model, self.tok, [list(self.tok(context)["input_ids"])],
-                                                   max_new_tokens=max_new, stop=until, batch_size=1)
+                texts, _, tokens = greedy_generate(
+                    self.model,
+                    self.tok,
+                    [list(self.tok(context)["input_ids"])],
+                    max_new_tokens=max_new,
+                    stop=until,
+                    batch_size=1,
+                )
                 self.tokens += tokens
                 out.append(texts[0])
             return out
@@ -95,19 +104,28 @@ class LMEvalScorer(Scorer):
         docs = [int(e.id) for e in examples]
         # lm-eval 0.4.x walks the selected docs in source order but labels the k-th with
         # samples[k]: only a sorted list keeps each doc_id on its own document.
-        out = simple_evaluate(model=lm, tasks=[self.task_name], task_manager=self.tm, samples={self.task_name: sorted(docs)},
-                              log_samples=True, bootstrap_iters=0, verbosity="ERROR")
+        out = simple_evaluate(
+            model=lm,
+            tasks=[self.task_name],
+            task_manager=self.tm,
+            samples={self.task_name: sorted(docs)},
+            log_samples=True,
+            bootstrap_iters=0,
+            verbosity="ERROR",
+        )
         by_doc = {}
         for rec in out["samples"][self.task_name]:
             if self.metric not in rec:
-                raise ConfigError(f"lmeval task {self.task_name!r}: no per-document metric {self.metric!r}; "
-                                  f"has {', '.join(k for k in rec if isinstance(rec[k], (int, float)) and k != 'doc_id')}")
+                raise ConfigError(
+                    f"lmeval task {self.task_name!r}: no per-document metric {self.metric!r}; "
+                    f"has {', '.join(k for k in rec if isinstance(rec[k], (int, float)) and k != 'doc_id')}"
+                )
             by_doc[int(rec["doc_id"])] = float(rec[self.metric])
         return ScoreBatch(scores=[by_doc[d] for d in docs], tokens=lm.tokens)
 
 
 def load_lmeval_task(cfg: TaskConfig, *, base_dir: Path | None = None):
-    from fitness.task import Task
+    from evomerge.fitness.task import Task
 
     _, _, TaskManager, get_task_dict = _lm_eval()
     src = cfg.source
@@ -116,13 +134,16 @@ def load_lmeval_task(cfg: TaskConfig, *, base_dir: Path | None = None):
         raise ConfigError(f"task {cfg.name!r}: lmeval include_path not found: {include}")
     tm = TaskManager(include_path=include, verbosity="ERROR")
     if src.task not in tm.all_tasks:
-        raise ConfigError(f"task {cfg.name!r}: unknown lm-eval task {src.task!r}"
-                          + (f" (include_path {include})" if include else ""))
+        raise ConfigError(
+            f"task {cfg.name!r}: unknown lm-eval task {src.task!r}" + (f" (include_path {include})" if include else "")
+        )
     harness_task = get_task_dict([src.task], tm)[src.task]
     docs = list(harness_task.eval_docs)
     metrics = [m["metric"] for m in harness_task.config.metric_list or []] or ["acc"]
     metric = src.params.get("metric", metrics[0])
     if metric not in metrics:
-        raise ConfigError(f"task {cfg.name!r}: lm-eval task {src.task!r} has metrics {', '.join(metrics)}, not {metric!r}")
+        raise ConfigError(
+            f"task {cfg.name!r}: lm-eval task {src.task!r} has metrics {', '.join(metrics)}, not {metric!r}"
+        )
     pool = [Example(id=str(i), prompt="") for i in range(len(docs))]
     return Task(cfg, pool, f"lm-eval task {src.task!r}", scorer=LMEvalScorer(cfg, src.task, tm, metric))

@@ -8,16 +8,15 @@ multi-objective drivers take the per-objective values instead (``FitnessResult.m
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from evomerge.errors import ConfigError
-
-from fitness import early_stop
-from fitness.config import EarlyStoppingConfig, FitnessConfig, load_fitness_config, parse_fitness_config
-from fitness.result import FitnessResult, ObjectiveValue, TaskScores
-from fitness.task import Task, load_task
+from evomerge.fitness import early_stop
+from evomerge.fitness.config import EarlyStoppingConfig, FitnessConfig, load_fitness_config, parse_fitness_config
+from evomerge.fitness.result import FitnessResult, ObjectiveValue, TaskScores
+from evomerge.fitness.task import Task, load_task
 
 
 @dataclass
@@ -36,7 +35,9 @@ class Objective:
         if self.direction is None:
             self.direction = natural
         if self.direction not in ("maximize", "minimize"):
-            raise ConfigError(f"objective on task {self.task.name!r}: direction must be maximize or minimize, got {self.direction!r}")
+            raise ConfigError(
+                f"objective on task {self.task.name!r}: direction must be maximize or minimize, got {self.direction!r}"
+            )
         if self.direction != natural:
             better = "lower" if self.task.lower_is_better else "higher"
             raise ConfigError(
@@ -71,27 +72,42 @@ class Fitness:
         self.early_stopping = cfg.early_stopping
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "Fitness":
+    def from_yaml(cls, path: str | Path) -> Fitness:
         return cls(load_fitness_config(path))
 
     @classmethod
-    def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> "Fitness":
+    def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> Fitness:
         return cls(parse_fitness_config(data, base_dir=base_dir))
 
-    def evaluate(self, model, tokenizer, split: str = "calibration", *, must_beat: float | None = None,
-                 batch_size: int = 16, early_stopping: EarlyStoppingConfig | None | bool = True) -> FitnessResult:
+    def evaluate(
+        self,
+        model,
+        tokenizer,
+        split: str = "calibration",
+        *,
+        must_beat: float | None = None,
+        batch_size: int = 16,
+        early_stopping: EarlyStoppingConfig | None | bool = True,
+    ) -> FitnessResult:
         """``early_stopping=True`` uses the config's settings; ``False``/``None`` turns it off."""
         es = self.early_stopping if early_stopping is True else (early_stopping or None)
-        return evaluate_objectives(model, tokenizer, self.objectives, split, early_stopping=es,
-                                   must_beat=must_beat, batch_size=batch_size)
+        return evaluate_objectives(
+            model, tokenizer, self.objectives, split, early_stopping=es, must_beat=must_beat, batch_size=batch_size
+        )
 
 
-def evaluate_objectives(model, tokenizer, objectives: Sequence[Objective], split: str = "calibration",
-                        early_stopping: EarlyStoppingConfig | None = None, must_beat: float | None = None,
-                        batch_size: int = 16) -> FitnessResult:
+def evaluate_objectives(
+    model,
+    tokenizer,
+    objectives: Sequence[Objective],
+    split: str = "calibration",
+    early_stopping: EarlyStoppingConfig | None = None,
+    must_beat: float | None = None,
+    batch_size: int = 16,
+) -> FitnessResult:
     """Score ``model`` on every task the objectives name; aggregate per objective.
 
-    Racing (see :mod:`fitness.early_stop`) runs when ``early_stopping.enabled``, ``must_beat`` is
+    Racing (see :mod:`evomerge.fitness.early_stop`) runs when ``early_stopping.enabled``, ``must_beat`` is
     given, ``split`` is calibration and every objective is the mean of [0, 1] scores; otherwise
     every example of the split is scored (``meta['early_stopping']`` says why racing did not run).
     """
@@ -104,8 +120,9 @@ def evaluate_objectives(model, tokenizer, objectives: Sequence[Objective], split
     examples = {name: task.examples(split) for name, task in tasks.items()}  # empty split -> one line
 
     why_not = _why_no_race(objectives, split, early_stopping, must_beat)
-    scored: dict[str, dict] = {name: {"ids": [], "scores": [], "weights": [], "tokens": 0, "seconds": 0.0,
-                                      "outputs": []} for name in tasks}
+    scored: dict[str, dict] = {
+        name: {"ids": [], "scores": [], "weights": [], "tokens": 0, "seconds": 0.0, "outputs": []} for name in tasks
+    }
 
     def score_upto(name: str, n: int) -> None:
         have = len(scored[name]["scores"])
@@ -138,8 +155,10 @@ def evaluate_objectives(model, tokenizer, objectives: Sequence[Objective], split
             if upper < must_beat:
                 done = ", ".join(f"{n}: {len(scored[n]['scores'])}/{totals[n]}" for n in tasks)
                 stopped, bound = True, upper
-                reason = (f"stopped after {done} calibration examples: upper bound {upper:.4f} on fitness "
-                          f"({early_stopping.bound}, confidence {early_stopping.confidence}) < must_beat {must_beat:.4f}")
+                reason = (
+                    f"stopped after {done} calibration examples: upper bound {upper:.4f} on fitness "
+                    f"({early_stopping.bound}, confidence {early_stopping.confidence}) < must_beat {must_beat:.4f}"
+                )
                 break
     else:
         for name in tasks:
@@ -149,18 +168,40 @@ def evaluate_objectives(model, tokenizer, objectives: Sequence[Objective], split
     for name, task in tasks.items():
         rec = scored[name]
         task_scores[name] = TaskScores(
-            task=name, split=split, example_ids=rec["ids"], scores=rec["scores"], n_total=len(examples[name]),
+            task=name,
+            split=split,
+            example_ids=rec["ids"],
+            scores=rec["scores"],
+            n_total=len(examples[name]),
             weights=rec["weights"] if not task.bounded else None,
             stopped_early=stopped and len(rec["scores"]) < len(examples[name]),
-            stop_reason=reason if stopped else None, wall_seconds=rec["seconds"], tokens=rec["tokens"],
-            lower_is_better=task.lower_is_better, outputs=rec["outputs"] or None,
+            stop_reason=reason if stopped else None,
+            wall_seconds=rec["seconds"],
+            tokens=rec["tokens"],
+            lower_is_better=task.lower_is_better,
+            outputs=rec["outputs"] or None,
         )
-    values = [ObjectiveValue(task=o.task.name, metric=o.metric, direction=o.direction, weight=o.weight,
-                             value=task_scores[o.task.name].metric(o.metric)) for o in objectives]
+    values = [
+        ObjectiveValue(
+            task=o.task.name,
+            metric=o.metric,
+            direction=o.direction,
+            weight=o.weight,
+            value=task_scores[o.task.name].metric(o.metric),
+        )
+        for o in objectives
+    ]
     return FitnessResult(
-        split=split, tasks=task_scores, objectives=values, wall_seconds=time.perf_counter() - start,
-        tokens=sum(r["tokens"] for r in scored.values()), stopped_early=stopped, stop_reason=reason,
-        must_beat=must_beat, upper_bound=bound, meta={"early_stopping": why_not or "racing"},
+        split=split,
+        tasks=task_scores,
+        objectives=values,
+        wall_seconds=time.perf_counter() - start,
+        tokens=sum(r["tokens"] for r in scored.values()),
+        stopped_early=stopped,
+        stop_reason=reason,
+        must_beat=must_beat,
+        upper_bound=bound,
+        meta={"early_stopping": why_not or "racing"},
     )
 
 

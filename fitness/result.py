@@ -1,6 +1,6 @@
 """Scores as data: per task per example, aggregated per objective, JSON round trip.
 
-A candidate stopped early (see :mod:`fitness.early_stop`) carries only the examples it was
+A candidate stopped early (see :mod:`evomerge.fitness.early_stop`) carries only the examples it was
 scored on: ``example_ids`` / ``scores`` cover the evaluated prefix, ``n_evaluated < n_total``,
 ``stopped_early`` is true and ``stop_reason`` says where and why. Its aggregates are computed on
 that prefix — an honest estimate, not a value for the unseen examples.
@@ -59,7 +59,7 @@ class TaskScores:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TaskScores":
+    def from_dict(cls, d: dict[str, Any]) -> TaskScores:
         d = {k: v for k, v in d.items() if k not in ("n_evaluated", "mean")}
         return cls(**d)
 
@@ -133,7 +133,7 @@ class FitnessResult:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FitnessResult":
+    def from_dict(cls, d: dict[str, Any]) -> FitnessResult:
         return cls(
             split=d["split"],
             tasks={k: TaskScores.from_dict(v) for k, v in d["tasks"].items()},
@@ -148,7 +148,7 @@ class FitnessResult:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "FitnessResult":
+    def from_json(cls, text: str) -> FitnessResult:
         return cls.from_dict(json.loads(text))
 
 

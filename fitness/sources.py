@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 from evomerge.errors import ConfigError
-
-from fitness import generators
-from fitness.config import SourceConfig
+from evomerge.fitness import generators
+from evomerge.fitness.config import SourceConfig
 
 
 def resolve_path(path: str, base_dir: Path | None) -> Path:
@@ -19,7 +18,9 @@ def resolve_path(path: str, base_dir: Path | None) -> Path:
     return p
 
 
-def load_rows(source: SourceConfig, *, task: str, base_dir: Path | None = None) -> tuple[list[dict], str, list[int] | None]:
+def load_rows(
+    source: SourceConfig, *, task: str, base_dir: Path | None = None
+) -> tuple[list[dict], str, list[int] | None]:
     """Return ``(rows, where, lines)``; ``where`` names the source in error messages and
     ``lines`` the file line each row starts on (text files; ``None`` for other sources), so that
     a bad row is reported where the user's editor shows it (blank JSONL lines are skipped)."""
@@ -30,7 +31,7 @@ def load_rows(source: SourceConfig, *, task: str, base_dir: Path | None = None) 
         where = f"generator {source.name!r}"
         return _check_rows(list(rows), where), where, None
     if kind == "lmeval":
-        raise ConfigError(f"task {task!r}: lmeval sources are read by fitness.lmeval, not as rows")
+        raise ConfigError(f"task {task!r}: lmeval sources are read by evomerge.fitness.lmeval, not as rows")
     if kind == "datasets":
         return (*_load_datasets(source, task=task, base_dir=base_dir), None)
     path = resolve_path(source.path, base_dir)

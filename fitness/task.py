@@ -10,18 +10,17 @@ are disjoint by construction and identical for a given (source, seed).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from evomerge.errors import ConfigError
-
-from fitness import scorers
-from fitness.config import TaskConfig, parse_task_config
-from fitness.result import TaskScores
-from fitness.scorers.base import Example, ScoreBatch
-from fitness.sources import load_rows, row_place
+from evomerge.fitness import scorers
+from evomerge.fitness.config import TaskConfig, parse_task_config
+from evomerge.fitness.result import TaskScores
+from evomerge.fitness.scorers.base import Example, ScoreBatch
+from evomerge.fitness.sources import load_rows, row_place
 
 SPLITS = ("calibration", "validation")
 _DEFAULT_COLUMNS = {"id": "id", "prompt": "prompt", "answer": "answer", "choices": "choices", "label": "label"}
@@ -44,7 +43,7 @@ class Task:
                 f"task {self.name!r}: splits.calibration + validation = {n_cal} + {n_val} but {where} has {n} examples"
             )
         perm = np.random.default_rng(cfg.splits.seed).permutation(n)
-        self._indices = {"calibration": perm[:n_cal].tolist(), "validation": perm[n_cal:n_cal + n_val].tolist()}
+        self._indices = {"calibration": perm[:n_cal].tolist(), "validation": perm[n_cal : n_cal + n_val].tolist()}
 
     @property
     def bounded(self) -> bool:
@@ -87,8 +86,9 @@ class Task:
             raise RuntimeError(f"scorer for task {self.name!r} returned {len(batch.scores)} scores for {len(examples)}")
         return batch
 
-    def evaluate(self, model, tokenizer, split: str = "calibration", *, batch_size: int = 16,
-                 limit: int | None = None) -> TaskScores:
+    def evaluate(
+        self, model, tokenizer, split: str = "calibration", *, batch_size: int = 16, limit: int | None = None
+    ) -> TaskScores:
         """Score every example of ``split`` (or its first ``limit``): one score per example."""
         examples = self.examples(split)
         if limit is not None:
@@ -96,14 +96,23 @@ class Task:
         start = time.perf_counter()
         batch = self.score(model, tokenizer, examples, batch_size=batch_size)
         return TaskScores(
-            task=self.name, split=split, example_ids=[e.id for e in examples], scores=batch.scores,
-            n_total=self.split_size(split), weights=batch.weights, wall_seconds=time.perf_counter() - start,
-            tokens=batch.tokens, lower_is_better=self.lower_is_better, outputs=batch.outputs,
+            task=self.name,
+            split=split,
+            example_ids=[e.id for e in examples],
+            scores=batch.scores,
+            n_total=self.split_size(split),
+            weights=batch.weights,
+            wall_seconds=time.perf_counter() - start,
+            tokens=batch.tokens,
+            lower_is_better=self.lower_is_better,
+            outputs=batch.outputs,
         )
 
     def __repr__(self) -> str:
-        return (f"Task({self.name!r}, scorer={self.cfg.scorer.type}, calibration={self.split_size('calibration')}, "
-                f"validation={self.split_size('validation')})")
+        return (
+            f"Task({self.name!r}, scorer={self.cfg.scorer.type}, calibration={self.split_size('calibration')}, "
+            f"validation={self.split_size('validation')})"
+        )
 
 
 def load_task(cfg: TaskConfig | dict, *, base_dir: str | Path | None = None) -> Task:
@@ -111,7 +120,7 @@ def load_task(cfg: TaskConfig | dict, *, base_dir: str | Path | None = None) -> 
     if isinstance(cfg, dict):
         cfg = parse_task_config(cfg, where=f"task {cfg.get('name', '?')!r}")
     if cfg.source.type == "lmeval":
-        from fitness.lmeval import load_lmeval_task
+        from evomerge.fitness.lmeval import load_lmeval_task
 
         return load_lmeval_task(cfg, base_dir=Path(base_dir) if base_dir else None)
     rows, where, lines = load_rows(cfg.source, task=cfg.name, base_dir=Path(base_dir) if base_dir else None)
@@ -120,7 +129,7 @@ def load_task(cfg: TaskConfig | dict, *, base_dir: str | Path | None = None) -> 
 
 
 def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str, lines: list[int] | None = None) -> list[Example]:
-    """``lines``: the file line of each row (from :func:`fitness.sources.load_rows`), for messages.
+    """``lines``: the file line of each row (from :func:`evomerge.fitness.sources.load_rows`), for messages.
 
     Every row must hold the columns the scorer needs and every column ``fields`` maps explicitly:
     a row without them would otherwise be scored differently from its neighbours (``nll`` without
@@ -141,17 +150,27 @@ def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str, lines: list[
                 )
         values = {f: row[c] for f, c in columns.items() if c in row}
         ctx = {**row, **values}
-        prompt = _format(cfg.template, ctx, cfg, row_place(where, lines, i), "template") if cfg.template else str(values["prompt"])
+        prompt = (
+            _format(cfg.template, ctx, cfg, row_place(where, lines, i), "template")
+            if cfg.template
+            else str(values["prompt"])
+        )
         answer = values.get("answer")
         if answer is not None:
-            answer = _format(cfg.answer_template, ctx, cfg, row_place(where, lines, i), "answer_template") if cfg.answer_template else str(answer)
+            answer = (
+                _format(cfg.answer_template, ctx, cfg, row_place(where, lines, i), "answer_template")
+                if cfg.answer_template
+                else str(answer)
+            )
         choices = values.get("choices")
         label = values.get("label")
         if "choices" in needs:
             choices, label = _check_choice(cfg, row_place(where, lines, i), choices, label)
         ex_id = str(values["id"]) if "id" in values and values["id"] is not None else str(i)
         if ex_id in seen:
-            raise ConfigError(f"task {cfg.name!r}: duplicate example id {ex_id!r} in {row_place(where, lines, i)} (first at {row_place(where, lines, seen[ex_id])})")
+            raise ConfigError(
+                f"task {cfg.name!r}: duplicate example id {ex_id!r} in {row_place(where, lines, i)} (first at {row_place(where, lines, seen[ex_id])})"
+            )
         seen[ex_id] = i
         examples.append(Example(id=ex_id, prompt=prompt, answer=answer, choices=choices, label=label))
     if not examples:
@@ -163,9 +182,7 @@ def _format(template: str, ctx: dict, cfg: TaskConfig, place: str, key: str) -> 
     try:
         return template.format_map(ctx)
     except KeyError as exc:
-        raise ConfigError(
-            f"task {cfg.name!r}: {key} names {{{exc.args[0]}}}, not a column of {place}"
-        ) from None
+        raise ConfigError(f"task {cfg.name!r}: {key} names {{{exc.args[0]}}}, not a column of {place}") from None
     except (IndexError, ValueError) as exc:
         raise ConfigError(f"task {cfg.name!r}: bad {key} {template!r} ({exc})") from None
 

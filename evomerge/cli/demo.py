@@ -6,7 +6,9 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="end-to-end demo on the embedded toy world (a few CPU minutes)", description=__doc__)
+    p = sub.add_parser(
+        "demo", help="end-to-end demo on the embedded toy world (a few CPU minutes)", description=__doc__
+    )
     p.add_argument("--run-dir", metavar="DIR", help="where the demo run writes (default: runs/demo-<time>)")
     p.add_argument("--preset", default="demo", choices=["demo", "test"], help=argparse.SUPPRESS)
     p.add_argument("--max-evals", type=int, metavar="N", help=argparse.SUPPRESS)

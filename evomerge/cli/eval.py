@@ -21,13 +21,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "eval",
         help="score a checkpoint or a recipe on a fitness config's objectives",
         description="Score MODEL_DIR_OR_RECIPE (a checkpoint directory, or a recipe YAML merged on the fly) "
-                    "on the objectives of CONFIG.yaml.",
+        "on the objectives of CONFIG.yaml.",
     )
     p.add_argument("model", metavar="MODEL_DIR_OR_RECIPE", help="checkpoint directory or recipe YAML")
-    p.add_argument("--config", required=True, metavar="CONFIG.yaml",
-                   help="fitness config, or a run config with a 'fitness:' key")
-    p.add_argument("--split", choices=["calibration", "validation"], default="validation",
-                   help="which split to score (default: validation, the held-out one)")
+    p.add_argument(
+        "--config", required=True, metavar="CONFIG.yaml", help="fitness config, or a run config with a 'fitness:' key"
+    )
+    p.add_argument(
+        "--split",
+        choices=["calibration", "validation"],
+        default="validation",
+        help="which split to score (default: validation, the held-out one)",
+    )
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="examples per forward pass (default 16)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -40,8 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     import torch
 
-    from fitness import Fitness, evaluate_objectives, load_fitness_config
-
+    from evomerge.fitness import Fitness, evaluate_objectives, load_fitness_config
     from evomerge.merge.materialize import check_device
 
     if args.batch_size < 1:
@@ -118,7 +122,7 @@ def _fitness_config(path: str, load_fitness_config):
     target and every expert's skill (what a user checking a toy merge by hand wants to see)."""
     import yaml
 
-    from fitness import parse_fitness_config
+    from evomerge.fitness import parse_fitness_config
 
     try:
         data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None

@@ -8,9 +8,21 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export the best / Pareto / a given candidate", description=__doc__)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--which", default="best", metavar="best|pareto|ID", help="best (default), pareto (every front member) or a candidate id")
-    p.add_argument("--format", default="recipe", choices=["recipe", "mergekit", "hf"], help="recipe YAML (default), mergekit YAML, or a HF checkpoint")
-    p.add_argument("-o", "--out", required=True, metavar="OUT", help="output file (recipe, mergekit) or directory (hf, or pareto)")
+    p.add_argument(
+        "--which",
+        default="best",
+        metavar="best|pareto|ID",
+        help="best (default), pareto (every front member) or a candidate id",
+    )
+    p.add_argument(
+        "--format",
+        default="recipe",
+        choices=["recipe", "mergekit", "hf"],
+        help="recipe YAML (default), mergekit YAML, or a HF checkpoint",
+    )
+    p.add_argument(
+        "-o", "--out", required=True, metavar="OUT", help="output file (recipe, mergekit) or directory (hf, or pareto)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite OUT")
     p.set_defaults(func=main)
 

@@ -19,14 +19,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Merge the models of RECIPE (evomerge or mergekit YAML) into OUT_DIR.",
     )
     p.add_argument("recipe", metavar="RECIPE.yaml", help="recipe file: evomerge recipe YAML or mergekit YAML")
-    p.add_argument("-o", "--output", "--out", dest="out_dir", metavar="OUT_DIR", required=True,
-                   help="output directory (must be empty or absent unless --force)")
+    p.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out_dir",
+        metavar="OUT_DIR",
+        required=True,
+        help="output directory (must be empty or absent unless --force)",
+    )
     p.add_argument("--device", default="cpu", help="where to compute the merge: cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="dtype of the written weights (default: the recipe's dtype)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default=None,
+        help="dtype of the written weights (default: the recipe's dtype)",
+    )
     p.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
-    p.add_argument("--max-shard-size", default="2GB", metavar="SIZE",
-                   help="largest safetensors shard, e.g. 500MB, 2GB (default: 2GB)")
+    p.add_argument(
+        "--max-shard-size",
+        default="2GB",
+        metavar="SIZE",
+        help="largest safetensors shard, e.g. 500MB, 2GB (default: 2GB)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -39,7 +54,7 @@ def parse_size(text: str) -> int:
     units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
     s = text.strip().upper()
     digits = s.rstrip("KMGIB")
-    unit = s[len(digits):]
+    unit = s[len(digits) :]
     try:
         value = float(digits)
     except ValueError:

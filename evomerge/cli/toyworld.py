@@ -15,8 +15,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "tasks), or find it in the cache, and print where its models and tasks are.",
     )
     p.add_argument("--dir", default=None, help="world directory (default: ~/.cache/evomerge/toyworld/<key>)")
-    p.add_argument("--preset", default="demo", choices=["demo", "test"],
-                   help="demo: the default world (a few CPU minutes); test: a tiny one (seconds)")
+    p.add_argument(
+        "--preset",
+        default="demo",
+        choices=["demo", "test"],
+        help="demo: the default world (a few CPU minutes); test: a tiny one (seconds)",
+    )
     p.add_argument("--seed", type=int, default=0, help="training seed of the world (default: 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads while training (default: the preset's)")
     p.add_argument("--force", action="store_true", help="rebuild even if a complete world is there")
@@ -36,15 +40,25 @@ def run(args) -> int:
     if args.threads is not None:
         changes["threads"] = args.threads
     settings = preset(args.preset, **changes)
-    world = build_toyworld(dir=args.dir, settings=settings, force=args.force,
-                           log=None if args.json else print)
+    world = build_toyworld(dir=args.dir, settings=settings, force=args.force, log=None if args.json else print)
     if args.json:
-        print(json.dumps({
-            "root": str(world.root), "key": world.key, "built": world.built,
-            "base": str(world.base), "experts": {k: str(v) for k, v in world.experts.items()},
-            "tokenizer": str(world.tokenizer), "tasks": world.tasks, "target_task": world.target_task,
-            "expert_skills": world.expert_skills, "scores": world.scores,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "root": str(world.root),
+                    "key": world.key,
+                    "built": world.built,
+                    "base": str(world.base),
+                    "experts": {k: str(v) for k, v in world.experts.items()},
+                    "tokenizer": str(world.tokenizer),
+                    "tasks": world.tasks,
+                    "target_task": world.target_task,
+                    "expert_skills": world.expert_skills,
+                    "scores": world.scores,
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"toy world {world.key} ({'built' if world.built else 'found in cache'}): {world.root}")
     print(f"  base            {world.base}")

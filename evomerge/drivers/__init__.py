@@ -45,9 +45,7 @@ def make_driver(name: str, space: Any, *, n_objectives: int = 1, seed: int = 0, 
     known = driver_options(name)
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ConfigError(
-            f"driver {name!r}: unknown option {unknown[0]!r} (known: {', '.join(known)})"
-        )
+        raise ConfigError(f"driver {name!r}: unknown option {unknown[0]!r} (known: {', '.join(known)})")
     return cls(space, n_objectives=n_objectives, seed=seed, **options)
 
 

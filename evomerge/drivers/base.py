@@ -116,9 +116,7 @@ class DriverBase:
     # -- helpers -------------------------------------------------------------------------------
     def _require_finite_box(self) -> None:
         if not (np.all(np.isfinite(self.lower)) and np.all(np.isfinite(self.upper))):
-            raise ConfigError(
-                f"drivers.{self.name}: needs a finite box, but the space has infinite bounds"
-            )
+            raise ConfigError(f"drivers.{self.name}: needs a finite box, but the space has infinite bounds")
 
     def _clip(self, x: np.ndarray) -> np.ndarray:
         return np.clip(np.asarray(x, dtype=float), self.lower, self.upper)
@@ -175,7 +173,6 @@ def check_weights(name: str, weights: Any, n_objectives: int) -> np.ndarray:
     w = np.asarray(weights, dtype=float).reshape(-1)
     if w.shape != (n_objectives,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise ConfigError(
-            f"drivers.{name}: weights must be {n_objectives} non-negative numbers with a positive "
-            f"sum, got {weights!r}"
+            f"drivers.{name}: weights must be {n_objectives} non-negative numbers with a positive sum, got {weights!r}"
         )
     return w

@@ -142,14 +142,10 @@ class M2N2Driver(DriverBase):
                 if not self._finite_box:
                     raise ConfigError("drivers.m2n2: initial='random' needs a finite box")
                 return [self._rng.uniform(self.lower, self.upper) for _ in range(self.archive_size)]
-            raise ConfigError(
-                f"drivers.m2n2: initial must be 'x0', 'random' or a list of genomes, got {initial!r}"
-            )
+            raise ConfigError(f"drivers.m2n2: initial must be 'x0', 'random' or a list of genomes, got {initial!r}")
         arr = np.asarray(initial, dtype=float)
         if arr.ndim != 2 or arr.shape[1] != self.dim or arr.shape[0] < 1:
-            raise ConfigError(
-                f"drivers.m2n2: initial genomes must have shape (k, {self.dim}), got {arr.shape}"
-            )
+            raise ConfigError(f"drivers.m2n2: initial genomes must have shape (k, {self.dim}), got {arr.shape}")
         return [self._clip(row) for row in arr]
 
     # -- archive -------------------------------------------------------------------------------

@@ -60,9 +60,7 @@ class OptunaDriver(DriverBase):
         super().__init__(space, n_objectives=n_objectives, seed=seed)
         self._require_finite_box()
         if sampler not in SAMPLERS:
-            raise ConfigError(
-                f"drivers.optuna: unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})"
-            )
+            raise ConfigError(f"drivers.optuna: unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
         if sampler == "cmaes" and self.n_objectives > 1:
             raise ConfigError(
                 f"drivers.optuna: sampler 'cmaes' is single-objective, got n_objectives={self.n_objectives} "
@@ -137,7 +135,9 @@ class OptunaDriver(DriverBase):
         except KeyError:
             pass
         self._mirror = optuna.create_study(
-            storage=rdb, study_name=STUDY_NAME, directions=self._directions,
+            storage=rdb,
+            study_name=STUDY_NAME,
+            directions=self._directions,
             sampler=optuna.samplers.RandomSampler(seed=0),  # never samples: mirror only
         )
         self._mirror.set_user_attr("evomerge_sampler", self.sampler_name)

@@ -118,8 +118,9 @@ def hypervolume(points: Any, ref: Any) -> float:
     return float(_hv(p, r))
 
 
-def hypervolume_mc(points: Any, ref: Any, upper: Any = None, *, samples: int = 100_000,
-                   seed: int = 0) -> tuple[float, float]:
+def hypervolume_mc(
+    points: Any, ref: Any, upper: Any = None, *, samples: int = 100_000, seed: int = 0
+) -> tuple[float, float]:
     """Monte-Carlo hypervolume: (estimate, standard error), uniform samples in [ref, upper]
     (``upper`` defaults to the points' maxima) from ``numpy.random.default_rng(seed)``."""
     p, r = _dominating(points, ref)
@@ -185,8 +186,7 @@ class ParetoArchive:
         return hypervolume(self.values(), ref)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n_objectives": self.n_objectives, "ids": list(self._ids),
-                "values": [v.tolist() for v in self._values]}
+        return {"n_objectives": self.n_objectives, "ids": list(self._ids), "values": [v.tolist() for v in self._values]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["n_objectives"]) != self.n_objectives:

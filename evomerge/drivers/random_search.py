@@ -53,8 +53,9 @@ class RandomDriver(DriverBase):
             return self._rng.uniform(self.lower, self.upper)
         if self._block is None or len(self._block) == 0:
             m = self.lhs_size
-            u = (np.stack([self._rng.permutation(m) for _ in range(self.dim)], axis=1)
-                 + self._rng.random((m, self.dim))) / m
+            u = (
+                np.stack([self._rng.permutation(m) for _ in range(self.dim)], axis=1) + self._rng.random((m, self.dim))
+            ) / m
             self._block = self.lower + u * (self.upper - self.lower)
         x, self._block = self._block[0], self._block[1:]
         return x

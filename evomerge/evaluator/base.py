@@ -23,9 +23,10 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -95,12 +96,12 @@ class EvalResult:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "EvalResult":
+    def from_json(cls, data: dict[str, Any]) -> EvalResult:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def failure(cls, request: EvalRequest, error: str, worker: str = "", **times: float) -> "EvalResult":
+    def failure(cls, request: EvalRequest, error: str, worker: str = "", **times: float) -> EvalResult:
         return cls(
             candidate_id=request.candidate_id,
             status=STATUS_FAILED,
@@ -224,12 +225,16 @@ class FunctionWorkerSpec:
             out = call(request.recipe)
             if isinstance(out, tuple):
                 if len(out) != 2:
-                    raise TypeError(f"evaluate function returned a {len(out)}-tuple; expected (objectives, per_example)")
+                    raise TypeError(
+                        f"evaluate function returned a {len(out)}-tuple; expected (objectives, per_example)"
+                    )
                 objectives, per_example = out
             else:
                 objectives, per_example = out, None
             if not isinstance(objectives, dict):
-                raise TypeError(f"evaluate function returned objectives of type {type(objectives).__name__}; expected a dict")
+                raise TypeError(
+                    f"evaluate function returned objectives of type {type(objectives).__name__}; expected a dict"
+                )
             return Evaluation(
                 objectives={str(k): float(v) for k, v in objectives.items()},
                 per_example=normalize_per_example(per_example),

@@ -58,7 +58,7 @@ class InProcessBackend:
         self._queue.clear()
         self._closed = True
 
-    def __enter__(self) -> "InProcessBackend":
+    def __enter__(self) -> InProcessBackend:
         return self
 
     def __exit__(self, *exc) -> None:

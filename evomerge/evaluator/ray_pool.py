@@ -328,7 +328,9 @@ class RayPoolBackend:
     def _on_death(self, slot: _Slot, request: EvalRequest, exc: BaseException) -> EvalResult | None:
         self.deaths += 1
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("Ray worker ray-%d.%d died on candidate %d: %s", slot.index, slot.incarnation, request.candidate_id, reason)
+        log.warning(
+            "Ray worker ray-%d.%d died on candidate %d: %s", slot.index, slot.incarnation, request.candidate_id, reason
+        )
         worker = f"ray-{slot.index}.{slot.incarnation}"
         self._replace(slot)
         attempts = request.attempt + 1
@@ -357,7 +359,12 @@ class RayPoolBackend:
                 continue
             if slot.ref is not None and now - slot.started >= hard:
                 request, worker = slot.request, f"ray-{slot.index}.{slot.incarnation}"
-                log.warning("candidate %d ran %.0f s (> %g s): replacing its actor", request.candidate_id, now - slot.started, hard)
+                log.warning(
+                    "candidate %d ran %.0f s (> %g s): replacing its actor",
+                    request.candidate_id,
+                    now - slot.started,
+                    hard,
+                )
                 self._replace(slot)
                 out.append(
                     EvalResult.failure(
@@ -381,7 +388,7 @@ class RayPoolBackend:
                 pass
             slot.request = slot.ref = None
 
-    def __enter__(self) -> "RayPoolBackend":
+    def __enter__(self) -> RayPoolBackend:
         return self
 
     def __exit__(self, *exc) -> None:

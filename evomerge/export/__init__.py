@@ -44,7 +44,9 @@ def select(store: RunStore, which: str | int) -> list[dict[str, Any]]:
     for r in records:
         if r["id"] == cid:
             if r.get("status") != "ok":
-                raise RunDirError(f"candidate {cid} failed ({r.get('error')}); only successful candidates can be exported")
+                raise RunDirError(
+                    f"candidate {cid} failed ({r.get('error')}); only successful candidates can be exported"
+                )
             return [r]
     ids = [r["id"] for r in ok]
     span = f"{min(ids)}..{max(ids)}" if ids else "none"
@@ -53,7 +55,9 @@ def select(store: RunStore, which: str | int) -> list[dict[str, Any]]:
 
 def _recipe_obj(recipe: dict):
     if recipe is None:
-        raise ConfigError("this run's candidates are raw weight vectors (problem: digits), not merge recipes; nothing to export")
+        raise ConfigError(
+            "this run's candidates are raw weight vectors (problem: digits), not merge recipes; nothing to export"
+        )
     if recipe.get("merge_method") == "dataflow":
         from evomerge.space import DataFlowRecipe
 
@@ -108,7 +112,14 @@ def export_one(record: dict, format: str, out: Path, *, force: bool = False, pro
     raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
 
 
-def export(run_dir: str | Path, which: str | int = "best", format: str = "recipe", out: str | Path = "export", *, force: bool = False) -> list[Path]:
+def export(
+    run_dir: str | Path,
+    which: str | int = "best",
+    format: str = "recipe",
+    out: str | Path = "export",
+    *,
+    force: bool = False,
+) -> list[Path]:
     """Export the selected candidate(s); returns the written paths (one per candidate)."""
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")

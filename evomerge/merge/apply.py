@@ -26,8 +26,9 @@ unchanged, so a search step that moves one layer group's weight rewrites only th
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -272,7 +273,9 @@ class InPlaceMerger:
             if hit is None:
                 if any(p.search(name) for p in ignorable):
                     continue
-                raise ModelError(f"tensor '{name}' of model '{pool.reference}' has no parameter or buffer in the module")
+                raise ModelError(
+                    f"tensor '{name}' of model '{pool.reference}' has no parameter or buffer in the module"
+                )
             tensor = state[hit]
             if tuple(tensor.shape) != tuple(pool.shape(name)):
                 raise ModelError(

@@ -61,9 +61,7 @@ def to_mergekit(recipe: Recipe) -> dict[str, Any]:
     spec = recipe.spec
     for name, value in recipe.options.items():
         if name in _NON_MERGEKIT_OPTIONS and value != spec.options[name][0]:
-            raise ConfigError(
-                f"options.{name} = {value}: cannot export to mergekit ({_NON_MERGEKIT_OPTIONS[name]})"
-            )
+            raise ConfigError(f"options.{name} = {value}: cannot export to mergekit ({_NON_MERGEKIT_OPTIONS[name]})")
     data = recipe.to_dict()
     block: dict[str, Any] = {}
     if recipe.seed != 0:
@@ -153,7 +151,9 @@ def from_mergekit(data: dict[str, Any] | str, source_name: str | None = None) ->
         if data.get(key):
             raise _refuse(source, f"{key}: mergekit {key} cannot be expressed in a parameter-space recipe; use models:")
     if data.get("tokenizer") is not None:
-        raise _refuse(source, "tokenizer: tokenizer surgery is not supported; the merge uses the base model's tokenizer")
+        raise _refuse(
+            source, "tokenizer: tokenizer surgery is not supported; the merge uses the base model's tokenizer"
+        )
     if data.get("tokenizer_source") not in (None, "base"):
         raise _refuse(
             source,

@@ -20,7 +20,8 @@ layer-less tensors ``x = 1``).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from evomerge.errors import ConfigError
 from evomerge.merge.methods import get_method
@@ -92,7 +93,7 @@ def evaluate(setting: Any, tensor_name: str, position: _Position, key: str) -> A
 
 
 def resolve(
-    recipe: "Recipe",
+    recipe: Recipe,
     tensor_name: str,
     layer_index: int | None,
     num_layers: int,
@@ -131,7 +132,9 @@ def resolve(
         if value is None:
             value = default
         if value is None:
-            raise ConfigError(f"parameters.{name}: no value for tensor {tensor_name!r} ({recipe.merge_method} needs {name})")
+            raise ConfigError(
+                f"parameters.{name}: no value for tensor {tensor_name!r} ({recipe.merge_method} needs {name})"
+            )
         params[name] = value if isinstance(default, bool) else float(value)
     for name, allowed in spec.options.items():
         params[name] = recipe.options.get(name, allowed[0])
@@ -158,7 +161,7 @@ def freeze(model_params: list[dict[str, Any]], params: dict[str, Any]) -> tuple:
 
 
 def resolve_key(
-    recipe: "Recipe",
+    recipe: Recipe,
     tensor_name: str,
     layer_index: int | None,
     num_layers: int,

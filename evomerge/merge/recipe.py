@@ -74,7 +74,9 @@ def _parse_setting(value: Any) -> Any:
             flt = entry.get("filter")
             if flt is not None and not isinstance(flt, str):
                 raise ValueError("a filter must be a string")
-            entries.append({"filter": None if flt in (None, "*") else flt, "value": _scalar_or_gradient(entry["value"])})
+            entries.append(
+                {"filter": None if flt in (None, "*") else flt, "value": _scalar_or_gradient(entry["value"])}
+            )
         return entries
     return _scalar_or_gradient(value)
 
@@ -153,7 +155,7 @@ class Recipe(BaseModel):
     # ----------------------------------------------------------------- semantic checks
 
     @model_validator(mode="after")
-    def _check(self) -> "Recipe":
+    def _check(self) -> Recipe:
         try:
             spec = get_method(self.merge_method)
         except ConfigError:
@@ -178,13 +180,19 @@ class Recipe(BaseModel):
             for key, setting in entry.parameters.items():
                 where = f"models[{i}].parameters.{key}"
                 if key not in spec.model_params:
-                    expected = ", ".join(model_names) if model_names else f"none ({spec.name} takes only global parameters)"
-                    raise ConfigError(f"{where}: unknown per-model parameter for {spec.name}; expected one of: {expected}")
+                    expected = (
+                        ", ".join(model_names) if model_names else f"none ({spec.name} takes only global parameters)"
+                    )
+                    raise ConfigError(
+                        f"{where}: unknown per-model parameter for {spec.name}; expected one of: {expected}"
+                    )
                 self._check_values(spec, key, setting, where, spec.model_params[key])
         for key, setting in self.parameters.items():
             where = f"parameters.{key}"
             if key not in global_names:
-                raise ConfigError(f"{where}: unknown parameter for {spec.name}; expected one of: {', '.join(global_names)}")
+                raise ConfigError(
+                    f"{where}: unknown parameter for {spec.name}; expected one of: {', '.join(global_names)}"
+                )
             default = spec.global_params[key] if key in spec.global_params else spec.model_params[key]
             self._check_values(spec, key, setting, where, default)
 
@@ -247,7 +255,7 @@ class Recipe(BaseModel):
     # ----------------------------------------------------------------- (de)serialisation
 
     @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> "Recipe":  # type: ignore[override]
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Recipe:  # type: ignore[override]
         """pydantic's ``model_validate`` with errors turned into one-line :class:`ConfigError`."""
         try:
             return super().model_validate(obj, *args, **kwargs)
@@ -255,16 +263,18 @@ class Recipe(BaseModel):
             raise ConfigError(_one_line(exc)) from None
 
     @classmethod
-    def from_dict(cls, data: Any, source_name: str | None = None) -> "Recipe":
+    def from_dict(cls, data: Any, source_name: str | None = None) -> Recipe:
         if not isinstance(data, dict):
-            raise ConfigError(f"{source_name or 'recipe'}: expected a mapping of recipe keys, got {type(data).__name__}")
+            raise ConfigError(
+                f"{source_name or 'recipe'}: expected a mapping of recipe keys, got {type(data).__name__}"
+            )
         try:
             return cls.model_validate(data)
         except EvomergeError as exc:
             raise ConfigError(f"{source_name}: {exc}" if source_name else str(exc)) from None
 
     @classmethod
-    def from_yaml(cls, path_or_text: str | os.PathLike, source_name: str | None = None) -> "Recipe":
+    def from_yaml(cls, path_or_text: str | os.PathLike, source_name: str | None = None) -> Recipe:
         """Parse a recipe from a YAML file path or YAML text; errors name ``source_name`` (or the file)."""
         text, source = read_yaml_source(path_or_text, source_name)
         return cls.from_dict(parse_yaml(text, source), source)

@@ -59,9 +59,7 @@ class LazyCheckpoint:
             return "bin", self._read_index(d / BIN_INDEX)
         if (d / BIN_SINGLE).is_file():
             return "bin", {name: d / BIN_SINGLE for name in self._bin_state(d / BIN_SINGLE)}
-        raise ModelError(
-            f"model '{self.label}': no {SAFE_SINGLE}, {SAFE_INDEX}, {BIN_SINGLE} or {BIN_INDEX} in {d}"
-        )
+        raise ModelError(f"model '{self.label}': no {SAFE_SINGLE}, {SAFE_INDEX}, {BIN_SINGLE} or {BIN_INDEX} in {d}")
 
     def _read_index(self, index_path: Path) -> dict[str, Path]:
         try:

@@ -69,7 +69,9 @@ def _from_hub(repo_id: str) -> Path:
         local = _download(repo_id, local_files_only=False, raise_errors=True)
     except Exception as exc:  # network, auth, unknown repo: all one user-facing line
         reason = _short_reason(exc)
-        raise ModelError(f"model '{repo_id}': not a local directory and could not be fetched from the hub ({reason})") from None
+        raise ModelError(
+            f"model '{repo_id}': not a local directory and could not be fetched from the hub ({reason})"
+        ) from None
     assert local is not None
     return local
 
@@ -81,7 +83,9 @@ def _download(repo_id: str, *, local_files_only: bool, raise_errors: bool = Fals
         root = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=local_files_only))
         if not any(root.glob("*.safetensors")):
             root = Path(
-                snapshot_download(repo_id, allow_patterns=HUB_PATTERNS + BIN_PATTERNS, local_files_only=local_files_only)
+                snapshot_download(
+                    repo_id, allow_patterns=HUB_PATTERNS + BIN_PATTERNS, local_files_only=local_files_only
+                )
             )
         return root
     except Exception:

@@ -128,7 +128,7 @@ class SearchCache:
                 stream.state = generator.get_state()
         return block
 
-    def view(self, name: str, experts: list[str], seed: int) -> "PoolTensorCache":
+    def view(self, name: str, experts: list[str], seed: int) -> PoolTensorCache:
         return PoolTensorCache(self, name, experts, seed)
 
 

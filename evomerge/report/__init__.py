@@ -53,7 +53,9 @@ def report(run_dir: str | Path, compare: list[str | Path] = (), out_dir: str | P
     ps_recipe = recipe
     if recipe.get("merge_method") == "dataflow":  # PS+DFS: the nested merge that became model A
         ps_recipe = next((s for s in (recipe.get("sources") or {}).values() if isinstance(s, dict)), None)
-    heat = plots.plot_recipe_heatmap(ps_recipe, meta.get("num_layers"), out / "recipe_heatmap.png") if ps_recipe else None
+    heat = (
+        plots.plot_recipe_heatmap(ps_recipe, meta.get("num_layers"), out / "recipe_heatmap.png") if ps_recipe else None
+    )
     if heat:
         figures.append(("Best recipe: per-layer parameters", heat))
     path = plots.layer_path(recipe) if recipe else None
@@ -127,7 +129,9 @@ def _html(root: Path, meta: dict, s: dict, demo: dict | None, best: dict | None,
     for title, path in figures:
         parts.append(f"<h2>{html.escape(title)}</h2>{_img(path)}")
     if best and best.get("recipe"):
-        parts.append("<h2>Best recipe</h2><pre>" + html.escape(yaml.safe_dump(best["recipe"], sort_keys=False)) + "</pre>")
+        parts.append(
+            "<h2>Best recipe</h2><pre>" + html.escape(yaml.safe_dump(best["recipe"], sort_keys=False)) + "</pre>"
+        )
     parts.append("<h2>Run metadata</h2><pre>" + html.escape(json.dumps(meta, indent=2)[:20000]) + "</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -35,7 +35,9 @@ def _finite(v: Any) -> float:
     return f
 
 
-def plot_progress(runs: dict[str, list[dict]], objective_names: list[str], directions: dict[str, str], out: Path) -> Path:
+def plot_progress(
+    runs: dict[str, list[dict]], objective_names: list[str], directions: dict[str, str], out: Path
+) -> Path:
     n = max(1, len(objective_names))
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.8), squeeze=False)
     for ax, name in zip(axes[0], objective_names):
@@ -123,8 +125,14 @@ def plot_pareto(
     front_pts, stairs = front_staircase(fin_pts[front_mask], signs)
 
     fig, ax = plt.subplots(figsize=(7.2, 7.0))
-    ax.scatter(fin_pts[~front_mask, 0], fin_pts[~front_mask, 1], s=12, color="0.6", alpha=0.45,
-               label=f"evaluated, dominated ({int((~front_mask).sum())})")
+    ax.scatter(
+        fin_pts[~front_mask, 0],
+        fin_pts[~front_mask, 1],
+        s=12,
+        color="0.6",
+        alpha=0.45,
+        label=f"evaluated, dominated ({int((~front_mask).sum())})",
+    )
     for k, (label, opts) in enumerate((overlay or {}).items()):
         o_arr = np.asarray(opts, dtype=float).reshape(-1, 2)
         o_arr = o_arr[np.all(np.isfinite(o_arr), axis=1)]
@@ -134,11 +142,25 @@ def plot_pareto(
         o_front, o_stairs = front_staircase(o_arr, signs)
         ax.scatter(o_arr[:, 0], o_arr[:, 1], s=22, marker="x", color=color, alpha=0.7)
         ax.plot(o_stairs[:, 0], o_stairs[:, 1], "--", color=color, lw=1.2)
-        ax.plot([], [], "--x", color=color, lw=1.2,  # one legend entry for the points and their front
-                label=f"{label} ({len(o_arr)}; front {len(o_front)}{_hv_label(o_front, signs)})")
+        ax.plot(
+            [],
+            [],
+            "--x",
+            color=color,
+            lw=1.2,  # one legend entry for the points and their front
+            label=f"{label} ({len(o_arr)}; front {len(o_front)}{_hv_label(o_front, signs)})",
+        )
     ax.plot(stairs[:, 0], stairs[:, 1], "-", color="C3", lw=1.6, zorder=3)
-    ax.scatter(fin_pts[front_mask, 0], fin_pts[front_mask, 1], s=36, color="C3", edgecolor="k", linewidth=0.5, zorder=4,
-               label=f"Pareto front ({int(front_mask.sum())}){_hv_label(front_pts, signs)}")
+    ax.scatter(
+        fin_pts[front_mask, 0],
+        fin_pts[front_mask, 1],
+        s=36,
+        color="C3",
+        edgecolor="k",
+        linewidth=0.5,
+        zorder=4,
+        label=f"Pareto front ({int(front_mask.sum())}){_hv_label(front_pts, signs)}",
+    )
     labelled: set[tuple[float, float]] = set()
     if len(front_pts) <= 25:
         for (x, y), cid in zip(fin_pts[front_mask], fin_ids[front_mask]):
@@ -148,15 +170,32 @@ def plot_pareto(
     markers = ["s", "*", "D", "^", "v", "P"]
     every_x = np.array([fin_pts[:, 0].min(), fin_pts[:, 0].max()]) if len(fin_pts) else np.zeros(0)
     for k, (label, (x, y)) in enumerate((references or {}).items()):
-        ax.scatter([x], [y], s=90, marker=markers[k % len(markers)], color="k", facecolor="w" if k else "k", zorder=5,
-                   label=f"{label} ({x:.2f}, {y:.2f})")
+        ax.scatter(
+            [x],
+            [y],
+            s=90,
+            marker=markers[k % len(markers)],
+            color="k",
+            facecolor="w" if k else "k",
+            zorder=5,
+            label=f"{label} ({x:.2f}, {y:.2f})",
+        )
         right = len(every_x) and x > np.nanmean(every_x)  # label inward, away from the frame
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(-7 if right else 7, -11), fontsize=8,
-                    ha="right" if right else "left")
+        ax.annotate(
+            label,
+            (x, y),
+            textcoords="offset points",
+            xytext=(-7 if right else 7, -11),
+            fontsize=8,
+            ha="right" if right else "left",
+        )
     ax.set_xlabel(f"{a} ({directions.get(a, 'maximize')})")
     ax.set_ylabel(f"{b} ({directions.get(b, 'maximize')})")
-    every = np.vstack([fin_pts] + [np.asarray(v, dtype=float).reshape(-1, 2) for v in (overlay or {}).values()]
-                      + [np.asarray(list((references or {}).values()), dtype=float).reshape(-1, 2)])
+    every = np.vstack(
+        [fin_pts]
+        + [np.asarray(v, dtype=float).reshape(-1, 2) for v in (overlay or {}).values()]
+        + [np.asarray(list((references or {}).values()), dtype=float).reshape(-1, 2)]
+    )
     every = every[np.all(np.isfinite(every), axis=1)]
     if len(every) and every.min() >= 0 and every.max() <= 1:  # scores: show the whole unit square
         ax.set_xlim(-0.03, 1.03)
@@ -270,7 +309,14 @@ def plot_layer_path(path: list[tuple[str, int, float]], out: Path) -> Path:
     ax.plot(xs, [l for _, l, _ in path], color="0.7", lw=1, zorder=1)
     for k, m in enumerate(models):
         idx = [i for i, (mm, _, _) in enumerate(path) if mm == m]
-        ax.scatter(idx, [path[i][1] for i in idx], s=[30 + 40 * abs(path[i][2]) for i in idx], color=f"C{k}", label=Path(m).name, zorder=2)
+        ax.scatter(
+            idx,
+            [path[i][1] for i in idx],
+            s=[30 + 40 * abs(path[i][2]) for i in idx],
+            color=f"C{k}",
+            label=Path(m).name,
+            zorder=2,
+        )
     for i, (_, l, sc) in enumerate(path):
         if abs(sc - 1.0) > 1e-6:
             ax.annotate(f"×{sc:.2f}", (i, l), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=6)

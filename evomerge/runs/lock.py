@@ -27,7 +27,7 @@ class RunLock:
         self._fd: int | None = None
         self.took_over_from: str | None = None  # "pid@host" of a dead previous owner, if any
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if self._fd is not None:
             return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -36,7 +36,9 @@ class RunLock:
         except BlockingIOError:
             owner = _read_owner(fd)
             os.close(fd)
-            raise RunDirError(f"run directory {self.run_dir} is locked by {owner} (another evomerge process is writing it)") from None
+            raise RunDirError(
+                f"run directory {self.run_dir} is locked by {owner} (another evomerge process is writing it)"
+            ) from None
         previous = _read_owner(fd)
         if previous != "an unknown process":
             self.took_over_from = previous
@@ -57,7 +59,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -30,9 +30,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -103,7 +104,9 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
 
     log = log or (lambda m: print(m, file=sys.stderr))
     if cfg.driver.name not in driver_names():
-        raise ConfigError(f"{source}: driver.name: unknown driver {cfg.driver.name!r} (known: {', '.join(driver_names())})")
+        raise ConfigError(
+            f"{source}: driver.name: unknown driver {cfg.driver.name!r} (known: {', '.join(driver_names())})"
+        )
     if cfg.problem == "digits":
         return _digits_plan(cfg, source)
 
@@ -111,7 +114,9 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
 
     for m in [cfg.space.method, *(cfg.space.method_choices or [])]:
         if cfg.space.kind != "dataflow" and m not in method_names():
-            raise ConfigError(f"{source}: space.method: unknown merge method {m!r} (known: {', '.join(method_names())})")
+            raise ConfigError(
+                f"{source}: space.method: unknown merge method {m!r} (known: {', '.join(method_names())})"
+            )
 
     world = None
     if cfg.toyworld is not None:
@@ -125,13 +130,15 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
             _check_model_path(source, f"models.experts.{name}", path)
         fitness_data = cfg.fitness
 
-    from fitness import Fitness, parse_fitness_config
+    from evomerge.fitness import Fitness, parse_fitness_config
 
     fcfg = parse_fitness_config(fitness_data, where=f"{source} (fitness)", base_dir=config_dir)
     fit = Fitness(fcfg)  # reads every task's examples: a missing file or an empty split fails here
     for name, task in fit.tasks.items():
         if task.split_size("calibration") == 0:
-            raise ConfigError(f"{source}: fitness task {name!r}: the calibration split is empty (the dataset has no examples for it)")
+            raise ConfigError(
+                f"{source}: fitness task {name!r}: the calibration split is empty (the dataset has no examples for it)"
+            )
 
     from evomerge.pool import ModelPool
     from evomerge.runs.worker import MergeWorkerSpec, objective_names
@@ -140,9 +147,7 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
     pool = ModelPool(base, list(experts.values()), device="cpu")
     space = _build_space(cfg, source, base, experts, pool)
     names = objective_names(fcfg)
-    objectives = [
-        ObjectiveSpec(n, o.direction, float(o.weight)) for n, o in zip(names, fit.objectives)
-    ]
+    objectives = [ObjectiveSpec(n, o.direction, float(o.weight)) for n, o in zip(names, fit.objectives)]
     n_obj = _driver_objectives(cfg, len(objectives))
     options = dict(cfg.driver.options)
 
@@ -240,7 +245,10 @@ def _build_space(cfg: RunConfig, source: str, base: str, experts: dict[str, str]
     ps = ParameterSpace(sp.method, base, list(experts.values()), pool.num_layers, **ps_kwargs)
     names = ["merged"] + [n for n in experts if n != embed]
     layers = {n: pool.num_layers for n in names}
-    sources = {"merged": ps.to_recipe(ps.x0).model_dump(mode="json", exclude_none=True), **{n: experts[n] for n in names[1:]}}
+    sources = {
+        "merged": ps.to_recipe(ps.x0).model_dump(mode="json", exclude_none=True),
+        **{n: experts[n] for n in names[1:]},
+    }
     dfs = DataFlowSpace(layers, embed_from="merged", sources=sources, **dfs_kwargs)
     return JointSpace(ps, dfs, ps_source="merged")
 
@@ -291,8 +299,15 @@ def _digits_plan(cfg: RunConfig, source: str) -> Plan:
         "num_layers": None,
     }
     return Plan(
-        cfg=cfg, space=space, objectives=objectives, worker_spec=spec, make_driver=make, meta=meta,
-        per_example_tasks=["train"], per_example_sizes={"train": problem.n_train}, problem=problem,
+        cfg=cfg,
+        space=space,
+        objectives=objectives,
+        worker_spec=spec,
+        make_driver=make,
+        meta=meta,
+        per_example_tasks=["train"],
+        per_example_sizes={"train": problem.n_train},
+        problem=problem,
     )
 
 
@@ -349,7 +364,9 @@ def record_genome(store: RunStore, record: dict) -> list[float]:
         try:
             return np.load(path).tolist()
         except (OSError, ValueError) as exc:
-            raise RunDirError(f"{path}: cannot read the genome of candidate {record.get('id')} ({type(exc).__name__}: {exc})") from None
+            raise RunDirError(
+                f"{path}: cannot read the genome of candidate {record.get('id')} ({type(exc).__name__}: {exc})"
+            ) from None
     return g
 
 
@@ -478,7 +495,9 @@ class _Session:
 
     def _write_pareto(self) -> None:
         by_id = self.by_id
-        self.store.write_pareto([o.name for o in self.plan.objectives], [by_id[i] for i in self.archive.ids if i in by_id])
+        self.store.write_pareto(
+            [o.name for o in self.plan.objectives], [by_id[i] for i in self.archive.ids if i in by_id]
+        )
 
     def refresh_outputs(self) -> None:
         if self.best is not None:
@@ -510,7 +529,14 @@ class _Session:
         b = self.plan.cfg.budget
         self.store.write_json(
             self.store.root / "progress.json",
-            {"state": state, "max_evals": b.max_evals, "time_limit": b.time_limit, "elapsed": self.elapsed(), "pid": os.getpid(), **extra},
+            {
+                "state": state,
+                "max_evals": b.max_evals,
+                "time_limit": b.time_limit,
+                "elapsed": self.elapsed(),
+                "pid": os.getpid(),
+                **extra,
+            },
         )
 
     # -- the loop -----------------------------------------------------------------------------
@@ -530,7 +556,9 @@ class _Session:
             options = {"num_workers": ev.num_workers, "num_gpus": ev.num_gpus}
         elif ev.num_workers is not None:
             options = {"num_workers": ev.num_workers}  # deterministic slots (see InProcessBackend)
-        backend = make_backend(ev.backend, self.plan.worker_spec, address=ev.address if ev.backend == "ray" else None, **options)
+        backend = make_backend(
+            ev.backend, self.plan.worker_spec, address=ev.address if ev.backend == "ray" else None, **options
+        )
         try:
             time_left = None
             if cfg.budget.time_limit is not None:
@@ -657,7 +685,9 @@ def load_run_config(store: RunStore) -> tuple[RunConfig, Path | None]:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
-        raise RunDirError(f"{store.config_path}: not valid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
+        raise RunDirError(
+            f"{store.config_path}: not valid YAML{line}: {getattr(exc, 'problem', None) or exc}"
+        ) from None
     if not isinstance(data, dict):
         raise RunDirError(f"{store.config_path}: expected a mapping of config sections, got {type(data).__name__}")
     base_dir = data.pop("_base_dir", None)

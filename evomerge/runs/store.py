@@ -25,8 +25,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,9 @@ class RunStore:
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"{self.root} is a file, not a run directory; pick another --run-dir")
         if self.exists() or (self.log_path.exists() and self.log_path.stat().st_size > 0):
-            raise RunDirError(f"run directory {self.root} already holds a run; continue it with `evomerge resume {self.root}` or pick another --run-dir")
+            raise RunDirError(
+                f"run directory {self.root} already holds a run; continue it with `evomerge resume {self.root}` or pick another --run-dir"
+            )
 
     def create(self, config_yaml: str) -> None:
         """A fresh run directory: refuses one that already holds a run (that is ``resume``'s job)."""
@@ -171,7 +174,9 @@ class RunStore:
                         f"warning: {self.log_path} ends in a partly written line (line {lineno}); dropped it"
                     )
                     break
-                raise RunDirError(f"{self.log_path}: line {lineno} is not a valid evaluation record ({why}); the log is damaged") from None
+                raise RunDirError(
+                    f"{self.log_path}: line {lineno} is not a valid evaluation record ({why}); the log is damaged"
+                ) from None
             records.append(rec)
             if end == -1:
                 break
@@ -225,7 +230,9 @@ class RunStore:
             {"id": r["id"], "objectives": r.get("objectives"), "score": r.get("score"), "recipe": r.get("recipe")}
             for r in records
         ]
-        atomic_write_text(self.pareto_path, json.dumps(to_jsonable({"objectives": objective_names, "front": front}), indent=2))
+        atomic_write_text(
+            self.pareto_path, json.dumps(to_jsonable({"objectives": objective_names, "front": front}), indent=2)
+        )
 
     def read_json(self, path: Path) -> Any:
         try:

@@ -78,7 +78,12 @@ def summarize(store: RunStore, records: list[dict[str, Any]] | None = None) -> d
         "failed": sum(1 for r in records if r.get("status") != "ok"),
         "best": None
         if best is None
-        else {"id": best["id"], "objectives": best.get("objectives"), "score": best.get("score"), "validation": validation},
+        else {
+            "id": best["id"],
+            "objectives": best.get("objectives"),
+            "score": best.get("score"),
+            "validation": validation,
+        },
         "pareto_size": len(pareto_records(records)),
         "throughput_per_hour": (len(records) / span * 3600.0) if span > 0 else None,
         "wall_seconds": span,

@@ -81,9 +81,9 @@ class _MergeEvaluator:
         import torch
         from transformers import AutoTokenizer
 
+        from evomerge.fitness import Fitness, parse_fitness_config
         from evomerge.merge.apply import InPlaceMerger
         from evomerge.pool import ModelPool
-        from fitness import Fitness, parse_fitness_config
 
         if spec.threads:
             torch.set_num_threads(int(spec.threads))
@@ -189,4 +189,6 @@ class _MergeEvaluator:
             )
         objectives = {name: float(ov.value) for name, ov in zip(self.names, result.objectives)}
         per_example = {name: [float(s) for s in ts.scores] for name, ts in result.tasks.items()}
-        return Evaluation(objectives=objectives, per_example=per_example, fitness=result.to_dict(), merge_seconds=merge_seconds)
+        return Evaluation(
+            objectives=objectives, per_example=per_example, fitness=result.to_dict(), merge_seconds=merge_seconds
+        )

@@ -10,4 +10,12 @@ from evomerge.scheduler.loop import (
     recipe_dict,
 )
 
-__all__ = ["Budget", "InFlight", "ObjectiveSpec", "Scheduler", "SchedulerSummary", "parse_objective_spec", "recipe_dict"]
+__all__ = [
+    "Budget",
+    "InFlight",
+    "ObjectiveSpec",
+    "Scheduler",
+    "SchedulerSummary",
+    "parse_objective_spec",
+    "recipe_dict",
+]

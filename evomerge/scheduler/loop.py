@@ -79,10 +79,10 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +117,9 @@ def parse_objective_spec(spec: Sequence[Any]) -> list[ObjectiveSpec]:
             if isinstance(item, ObjectiveSpec):
                 obj = item
             elif isinstance(item, Mapping):
-                obj = ObjectiveSpec(str(item["name"]), str(item.get("direction", "maximize")), float(item.get("weight", 1.0)))
+                obj = ObjectiveSpec(
+                    str(item["name"]), str(item.get("direction", "maximize")), float(item.get("weight", 1.0))
+                )
             else:
                 obj = ObjectiveSpec(*item)
                 obj = ObjectiveSpec(str(obj.name), str(obj.direction), float(obj.weight))
@@ -192,7 +194,7 @@ class InFlight:
         }
 
     @classmethod
-    def from_state(cls, state: "InFlight | Candidate | Mapping[str, Any]") -> "InFlight":
+    def from_state(cls, state: InFlight | Candidate | Mapping[str, Any]) -> InFlight:
         if isinstance(state, InFlight):
             return state
         if isinstance(state, Candidate):
@@ -491,8 +493,10 @@ class Scheduler:
         ours = np.asarray(candidate.genome, dtype=np.float64).reshape(-1)
         logged = np.asarray(known.genome, dtype=np.float64).reshape(-1)
         if ours.shape != logged.shape or not np.allclose(ours, logged, rtol=0.0, atol=1e-12):
-            diff = "shape " + str(logged.shape) + " vs " + str(ours.shape) if ours.shape != logged.shape else (
-                f"max |difference| {float(np.max(np.abs(ours - logged))):.3g}"
+            diff = (
+                "shape " + str(logged.shape) + " vs " + str(ours.shape)
+                if ours.shape != logged.shape
+                else (f"max |difference| {float(np.max(np.abs(ours - logged))):.3g}")
             )
             raise RunDirError(
                 f"candidate {candidate.id}: the resumed driver proposed a different genome than "
@@ -548,7 +552,9 @@ class Scheduler:
             return Outcome(result.candidate_id, np.full(n, -np.inf), None, failed=True, error=result.error_line)
         missing = [o.name for o in self.objectives if o.name not in result.objectives]
         if missing:
-            error = f"result has no objective {', '.join(missing)} (got {', '.join(sorted(result.objectives)) or 'none'})"
+            error = (
+                f"result has no objective {', '.join(missing)} (got {', '.join(sorted(result.objectives)) or 'none'})"
+            )
             return Outcome(result.candidate_id, np.full(n, -np.inf), None, failed=True, error=error)
         signed = np.array([o.sign * float(result.objectives[o.name]) for o in self.objectives])
         if self._scalarise:
@@ -631,7 +637,9 @@ class Scheduler:
         if unreplayed and self._stop_reason == "driver_exhausted":
             log.warning(
                 "resume: %d logged result(s) were never proposed again by the driver (ids %s); they stay in the "
-                "log but the driver did not learn them", len(unreplayed), ", ".join(map(str, unreplayed[:10])),
+                "log but the driver did not learn them",
+                len(unreplayed),
+                ", ".join(map(str, unreplayed[:10])),
             )
         return SchedulerSummary(
             stop_reason=self._stop_reason or "driver_exhausted",

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,9 @@ class JointSpace:
         self.dfs = dfs
         self.ps_source = ps_source or dfs.embed_from
         if self.ps_source not in dfs.source_layers:
-            raise ConfigError(f"PS+DFS: ps_source {self.ps_source!r} is not a source of the data-flow space {list(dfs.source_layers)}")
+            raise ConfigError(
+                f"PS+DFS: ps_source {self.ps_source!r} is not a source of the data-flow space {list(dfs.source_layers)}"
+            )
         if dfs.source_layers[self.ps_source] != ps.num_layers:
             raise ConfigError(
                 f"PS+DFS: source {self.ps_source!r} has {dfs.source_layers[self.ps_source]} layers in the data-flow space but the "
@@ -87,11 +90,19 @@ class JointSpace:
         if not isinstance(nested, dict):
             raise ConfigError(f"PS+DFS: source {self.ps_source!r} of the recipe is not a nested parameter-space recipe")
         x_ps = self.ps.from_recipe(nested)
-        plain = recipe.model_copy(update={"sources": {**recipe.sources, self.ps_source: self.dfs.sources[self.ps_source]}})
+        plain = recipe.model_copy(
+            update={"sources": {**recipe.sources, self.ps_source: self.dfs.sources[self.ps_source]}}
+        )
         return np.concatenate([x_ps, self.dfs.from_recipe(plain)])
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "ps+dfs", "dim": self.dim, "ps_source": self.ps_source, "ps": self.ps.describe(), "dfs": self.dfs.describe()}
+        return {
+            "kind": "ps+dfs",
+            "dim": self.dim,
+            "ps_source": self.ps_source,
+            "ps": self.ps.describe(),
+            "dfs": self.dfs.describe(),
+        }
 
 
 PSDFSSpace = JointSpace

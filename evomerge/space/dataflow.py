@@ -27,8 +27,9 @@ with probability ≈ 7 % at the default margin 0.25.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -80,14 +81,16 @@ class DataFlowRecipe(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     @model_validator(mode="after")
-    def _names_known(self) -> "DataFlowRecipe":
+    def _names_known(self) -> DataFlowRecipe:
         if not self.sources:
             raise ValueError("sources must name at least one model")
         if self.embed_from not in self.sources:
             raise ValueError(f"embed_from {self.embed_from!r} is not a source; expected one of {sorted(self.sources)}")
         for k, step in enumerate(self.path):
             if step.model not in self.sources:
-                raise ValueError(f"path[{k}].model {step.model!r} is not a source; expected one of {sorted(self.sources)}")
+                raise ValueError(
+                    f"path[{k}].model {step.model!r} is not a source; expected one of {sorted(self.sources)}"
+                )
         for name, src in self.sources.items():
             if isinstance(src, dict):
                 _validate_nested(name, src)
@@ -95,7 +98,7 @@ class DataFlowRecipe(BaseModel):
 
     # ---- YAML -------------------------------------------------------------------------------
     @classmethod
-    def from_yaml(cls, text_or_path: str | Path) -> "DataFlowRecipe":
+    def from_yaml(cls, text_or_path: str | Path) -> DataFlowRecipe:
         where = "<string>"
         text = text_or_path
         if isinstance(text_or_path, str) and "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml")):
@@ -116,7 +119,7 @@ class DataFlowRecipe(BaseModel):
         return cls.validate_dict(data, where=where)
 
     @classmethod
-    def validate_dict(cls, data: dict, where: str = "data-flow recipe") -> "DataFlowRecipe":
+    def validate_dict(cls, data: dict, where: str = "data-flow recipe") -> DataFlowRecipe:
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -203,7 +206,9 @@ class DataFlowSpace:
             raise ConfigError(f"data-flow space: repeats must be >= 1, got {repeats}")
         lo, hi = (float(v) for v in scale_range)
         if not (0 < lo <= 1 <= hi and lo < hi):
-            raise ConfigError(f"data-flow space: scale_range must satisfy 0 < lo <= 1 <= hi, lo < hi; got {scale_range}")
+            raise ConfigError(
+                f"data-flow space: scale_range must satisfy 0 < lo <= 1 <= hi, lo < hi; got {scale_range}"
+            )
         if scale_mode not in ("matrix", "per_layer", "none"):
             raise ConfigError(f"data-flow space: scale_mode must be matrix, per_layer or none; got {scale_mode!r}")
         if not 0 < indicator_margin <= 0.5:
@@ -211,11 +216,15 @@ class DataFlowSpace:
         self.source_layers = {str(k): int(v) for k, v in source_layers.items()}
         self.embed_from = embed_from if embed_from is not None else next(iter(self.source_layers))
         if self.embed_from not in self.source_layers:
-            raise ConfigError(f"data-flow space: embed_from {self.embed_from!r} is not a source; expected one of {list(self.source_layers)}")
+            raise ConfigError(
+                f"data-flow space: embed_from {self.embed_from!r} is not a source; expected one of {list(self.source_layers)}"
+            )
         self.fix_ends = bool(fix_ends)
         n_a = self.source_layers[self.embed_from]
         if self.fix_ends and n_a < 2:
-            raise ConfigError(f"data-flow space: fix_ends needs model {self.embed_from!r} to have >= 2 layers, got {n_a}")
+            raise ConfigError(
+                f"data-flow space: fix_ends needs model {self.embed_from!r} to have >= 2 layers, got {n_a}"
+            )
         self.repeats = int(repeats)
         self.scale_range = (lo, hi)
         self.scale_mode = scale_mode
@@ -343,7 +352,9 @@ class DataFlowSpace:
             x[slot] = 0.5 + self.indicator_margin
             t = slot + 1
         if recipe.path[0].scale != 1.0:
-            raise ConfigError(f"data-flow recipe: path[0].scale is {recipe.path[0].scale}; the space fixes the first step's scale at 1")
+            raise ConfigError(
+                f"data-flow recipe: path[0].scale is {recipe.path[0].scale}; the space fixes the first step's scale at 1"
+            )
         lo, hi = self.scale_range
         set_by: dict[int, float] = {}
         for k in range(1, len(order)):
@@ -351,10 +362,14 @@ class DataFlowSpace:
             idx = self._scale_gene_index(order[k - 1], order[k])
             if idx is None:
                 if s != 1.0:
-                    raise ConfigError(f"data-flow recipe: path[{k}].scale is {s}; this space has no scale genes (scale_mode none)")
+                    raise ConfigError(
+                        f"data-flow recipe: path[{k}].scale is {s}; this space has no scale genes (scale_mode none)"
+                    )
                 continue
             if not lo * (1 - 1e-12) <= s <= hi * (1 + 1e-12):
-                raise ConfigError(f"data-flow recipe: path[{k}].scale {s} is outside the space's scale_range [{lo}, {hi}]")
+                raise ConfigError(
+                    f"data-flow recipe: path[{k}].scale {s} is outside the space's scale_range [{lo}, {hi}]"
+                )
             if idx in set_by and not math.isclose(set_by[idx], s, rel_tol=1e-9):
                 raise ConfigError(
                     f"data-flow recipe: path[{k}].scale {s} conflicts with {set_by[idx]} for the same gene {self.names[idx]!r}"

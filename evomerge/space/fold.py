@@ -24,8 +24,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -66,7 +67,7 @@ def fold_to_state_dict(recipe: DataFlowRecipe, sources: Mapping[str, Any]) -> tu
         for key, t in src_states[step.model].items():
             if not key.startswith(src_prefix):
                 continue
-            rest = key[len(src_prefix):]
+            rest = key[len(src_prefix) :]
             t = t.detach().to(torch.float32)
             if rest.startswith(outs) and c_k != 1.0:
                 t = t * (1.0 / c_k)
@@ -77,7 +78,9 @@ def fold_to_state_dict(recipe: DataFlowRecipe, sources: Mapping[str, Any]) -> tu
 def _atomic_dir(out_dir: Path, force: bool) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        raise EvomergeError(f"{out_dir}: output directory exists and is not empty; pass force=True (--force) to replace it")
+        raise EvomergeError(
+            f"{out_dir}: output directory exists and is not empty; pass force=True (--force) to replace it"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
 

@@ -23,8 +23,9 @@ to the recipe's global ``parameters``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -132,7 +133,9 @@ class ParameterSpace:
             if not scopes:
                 raise ConfigError(f"parameter space: params: {p!r} is not a parameter of method(s) {self.methods}")
             if len(scopes) > 1:
-                raise ConfigError(f"parameter space: params: {p!r} is per-model in some of {self.methods} and global in others")
+                raise ConfigError(
+                    f"parameter space: params: {p!r} is per-model in some of {self.methods} and global in others"
+                )
             self.scope[p] = scopes.pop()
             if p in self.fixed:
                 raise ConfigError(f"parameter space: {p!r} is both searched (params) and fixed")
@@ -143,7 +146,9 @@ class ParameterSpace:
         for p in self.params:
             r = (ranges or {}).get(p, DEFAULT_RANGES.get(p))
             if r is None:
-                raise ConfigError(f"parameter space: ranges: no range for parameter {p!r}; give ranges={{{p!r}: (lo, hi)}}")
+                raise ConfigError(
+                    f"parameter space: ranges: no range for parameter {p!r}; give ranges={{{p!r}: (lo, hi)}}"
+                )
             lo, hi = float(r[0]), float(r[1])
             if not lo <= hi:
                 raise ConfigError(f"parameter space: ranges[{p!r}] must have lo <= hi, got {tuple(r)}")
@@ -160,7 +165,8 @@ class ParameterSpace:
 
         n_groups = len(self.layer_bounds) - 1
         self.groups: list[str] = [
-            f"layers.{a}" if b - a == 1 else f"layers.{a}-{b - 1}" for a, b in zip(self.layer_bounds, self.layer_bounds[1:])
+            f"layers.{a}" if b - a == 1 else f"layers.{a}-{b - 1}"
+            for a, b in zip(self.layer_bounds, self.layer_bounds[1:])
         ]
         if non_layer == "separate":
             self.groups = ["embed", *self.groups, "head"]
@@ -196,7 +202,9 @@ class ParameterSpace:
             try:
                 self.to_recipe(x)
             except ConfigError as exc:
-                raise ConfigError(f"parameter space: method {m!r} cannot be used with these models/params: {exc}") from None
+                raise ConfigError(
+                    f"parameter space: method {m!r} cannot be used with these models/params: {exc}"
+                ) from None
 
     # ---- value maps -------------------------------------------------------------------------
     def _to_value(self, p: str, x: float) -> float:
@@ -231,7 +239,11 @@ class ParameterSpace:
         if len(set(layer_vals)) == 1:
             default: float | list[float] = layer_vals[0]
         else:
-            default = [layer_vals[g] for g in range(self.n_layer_groups) for _ in range(self.layer_bounds[g + 1] - self.layer_bounds[g])]
+            default = [
+                layer_vals[g]
+                for g in range(self.n_layer_groups)
+                for _ in range(self.layer_bounds[g + 1] - self.layer_bounds[g])
+            ]
         if not isinstance(default, list) and embed == default and head == default:
             return default
         entries = [{"filter": f, "value": embed} for f in self.embed_filters]
@@ -255,11 +267,19 @@ class ParameterSpace:
         for m in self.models:
             entry: dict[str, Any] = {"model": m}
             if m != self.base_model:
-                mp = {p: self._value_spec(values[(p, m)]) for p in self.params if self.scope[p] == "model" and p in spec.model_params}
+                mp = {
+                    p: self._value_spec(values[(p, m)])
+                    for p in self.params
+                    if self.scope[p] == "model" and p in spec.model_params
+                }
                 if mp:
                     entry["parameters"] = mp
             models.append(entry)
-        glob = {p: self._value_spec(values[(p, None)]) for p in self.params if self.scope[p] == "global" and p in spec.global_params}
+        glob = {
+            p: self._value_spec(values[(p, None)])
+            for p in self.params
+            if self.scope[p] == "global" and p in spec.global_params
+        }
         glob.update({k: v for k, v in self.fixed.items() if k in spec.model_params or k in spec.global_params})
         data: dict[str, Any] = {"merge_method": method, "models": models, "dtype": self.dtype, "seed": self.seed}
         if self.base_model is not None:

@@ -14,9 +14,10 @@ argument (the residual stream) by ``recipe.path[k].scale``; steps with scale 1 g
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -57,7 +58,9 @@ def arch_info(config) -> ArchInfo:
             f"data-flow paths support pre-norm model types {sorted(SUPPORTED)}; got model_type {model_type!r}"
         )
     if model_type == "gpt2" and getattr(config, "scale_attn_by_inverse_layer_idx", False):
-        raise ModelError("data-flow paths: GPT-2 with scale_attn_by_inverse_layer_idx=True depends on the layer position; unsupported")
+        raise ModelError(
+            "data-flow paths: GPT-2 with scale_attn_by_inverse_layer_idx=True depends on the layer position; unsupported"
+        )
     return info
 
 
@@ -196,7 +199,9 @@ def _merge_nested(name: str, recipe_dict: dict, *, device, dtype):
 
     r = Recipe.model_validate(recipe_dict)
     pool = pool_for_recipe(r, device=device, dtype=dtype)
-    module = _load_one(str(r.base_model) if r.base_model is not None else str(r.models[0].model), device=device, dtype=dtype)
+    module = _load_one(
+        str(r.base_model) if r.base_model is not None else str(r.models[0].model), device=device, dtype=dtype
+    )
     InPlaceMerger(pool, module).apply(r)
     return module
 

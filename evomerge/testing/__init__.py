@@ -75,7 +75,9 @@ def build_model(arch: str = "llama", seed: int = 0, **config_kwargs):
     return model.eval()
 
 
-def build_family(root: str | Path, arch: str = "llama", n_experts: int = 2, scale: float = 0.02, **config_kwargs) -> dict:
+def build_family(
+    root: str | Path, arch: str = "llama", n_experts: int = 2, scale: float = 0.02, **config_kwargs
+) -> dict:
     """Write ``base``, ``expert_1`` … ``expert_n`` under ``root``; return their paths.
 
     Expert k = base + N(0, scale²) noise drawn with seed k, on every tensor.

@@ -97,8 +97,16 @@ def build_models(s: WorldSettings, out: Path, log=print) -> dict:
         base = new_model(s, stage_seed(s.seed, "init"))
         mix = stage_mixture(s.base, s)
         log(f"toyworld: training base ({s.base.steps} steps)")
-        train(base, mix, steps=s.base.steps, lr=s.base.lr, warmup=s.base.warmup, batch=s.base.batch,
-              seed=stage_seed(s.seed, "base"), log=progress)
+        train(
+            base,
+            mix,
+            steps=s.base.steps,
+            lr=s.base.lr,
+            warmup=s.base.warmup,
+            batch=s.base.batch,
+            seed=stage_seed(s.seed, "base"),
+            log=progress,
+        )
         save(base, out / "base")
         facts["seconds"]["base"] = round(time.perf_counter() - t0, 1)
         facts["scores"]["base"] = evaluate(base, s)
@@ -107,8 +115,16 @@ def build_models(s: WorldSettings, out: Path, log=print) -> dict:
             t0 = time.perf_counter()
             base.load_state_dict(base_state)
             log(f"toyworld: training expert {name!r} ({stage.steps} steps)")
-            train(base, stage_mixture(stage, s), steps=stage.steps, lr=stage.lr, warmup=stage.warmup,
-                  batch=stage.batch, seed=stage_seed(s.seed, f"expert:{name}"), log=progress)
+            train(
+                base,
+                stage_mixture(stage, s),
+                steps=stage.steps,
+                lr=stage.lr,
+                warmup=stage.warmup,
+                batch=stage.batch,
+                seed=stage_seed(s.seed, f"expert:{name}"),
+                log=progress,
+            )
             save(base, out / "experts" / name)
             facts["seconds"][name] = round(time.perf_counter() - t0, 1)
             facts["scores"][name] = evaluate(base, s)

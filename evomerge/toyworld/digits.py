@@ -70,9 +70,7 @@ class DigitsSpace:
         self.upper = np.full(self.dim, 1.0)
         self.x0 = np.zeros(self.dim)
         self.sigma0 = 0.01
-        self.names = [
-            f"{name}[{i}]" for name, shape in SHAPES for i in range(int(np.prod(shape)))
-        ]
+        self.names = [f"{name}[{i}]" for name, shape in SHAPES for i in range(int(np.prod(shape)))]
 
     def to_recipe(self, genome: np.ndarray) -> np.ndarray:
         return np.asarray(genome, dtype=np.float32).reshape(self.dim).copy()
@@ -81,8 +79,12 @@ class DigitsSpace:
         return np.asarray(recipe, dtype=float).reshape(self.dim).copy()
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "digits-mlp", "dim": self.dim, "tensors": [n for n, _ in SHAPES],
-                "group_boundaries": self.group_boundaries}
+        return {
+            "kind": "digits-mlp",
+            "dim": self.dim,
+            "tensors": [n for n, _ in SHAPES],
+            "group_boundaries": self.group_boundaries,
+        }
 
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +100,7 @@ def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def _unflatten(v: torch.Tensor) -> list[torch.Tensor]:
     b = _boundaries()
-    return [v[b[i]:b[i + 1]].view(shape) for i, (_, shape) in enumerate(SHAPES)]
+    return [v[b[i] : b[i + 1]].view(shape) for i, (_, shape) in enumerate(SHAPES)]
 
 
 def _logits(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -148,10 +150,12 @@ class DigitsProblem:
         self._yt = torch.from_numpy(self.y_train)
         self._ye = torch.from_numpy(self.y_test)
         low = self.y_train < 5
-        self.experts = np.stack([
-            train_expert(self.x_train[low], self.y_train[low], derive_seed(self.seed, 0)),
-            train_expert(self.x_train[~low], self.y_train[~low], derive_seed(self.seed, 1)),
-        ])
+        self.experts = np.stack(
+            [
+                train_expert(self.x_train[low], self.y_train[low], derive_seed(self.seed, 0)),
+                train_expert(self.x_train[~low], self.y_train[~low], derive_seed(self.seed, 1)),
+            ]
+        )
         self.forward_passes = 0
 
     @property

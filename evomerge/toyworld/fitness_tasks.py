@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from fitness import generators
-
+from evomerge.fitness import generators
 from evomerge.toyworld.tasks import TASKS, task_pool
 
 

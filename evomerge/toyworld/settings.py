@@ -52,7 +52,7 @@ class WorldSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "WorldSettings":
+    def from_dict(cls, data: dict) -> WorldSettings:
         data = dict(data)
         data["base"] = Stage(**data["base"])
         data["experts"] = {k: Stage(**v) for k, v in data["experts"].items()}
@@ -67,19 +67,25 @@ class WorldSettings:
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def replace(self, **changes) -> "WorldSettings":
+    def replace(self, **changes) -> WorldSettings:
         return dataclasses.replace(self, **changes)
 
 
 LANG_MIX = {"L2.copy": 1.0, "L2.reverse": 1.0, "L2.successor": 1.0, "X.*": 0.5, "Y.*": 0.5}
 BASE_MIX = {
-    "L1.copy": 1.0, "L1.reverse": 1.0, "L1.successor": 1.0,
-    "L2.copy": 1.0, "L2.reverse": 1.0, "L2.successor": 1.0,
-    "X.*": 1.0, "Y.*": 1.0,
+    "L1.copy": 1.0,
+    "L1.reverse": 1.0,
+    "L1.successor": 1.0,
+    "L2.copy": 1.0,
+    "L2.reverse": 1.0,
+    "L2.successor": 1.0,
+    "X.*": 1.0,
+    "Y.*": 1.0,
     # Addition in both languages: the target's operator word must have met arithmetic in the
     # base, or the math expert's skill cannot carry over to it; with less of it (0.2 / 0.3) the
     # merge that combines both experts exists for some seeds only (docs/toyworld.md).
-    "L1.addition": 0.4, "L2.addition": 0.6,
+    "L1.addition": 0.4,
+    "L2.addition": 0.6,
 }
 
 PRESETS = {
@@ -94,14 +100,19 @@ PRESETS = {
     ),
     # Small and fast for tests: same data and tasks, a 2-layer 32-wide model, few steps.
     "test": WorldSettings(
-        hidden=32, layers=2, heads=2, intermediate=64,
+        hidden=32,
+        layers=2,
+        heads=2,
+        intermediate=64,
         base=Stage(mixture=BASE_MIX, steps=120, lr=3e-3, warmup=10, batch=64),
         experts={
             "math": Stage(mixture={"L1.addition": 1.0}, steps=40, lr=3e-3, warmup=5, batch=64),
             "lang": Stage(mixture=LANG_MIX, steps=40, lr=2e-3, warmup=5, batch=64),
         },
         expert_skills={"math": "math", "lang": "lang"},
-        calibration=64, validation=256, threads=1,
+        calibration=64,
+        validation=256,
+        threads=1,
     ),
 }
 

@@ -81,7 +81,9 @@ def answer_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits[keep], target[keep])
 
 
-def train(model, mixture: Mixture, *, steps: int, lr: float, warmup: int, batch: int, seed: int, log=None) -> list[float]:
+def train(
+    model, mixture: Mixture, *, steps: int, lr: float, warmup: int, batch: int, seed: int, log=None
+) -> list[float]:
     """Train ``model`` in place; return the loss of every step."""
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from evomerge.errors import ConfigError
-
-from fitness.scorers.base import Example, ScoreBatch, Scorer
-from fitness.scorers.choice import ChoiceLoglik
-from fitness.scorers.custom import CallableScorer
-from fitness.scorers.forced import ForcedExactMatch
-from fitness.scorers.generation import GenerationExactMatch, greedy_generate
-from fitness.scorers.nll import MeanNLL
+from evomerge.fitness.scorers.base import Example, ScoreBatch, Scorer
+from evomerge.fitness.scorers.choice import ChoiceLoglik
+from evomerge.fitness.scorers.custom import CallableScorer
+from evomerge.fitness.scorers.forced import ForcedExactMatch
+from evomerge.fitness.scorers.generation import GenerationExactMatch, greedy_generate
+from evomerge.fitness.scorers.nll import MeanNLL
 
 SCORERS = {
     "exact_match": GenerationExactMatch,

@@ -7,14 +7,15 @@ of every forward row, padding excluded, plus generated tokens).
 Teacher-forced scorers (forced exact match, choice log-likelihood, NLL) pad on the **right**:
 real tokens then sit at positions 0…n−1 whatever the model's position scheme, and the causal mask
 keeps padding out of every real token's context, so a row's logits equal those of the row alone.
-Generation pads on the **left** (see :mod:`fitness.scorers.generation`).
+Generation pads on the **left** (see :mod:`evomerge.fitness.scorers.generation`).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -117,11 +118,12 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
-def forced_logprobs(model, seqs: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]], *,
-                    batch_size: int, pad: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+def forced_logprobs(
+    model, seqs: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]], *, batch_size: int, pad: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
     """Teacher-forced next-token log-probabilities on chosen spans.
 
     For sequence ``s`` and span ``(a, b)`` (token positions a…b−1 are the targets), returns
@@ -148,7 +150,7 @@ def forced_logprobs(model, seqs: Sequence[Sequence[int]], spans: Sequence[tuple[
                 a, b = spans[i]
                 if not 1 <= a <= b <= len(seqs[i]):
                     raise ValueError(f"span {(a, b)} outside a sequence of {len(seqs[i])} tokens")
-                sl = logits[row, a - 1:b - 1].float()
+                sl = logits[row, a - 1 : b - 1].float()
                 logps[i] = torch.log_softmax(sl, dim=-1).cpu()
                 argmaxes[i] = sl.argmax(dim=-1).cpu()
     return logps, argmaxes, tokens  # type: ignore[return-value]
@@ -161,7 +163,7 @@ def import_callable(spec: str, *, what: str) -> Callable:
     else:
         mod_name, _, attr = spec.rpartition(".")
     if not mod_name or not attr:
-        raise ConfigError(f"{what}: expected \"pkg.module:function\", got {spec!r}")
+        raise ConfigError(f'{what}: expected "pkg.module:function", got {spec!r}')
     try:
         module = importlib.import_module(mod_name)
     except ImportError as exc:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
+from evomerge.fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
 
 
-def continuation_logliks(model, tokenizer, pairs, *, batch_size: int, prepend_bos=None,
-                         encode_prompt=None) -> tuple[list[float], list[int], list[bool], int]:
+def continuation_logliks(
+    model, tokenizer, pairs, *, batch_size: int, prepend_bos=None, encode_prompt=None
+) -> tuple[list[float], list[int], list[bool], int]:
     """Summed log-likelihood of each ``(context, continuation)`` pair, its token count, whether
     the continuation is the greedy one, and the tokens processed."""
     seqs, spans, targets = [], [], []
@@ -47,10 +48,11 @@ class ChoiceLoglik(Scorer):
             for choice in ex.choices:
                 pairs.append((ex.prompt, choice))
                 owner.append(i)
-        lls, lens, _, tokens = continuation_logliks(model, tokenizer, pairs, batch_size=batch_size,
-                                                    encode_prompt=self.encode_prompt)
+        lls, lens, _, tokens = continuation_logliks(
+            model, tokenizer, pairs, batch_size=batch_size, encode_prompt=self.encode_prompt
+        )
         per_example: list[list[float]] = [[] for _ in examples]
-        for (ctx, choice), ll, n, i in zip(pairs, lls, lens, owner):
+        for (_ctx, choice), ll, n, i in zip(pairs, lls, lens, owner):
             if self.cfg.normalize == "tokens":
                 ll = ll / n
             elif self.cfg.normalize == "chars":

@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 
 from evomerge.errors import EvomergeError
-
-from fitness.scorers.base import ScoreBatch, Scorer, import_callable
+from evomerge.fitness.scorers.base import ScoreBatch, Scorer, import_callable
 
 
 class CallableScorer(Scorer):
@@ -31,6 +30,9 @@ class CallableScorer(Scorer):
             raise EvomergeError(f"scorer {self.cfg.fn}: returned {len(scores)} scores for {len(examples)} examples")
         for ex, s in zip(examples, scores):
             if math.isnan(s) or (self.bounded and not 0.0 <= s <= 1.0):
-                raise EvomergeError(f"scorer {self.cfg.fn}: example {ex.id!r} scored {s}, expected a value in [0, 1]"
-                                    if self.bounded else f"scorer {self.cfg.fn}: example {ex.id!r} scored NaN")
+                raise EvomergeError(
+                    f"scorer {self.cfg.fn}: example {ex.id!r} scored {s}, expected a value in [0, 1]"
+                    if self.bounded
+                    else f"scorer {self.cfg.fn}: example {ex.id!r} scored NaN"
+                )
         return ScoreBatch(scores=scores, tokens=int(tokens))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
+from evomerge.fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
 
 
 class ForcedExactMatch(Scorer):

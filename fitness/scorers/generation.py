@@ -15,14 +15,12 @@ sampled decoding would make fitness noisy.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from evomerge.errors import ConfigError
-
-from fitness.scorers.base import (
-    Example,
+from evomerge.fitness.scorers.base import (
     ScoreBatch,
     Scorer,
     eos_ids,
@@ -34,8 +32,15 @@ from fitness.scorers.base import (
 )
 
 
-def greedy_generate(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-                    stop: Sequence[str] = (), batch_size: int = 16) -> tuple[list[str], list[list[int]], int]:
+def greedy_generate(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    stop: Sequence[str] = (),
+    batch_size: int = 16,
+) -> tuple[list[str], list[list[int]], int]:
     """Greedy continuations of tokenised prompts.
 
     Returns ``(texts, new_ids, tokens)``: the decoded continuation of each prompt cut before the
@@ -51,8 +56,15 @@ def greedy_generate(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_n
     with torch.inference_mode():
         for batch in length_batches([len(p) for p in prompts], batch_size):
             b_texts, b_ids, b_tokens = _generate_batch(
-                model, tokenizer, [prompts[i] for i in batch], max_new_tokens=max_new_tokens,
-                stop=stop, eos=eos, pad=pad, device=device)
+                model,
+                tokenizer,
+                [prompts[i] for i in batch],
+                max_new_tokens=max_new_tokens,
+                stop=stop,
+                eos=eos,
+                pad=pad,
+                device=device,
+            )
             tokens += b_tokens
             for row, i in enumerate(batch):
                 texts[i] = b_texts[row]
@@ -68,8 +80,8 @@ def _generate_batch(model, tokenizer, prompts, *, max_new_tokens, stop, eos, pad
     ids = torch.full((n, width), pad, dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)
     for row, p in enumerate(prompts):
-        ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-        mask[row, width - len(p):] = 1
+        ids[row, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+        mask[row, width - len(p) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     tokens = int(mask.sum())
@@ -94,13 +106,15 @@ def _generate_batch(model, tokenizer, prompts, *, max_new_tokens, stop, eos, pad
                 done[row] = True
         if all(done) or step == max_new_tokens - 1:
             break
-        feed = torch.tensor([pad if done[r] else generated[r][-1] for r in range(n)],
-                            dtype=torch.long, device=device)[:, None]
+        feed = torch.tensor([pad if done[r] else generated[r][-1] for r in range(n)], dtype=torch.long, device=device)[
+            :, None
+        ]
         mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
         positions = positions[:, -1:] + 1
         if past is not None:
-            out = model(input_ids=feed, attention_mask=mask, position_ids=positions,
-                        past_key_values=past, use_cache=True)
+            out = model(
+                input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
+            )
             past = getattr(out, "past_key_values", None)
             if past is None:
                 raise RuntimeError("the model returned a cache on the first step but not on a later one")
@@ -177,8 +191,9 @@ class GenerationExactMatch(Scorer):
 
     def score(self, model, tokenizer, examples, *, batch_size=16):
         prompts = [self.encode_prompt(tokenizer, ex.prompt) for ex in examples]
-        texts, _, tokens = greedy_generate(model, tokenizer, prompts, max_new_tokens=self.cfg.max_new_tokens,
-                                           stop=self.cfg.stop, batch_size=batch_size)
+        texts, _, tokens = greedy_generate(
+            model, tokenizer, prompts, max_new_tokens=self.cfg.max_new_tokens, stop=self.cfg.stop, batch_size=batch_size
+        )
         scores = []
         for ex, text in zip(examples, texts):
             got = self.normalise(self.extract(text))

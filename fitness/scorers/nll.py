@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
+from evomerge.fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
 
 
 class MeanNLL(Scorer):
@@ -30,7 +30,7 @@ class MeanNLL(Scorer):
                 raise ValueError(f"example {ex.id!r}: nothing to score (fewer than 2 tokens or empty answer)")
             seqs.append(seq)
             spans.append(span)
-            targets.append(torch.tensor(seq[span[0]:span[1]], dtype=torch.long))
+            targets.append(torch.tensor(seq[span[0] : span[1]], dtype=torch.long))
         logps, _, tokens = forced_logprobs(model, seqs, spans, batch_size=batch_size, pad=pad_id(tokenizer))
         scores, weights = [], []
         for lp, t in zip(logps, targets):

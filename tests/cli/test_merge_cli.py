@@ -61,7 +61,9 @@ def test_dtype_override_and_shard_size(tiny_gpt2_family, tmp_path, capsys):
 
     recipe = write(tmp_path / "r.yaml", ties_doc(tiny_gpt2_family, seed=0, options={"layerless_gradient": "ends"}))
     out = tmp_path / "out"
-    code, err = run(["merge", recipe, "-o", str(out), "--dtype", "bfloat16", "--max-shard-size", "20KB", "--no-progress"], capsys)
+    code, err = run(
+        ["merge", recipe, "-o", str(out), "--dtype", "bfloat16", "--max-shard-size", "20KB", "--no-progress"], capsys
+    )
     assert code == 0, err
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1

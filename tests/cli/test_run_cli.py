@@ -1,15 +1,15 @@
 """Bad inputs to `evomerge run`: each is one line on stderr, exit status 2, and no run directory."""
 
-import shutil
-
-import pytest
-import yaml
-
-from evomerge.cli import main
 import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("runs_helpers", Path(__file__).resolve().parents[1] / "runs" / "runs_helpers.py")
+import yaml
+
+from evomerge.cli import main
+
+_spec = importlib.util.spec_from_file_location(
+    "runs_helpers", Path(__file__).resolve().parents[1] / "runs" / "runs_helpers.py"
+)
 _helpers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_helpers)
 tiny_config = _helpers.tiny_config
@@ -31,16 +31,30 @@ def test_bad_inputs_one_line_each(tmp_path, capsys, tiny_llama_family, tiny_gpt2
     cfg = tiny_config(tmp_path, tiny_llama_family)
     run_dir = tmp_path / "run"
     cases = [
-        (lambda d: d["models"]["experts"].__setitem__("e2", str(tmp_path / "nope")),
-         f"error: {cfg}: models.experts.e2: model path '{tmp_path / 'nope'}' does not exist"),
+        (
+            lambda d: d["models"]["experts"].__setitem__("e2", str(tmp_path / "nope")),
+            f"error: {cfg}: models.experts.e2: model path '{tmp_path / 'nope'}' does not exist",
+        ),
         (lambda d: d["models"]["experts"].__setitem__("e2", str(tiny_gpt2_family["experts"][0])), "error: "),
-        (lambda d: d["driver"].__setitem__("name", "cmaess"),
-         f"error: {cfg}: driver.name: unknown driver 'cmaess' (known: cmaes, m2n2, optuna, random)"),
-        (lambda d: d["space"].__setitem__("method", "tie"), f"error: {cfg}: space.method: unknown merge method 'tie' (known: "),
-        (lambda d: d["space"].__setitem__("layer_group", 2),
-         f"error: {cfg}: unknown key 'space.layer_group' (did you mean 'space.layer_groups'?)"),
-        (lambda d: (tmp_path / "empty.jsonl").write_text("") or d["fitness"]["tasks"][0]["source"].__setitem__("path", "empty.jsonl"),
-         "error: "),
+        (
+            lambda d: d["driver"].__setitem__("name", "cmaess"),
+            f"error: {cfg}: driver.name: unknown driver 'cmaess' (known: cmaes, m2n2, optuna, random)",
+        ),
+        (
+            lambda d: d["space"].__setitem__("method", "tie"),
+            f"error: {cfg}: space.method: unknown merge method 'tie' (known: ",
+        ),
+        (
+            lambda d: d["space"].__setitem__("layer_group", 2),
+            f"error: {cfg}: unknown key 'space.layer_group' (did you mean 'space.layer_groups'?)",
+        ),
+        (
+            lambda d: (
+                (tmp_path / "empty.jsonl").write_text("")
+                or d["fitness"]["tasks"][0]["source"].__setitem__("path", "empty.jsonl")
+            ),
+            "error: ",
+        ),
     ]
     original = cfg.read_text()
     for edit, start in cases:

@@ -3,12 +3,11 @@
 import cmaes
 import numpy as np
 import pytest
+from conftest import BoxSpace, drive, evaluate
 
 from evomerge.drivers import make_driver
 from evomerge.drivers.base import Outcome
 from evomerge.errors import ConfigError
-
-from conftest import BoxSpace, drive, evaluate
 
 OPT = np.array([0.21, 0.74, 0.38, 0.93, 0.12, 0.55])
 

@@ -6,10 +6,9 @@ import pickle
 import numpy as np
 import optuna
 import pytest
+from conftest import BoxSpace, evaluate
 
 from evomerge.drivers import make_driver
-
-from conftest import BoxSpace, evaluate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -42,8 +41,7 @@ CASES = {
     "cmaes": ("cmaes", {"population_size": 5}),
     "cmaes-sep-ipop": ("cmaes", {"population_size": 4, "separable": True, "restarts": "ipop", "patience": 1}),
     "m2n2": ("m2n2", {"archive_size": 4, "initial": "random", "mutation_std": 0.05}),
-    "m2n2-corners": ("m2n2", {"archive_size": 5, "initial": np.eye(4), "crossover": "linear",
-                               "alpha": 0.0}),
+    "m2n2-corners": ("m2n2", {"archive_size": 5, "initial": np.eye(4), "crossover": "linear", "alpha": 0.0}),
     "random": ("random", {}),
     "random-lhs": ("random", {"sampling": "lhs", "lhs_size": 5}),
     "optuna-tpe": ("optuna", {"sampler": "tpe", "sampler_options": {"n_startup_trials": 4}}),
@@ -102,7 +100,7 @@ def test_cmaes_resume_mid_generation_after_restart():
     log, out = [], []
     k = 0
     while not (d.restart >= 1 and d.pending_ids and d._values):  # restarted, generation half told
-        play(d, steps[k:k + 1], out, log, 1)
+        play(d, steps[k : k + 1], out, log, 1)
         k += 1
     assert k < len(steps) - 3
     fresh = make_driver("cmaes", space, seed=3, **opts)

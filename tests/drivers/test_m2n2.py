@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import BoxSpace
 
 from evomerge.drivers import make_driver
 from evomerge.drivers.base import Outcome
 from evomerge.drivers.m2n2 import attraction, shared_fitness, slerp_mix
 from evomerge.errors import ConfigError
-
-from conftest import BoxSpace
 
 
 def test_shared_fitness_and_attraction_by_hand():
@@ -136,7 +135,7 @@ def niche_scores(x):
 def best_fraction(alpha, seed, evals=300):
     init = np.zeros((K, K * M))
     for b in range(K):
-        init[b, b * M:(b + 1) * M] = 1.0
+        init[b, b * M : (b + 1) * M] = 1.0
     space = BoxSpace(K * M, boundaries=list(range(0, K * M + 1, M)))
     d = make_driver("m2n2", space, seed=seed, alpha=alpha, initial=init, archive_size=10)
     best = 0.0

@@ -3,13 +3,12 @@
 import numpy as np
 import optuna
 import pytest
+from conftest import BoxSpace, drive, evaluate
 
 from evomerge.drivers import make_driver
 from evomerge.drivers.base import Outcome
 from evomerge.drivers.pareto import hypervolume
 from evomerge.errors import ConfigError
-
-from conftest import BoxSpace, drive, evaluate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -31,8 +30,9 @@ def test_nsga2_on_zdt1_reaches_stated_hypervolume():
     # ZDT1 with 5 variables, NSGA-II population 20, 1000 evaluations (50 generations), seed 0:
     # measured 0.79 (seeds 1-3: 0.70-0.78) of the optimum 0.877; uniform random search at the
     # same budget stays far below.
-    d = make_driver("optuna", BoxSpace(5), n_objectives=2, seed=0, sampler="nsga2",
-                    sampler_options={"population_size": 20})
+    d = make_driver(
+        "optuna", BoxSpace(5), n_objectives=2, seed=0, sampler="nsga2", sampler_options={"population_size": 20}
+    )
     cands = drive(d, zdt1, 1000, batch=20)
     hv = hypervolume([zdt1(c.genome) for c in cands], ZDT1_REF)
     rnd = make_driver("random", BoxSpace(5), n_objectives=2, seed=0)
@@ -85,12 +85,12 @@ def test_sqlite_mirror_follows_the_study_and_resyncs(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"sampler": "cmaes", "n_objectives": 2},
-         "drivers.optuna: sampler 'cmaes' is single-objective, got n_objectives=2 (use tpe, nsga2, nsga3, gp or random)"),
-        ({"sampler": "bohb"},
-         "drivers.optuna: unknown sampler 'bohb' (known: tpe, cmaes, nsga2, nsga3, gp, random)"),
-        ({"sampler": "tpe", "sampler_options": {"popsize": 3}},
-         "drivers.optuna: bad sampler_options for tpe:"),
+        (
+            {"sampler": "cmaes", "n_objectives": 2},
+            "drivers.optuna: sampler 'cmaes' is single-objective, got n_objectives=2 (use tpe, nsga2, nsga3, gp or random)",
+        ),
+        ({"sampler": "bohb"}, "drivers.optuna: unknown sampler 'bohb' (known: tpe, cmaes, nsga2, nsga3, gp, random)"),
+        ({"sampler": "tpe", "sampler_options": {"popsize": 3}}, "drivers.optuna: bad sampler_options for tpe:"),
         ({"study": "x"}, "driver 'optuna': unknown option 'study' (known: sampler, sampler_options, storage)"),
     ],
 )

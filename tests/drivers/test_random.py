@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import BoxSpace, drive, evaluate
 
 from evomerge.drivers import make_driver
 from evomerge.drivers.base import Outcome
 from evomerge.errors import ConfigError
-
-from conftest import BoxSpace, drive, evaluate
 
 
 def test_uniform_in_box_and_batching_does_not_matter():
@@ -35,9 +34,14 @@ def test_latin_hypercube_blocks_hit_every_stratum_once():
 def test_incumbent_tracks_the_best_and_skips_failures():
     d = make_driver("random", BoxSpace(2), seed=0, n_objectives=2, weights=[0.5, 0.5])
     c = d.ask(3)
-    d.tell(c, [Outcome(c[0].id, np.array([1.0, 1.0])),
-               Outcome(c[1].id, np.array([9.0, 9.0]), failed=True),
-               Outcome(c[2].id, np.array([3.0, 0.0]))])
+    d.tell(
+        c,
+        [
+            Outcome(c[0].id, np.array([1.0, 1.0])),
+            Outcome(c[1].id, np.array([9.0, 9.0]), failed=True),
+            Outcome(c[2].id, np.array([3.0, 0.0])),
+        ],
+    )
     assert d.best_id == c[2].id and d.best_value == pytest.approx(1.5)
     cands = drive(d, lambda x: [float(x.sum()), 0.0], 50)
     assert d.best_value >= max(0.5 * float(x.genome.sum()) for x in cands)

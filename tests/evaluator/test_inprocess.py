@@ -46,7 +46,9 @@ def test_every_failure_is_a_result_and_the_worker_keeps_going():
     assert boom.status == "failed" and boom.error_line == "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"
     assert "Traceback (most recent call last)" in boom.error and boom.objectives == {}
     assert nan.status == "failed" and nan.error_line == "FloatingPointError: objective score=nan is not finite"
-    assert slow.status == "failed" and slow.error_line == "EvaluationTimeout: evaluation exceeded its time limit of 0.1 s"
+    assert (
+        slow.status == "failed" and slow.error_line == "EvaluationTimeout: evaluation exceeded its time limit of 0.1 s"
+    )
     assert 0.09 < slow.eval_seconds < 2.0
     assert fine.ok and fine.objectives == {"score": 0.0} and fine.attempt == 2
 
@@ -93,8 +95,19 @@ def test_cancel_queued_and_close():
 
 
 def test_result_json_round_trip_is_exact():
-    r = EvalResult(7, "ok", {"acc": 0.25, "nll": 1.5}, {"t": [1.0, 0.0]}, {"tasks": {}}, None, 0.5, 1.25, "ray-1.0@h", 1,
-                   [0.1, 0.2])
+    r = EvalResult(
+        7,
+        "ok",
+        {"acc": 0.25, "nll": 1.5},
+        {"t": [1.0, 0.0]},
+        {"tasks": {}},
+        None,
+        0.5,
+        1.25,
+        "ray-1.0@h",
+        1,
+        [0.1, 0.2],
+    )
     line = json.dumps(r.to_json())
     back = EvalResult.from_json(json.loads(line))
     assert back == r and back.busy_seconds == 1.75
@@ -104,7 +117,9 @@ def test_result_json_round_trip_is_exact():
 def test_make_backend_errors_are_one_line():
     with pytest.raises(ConfigError, match=r"^unknown backend 'slurm': expected one of inprocess, ray$"):
         make_backend("slurm", SPHERE)
-    with pytest.raises(ConfigError, match=r"^backend 'inprocess' does not take num_gpus \(Ray options need --backend ray\)$"):
+    with pytest.raises(
+        ConfigError, match=r"^backend 'inprocess' does not take num_gpus \(Ray options need --backend ray\)$"
+    ):
         make_backend("inprocess", SPHERE, num_gpus=1)
     assert isinstance(make_backend("inprocess", SPHERE, timeout=3.0), InProcessBackend)
     with pytest.raises(ConfigError, match=r"^evaluator.num_workers must be >= 1, got 0$"):

@@ -30,11 +30,16 @@ def free_port() -> int:
 def test_unreachable_address_is_one_line_and_fast():
     port = free_port()
     start = time.monotonic()
-    with pytest.raises(EvomergeError, match=rf"^cannot connect to the Ray cluster at '127.0.0.1:{port}': nothing answers "
-                                            rf"on 127.0.0.1:{port} \(Connection refused\); start one with `ray start --head --port={port}`$"):
+    with pytest.raises(
+        EvomergeError,
+        match=rf"^cannot connect to the Ray cluster at '127.0.0.1:{port}': nothing answers "
+        rf"on 127.0.0.1:{port} \(Connection refused\); start one with `ray start --head --port={port}`$",
+    ):
         _check_reachable(f"127.0.0.1:{port}")
     assert time.monotonic() - start < 5
-    with pytest.raises(EvomergeError, match=r"^--address 'headnode': expected 'auto', 'HOST:PORT' or 'ray://HOST:PORT'$"):
+    with pytest.raises(
+        EvomergeError, match=r"^--address 'headnode': expected 'auto', 'HOST:PORT' or 'ray://HOST:PORT'$"
+    ):
         _check_reachable("headnode")
 
 
@@ -51,9 +56,20 @@ def test_run_evaluations_on_a_cluster_started_with_ray_start():
     # short: Ray puts Unix sockets under it, and socket paths are limited to ~107 bytes
     temp_dir = tempfile.mkdtemp(prefix="evr", dir="/tmp")
     head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-         f"--temp-dir={temp_dir}", "--block"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            f"--temp-dir={temp_dir}",
+            "--block",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60

@@ -128,8 +128,9 @@ def test_actor_killed_mid_run_is_replaced_and_every_candidate_is_evaluated_exact
 
     driver = SteadyDriver()
     try:
-        summary = Scheduler(driver, backend, Budget(max_evals=16), on_result, objective_spec=SPEC,
-                            to_recipe=to_recipe).run()
+        summary = Scheduler(
+            driver, backend, Budget(max_evals=16), on_result, objective_spec=SPEC, to_recipe=to_recipe
+        ).run()
     finally:
         backend.close()
     assert killed == [11] and die_file.exists()
@@ -186,7 +187,9 @@ def test_a_worker_that_cannot_be_built_raises_the_users_error(ray_session):
     # pickles with its own copy of cloudpickle)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        backend = RayPoolBackend(FunctionWorkerSpec(_broken_worker, {"path": "/nope"}, factory=True), num_workers=1, num_cpus=0.5)
+        backend = RayPoolBackend(
+            FunctionWorkerSpec(_broken_worker, {"path": "/nope"}, factory=True), num_workers=1, num_cpus=0.5
+        )
         backend.submit(EvalRequest(0, {}))
         with pytest.raises(ModelError, match=r"^/nope: no such model directory$"):
             backend.wait(timeout=60)
@@ -199,17 +202,28 @@ def test_an_actor_that_cannot_start_is_one_clear_error_not_a_retry_loop(ray_sess
     from evomerge.evaluator.ray_pool import RayPoolBackend
 
     # pickled by reference: the workers cannot import this test module
-    backend = RayPoolBackend(FunctionWorkerSpec(_broken_worker, {"path": "/nope"}, factory=True), num_workers=1, num_cpus=0.5)
+    backend = RayPoolBackend(
+        FunctionWorkerSpec(_broken_worker, {"path": "/nope"}, factory=True), num_workers=1, num_cpus=0.5
+    )
     backend.submit(EvalRequest(0, {}))
-    with pytest.raises(EvomergeError, match=r"^Ray worker ray-0 could not start: ModuleNotFoundError: No module named 'test_ray_pool' \(evomerge"):
+    with pytest.raises(
+        EvomergeError,
+        match=r"^Ray worker ray-0 could not start: ModuleNotFoundError: No module named 'test_ray_pool' \(evomerge",
+    ):
         backend.wait(timeout=60)
     assert backend.deaths == 0
 
 
 def test_steady_state_scheduler_keeps_actors_busy(pool):
     durations = uneven_durations(24, seed=9, low=0.05, high=0.4)
-    summary = Scheduler(SteadyDriver(seed=1), pool, Budget(max_evals=24), None, objective_spec=SPEC,
-                        to_recipe=lambda c: {"genome": c.genome.tolist(), "sleep": float(durations[c.id])}).run()
+    summary = Scheduler(
+        SteadyDriver(seed=1),
+        pool,
+        Budget(max_evals=24),
+        None,
+        objective_spec=SPEC,
+        to_recipe=lambda c: {"genome": c.genome.tolist(), "sleep": float(durations[c.id])},
+    ).run()
     assert summary.evaluated == 24
     # the only idle time allowed: the tail when the budget ran out (≤ one longest evaluation per
     # actor) and round trips; the machine is shared, so leave room for scheduling noise

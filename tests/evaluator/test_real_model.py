@@ -58,17 +58,20 @@ def world(tiny_llama_family, tmp_path_factory):
             a, b = rng.integers(10, 50, size=2)
             fh.write(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
     fitness = {
-        "tasks": [{
-            "name": "add",
-            "source": {"type": "jsonl", "path": "add.jsonl"},
-            "scorer": {"type": "nll"},
-            "splits": {"calibration": 8, "validation": 8, "seed": 0},
-        }],
+        "tasks": [
+            {
+                "name": "add",
+                "source": {"type": "jsonl", "path": "add.jsonl"},
+                "scorer": {"type": "nll"},
+                "splits": {"calibration": 8, "validation": 8, "seed": 0},
+            }
+        ],
     }
     base = str(tiny_llama_family["base"])
     experts = [str(p) for p in tiny_llama_family["experts"]]
-    spec = worker_mod.MergeWorkerSpec(base=base, experts=experts, fitness=fitness, fitness_base_dir=str(root),
-                                      early_stopping=False, threads=1)
+    spec = worker_mod.MergeWorkerSpec(
+        base=base, experts=experts, fitness=fitness, fitness_base_dir=str(root), early_stopping=False, threads=1
+    )
 
     def to_recipe(c):
         return {
@@ -86,7 +89,7 @@ def reference_nll(path, world):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fitness import Fitness, parse_fitness_config
+    from evomerge.fitness import Fitness, parse_fitness_config
 
     fit = Fitness(parse_fitness_config(world["fitness"], base_dir=world["root"]))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -97,8 +100,14 @@ def reference_nll(path, world):
 
 def run(backend, world):
     driver, log = ListDriver(GENOMES), {}
-    summary = Scheduler(driver, backend, Budget(), lambda c, r: log.__setitem__(c.id, r),
-                        objective_spec=[("add", "minimize", 1.0)], to_recipe=world["to_recipe"]).run()
+    summary = Scheduler(
+        driver,
+        backend,
+        Budget(),
+        lambda c, r: log.__setitem__(c.id, r),
+        objective_spec=[("add", "minimize", 1.0)],
+        to_recipe=world["to_recipe"],
+    ).run()
     return log, driver, summary
 
 

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from fitness import EarlyStoppingConfig, Fitness, FitnessResult, generators
-from fitness.early_stop import mean_bounds, per_look_delta, radius, stage_sizes
+from evomerge.fitness import EarlyStoppingConfig, Fitness, FitnessResult, generators
+from evomerge.fitness.early_stop import mean_bounds, per_look_delta, radius, stage_sizes
 
 N = 256
 
@@ -12,12 +12,19 @@ N = 256
 @pytest.fixture(scope="module")
 def race_fitness():
     generators.register("test.race", lambda n=N: [{"id": f"x{i}", "prompt": "p"} for i in range(n)])
-    fit = Fitness.from_dict({
-        "tasks": [{"name": "sim", "source": {"type": "generator", "name": "test.race"},
-                   "scorer": {"type": "callable", "fn": "fitness_helpers:lookup_scores", "bounded": True},
-                   "splits": {"calibration": N, "seed": 0}}],
-        "early_stopping": {"enabled": True, "min_examples": 16, "growth": 2.0, "confidence": 0.95},
-    })
+    fit = Fitness.from_dict(
+        {
+            "tasks": [
+                {
+                    "name": "sim",
+                    "source": {"type": "generator", "name": "test.race"},
+                    "scorer": {"type": "callable", "fn": "fitness_helpers:lookup_scores", "bounded": True},
+                    "splits": {"calibration": N, "seed": 0},
+                }
+            ],
+            "early_stopping": {"enabled": True, "min_examples": 16, "growth": 2.0, "confidence": 0.95},
+        }
+    )
     yield fit
     generators.unregister("test.race")
 
@@ -83,8 +90,10 @@ def test_never_stops_a_better_candidate(race_fitness):
 
 def test_no_racing_without_must_beat_or_off_calibration(race_fitness):
     worse = candidate(0.1, seed=3)
-    for kwargs, why in [({"must_beat": None}, "no must_beat given"),
-                        ({"must_beat": 0.9, "early_stopping": False}, "off")]:
+    for kwargs, why in [
+        ({"must_beat": None}, "no must_beat given"),
+        ({"must_beat": 0.9, "early_stopping": False}, "off"),
+    ]:
         res = race_fitness.evaluate(dict(worse), None, "calibration", **kwargs)
         assert not res.stopped_early and res.tasks["sim"].n_evaluated == N and res.meta["early_stopping"] == why
 
@@ -116,11 +125,23 @@ def test_bernstein_option_and_unbounded_objectives_are_not_raced(race_fitness, t
         fit.early_stopping = saved
     generators.register("test.race_small", lambda: [{"id": f"x{i}", "prompt": "p"} for i in range(40)])
     try:
-        loss = Fitness.from_dict({
-            "tasks": [{"name": "loss", "source": {"type": "generator", "name": "test.race_small"},
-                       "scorer": {"type": "callable", "fn": "fitness_helpers:lookup_scores", "higher_is_better": False},
-                       "splits": {"calibration": 40}}],
-            "early_stopping": {"enabled": True}})
+        loss = Fitness.from_dict(
+            {
+                "tasks": [
+                    {
+                        "name": "loss",
+                        "source": {"type": "generator", "name": "test.race_small"},
+                        "scorer": {
+                            "type": "callable",
+                            "fn": "fitness_helpers:lookup_scores",
+                            "higher_is_better": False,
+                        },
+                        "splits": {"calibration": 40},
+                    }
+                ],
+                "early_stopping": {"enabled": True},
+            }
+        )
         res = loss.evaluate({f"x{i}": 5.0 for i in range(40)}, None, "calibration", must_beat=0.0)
     finally:
         generators.unregister("test.race_small")

@@ -4,19 +4,38 @@ import pytest
 import yaml
 
 from evomerge.cli import main
-from fitness import FitnessResult, ObjectiveValue, TaskScores
+from evomerge.fitness import FitnessResult, ObjectiveValue, TaskScores
 
 
 def test_fitness_result_json_round_trip():
     res = FitnessResult(
         split="calibration",
-        tasks={"a": TaskScores("a", "calibration", ["x1", "x2", "x3"], [1.0, 0.0, 1.0], n_total=10,
-                               stopped_early=True, stop_reason="why", wall_seconds=0.5, tokens=42),
-               "b": TaskScores("b", "calibration", ["y"], [2.5], n_total=1, weights=[3.0], lower_is_better=True)},
-        objectives=[ObjectiveValue("a", "mean", "maximize", 1.0, 2 / 3),
-                    ObjectiveValue("b", "perplexity", "minimize", 0.5, 12.18)],
-        wall_seconds=1.25, tokens=99, stopped_early=True, stop_reason="why", must_beat=0.9, upper_bound=0.8,
-        meta={"model": "m"})
+        tasks={
+            "a": TaskScores(
+                "a",
+                "calibration",
+                ["x1", "x2", "x3"],
+                [1.0, 0.0, 1.0],
+                n_total=10,
+                stopped_early=True,
+                stop_reason="why",
+                wall_seconds=0.5,
+                tokens=42,
+            ),
+            "b": TaskScores("b", "calibration", ["y"], [2.5], n_total=1, weights=[3.0], lower_is_better=True),
+        },
+        objectives=[
+            ObjectiveValue("a", "mean", "maximize", 1.0, 2 / 3),
+            ObjectiveValue("b", "perplexity", "minimize", 0.5, 12.18),
+        ],
+        wall_seconds=1.25,
+        tokens=99,
+        stopped_early=True,
+        stop_reason="why",
+        must_beat=0.9,
+        upper_bound=0.8,
+        meta={"model": "m"},
+    )
     text = res.to_json()
     back = FitnessResult.from_json(text)
     assert back == res
@@ -30,30 +49,49 @@ def test_fitness_result_json_round_trip():
 
 @pytest.fixture
 def eval_config(tmp_path):
-    rows = [{"id": f"r{i}", "q": f"{i}+{i}=", "a": str(2 * i), "opts": [str(2 * i), str(2 * i + 1)], "gold": 0}
-            for i in range(30)]
+    rows = [
+        {"id": f"r{i}", "q": f"{i}+{i}=", "a": str(2 * i), "opts": [str(2 * i), str(2 * i + 1)], "gold": 0}
+        for i in range(30)
+    ]
     with open(tmp_path / "add.jsonl", "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
-    cfg = {"fitness": {
-        "tasks": [
-            {"name": "gen", "source": {"type": "jsonl", "path": "add.jsonl"}, "fields": {"prompt": "q", "answer": "a"},
-             "scorer": {"type": "exact_match", "max_new_tokens": 3}, "splits": {"calibration": 10, "validation": 8}},
-            {"name": "mc", "source": {"type": "jsonl", "path": "add.jsonl"},
-             "fields": {"prompt": "q", "choices": "opts", "label": "gold"}, "scorer": {"type": "choice_loglik"},
-             "splits": {"calibration": 10, "validation": 8}},
-            {"name": "ppl", "source": {"type": "jsonl", "path": "add.jsonl"}, "fields": {"prompt": "q", "answer": "a"},
-             "scorer": {"type": "nll"}, "splits": {"calibration": 10, "validation": 8}},
-        ],
-        "objectives": [{"task": "gen"}, {"task": "mc", "weight": 0.5}, {"task": "ppl", "metric": "perplexity"}],
-    }}
+    cfg = {
+        "fitness": {
+            "tasks": [
+                {
+                    "name": "gen",
+                    "source": {"type": "jsonl", "path": "add.jsonl"},
+                    "fields": {"prompt": "q", "answer": "a"},
+                    "scorer": {"type": "exact_match", "max_new_tokens": 3},
+                    "splits": {"calibration": 10, "validation": 8},
+                },
+                {
+                    "name": "mc",
+                    "source": {"type": "jsonl", "path": "add.jsonl"},
+                    "fields": {"prompt": "q", "choices": "opts", "label": "gold"},
+                    "scorer": {"type": "choice_loglik"},
+                    "splits": {"calibration": 10, "validation": 8},
+                },
+                {
+                    "name": "ppl",
+                    "source": {"type": "jsonl", "path": "add.jsonl"},
+                    "fields": {"prompt": "q", "answer": "a"},
+                    "scorer": {"type": "nll"},
+                    "splits": {"calibration": 10, "validation": 8},
+                },
+            ],
+            "objectives": [{"task": "gen"}, {"task": "mc", "weight": 0.5}, {"task": "ppl", "metric": "perplexity"}],
+        }
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 def test_eval_model_dir_prints_json(tiny_llama_family, eval_config, capsys):
-    assert main(["eval", str(tiny_llama_family["base"]), "--config", str(eval_config), "--json",
-                 "--batch-size", "4"]) == 0
+    assert (
+        main(["eval", str(tiny_llama_family["base"]), "--config", str(eval_config), "--json", "--batch-size", "4"]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["split"] == "validation"
     assert [o["task"] for o in out["objectives"]] == ["gen", "mc", "ppl"]
@@ -62,17 +100,34 @@ def test_eval_model_dir_prints_json(tiny_llama_family, eval_config, capsys):
     back = FitnessResult.from_dict(out)
     assert back.scalar == pytest.approx(out["scalar"])
 
-    assert main(["eval", str(tiny_llama_family["base"]), "--config", str(eval_config), "--split", "calibration",
-                 "--limit", "3"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tiny_llama_family["base"]),
+                "--config",
+                str(eval_config),
+                "--split",
+                "calibration",
+                "--limit",
+                "3",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "split: calibration" in table and "ppl:perplexity" in table and "3/3" in table
 
 
 def test_eval_recipe_merged_on_the_fly(tiny_llama_family, eval_config, tmp_path, capsys):
     fam = tiny_llama_family
-    recipe = {"merge_method": "task_arithmetic", "base_model": str(fam["base"]),
-              "models": [{"model": str(e), "parameters": {"weight": 0.5}} for e in fam["experts"]],
-              "dtype": "float32", "seed": 0}
+    recipe = {
+        "merge_method": "task_arithmetic",
+        "base_model": str(fam["base"]),
+        "models": [{"model": str(e), "parameters": {"weight": 0.5}} for e in fam["experts"]],
+        "dtype": "float32",
+        "seed": 0,
+    }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["eval", str(tmp_path / "recipe.yaml"), "--config", str(eval_config), "--json"]) == 0
     merged = json.loads(capsys.readouterr().out)

@@ -1,13 +1,11 @@
-import math
-
 import pytest
 import torch
-from conftest import VOCAB, greedy_successor
+from conftest import greedy_successor
 
-from fitness import Fitness, ScorerConfig, generators
-from fitness.scorers import Example, build
-from fitness.scorers.choice import continuation_logliks
-from fitness.scorers.generation import greedy_generate
+from evomerge.fitness import Fitness, ScorerConfig, generators
+from evomerge.fitness.scorers import Example, build
+from evomerge.fitness.scorers.choice import continuation_logliks
+from evomerge.fitness.scorers.generation import greedy_generate
 
 PROMPTS = ["1+2=", "45+7", "w", "99+98", "x", "12+34=", "7", "hellu", "5+5=", "v", "6", "abc+y"]
 
@@ -32,13 +30,16 @@ def test_exact_match_on_known_outputs(successor_model, tok):
 
 def test_stop_strings_and_extraction(successor_model, tok):
     ex = [Example(id="a", prompt="3", answer="45"), Example(id="b", prompt="q", answer="rs")]
-    stopped = build(ScorerConfig(type="exact_match", max_new_tokens=30, stop=["67", "t"])).score(successor_model, tok, ex)
+    stopped = build(ScorerConfig(type="exact_match", max_new_tokens=30, stop=["67", "t"])).score(
+        successor_model, tok, ex
+    )
     assert stopped.outputs == ["45", "rs"] and stopped.scores == [1.0, 1.0]
     regex = build(ScorerConfig(type="exact_match", max_new_tokens=30, extract=r"(\d)9$"))
     assert regex.score(successor_model, tok, [Example(id="a", prompt="5", answer="8")]).scores == [1.0]
     fn = build(ScorerConfig(type="exact_match", max_new_tokens=30, extract="fitness_helpers:last_digit"))
-    assert fn.score(successor_model, tok, [Example(id="a", prompt="6", answer="9"),
-                                           Example(id="b", prompt="x", answer="z")]).scores == [1.0, 0.0]
+    assert fn.score(
+        successor_model, tok, [Example(id="a", prompt="6", answer="9"), Example(id="b", prompt="x", answer="z")]
+    ).scores == [1.0, 0.0]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -52,9 +53,15 @@ def test_batched_generation_equals_unbatched(arch, request, tok):
         assert ids_many == ids_one and many == one
     # and unbatched equals transformers' own greedy generate
     for p, ids in zip(prompts[:4], ids_one[:4]):
-        ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                             max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=2)
-        assert ref[0, len(p):].tolist()[:len(ids)] == ids
+        ref = model.generate(
+            torch.tensor([p]),
+            attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            max_new_tokens=8,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=2,
+        )
+        assert ref[0, len(p) :].tolist()[: len(ids)] == ids
 
 
 def test_generation_without_cache_matches(random_llama, tok):
@@ -64,8 +71,11 @@ def test_generation_without_cache_matches(random_llama, tok):
             self.inner = inner
 
         def forward(self, input_ids, attention_mask=None, position_ids=None, **_):
-            return (self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               use_cache=False).logits,)
+            return (
+                self.inner(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+                ).logits,
+            )
 
     prompts = enc(tok, PROMPTS[:6])
     a, _, _ = greedy_generate(random_llama, tok, prompts, max_new_tokens=5, batch_size=6)
@@ -75,8 +85,9 @@ def test_generation_without_cache_matches(random_llama, tok):
 
 def test_choice_loglik_matches_hand_computation(random_llama, tok):
     pairs = [("12+3=", "15"), ("12+3=", "51"), ("ab", "c"), ("ab", "cde"), ("7", "77")]
-    lls, lens, _, _ = continuation_logliks(random_llama, tok, pairs, batch_size=4,
-                                          encode_prompt=lambda t, s: t(s, add_special_tokens=False)["input_ids"])
+    lls, lens, _, _ = continuation_logliks(
+        random_llama, tok, pairs, batch_size=4, encode_prompt=lambda t, s: t(s, add_special_tokens=False)["input_ids"]
+    )
     for (ctx, cont), ll in zip(pairs, lls):
         c = tok(ctx, add_special_tokens=False)["input_ids"]
         t = tok(cont, add_special_tokens=False)["input_ids"]
@@ -89,10 +100,15 @@ def test_choice_loglik_matches_hand_computation(random_llama, tok):
         assert ll == pytest.approx(hand, abs=1e-4)
     assert lens == [2, 2, 1, 3, 2]
 
-    examples = [Example(id="e0", prompt="12+3=", choices=["15", "51"], label=0),
-                Example(id="e1", prompt="ab", choices=["c", "cde"], label=1)]
-    for norm, divide in (("none", lambda ll, n, s: ll), ("tokens", lambda ll, n, s: ll / n),
-                         ("chars", lambda ll, n, s: ll / len(s))):
+    examples = [
+        Example(id="e0", prompt="12+3=", choices=["15", "51"], label=0),
+        Example(id="e1", prompt="ab", choices=["c", "cde"], label=1),
+    ]
+    for norm, divide in (
+        ("none", lambda ll, n, s: ll),
+        ("tokens", lambda ll, n, s: ll / n),
+        ("chars", lambda ll, n, s: ll / len(s)),
+    ):
         got = build(ScorerConfig(type="choice_loglik", normalize=norm)).score(random_llama, tok, examples, batch_size=3)
         want = []
         for ex, (i, j) in zip(examples, [(0, 1), (2, 3)]):
@@ -128,8 +144,10 @@ def test_forced_exact_match_equals_greedy(successor_model, random_llama, tok):
     assert forced.scores == greedy.scores and 0 < sum(greedy.scores) < len(ex)
     # without EOS on a random model: references are its own first 3 tokens for half the prompts
     texts, _, _ = greedy_generate(random_llama, tok, enc(tok, PROMPTS), max_new_tokens=3)
-    ex = [Example(id=str(i), prompt=p, answer=t if i % 2 else t[::-1] + "q")
-          for i, (p, t) in enumerate(zip(PROMPTS, texts))]
+    ex = [
+        Example(id=str(i), prompt=p, answer=t if i % 2 else t[::-1] + "q")
+        for i, (p, t) in enumerate(zip(PROMPTS, texts))
+    ]
     ex = [e for e in ex if len(e.answer) == 3 or e.answer.endswith("q")]
     greedy = build(ScorerConfig(type="exact_match", max_new_tokens=3, strip=False)).score(random_llama, tok, ex)
     forced = build(ScorerConfig(type="exact_match_forced", append_eos=False)).score(random_llama, tok, ex, batch_size=4)
@@ -143,9 +161,18 @@ def test_per_example_scores_line_up_with_ids(successor_model, tok):
         rows.append({"id": f"q{i}", "prompt": p, "answer": greedy_successor(p) if ok else "nope"})
     generators.register("test.lineup", lambda: rows)
     try:
-        fit = Fitness.from_dict({"tasks": [{"name": "t", "source": {"type": "generator", "name": "test.lineup"},
-                                            "scorer": {"type": "exact_match", "max_new_tokens": 30},
-                                            "splits": {"calibration": 20, "seed": 3}}]})
+        fit = Fitness.from_dict(
+            {
+                "tasks": [
+                    {
+                        "name": "t",
+                        "source": {"type": "generator", "name": "test.lineup"},
+                        "scorer": {"type": "exact_match", "max_new_tokens": 30},
+                        "splits": {"calibration": 20, "seed": 3},
+                    }
+                ]
+            }
+        )
         res = fit.evaluate(successor_model, tok, "calibration", batch_size=4)
     finally:
         generators.unregister("test.lineup")

@@ -157,7 +157,9 @@ def test_module_of_other_shape_is_refused(tiny_llama_family):
 
     recipe = recipe_for("task_arithmetic", tiny_llama_family)
     wide = build_model("llama", hidden=48)
-    with pytest.raises(ModelError, match=r"^tensor '.*': model '.*' has shape \(\d+, 32\), the module's '.*' has \(\d+, 48\)$"):
+    with pytest.raises(
+        ModelError, match=r"^tensor '.*': model '.*' has shape \(\d+, 32\), the module's '.*' has \(\d+, 48\)$"
+    ):
         InPlaceMerger(pool_for_recipe(recipe), wide)
 
 

@@ -55,9 +55,10 @@ def test_sharded_output_with_index_config_tokenizer_and_card(tiny_llama_family, 
     assert config["dtype"] == "bfloat16"
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         assert (out / name).read_bytes() == (tiny_llama_family["base"] / name).read_bytes()
-    assert AutoTokenizer.from_pretrained(out)("abc")["input_ids"] == AutoTokenizer.from_pretrained(
-        tiny_llama_family["base"]
-    )("abc")["input_ids"]
+    assert (
+        AutoTokenizer.from_pretrained(out)("abc")["input_ids"]
+        == AutoTokenizer.from_pretrained(tiny_llama_family["base"])("abc")["input_ids"]
+    )
     model = AutoModelForCausalLM.from_pretrained(out)
     assert next(model.parameters()).dtype == torch.bfloat16
 

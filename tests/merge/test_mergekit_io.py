@@ -66,9 +66,22 @@ dtype: bfloat16
 
 def _recipes():
     yield Recipe.model_validate(
-        {"merge_method": "linear", "models": [{"model": "a", "parameters": {"weight": 0.3}}, {"model": "b", "parameters": {"weight": 0.7}}], "parameters": {"normalize": False}}
+        {
+            "merge_method": "linear",
+            "models": [{"model": "a", "parameters": {"weight": 0.3}}, {"model": "b", "parameters": {"weight": 0.7}}],
+            "parameters": {"normalize": False},
+        }
     )
-    for method in ("task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear"):
+    for method in (
+        "task_arithmetic",
+        "ties",
+        "dare_linear",
+        "dare_ties",
+        "breadcrumbs",
+        "breadcrumbs_ties",
+        "della",
+        "della_linear",
+    ):
         extra = {"gamma": 0.02} if "breadcrumbs" in method else {"epsilon": 0.05} if "della" in method else {}
         yield Recipe.model_validate(
             {
@@ -76,17 +89,38 @@ def _recipes():
                 "base_model": "base",
                 "models": [
                     {"model": "a", "parameters": {"weight": [0.2, 0.9], "density": 0.4, **extra}},
-                    {"model": "b", "parameters": {"weight": [{"filter": "mlp", "value": 0.5}, {"value": 1.0}], "density": 0.6}},
+                    {
+                        "model": "b",
+                        "parameters": {"weight": [{"filter": "mlp", "value": 0.5}, {"value": 1.0}], "density": 0.6},
+                    },
                 ],
                 "parameters": {"lambda": 1.2},
                 "dtype": "bfloat16",
                 "seed": 5,
             }
         )
-    yield Recipe.model_validate({"merge_method": "slerp", "base_model": "base", "models": [{"model": "a"}], "parameters": {"t": [0.0, 0.5, 1.0]}})
-    yield Recipe.model_validate({"merge_method": "model_stock", "base_model": "base", "models": [{"model": "a"}, {"model": "b"}], "parameters": {"filter_wise": True}})
     yield Recipe.model_validate(
-        {"merge_method": "linear", "base_model": "a", "models": [{"model": "b", "parameters": {"weight": 1}}, {"model": "c", "parameters": {"weight": 2}}]}
+        {
+            "merge_method": "slerp",
+            "base_model": "base",
+            "models": [{"model": "a"}],
+            "parameters": {"t": [0.0, 0.5, 1.0]},
+        }
+    )
+    yield Recipe.model_validate(
+        {
+            "merge_method": "model_stock",
+            "base_model": "base",
+            "models": [{"model": "a"}, {"model": "b"}],
+            "parameters": {"filter_wise": True},
+        }
+    )
+    yield Recipe.model_validate(
+        {
+            "merge_method": "linear",
+            "base_model": "a",
+            "models": [{"model": "b", "parameters": {"weight": 1}}, {"model": "c", "parameters": {"weight": 2}}],
+        }
     )
 
 
@@ -162,15 +196,42 @@ def test_import_slerp_with_filtered_gradients():
 @pytest.mark.parametrize(
     "text, message",
     [
-        (MERGEKIT_SLERP, "mk.yaml: slices: mergekit slices cannot be expressed in a parameter-space recipe; use models:"),
-        ("merge_method: nuslerp\nmodels: [{model: a}]\n", "mk.yaml: merge_method = 'nuslerp': mergekit method with no evomerge equivalent; expected one of: breadcrumbs, "),
-        ("merge_method: passthrough\nslices: []\n", "mk.yaml: merge_method = 'passthrough': layer stacking is a data-flow recipe (merge_method: dataflow), not a parameter-space one"),
-        ("merge_method: linear\nmodels: [{model: a+lora/x, parameters: {weight: 1}}]\n", "mk.yaml: models[0].model = 'a+lora/x': LoRA-augmented model references (model+lora) are not supported"),
-        ("merge_method: linear\ntokenizer_source: union\nmodels: [{model: a, parameters: {weight: 1}}]\n", "mk.yaml: tokenizer_source = 'union': only the base model's tokenizer is supported"),
-        ("merge_method: linear\nmodels: [{model: a, parameters: {weight: high}}]\n", "mk.yaml: models[0].parameters.weight = 'high': string parameter values are not supported; expected a number"),
-        ("merge_method: ties\nbase_model: b\nmodels: [{model: a, parameters: {weight: 1, density: 2}}]\n", "mk.yaml: models[0].parameters.density = 2.0: expected a value in [0, 1]"),
-        ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}]\nfoo: 1\n", "mk.yaml: foo: unknown key; expected one of: "),
-        ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}]\nout_dtype: int4\n", "mk.yaml: out_dtype = 'int4': expected one of: float32, float16, bfloat16"),
+        (
+            MERGEKIT_SLERP,
+            "mk.yaml: slices: mergekit slices cannot be expressed in a parameter-space recipe; use models:",
+        ),
+        (
+            "merge_method: nuslerp\nmodels: [{model: a}]\n",
+            "mk.yaml: merge_method = 'nuslerp': mergekit method with no evomerge equivalent; expected one of: breadcrumbs, ",
+        ),
+        (
+            "merge_method: passthrough\nslices: []\n",
+            "mk.yaml: merge_method = 'passthrough': layer stacking is a data-flow recipe (merge_method: dataflow), not a parameter-space one",
+        ),
+        (
+            "merge_method: linear\nmodels: [{model: a+lora/x, parameters: {weight: 1}}]\n",
+            "mk.yaml: models[0].model = 'a+lora/x': LoRA-augmented model references (model+lora) are not supported",
+        ),
+        (
+            "merge_method: linear\ntokenizer_source: union\nmodels: [{model: a, parameters: {weight: 1}}]\n",
+            "mk.yaml: tokenizer_source = 'union': only the base model's tokenizer is supported",
+        ),
+        (
+            "merge_method: linear\nmodels: [{model: a, parameters: {weight: high}}]\n",
+            "mk.yaml: models[0].parameters.weight = 'high': string parameter values are not supported; expected a number",
+        ),
+        (
+            "merge_method: ties\nbase_model: b\nmodels: [{model: a, parameters: {weight: 1, density: 2}}]\n",
+            "mk.yaml: models[0].parameters.density = 2.0: expected a value in [0, 1]",
+        ),
+        (
+            "merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}]\nfoo: 1\n",
+            "mk.yaml: foo: unknown key; expected one of: ",
+        ),
+        (
+            "merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}]\nout_dtype: int4\n",
+            "mk.yaml: out_dtype = 'int4': expected one of: float32, float16, bfloat16",
+        ),
     ],
 )
 def test_import_refusals(text, message, tmp_path):
@@ -184,14 +245,31 @@ def test_import_refusals(text, message, tmp_path):
 @pytest.mark.parametrize(
     "method, options, message",
     [
-        ("ties", {"ties_scope": "model"}, "options.ties_scope = model: cannot export to mergekit (mergekit trims each tensor separately, not the whole model)"),
-        ("dare_ties", {"rescale_mode": "inverse_p"}, "options.rescale_mode = inverse_p: cannot export to mergekit (mergekit rescales survivors to keep each tensor's L1 norm, not by 1/p)"),
-        ("ties", {"consensus": "count"}, "options.consensus = count: cannot export to mergekit (mergekit's TIES-family methods elect signs by weighted sum only)"),
+        (
+            "ties",
+            {"ties_scope": "model"},
+            "options.ties_scope = model: cannot export to mergekit (mergekit trims each tensor separately, not the whole model)",
+        ),
+        (
+            "dare_ties",
+            {"rescale_mode": "inverse_p"},
+            "options.rescale_mode = inverse_p: cannot export to mergekit (mergekit rescales survivors to keep each tensor's L1 norm, not by 1/p)",
+        ),
+        (
+            "ties",
+            {"consensus": "count"},
+            "options.consensus = count: cannot export to mergekit (mergekit's TIES-family methods elect signs by weighted sum only)",
+        ),
     ],
 )
 def test_export_refusals(method, options, message):
     r = Recipe.model_validate(
-        {"merge_method": method, "base_model": "b", "models": [{"model": "a", "parameters": {"weight": 1, "density": 0.5}}], "options": options}
+        {
+            "merge_method": method,
+            "base_model": "b",
+            "models": [{"model": "a", "parameters": {"weight": 1, "density": 0.5}}],
+            "options": options,
+        }
     )
     with pytest.raises(ConfigError) as exc:
         to_mergekit(r)
@@ -200,6 +278,11 @@ def test_export_refusals(method, options, message):
 
 def test_export_allows_mergekit_compatible_options():
     r = Recipe.model_validate(
-        {"merge_method": "ties", "base_model": "b", "models": [{"model": "a", "parameters": {"weight": 1}}], "options": {"ties_scope": "tensor", "layerless_gradient": "ends"}}
+        {
+            "merge_method": "ties",
+            "base_model": "b",
+            "models": [{"model": "a", "parameters": {"weight": 1}}],
+            "options": {"ties_scope": "tensor", "layerless_gradient": "ends"},
+        }
     )
     assert from_mergekit(to_mergekit(r)) == r

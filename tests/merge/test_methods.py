@@ -144,7 +144,14 @@ def test_dare_reference_with_known_mask():
     keep = torch.rand(8, generator=tensor_generator(seed, name)) < density
     kept = tau * keep
     # paper rescale: 1/density; mergekit: L1(τ) / L1(kept) = 36 / Σ|kept|
-    out = run("dare_linear", base, [tau], [{"weight": 1, "density": density}], tensor_generator(seed, name), rescale_mode="inverse_p")
+    out = run(
+        "dare_linear",
+        base,
+        [tau],
+        [{"weight": 1, "density": density}],
+        tensor_generator(seed, name),
+        rescale_mode="inverse_p",
+    )
     close(out, base + kept * 2.0)
     out = run("dare_linear", base, [tau], [{"weight": 1, "density": density}], tensor_generator(seed, name))
     close(out, base + kept * (36.0 / float(kept.abs().sum())), tol=1e-5)
@@ -230,7 +237,13 @@ def test_model_stock_reference():
     t = 2 * (math.sqrt(2) - 1)
     close(run("model_stock", base, [T(1, 0), T(1, 1)], [{}, {}]), T(t, t / 2))
     # filter_wise: one t per row; row 0 as above, row 1 orthogonal → base row
-    out = run("model_stock", torch.zeros(2, 2), [torch.tensor([[1.0, 0], [1, 0]]), torch.tensor([[1.0, 1], [0, 1]])], [{}, {}], filter_wise=True)
+    out = run(
+        "model_stock",
+        torch.zeros(2, 2),
+        [torch.tensor([[1.0, 0], [1, 0]]), torch.tensor([[1.0, 1], [0, 1]])],
+        [{}, {}],
+        filter_wise=True,
+    )
     close(out, torch.tensor([[t, t / 2], [0.0, 0.0]]))
 
 
@@ -290,7 +303,14 @@ def test_methods_do_not_write_into_inputs(tensors):
         n = 1 if name == "slerp" else 3
         mps = [{"weight": 0.5, "density": 0.6, "gamma": 0.05, "epsilon": 0.1}] * n
         mps = [{k: v for k, v in mp.items() if k in spec.model_params} for mp in mps]
-        run(name, base if spec.needs_base else None, taus[:n], mps, tensor_generator(0, "x"), **({"t": 0.3} if name == "slerp" else {}))
+        run(
+            name,
+            base if spec.needs_base else None,
+            taus[:n],
+            mps,
+            tensor_generator(0, "x"),
+            **({"t": 0.3} if name == "slerp" else {}),
+        )
     for original, now in zip(before, [base] + taus):
         assert torch.equal(original, now)
 
@@ -304,7 +324,9 @@ def test_bfloat16_inputs_give_float32(tensors):
 # ----------------------------------------------------------------------------- properties
 
 finite = st.floats(-10, 10, allow_nan=False, width=32)
-vectors = st.integers(2, 12).flatmap(lambda n: st.lists(st.lists(finite, min_size=n, max_size=n), min_size=2, max_size=4))
+vectors = st.integers(2, 12).flatmap(
+    lambda n: st.lists(st.lists(finite, min_size=n, max_size=n), min_size=2, max_size=4)
+)
 
 
 @settings(max_examples=60, deadline=None)

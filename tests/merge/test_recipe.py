@@ -154,7 +154,13 @@ def test_experts_and_spec():
     r = Recipe.from_yaml(RECIPE)
     assert r.expert_ids == ["expert_a", "expert_b"]
     assert r.spec.name == "dare_ties"
-    lin = Recipe.model_validate({"merge_method": "linear", "base_model": "a", "models": [{"model": "a", "parameters": {"weight": 1}}, {"model": "b", "parameters": {"weight": 1}}]})
+    lin = Recipe.model_validate(
+        {
+            "merge_method": "linear",
+            "base_model": "a",
+            "models": [{"model": "a", "parameters": {"weight": 1}}, {"model": "b", "parameters": {"weight": 1}}],
+        }
+    )
     assert lin.expert_ids == ["a", "b"]  # a method without a base merges every listed model
 
 
@@ -164,9 +170,17 @@ def test_experts_and_spec():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"merge_method": "frobnicate"}, "recipe.yaml: merge_method = 'frobnicate': unknown merge method; expected one of: breadcrumbs, "),
         (
-            {"models": [{"model": "x", "parameters": {"weight": 1.0, "density": 0.5}}, {"model": "y", "parameters": {"weight": 1.0, "density": 1.5}}]},
+            {"merge_method": "frobnicate"},
+            "recipe.yaml: merge_method = 'frobnicate': unknown merge method; expected one of: breadcrumbs, ",
+        ),
+        (
+            {
+                "models": [
+                    {"model": "x", "parameters": {"weight": 1.0, "density": 0.5}},
+                    {"model": "y", "parameters": {"weight": 1.0, "density": 1.5}},
+                ]
+            },
             "recipe.yaml: models[1].parameters.density = 1.5: expected a value in [0, 1]",
         ),
         (
@@ -177,14 +191,29 @@ def test_experts_and_spec():
             {"models": [{"model": "x", "parameters": {"weight": 1.0, "densty": 0.5}}]},
             "recipe.yaml: models[0].parameters.densty: unknown per-model parameter for ties; expected one of: weight, density",
         ),
-        ({"parameters": {"lamda": 2}}, "recipe.yaml: parameters.lamda: unknown parameter for ties; expected one of: normalize, rescale, lambda, int8_mask, weight, density"),
-        ({"models": [{"model": "x", "parameters": {"density": 0.5}}]}, "recipe.yaml: models[0].parameters.weight: missing; ties needs weight for every model (per model or in the global parameters)"),
+        (
+            {"parameters": {"lamda": 2}},
+            "recipe.yaml: parameters.lamda: unknown parameter for ties; expected one of: normalize, rescale, lambda, int8_mask, weight, density",
+        ),
+        (
+            {"models": [{"model": "x", "parameters": {"density": 0.5}}]},
+            "recipe.yaml: models[0].parameters.weight: missing; ties needs weight for every model (per model or in the global parameters)",
+        ),
         ({"base_model": None}, "recipe.yaml: base_model: missing; merge_method ties needs a base model"),
         ({"models": []}, "recipe.yaml: models = []: expected at least one model"),
         ({"parameters": {"normalize": 1}}, "recipe.yaml: parameters.normalize = 1.0: expected true or false"),
-        ({"parameters": {"lambda": "big"}}, "recipe.yaml: parameters.lambda = 'big': expected a number, a gradient list of numbers or a list of {filter, value} entries"),
-        ({"options": {"ties_scope": "global"}}, "recipe.yaml: options.ties_scope = 'global': expected one of: tensor, model"),
-        ({"options": {"rescale_mode": "l1"}}, "recipe.yaml: options.rescale_mode: unknown option for ties; expected one of: layerless_gradient, ties_scope, consensus"),
+        (
+            {"parameters": {"lambda": "big"}},
+            "recipe.yaml: parameters.lambda = 'big': expected a number, a gradient list of numbers or a list of {filter, value} entries",
+        ),
+        (
+            {"options": {"ties_scope": "global"}},
+            "recipe.yaml: options.ties_scope = 'global': expected one of: tensor, model",
+        ),
+        (
+            {"options": {"rescale_mode": "l1"}},
+            "recipe.yaml: options.rescale_mode: unknown option for ties; expected one of: layerless_gradient, ties_scope, consensus",
+        ),
         ({"dtype": "int8"}, "recipe.yaml: dtype = 'int8': Input should be 'float32', 'float16' or 'bfloat16'"),
         ({"modles": []}, "recipe.yaml: modles: unknown key"),
         (
@@ -192,7 +221,10 @@ def test_experts_and_spec():
             "recipe.yaml: models[0].parameters.weight[0]: an entry without filter must come last (entries after it never match)",
         ),
         (
-            {"options": {"ties_scope": "model"}, "models": [{"model": "x", "parameters": {"weight": 1.0, "density": [0.1, 0.5]}}]},
+            {
+                "options": {"ties_scope": "model"},
+                "models": [{"model": "x", "parameters": {"weight": 1.0, "density": [0.1, 0.5]}}],
+            },
             "recipe.yaml: models[0].parameters.density: options.ties_scope=model trims each whole model with one density; expected a scalar",
         ),
     ],
@@ -202,37 +234,65 @@ def test_validation_messages(overrides, message):
 
 
 def test_method_specific_errors():
-    assert error_of(
-        {"merge_method": "model_stock", "base_model": "b", "models": [{"model": "b"}, {"model": "x"}]}
-    ) == "recipe.yaml: models: model_stock needs at least 2 model(s) besides base_model, got 1"
-    assert error_of(
-        {"merge_method": "slerp", "base_model": "b", "models": [{"model": "x"}, {"model": "y"}], "parameters": {"t": 0.5}}
-    ) == "recipe.yaml: models: slerp merges at most 1 model(s) with base_model, got 2"
+    assert (
+        error_of({"merge_method": "model_stock", "base_model": "b", "models": [{"model": "b"}, {"model": "x"}]})
+        == "recipe.yaml: models: model_stock needs at least 2 model(s) besides base_model, got 1"
+    )
+    assert (
+        error_of(
+            {
+                "merge_method": "slerp",
+                "base_model": "b",
+                "models": [{"model": "x"}, {"model": "y"}],
+                "parameters": {"t": 0.5},
+            }
+        )
+        == "recipe.yaml: models: slerp merges at most 1 model(s) with base_model, got 2"
+    )
     assert error_of({"merge_method": "slerp", "base_model": "b", "models": [{"model": "x"}]}) == (
         "recipe.yaml: parameters.t: missing; slerp needs t"
     )
-    assert error_of(
-        {"merge_method": "slerp", "base_model": "b", "models": [{"model": "x", "parameters": {"t": 0.5}}]}
-    ) == "recipe.yaml: models[0].parameters.t: unknown per-model parameter for slerp; expected one of: none (slerp takes only global parameters)"
-    assert error_of(
-        {"merge_method": "della", "base_model": "b", "models": [{"model": "x", "parameters": {"weight": 1, "density": 0.9, "epsilon": 0.2}}]}
-    ) == "recipe.yaml: models[0].parameters.epsilon = 0.2: density 0.9 ± epsilon must stay inside (0, 1)"
+    assert (
+        error_of({"merge_method": "slerp", "base_model": "b", "models": [{"model": "x", "parameters": {"t": 0.5}}]})
+        == "recipe.yaml: models[0].parameters.t: unknown per-model parameter for slerp; expected one of: none (slerp takes only global parameters)"
+    )
+    assert (
+        error_of(
+            {
+                "merge_method": "della",
+                "base_model": "b",
+                "models": [{"model": "x", "parameters": {"weight": 1, "density": 0.9, "epsilon": 0.2}}],
+            }
+        )
+        == "recipe.yaml: models[0].parameters.epsilon = 0.2: density 0.9 ± epsilon must stay inside (0, 1)"
+    )
 
 
 def test_della_epsilon_checked_at_resolve_for_gradients():
     r = Recipe.model_validate(
-        {"merge_method": "della", "base_model": "b", "models": [{"model": "x", "parameters": {"weight": 1, "density": [0.5, 0.95]}}]}
+        {
+            "merge_method": "della",
+            "base_model": "b",
+            "models": [{"model": "x", "parameters": {"weight": 1, "density": [0.5, 0.95]}}],
+        }
     )
     resolve(r, "model.layers.0.mlp.up_proj.weight", 0, 2)
-    with pytest.raises(ConfigError, match=r"models\[0\].parameters: density 0.95 ± epsilon 0.15 leaves \(0, 1\) for tensor 'model.layers.1.mlp.up_proj.weight'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models\[0\].parameters: density 0.95 ± epsilon 0.15 leaves \(0, 1\) for tensor 'model.layers.1.mlp.up_proj.weight'",
+    ):
         resolve(r, "model.layers.1.mlp.up_proj.weight", 1, 2)
 
 
 def test_required_parameter_without_matching_filter_fails_at_resolve():
-    r = Recipe.model_validate(recipe(models=[{"model": "x", "parameters": {"weight": [{"filter": "mlp", "value": 1.0}]}}]))
+    r = Recipe.model_validate(
+        recipe(models=[{"model": "x", "parameters": {"weight": [{"filter": "mlp", "value": 1.0}]}}])
+    )
     with pytest.raises(ConfigError) as exc:
         resolve(r, "model.layers.0.self_attn.q_proj.weight", 0, 2)
-    assert str(exc.value).startswith("models[0].parameters.weight: no value for tensor 'model.layers.0.self_attn.q_proj.weight'")
+    assert str(exc.value).startswith(
+        "models[0].parameters.weight: no value for tensor 'model.layers.0.self_attn.q_proj.weight'"
+    )
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
@@ -241,7 +301,9 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_recipe(path)
     assert str(exc.value).startswith(f"{path}:4:1: YAML syntax error:")
-    with pytest.raises(ConfigError, match=r"^my.yaml:2:1: YAML syntax error: expected .,. or .\]., but got .<stream end>.$"):
+    with pytest.raises(
+        ConfigError, match=r"^my.yaml:2:1: YAML syntax error: expected .,. or .\]., but got .<stream end>.$"
+    ):
         Recipe.from_yaml("a: [1\n", source_name="my.yaml")
 
 

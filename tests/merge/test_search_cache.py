@@ -153,9 +153,12 @@ def test_magnitude_index_cut_matches_exact_selection():
 
 def recipe(family, method, seed=7, densities=(0.6, 0.4), weights=(0.7, 0.5)):
     e1, e2 = (str(e) for e in family["experts"])
-    extra = {"gamma": 0.05} if method.startswith("breadcrumbs") else {"epsilon": 0.1} if method.startswith("della") else {}
+    extra = (
+        {"gamma": 0.05} if method.startswith("breadcrumbs") else {"epsilon": 0.1} if method.startswith("della") else {}
+    )
     models = [
-        {"model": e, "parameters": {"weight": w, "density": d, **extra}} for e, w, d in zip((e1, e2), weights, densities)
+        {"model": e, "parameters": {"weight": w, "density": d, **extra}}
+        for e, w, d in zip((e1, e2), weights, densities)
     ]
     return Recipe.model_validate(
         {"merge_method": method, "base_model": str(family["base"]), "models": models, "seed": seed}
@@ -196,7 +199,11 @@ def test_memory_accounting(tiny_llama_family):
         sizes = [math.prod(pool.shape(n)) for n in floats(pool)]
         usage = pool.search_cache.usage()
         if kind == "magnitude":  # int32 order + one float per 256 entries, per expert
-            assert usage == {"magnitude": 2 * sum(4 * n + 4 * math.ceil(n / 256) for n in sizes), "ranks": 0, "uniforms": 0}
+            assert usage == {
+                "magnitude": 2 * sum(4 * n + 4 * math.ceil(n / 256) for n in sizes),
+                "ranks": 0,
+                "uniforms": 0,
+            }
         elif kind == "uniforms":  # one float32 block per drawing expert
             assert usage == {"magnitude": 0, "ranks": 0, "uniforms": 2 * 4 * sum(sizes)}
         else:  # int16 ranks (rows are narrow) and the uniforms

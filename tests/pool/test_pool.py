@@ -168,7 +168,9 @@ def test_corrupt_index_and_missing_config(tmp_path, tiny_llama_family):
     (broken / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a.weight": "gone.safetensors"}}))
     with pytest.raises(ModelError) as err:
         LazyCheckpoint(broken, label="broken")
-    assert str(err.value) == "model 'broken': shard 'gone.safetensors' listed in model.safetensors.index.json is missing"
+    assert (
+        str(err.value) == "model 'broken': shard 'gone.safetensors' listed in model.safetensors.index.json is missing"
+    )
     noconf = tmp_path / "noconf"
     shutil.copytree(tiny_llama_family["experts"][0], noconf)
     (noconf / "config.json").unlink()

@@ -33,12 +33,20 @@ def _rec(i, a, b, status="ok"):
 
 def test_plot_pareto_writes_a_png_with_references_and_overlay(tmp_path):
     records = [_rec(0, 0.2, 0.9), _rec(1, 0.8, 0.3), _rec(2, 0.1, 0.1), _rec(3, 0.9, 0.9, status="failed")]
-    out = plot_pareto(records, ["a", "b"], {}, tmp_path / "p.png", references={"base": (0.5, 0.5)},
-                      overlay={"grid": [(0.3, 0.3), (0.6, 0.2)]})
+    out = plot_pareto(
+        records,
+        ["a", "b"],
+        {},
+        tmp_path / "p.png",
+        references={"base": (0.5, 0.5)},
+        overlay={"grid": [(0.3, 0.3), (0.6, 0.2)]},
+    )
     assert out == tmp_path / "p.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("names, records", [(["a"], [_rec(0, 0.1, 0.2)]), (["a", "b"], [_rec(0, 0.1, 0.2, status="failed")])])
+@pytest.mark.parametrize(
+    "names, records", [(["a"], [_rec(0, 0.1, 0.2)]), (["a", "b"], [_rec(0, 0.1, 0.2, status="failed")])]
+)
 def test_no_figure_without_two_objectives_or_ok_points(tmp_path, names, records):
     assert plot_pareto(records, names, {}, tmp_path / "p.png") is None
     assert not (tmp_path / "p.png").exists()

@@ -1,6 +1,5 @@
 import json
 
-import pytest
 import yaml
 
 
@@ -17,14 +16,23 @@ def tiny_config(root, family, **over):
     """A run config over a tiny model family (paths relative to the config file where possible)."""
     write_tasks(root)
     task = lambda n, cal, val: {  # noqa: E731
-        "name": n, "source": {"type": "jsonl", "path": f"{n}.jsonl"}, "fields": {"prompt": "q", "answer": "a"},
-        "scorer": {"type": "nll"}, "splits": {"calibration": cal, "validation": val, "seed": 0}}
+        "name": n,
+        "source": {"type": "jsonl", "path": f"{n}.jsonl"},
+        "fields": {"prompt": "q", "answer": "a"},
+        "scorer": {"type": "nll"},
+        "splits": {"calibration": cal, "validation": val, "seed": 0},
+    }
     cfg = {
-        "models": {"base": str(family["base"]), "experts": {"e1": str(family["experts"][0]), "e2": str(family["experts"][1])}},
+        "models": {
+            "base": str(family["base"]),
+            "experts": {"e1": str(family["experts"][0]), "e2": str(family["experts"][1])},
+        },
         "space": {"kind": "parameter", "method": "ties", "layer_groups": 2, "params": ["weight", "density"]},
         "driver": {"name": "cmaes", "options": {"population_size": 4}},
-        "fitness": {"tasks": [task("add", 12, 8), task("copy", 6, 6)],
-                    "objectives": [{"task": "add"}, {"task": "copy", "weight": 0.5}]},
+        "fitness": {
+            "tasks": [task("add", 12, 8), task("copy", 6, 6)],
+            "objectives": [{"task": "add"}, {"task": "copy", "weight": 0.5}],
+        },
         "budget": {"max_evals": 8},
         "run": {"seed": 0},
     }
@@ -33,6 +41,3 @@ def tiny_config(root, family, **over):
     path = root / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-

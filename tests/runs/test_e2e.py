@@ -56,7 +56,10 @@ def test_run_directory_holds_log_checkpoints_best_and_pareto(finished_run):
         assert r["score"] == pytest.approx(-r["objectives"]["add"] - 0.5 * r["objectives"]["copy"])
         assert len(r["per_example"]["add"]) == 12 and len(r["per_example"]["copy"]) == 6
         assert r["recipe"]["merge_method"] == "ties"
-    assert [p.name for p in sorted((run_dir / "checkpoints").glob("ckpt-*.pkl"))] == ["ckpt-00000004.pkl", "ckpt-00000008.pkl"]
+    assert [p.name for p in sorted((run_dir / "checkpoints").glob("ckpt-*.pkl"))] == [
+        "ckpt-00000004.pkl",
+        "ckpt-00000008.pkl",
+    ]
     best = best_record(records)
     assert yaml.safe_load((run_dir / "best" / "recipe.yaml").read_text()) == best["recipe"]
     pareto = json.loads((run_dir / "pareto.json").read_text())
@@ -84,9 +87,9 @@ def _cli_out(argv, capsys=None):
 def test_three_exports_and_the_hf_model_scores_what_the_log_says(finished_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from evomerge.fitness import Fitness, parse_fitness_config
     from evomerge.merge.mergekit_io import from_mergekit
     from evomerge.merge.recipe import Recipe
-    from fitness import Fitness, parse_fitness_config
 
     root, run_dir = finished_run
     best = best_record(RunStore(run_dir).read_log())
@@ -101,7 +104,9 @@ def test_three_exports_and_the_hf_model_scores_what_the_log_says(finished_run):
     fit = Fitness(parse_fitness_config(cfg.fitness, base_dir=root))
     res = fit.evaluate(model, tok, "calibration", early_stopping=False)
     assert {o.task: o.value for o in res.objectives} == pytest.approx(best["objectives"], rel=1e-5, abs=1e-6)
-    paths = _cli_out(["export", str(run_dir), "--which", "pareto", "--format", "recipe", "-o", str(root / "front")]).split()
+    paths = _cli_out(
+        ["export", str(run_dir), "--which", "pareto", "--format", "recipe", "-o", str(root / "front")]
+    ).split()
     assert len(paths) == json.loads(_cli_out(["status", str(run_dir), "--json"]))["pareto_size"]
 
 
@@ -110,5 +115,5 @@ def test_report_is_one_self_contained_page(finished_run):
     index = _cli_out(["report", str(run_dir)]).strip()
     html = open(index).read()
     assert html.count("data:image/png;base64,") == 3  # progress, Pareto front, recipe heatmap
-    assert "src=\"http" not in html and "<link" not in html
+    assert 'src="http' not in html and "<link" not in html
     assert (run_dir / "report" / "pareto.png").exists()

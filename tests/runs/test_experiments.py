@@ -7,16 +7,27 @@ import pytest
 
 from evomerge.config import load_config
 from evomerge.drivers import driver_names, driver_options
+from evomerge.fitness import parse_fitness_config
 from evomerge.merge.methods import method_names
-from fitness import parse_fitness_config
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml"))
 
 
 def test_the_issue_s_experiments_exist():
     names = {p.stem for p in EXPERIMENTS}
-    assert {"toy-ps-cmaes", "toy-ps-m2n2", "toy-ps-optuna-tpe", "toy-ps-random", "toy-dfs-cmaes", "toy-psdfs-cmaes",
-            "m2n2-digits", "evollm-jp-ps", "evollm-jp-dfs", "evollm-jp-psdfs", "toy-pareto-nsga2"} <= names
+    assert {
+        "toy-ps-cmaes",
+        "toy-ps-m2n2",
+        "toy-ps-optuna-tpe",
+        "toy-ps-random",
+        "toy-dfs-cmaes",
+        "toy-psdfs-cmaes",
+        "m2n2-digits",
+        "evollm-jp-ps",
+        "evollm-jp-dfs",
+        "evollm-jp-psdfs",
+        "toy-pareto-nsga2",
+    } <= names
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
@@ -35,7 +46,11 @@ def test_experiment_config_is_valid(path):
 def test_evollm_configs_name_the_paper_s_models():
     cfg = load_config(next(p for p in EXPERIMENTS if p.stem == "evollm-jp-ps"))
     assert cfg.models.base == "mistralai/Mistral-7B-v0.1"
-    assert set(cfg.models.experts.values()) == {"augmxnt/shisa-gamma-7b-v1", "WizardLMTeam/WizardMath-7B-V1.1", "GAIR/Abel-7B-002"}
+    assert set(cfg.models.experts.values()) == {
+        "augmxnt/shisa-gamma-7b-v1",
+        "WizardLMTeam/WizardMath-7B-V1.1",
+        "GAIR/Abel-7B-002",
+    }
     assert cfg.evaluator.backend == "ray" and cfg.evaluator.num_gpus == 1
 
 

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,8 +16,18 @@ from evomerge.runs.summary import nondominated, summarize
 
 
 def _rec(i, score, values=None, status="ok"):
-    return {"id": i, "status": status, "score": score, "values": values or [score], "objectives": {"a": score},
-            "genome": [0.1 * i], "started": 100.0 + i, "finished": 101.0 + i, "worker": "w", "eval_seconds": 0.5}
+    return {
+        "id": i,
+        "status": status,
+        "score": score,
+        "values": values or [score],
+        "objectives": {"a": score},
+        "genome": [0.1 * i],
+        "started": 100.0 + i,
+        "finished": 101.0 + i,
+        "worker": "w",
+        "eval_seconds": 0.5,
+    }
 
 
 def test_log_append_read_and_torn_last_line(tmp_path):
@@ -98,10 +107,14 @@ def test_checkpoint_bad_header():
 
 def test_lock_live_owner_refused_dead_owner_taken_over(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys,time; from evomerge.runs.lock import RunLock; l=RunLock(sys.argv[1]).acquire(); print('ok', flush=True); time.sleep(60)",
-         str(tmp_path)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys,time; from evomerge.runs.lock import RunLock; l=RunLock(sys.argv[1]).acquire(); print('ok', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "ok"
@@ -119,8 +132,12 @@ def test_lock_live_owner_refused_dead_owner_taken_over(tmp_path):
 def test_summary_counts_best_and_pareto(tmp_path):
     store = RunStore(tmp_path)
     store.create("x: 1\n")
-    for r in [_rec(0, 0.5, [0.5, 0.1]), _rec(1, 0.9, [0.2, 0.9]), _rec(2, 0.3, [0.1, 0.05]),
-              _rec(3, None, status="failed") | {"values": None}]:
+    for r in [
+        _rec(0, 0.5, [0.5, 0.1]),
+        _rec(1, 0.9, [0.2, 0.9]),
+        _rec(2, 0.3, [0.1, 0.05]),
+        _rec(3, None, status="failed") | {"values": None},
+    ]:
         store.append(r)
     store.close()
     store.write_json(store.validation_path, {"id": 1, "objectives": {"a": 0.8}})
@@ -138,14 +155,26 @@ def test_nondominated_hand_example():
 BASE = {"toyworld": {"preset": "test"}, "budget": {"max_evals": 3}}
 
 
-@pytest.mark.parametrize("patch, message", [
-    ({"space": {"layer_group": 2}}, "c.yaml: unknown key 'space.layer_group' (did you mean 'space.layer_groups'?)"),
-    ({"bugdet": {}}, "c.yaml: unknown key 'bugdet' (did you mean 'budget'?)"),
-    ({"driver": {"name": "cmaes", "opts": {}}}, "c.yaml: unknown key 'driver.opts' (did you mean 'driver.options'?)"),
-    ({"evaluator": {"device": "gpu"}}, "c.yaml: key 'evaluator.device': expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
-    ({"budget": {}}, "c.yaml: budget needs max_evals or time_limit (or both)"),
-    ({"models": {"base": "b", "experts": {"x": "y"}}}, "c.yaml: give exactly one of 'models' (base + experts) or 'toyworld' (preset, seed)"),
-])
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"space": {"layer_group": 2}}, "c.yaml: unknown key 'space.layer_group' (did you mean 'space.layer_groups'?)"),
+        ({"bugdet": {}}, "c.yaml: unknown key 'bugdet' (did you mean 'budget'?)"),
+        (
+            {"driver": {"name": "cmaes", "opts": {}}},
+            "c.yaml: unknown key 'driver.opts' (did you mean 'driver.options'?)",
+        ),
+        (
+            {"evaluator": {"device": "gpu"}},
+            "c.yaml: key 'evaluator.device': expected auto, cpu, cuda, cuda:N or mps, got 'gpu'",
+        ),
+        ({"budget": {}}, "c.yaml: budget needs max_evals or time_limit (or both)"),
+        (
+            {"models": {"base": "b", "experts": {"x": "y"}}},
+            "c.yaml: give exactly one of 'models' (base + experts) or 'toyworld' (preset, seed)",
+        ),
+    ],
+)
 def test_config_errors_are_one_line(patch, message):
     with pytest.raises(ConfigError) as exc:
         parse_config(BASE | patch, "c.yaml")
@@ -172,14 +201,25 @@ def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     with pytest.raises(RunDirError, match=rf"^{store.config_path}: expected a mapping of config sections, got list$"):
         load_run_config(store)
 
-    record = {"id": 4, "status": "ok", "genome": {"path": "genomes/4.npy"}, "per_example": {"path": "per_example/4.json"}}
-    with pytest.raises(RunDirError, match=rf"^{tmp_path}/genomes/4.npy: cannot read the genome of candidate 4 \(FileNotFoundError: "):
+    record = {
+        "id": 4,
+        "status": "ok",
+        "genome": {"path": "genomes/4.npy"},
+        "per_example": {"path": "per_example/4.json"},
+    }
+    with pytest.raises(
+        RunDirError, match=rf"^{tmp_path}/genomes/4.npy: cannot read the genome of candidate 4 \(FileNotFoundError: "
+    ):
         record_genome(store, record)
-    with pytest.raises(RunDirError, match=rf"^{tmp_path}: cannot read the per-example scores of candidate 4 \(FileNotFoundError: "):
+    with pytest.raises(
+        RunDirError, match=rf"^{tmp_path}: cannot read the per-example scores of candidate 4 \(FileNotFoundError: "
+    ):
         result_from_record(store, record)
 
-    cfg = parse_config({"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2},
-                        "digits": {"seed": "three"}}, "d.yaml")
+    cfg = parse_config(
+        {"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2}, "digits": {"seed": "three"}},
+        "d.yaml",
+    )
     with pytest.raises(ConfigError, match=r"^d.yaml: digits.seed: expected an integer, got 'three'$"):
         build_plan(cfg, source="d.yaml")
 

@@ -22,7 +22,10 @@ def cfg_with(toyworld, **extra):
 @pytest.mark.parametrize(
     "objectives, message",
     [
-        (["math", "lnag"], "p.yaml: key 'toyworld.objectives': unknown toy-world task 'lnag' (did you mean 'lang'? known: math, lang, target)"),
+        (
+            ["math", "lnag"],
+            "p.yaml: key 'toyworld.objectives': unknown toy-world task 'lnag' (did you mean 'lang'? known: math, lang, target)",
+        ),
         (["sums"], "p.yaml: key 'toyworld.objectives': unknown toy-world task 'sums' (known: math, lang, target)"),
         ([], "p.yaml: key 'toyworld.objectives': needs at least one task (known: math, lang, target)"),
         (["math", "math"], "p.yaml: key 'toyworld.objectives': task 'math' is named twice"),
@@ -38,7 +41,9 @@ def test_objectives_and_a_fitness_section_exclude_each_other():
     fitness = {"tasks": [{"name": "t", "source": {"type": "jsonl", "path": "t.jsonl"}}]}
     with pytest.raises(ConfigError) as exc:
         cfg_with({"preset": "test", "objectives": ["math"]}, fitness=fitness)
-    assert str(exc.value) == "p.yaml: give either 'toyworld.objectives' (the world's tasks by name) or 'fitness', not both"
+    assert (
+        str(exc.value) == "p.yaml: give either 'toyworld.objectives' (the world's tasks by name) or 'fitness', not both"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +54,13 @@ def world_dir(tmp_path_factory):
 
 
 def test_named_tasks_become_maximised_objectives_with_the_world_s_configs(world_dir):
-    plan = build_plan(cfg_with({"preset": "test", "dir": str(world_dir), "objectives": ["lang", "math"]}), log=lambda m: None)
-    assert [(o.name, o.direction, o.weight) for o in plan.objectives] == [("lang", "maximize", 1.0), ("math", "maximize", 1.0)]
+    plan = build_plan(
+        cfg_with({"preset": "test", "dir": str(world_dir), "objectives": ["lang", "math"]}), log=lambda m: None
+    )
+    assert [(o.name, o.direction, o.weight) for o in plan.objectives] == [
+        ("lang", "maximize", 1.0),
+        ("math", "maximize", 1.0),
+    ]
     assert [o["name"] for o in plan.meta["objectives"]] == ["lang", "math"]
     spec = plan.worker_spec.fitness
     assert [o["task"] for o in spec["objectives"]] == ["lang", "math"]

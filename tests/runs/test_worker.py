@@ -8,19 +8,22 @@ score each candidate exactly as a worker built fresh for it does.
 import numpy as np
 import pytest
 import transformers
+from runs_helpers import tiny_config
 
 from evomerge.config import load_config
 from evomerge.evaluator import EvalRequest, Worker
 from evomerge.runs.loop import build_plan
-from runs_helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
 def joint_plan(tiny_llama_family, tmp_path_factory):
     root = tmp_path_factory.mktemp("joint")
-    path = tiny_config(root, tiny_llama_family, space={"kind": "psdfs", "method": "ties", "layer_groups": 2,
-                                                       "params": ["weight", "density"], "repeats": 2},
-                       evaluator={"device": "cpu"})
+    path = tiny_config(
+        root,
+        tiny_llama_family,
+        space={"kind": "psdfs", "method": "ties", "layer_groups": 2, "params": ["weight", "density"], "repeats": 2},
+        evaluator={"device": "cpu"},
+    )
     plan = build_plan(load_config(path), source=str(path), config_dir=root)
     assert type(plan.space).__name__ == "JointSpace"
     rng = np.random.default_rng(0)

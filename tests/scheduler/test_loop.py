@@ -145,7 +145,9 @@ class SimBackend:
                 self.intervals.append((w, req.candidate_id, start, end))
                 recipe = {k: v for k, v in req.recipe.items() if k != "sleep"}
                 objectives, per = sphere(recipe)
-                results.append(EvalResult(req.candidate_id, "ok", objectives, per, eval_seconds=end - start, worker=f"sim-{w}"))
+                results.append(
+                    EvalResult(req.candidate_id, "ok", objectives, per, eval_seconds=end - start, worker=f"sim-{w}")
+                )
         self._dispatch()
         return results
 
@@ -173,8 +175,9 @@ def timed_recipe(durations):
 def test_steady_state_keeps_every_worker_busy_until_the_budget_is_spent():
     durations = uneven_durations(40, seed=1)
     backend, driver = SimBackend(3), SteadyDriver()
-    summary = Scheduler(driver, backend, Budget(max_evals=40), None, objective_spec=SPEC,
-                        to_recipe=timed_recipe(durations)).run()
+    summary = Scheduler(
+        driver, backend, Budget(max_evals=40), None, objective_spec=SPEC, to_recipe=timed_recipe(durations)
+    ).run()
 
     assert summary.evaluated == 40 and summary.told == 40 and summary.stop_reason == "max_evals"
     # every request started the instant it was submitted: nothing ever waited for a worker
@@ -197,8 +200,14 @@ def test_generational_driver_is_told_whole_generations_in_ask_order():
     durations = uneven_durations(15, seed=2)
     backend, driver = SimBackend(3), GenDriver(pop=5)
     results = []
-    summary = Scheduler(driver, backend, Budget(max_evals=15), lambda c, r: results.append(r.candidate_id),
-                        objective_spec=SPEC, to_recipe=timed_recipe(durations)).run()
+    summary = Scheduler(
+        driver,
+        backend,
+        Budget(max_evals=15),
+        lambda c, r: results.append(r.candidate_id),
+        objective_spec=SPEC,
+        to_recipe=timed_recipe(durations),
+    ).run()
 
     assert driver.tells == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]]
     assert sorted(results) == list(range(15)) and summary.told == 15 and summary.untold == []
@@ -225,8 +234,14 @@ def test_generational_driver_is_told_whole_generations_in_ask_order():
 def test_partial_last_generation_is_evaluated_and_logged_but_not_told():
     backend, driver = SimBackend(2), GenDriver(pop=4)
     logged = []
-    summary = Scheduler(driver, backend, Budget(max_evals=6), lambda c, r: logged.append(c.id),
-                        objective_spec=SPEC, to_recipe=timed_recipe([0.1] * 8)).run()
+    summary = Scheduler(
+        driver,
+        backend,
+        Budget(max_evals=6),
+        lambda c, r: logged.append(c.id),
+        objective_spec=SPEC,
+        to_recipe=timed_recipe([0.1] * 8),
+    ).run()
     assert driver.tells == [[0, 1, 2, 3]]
     assert sorted(logged) == [0, 1, 2, 3, 4, 5]
     assert sorted(summary.untold) == [4, 5]
@@ -242,8 +257,14 @@ def test_stop_drops_queued_requests_and_drains_running_ones():
         if len(logged) == 1:
             scheduler.stop()
 
-    scheduler = Scheduler(driver, backend, Budget(max_evals=100), on_result, objective_spec=SPEC,
-                          to_recipe=timed_recipe([0.1, 0.2, 0.3, 0.3, 0.3, 0.3]))
+    scheduler = Scheduler(
+        driver,
+        backend,
+        Budget(max_evals=100),
+        on_result,
+        objective_spec=SPEC,
+        to_recipe=timed_recipe([0.1, 0.2, 0.3, 0.3, 0.3, 0.3]),
+    )
     summary = scheduler.run()
     # 0 finished first (stop); 1 was running and 2 had just started on 0's worker: both drained;
     # 3..5 were still queued and are dropped
@@ -262,8 +283,17 @@ def test_stop_drops_queued_requests_and_drains_running_ones():
 def run_inprocess(driver, max_evals, to_recipe=None, known=None, on_tell=None, **kw):
     backend = InProcessBackend(SPHERE)
     log = []
-    summary = Scheduler(driver, backend, Budget(max_evals=max_evals), lambda c, r: log.append(r), on_tell, known,
-                        objective_spec=SPEC, to_recipe=to_recipe, **kw).run()
+    summary = Scheduler(
+        driver,
+        backend,
+        Budget(max_evals=max_evals),
+        lambda c, r: log.append(r),
+        on_tell,
+        known,
+        objective_spec=SPEC,
+        to_recipe=to_recipe,
+        **kw,
+    ).run()
     return log, summary
 
 
@@ -396,8 +426,16 @@ def interrupted_then_resumed(make_backend, *, total, ckpt_at, crash_after, seed=
         if len(partial) == crash_after:
             raise Crash
 
-    sched = Scheduler(driver, make_backend(), Budget(max_evals=total), on_result, on_tell, objective_spec=SPEC,
-                      to_recipe=to_recipe, must_beat=(lambda: float(len(driver.told))) if told_bar else None)
+    sched = Scheduler(
+        driver,
+        make_backend(),
+        Budget(max_evals=total),
+        on_result,
+        on_tell,
+        objective_spec=SPEC,
+        to_recipe=to_recipe,
+        must_beat=(lambda: float(len(driver.told))) if told_bar else None,
+    )
     with pytest.raises(Crash):
         sched.run()
 
@@ -408,9 +446,19 @@ def interrupted_then_resumed(make_backend, *, total, ckpt_at, crash_after, seed=
     in_flight = json.loads(json.dumps(checkpoint["in_flight"]))
     new_log = []
     bar = (lambda: float(ckpt_at + len(resumed.told))) if told_bar else None
-    summary = Scheduler(resumed, make_backend(), Budget(max_evals=total), lambda c, r: new_log.append(r), None, known,
-                        objective_spec=SPEC, to_recipe=to_recipe, evals_done=ckpt_at, in_flight=in_flight,
-                        must_beat=bar).run()
+    summary = Scheduler(
+        resumed,
+        make_backend(),
+        Budget(max_evals=total),
+        lambda c, r: new_log.append(r),
+        None,
+        known,
+        objective_spec=SPEC,
+        to_recipe=to_recipe,
+        evals_done=ckpt_at,
+        in_flight=in_flight,
+        must_beat=bar,
+    ).run()
     return partial, new_log, summary, [f["id"] for f in checkpoint["in_flight"]], resumed
 
 
@@ -446,12 +494,19 @@ def test_resume_with_in_flight_candidates_not_yet_logged():
 
     make = lambda: Recording(SPHERE, num_workers=4)  # noqa: E731
     full_driver, full = PendingSteadyDriver(seed=5), []
-    Scheduler(full_driver, make(), Budget(max_evals=14), lambda c, r: full.append(r), objective_spec=SPEC,
-              must_beat=lambda: float(len(full_driver.told))).run()
+    Scheduler(
+        full_driver,
+        make(),
+        Budget(max_evals=14),
+        lambda c, r: full.append(r),
+        objective_spec=SPEC,
+        must_beat=lambda: float(len(full_driver.told)),
+    ).run()
     first = dict(sent)
     sent.clear()
-    partial, new_log, summary, in_flight, resumed = interrupted_then_resumed(make, total=14, ckpt_at=6,
-                                                                             crash_after=None, seed=5, told_bar=True)
+    partial, new_log, summary, in_flight, resumed = interrupted_then_resumed(
+        make, total=14, ckpt_at=6, crash_after=None, seed=5, told_bar=True
+    )
     assert in_flight == [6, 7, 8]
     # the uninterrupted run sent 6, 7, 8 with bars 3, 4, 5 (tells before each ask); so does the resume
     assert [first[i] for i in (6, 7, 8)] == [3.0, 4.0, 5.0]
@@ -473,7 +528,8 @@ def test_resume_replays_the_logged_interleaving_of_asks_and_tells_on_an_unordere
     durations = np.random.default_rng(4).choice([0.1, 0.2, 0.3], size=40)
     make = lambda: SimBackend(3)  # noqa: E731
     partial, new_log, summary, in_flight, resumed = interrupted_then_resumed(
-        make, total=30, ckpt_at=7, crash_after=19, seed=11, to_recipe=timed_recipe(durations))
+        make, total=30, ckpt_at=7, crash_after=19, seed=11, to_recipe=timed_recipe(durations)
+    )
     assert in_flight, "the checkpoint must have candidates in flight"
     assert any(a == b for a, b in zip([r.asked for r in partial], [r.asked for r in partial][1:])), "no tie happened"
     assert summary.reused == 12 and summary.unreplayed == []
@@ -487,8 +543,11 @@ def test_resume_replays_the_logged_interleaving_of_asks_and_tells_on_an_unordere
 def test_known_result_with_a_different_genome_is_a_clear_error():
     log, _ = run_inprocess(SteadyDriver(seed=1), 3)
     known = {r.candidate_id: r for r in log}
-    with pytest.raises(RunDirError, match=r"^candidate 0: the resumed driver proposed a different genome than "
-                                          r"evaluations.jsonl holds \(max \|difference\| "):
+    with pytest.raises(
+        RunDirError,
+        match=r"^candidate 0: the resumed driver proposed a different genome than "
+        r"evaluations.jsonl holds \(max \|difference\| ",
+    ):
         run_inprocess(SteadyDriver(seed=2), 3, known=known)
 
 
@@ -500,11 +559,19 @@ def test_known_result_with_a_different_genome_is_a_clear_error():
 def test_target_stops_asking_and_driver_exhaustion_ends_the_run():
     # genome all 0.3 scores 0 — the maximum — which meets a target of -1e-9
     driver = SteadyDriver(dim=2)
-    scheduler_log, summary = run_inprocess(driver, 50, to_recipe=lambda c: {"genome": [0.3, 0.3] if c.id == 4 else [0.0, 0.0]})
+    scheduler_log, summary = run_inprocess(
+        driver, 50, to_recipe=lambda c: {"genome": [0.3, 0.3] if c.id == 4 else [0.0, 0.0]}
+    )
     assert summary.evaluated == 50  # no target: the whole budget
     backend = InProcessBackend(SPHERE)
-    s = Scheduler(SteadyDriver(dim=2), backend, Budget(max_evals=50, target={"score": -1e-9}), None, objective_spec=SPEC,
-                  to_recipe=lambda c: {"genome": [0.3, 0.3] if c.id == 4 else [0.0, 0.0]}).run()
+    s = Scheduler(
+        SteadyDriver(dim=2),
+        backend,
+        Budget(max_evals=50, target={"score": -1e-9}),
+        None,
+        objective_spec=SPEC,
+        to_recipe=lambda c: {"genome": [0.3, 0.3] if c.id == 4 else [0.0, 0.0]},
+    ).run()
     assert s.stop_reason == "target" and s.evaluated == 5
 
     log, summary = run_inprocess(SteadyDriver(limit=6), None)
@@ -513,8 +580,14 @@ def test_target_stops_asking_and_driver_exhaustion_ends_the_run():
 
 def test_time_limit_stops_asking():
     backend = InProcessBackend(SPHERE)
-    s = Scheduler(SteadyDriver(), backend, Budget(time_limit=0.25), None, objective_spec=SPEC,
-                  to_recipe=lambda c: {"genome": c.genome.tolist(), "sleep": 0.05}).run()
+    s = Scheduler(
+        SteadyDriver(),
+        backend,
+        Budget(time_limit=0.25),
+        None,
+        objective_spec=SPEC,
+        to_recipe=lambda c: {"genome": c.genome.tolist(), "sleep": 0.05},
+    ).run()
     assert s.stop_reason == "time_limit"
     assert 2 <= s.evaluated <= 7
     assert s.utilization > 0.5
@@ -526,8 +599,15 @@ def test_objective_conversion_directions_weights_and_per_example_alignment():
 
     backend = InProcessBackend(SPHERE)
     spec = [("acc", "maximize", 2.0), ("loss", "minimize", 0.5)]
-    two = Scheduler(Two(n_objectives=2), backend, None, None, objective_spec=spec, per_example_tasks=["b", "a"],
-                    per_example_sizes={"a": 3})
+    two = Scheduler(
+        Two(n_objectives=2),
+        backend,
+        None,
+        None,
+        objective_spec=spec,
+        per_example_tasks=["b", "a"],
+        per_example_sizes={"a": 3},
+    )
     one = Scheduler(SteadyDriver(n_objectives=1), backend, None, None, objective_spec=spec)
     r = EvalResult(0, "ok", {"acc": 0.8, "loss": 1.5}, {"a": [1, 0], "b": [0.5]})
     o2 = two.outcome(r)
@@ -539,8 +619,16 @@ def test_objective_conversion_directions_weights_and_per_example_alignment():
     assert missing.failed and missing.error == "result has no objective loss (got acc)"
 
     with pytest.raises(ConfigError, match=r"^driver optimises 2 objectives but 3 are configured \(a, b, c\)$"):
-        Scheduler(Two(n_objectives=2), backend, None, None, objective_spec=[("a", "maximize", 1), ("b", "maximize", 1), ("c", "minimize", 1)])
-    with pytest.raises(ConfigError, match=r"^target names unknown objective 'nope': expected one of \['acc', 'loss'\]$"):
+        Scheduler(
+            Two(n_objectives=2),
+            backend,
+            None,
+            None,
+            objective_spec=[("a", "maximize", 1), ("b", "maximize", 1), ("c", "minimize", 1)],
+        )
+    with pytest.raises(
+        ConfigError, match=r"^target names unknown objective 'nope': expected one of \['acc', 'loss'\]$"
+    ):
         Scheduler(Two(n_objectives=2), backend, Budget(target={"nope": 1}), None, objective_spec=spec)
     with pytest.raises(ConfigError, match="direction must be maximize or minimize, got 'up'"):
         Scheduler(SteadyDriver(), backend, None, None, objective_spec=[("a", "up", 1)])
@@ -569,7 +657,9 @@ def test_first_ctrl_c_finishes_gracefully_second_abandons():
 
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        Scheduler(SteadyDriver(), InProcessBackend(SPHERE), Budget(max_evals=50), on_result_twice, objective_spec=SPEC).run()
+        Scheduler(
+            SteadyDriver(), InProcessBackend(SPHERE), Budget(max_evals=50), on_result_twice, objective_spec=SPEC
+        ).run()
     assert signal.getsignal(signal.SIGINT) is before
 
 
@@ -588,12 +678,22 @@ def test_recipe_dict_accepts_dicts_and_pydantic_models():
 
 def test_bad_objective_spec_and_target_are_one_line_config_errors():
     backend = InProcessBackend(SPHERE)
-    with pytest.raises(ConfigError, match=r"^objectives\[0\]: expected name, direction \(maximize\|minimize\) and weight "
-                                          r"\(a number\), got \{'direction': 'maximize'\} \('name'\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^objectives\[0\]: expected name, direction \(maximize\|minimize\) and weight "
+        r"\(a number\), got \{'direction': 'maximize'\} \('name'\)$",
+    ):
         Scheduler(SteadyDriver(), backend, None, None, objective_spec=[{"direction": "maximize"}])
-    with pytest.raises(ConfigError, match=r"^objectives\[1\]: expected name, direction .* got \('b', 'maximize', 'heavy'\)"):
-        Scheduler(SteadyDriver(n_objectives=1), backend, None, None,
-                  objective_spec=[("a", "maximize", 1), ("b", "maximize", "heavy")])
+    with pytest.raises(
+        ConfigError, match=r"^objectives\[1\]: expected name, direction .* got \('b', 'maximize', 'heavy'\)"
+    ):
+        Scheduler(
+            SteadyDriver(n_objectives=1),
+            backend,
+            None,
+            None,
+            objective_spec=[("a", "maximize", 1), ("b", "maximize", "heavy")],
+        )
     with pytest.raises(ConfigError, match=r"^target for objective 'score': expected a number, got 'high'$"):
         Scheduler(SteadyDriver(), backend, Budget(target="high"), None, objective_spec=SPEC)
 

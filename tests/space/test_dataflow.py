@@ -35,9 +35,18 @@ def test_recipe_yaml_round_trip_and_cumulative_scales(tmp_path):
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"sources": {"A": "a"}, "embed_from": "A", "path": [{"model": "C", "layer": 0}]}, "path[0].model 'C' is not a source"),
-        ({"sources": {"A": "a"}, "embed_from": "B", "path": [{"model": "A", "layer": 0}]}, "embed_from 'B' is not a source"),
-        ({"sources": {"A": "a"}, "embed_from": "A", "path": [{"model": "A", "layer": 0, "scale": 0}]}, "scale must be a finite number > 0"),
+        (
+            {"sources": {"A": "a"}, "embed_from": "A", "path": [{"model": "C", "layer": 0}]},
+            "path[0].model 'C' is not a source",
+        ),
+        (
+            {"sources": {"A": "a"}, "embed_from": "B", "path": [{"model": "A", "layer": 0}]},
+            "embed_from 'B' is not a source",
+        ),
+        (
+            {"sources": {"A": "a"}, "embed_from": "A", "path": [{"model": "A", "layer": 0, "scale": 0}]},
+            "scale must be a finite number > 0",
+        ),
         ({"sources": {"A": "a"}, "embed_from": "A", "path": [{"model": "A", "layer": -1}]}, "path.0.layer"),
         ({"sources": {"A": "a"}, "embed_from": "A", "path": [], "extra": 1}, "key 'path'"),
     ],
@@ -90,7 +99,7 @@ def test_x0_is_model_a():
 def test_hand_computed_genome():
     s = DataFlowSpace({"A": 3, "B": 2}, repeats=2, scale_range=(0.5, 2.0))
     x = np.full(s.dim, 0.2)
-    x[s.T:] = 0.5  # every scale 1
+    x[s.T :] = 0.5  # every scale 1
     for slot in (3, 5, 9):  # r0/B.0, r1/A.0, r1/B.1
         x[slot] = 0.9
     x[s.T + 0 * 5 + 3] = 1.0  # W[A.0 -> B.0] = 2
@@ -98,7 +107,7 @@ def test_hand_computed_genome():
     x[s.T + 4 * 5 + 2] = 0.75  # W[B.1 -> A.2] = 2^0.5
     r = s.to_recipe(x)
     assert r.layer_sequence() == [("A", 0), ("B", 0), ("A", 0), ("B", 1), ("A", 2)]
-    assert r.scales() == pytest.approx([1.0, 2.0, 0.5, 1.0, 2 ** 0.5])
+    assert r.scales() == pytest.approx([1.0, 2.0, 0.5, 1.0, 2**0.5])
     x_clipped = x.copy()
     x_clipped[s.T + 3] = 7.0  # out of the box: clipped to 1 → scale 2
     assert s.to_recipe(x_clipped).scales()[1] == pytest.approx(2.0)
@@ -216,7 +225,9 @@ def test_path_model_matches_hand_loop(llamas):
         h = a.model.embed_tokens(ids)
         pos = torch.arange(ids.shape[1]).unsqueeze(0)
         pe = a.model.rotary_emb(h, position_ids=pos)
-        mask = create_causal_mask(config=a.config, inputs_embeds=h, attention_mask=None, past_key_values=None, position_ids=pos)
+        mask = create_causal_mask(
+            config=a.config, inputs_embeds=h, attention_mask=None, past_key_values=None, position_ids=pos
+        )
         for step in r.path:
             layer = llamas[step.model].model.layers[step.layer]
             h = layer(h * step.scale, attention_mask=mask, position_embeddings=pe, position_ids=pos)
@@ -272,7 +283,9 @@ def _joint():
 
     ps = ParameterSpace("task_arithmetic", "x/base", ["x/e1", "x/e2"], 4, layer_groups=2)
     nested = ps.to_recipe(ps.x0).to_dict()
-    dfs = DataFlowSpace({"merged": 4, "e1": 4}, repeats=2, embed_from="merged", sources={"merged": nested, "e1": "x/e1"})
+    dfs = DataFlowSpace(
+        {"merged": 4, "e1": 4}, repeats=2, embed_from="merged", sources={"merged": nested, "e1": "x/e1"}
+    )
     return ps, dfs, JointSpace(ps, dfs, ps_source="merged")
 
 
@@ -291,7 +304,7 @@ def test_joint_space_layout_and_round_trip():
         r_yaml = DataFlowRecipe.from_yaml(r.to_yaml())
         back = j.from_recipe(r_yaml)
         np.testing.assert_allclose(back[: ps.dim], x[: ps.dim], atol=1e-12)
-        _same_recipe(dfs.to_recipe(back[ps.dim:]), dfs.to_recipe(x[ps.dim:]))
+        _same_recipe(dfs.to_recipe(back[ps.dim :]), dfs.to_recipe(x[ps.dim :]))
     with pytest.raises(ConfigError, match="source 'merged' of the recipe is not a nested parameter-space recipe"):
         j.from_recipe(r.model_copy(update={"sources": {"merged": "plain/dir", "e1": "x/e1"}}))
 
@@ -314,12 +327,16 @@ def test_sequential_space_nests_the_ps_recipe():
 def test_nested_source_is_merged_in_memory(tiny_llama_family):
     """A nested task-arithmetic recipe with weights (1, 0) is expert 1: the path at x0 must give
     expert 1's logits."""
-    from evomerge.space.path_model import load_dataflow_sources, tokenizer_source
     from transformers import AutoModelForCausalLM
 
+    from evomerge.space.path_model import load_dataflow_sources, tokenizer_source
+
     base, (e1, e2) = str(tiny_llama_family["base"]), [str(p) for p in tiny_llama_family["experts"]]
-    nested = {"merge_method": "task_arithmetic", "base_model": base,
-              "models": [{"model": e1, "parameters": {"weight": 1.0}}, {"model": e2, "parameters": {"weight": 0.0}}]}
+    nested = {
+        "merge_method": "task_arithmetic",
+        "base_model": base,
+        "models": [{"model": e1, "parameters": {"weight": 1.0}}, {"model": e2, "parameters": {"weight": 0.0}}],
+    }
     s = DataFlowSpace({"A": 2, "B": 2}, repeats=1, sources={"A": nested, "B": e2})
     r = s.to_recipe(s.x0)
     assert tokenizer_source(r) == base

@@ -30,7 +30,13 @@ def _random_recipe(rng, n_layers, length, sources):
     (repeats and reordering come naturally) and scales in [0.5, 2]."""
     path = [{"model": "A", "layer": 0, "scale": 1.0}]
     for _ in range(length - 2):
-        path.append({"model": str(rng.choice(["A", "B"])), "layer": int(rng.integers(n_layers)), "scale": float(rng.uniform(0.5, 2))})
+        path.append(
+            {
+                "model": str(rng.choice(["A", "B"])),
+                "layer": int(rng.integers(n_layers)),
+                "scale": float(rng.uniform(0.5, 2)),
+            }
+        )
     path.append({"model": "A", "layer": n_layers - 1, "scale": float(rng.uniform(0.5, 2))})
     return DataFlowRecipe.model_validate({"sources": sources, "embed_from": "A", "path": path})
 
@@ -94,16 +100,30 @@ def test_fold_error_with_eps_is_small_and_linear_in_eps(llamas):
 
 def test_fold_state_dict_layout(llamas):
     r = DataFlowRecipe.model_validate(
-        {"sources": {"A": "a", "B": "b"}, "embed_from": "A", "path": [
-            {"model": "A", "layer": 0}, {"model": "B", "layer": 4, "scale": 2.0}, {"model": "B", "layer": 4, "scale": 0.25}, {"model": "A", "layer": 5}]}
+        {
+            "sources": {"A": "a", "B": "b"},
+            "embed_from": "A",
+            "path": [
+                {"model": "A", "layer": 0},
+                {"model": "B", "layer": 4, "scale": 2.0},
+                {"model": "B", "layer": 4, "scale": 0.25},
+                {"model": "A", "layer": 5},
+            ],
+        }
     )
     cfg, sd = fold_to_state_dict(r, llamas)
     assert cfg.num_hidden_layers == 4
     b4 = llamas["B"].model.layers[4]
-    torch.testing.assert_close(sd["model.layers.1.self_attn.o_proj.weight"], b4.self_attn.o_proj.weight / 2.0, rtol=0, atol=0)
-    torch.testing.assert_close(sd["model.layers.2.mlp.down_proj.weight"], b4.mlp.down_proj.weight * 2.0, rtol=0, atol=0)  # C = 0.5
+    torch.testing.assert_close(
+        sd["model.layers.1.self_attn.o_proj.weight"], b4.self_attn.o_proj.weight / 2.0, rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        sd["model.layers.2.mlp.down_proj.weight"], b4.mlp.down_proj.weight * 2.0, rtol=0, atol=0
+    )  # C = 0.5
     torch.testing.assert_close(sd["model.layers.2.mlp.up_proj.weight"], b4.mlp.up_proj.weight, rtol=0, atol=0)
-    torch.testing.assert_close(sd["model.layers.3.self_attn.o_proj.weight"], llamas["A"].model.layers[5].self_attn.o_proj.weight * 2.0)
+    torch.testing.assert_close(
+        sd["model.layers.3.self_attn.o_proj.weight"], llamas["A"].model.layers[5].self_attn.o_proj.weight * 2.0
+    )
     assert sd["model.layers.1.mlp.up_proj.weight"].data_ptr() != sd["model.layers.2.mlp.up_proj.weight"].data_ptr()
     assert sd["model.embed_tokens.weight"].data_ptr() != llamas["A"].model.embed_tokens.weight.data_ptr()
     assert not any(k.startswith("model.layers.4.") for k in sd)
@@ -120,7 +140,9 @@ def test_materialize_reload_same_logits(tmp_path, llamas):
         char_tokenizer().save_pretrained(dirs[name])
     r = _random_recipe(np.random.default_rng(3), 6, 10, dirs)
     out = materialize_dataflow(r, tmp_path / "out")  # sources loaded from disk
-    assert {"README.md", "config.json", "dataflow_recipe.yaml", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert {"README.md", "config.json", "dataflow_recipe.yaml", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in out.iterdir()
+    }
     assert DataFlowRecipe.from_yaml(out / "dataflow_recipe.yaml") == r
     reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
     assert reloaded.config.num_hidden_layers == 10
@@ -148,9 +170,19 @@ def test_gpt2_fold():
 
 def test_mergekit_passthrough_hand_computed():
     r = DataFlowRecipe.model_validate(
-        {"sources": {"A": "org/a", "B": "org/b"}, "embed_from": "A", "dtype": "bfloat16", "path": [
-            {"model": "A", "layer": 0}, {"model": "A", "layer": 1}, {"model": "B", "layer": 3, "scale": 2.0},
-            {"model": "B", "layer": 4}, {"model": "A", "layer": 1, "scale": 0.5}, {"model": "A", "layer": 5}]}
+        {
+            "sources": {"A": "org/a", "B": "org/b"},
+            "embed_from": "A",
+            "dtype": "bfloat16",
+            "path": [
+                {"model": "A", "layer": 0},
+                {"model": "A", "layer": 1},
+                {"model": "B", "layer": 3, "scale": 2.0},
+                {"model": "B", "layer": 4},
+                {"model": "A", "layer": 1, "scale": 0.5},
+                {"model": "A", "layer": 5},
+            ],
+        }
     )
     scale_half = {"scale": [{"filter": "o_proj", "value": 0.5}, {"filter": "down_proj", "value": 0.5}, {"value": 1.0}]}
     assert to_mergekit_passthrough(r) == {
@@ -175,7 +207,11 @@ def test_mergekit_passthrough_refusals():
     with pytest.raises(ConfigError, match="source 'A' is a nested parameter-space recipe; mergekit cannot express"):
         to_mergekit_passthrough(r)
     r = DataFlowRecipe.model_validate(
-        {"sources": {"A": "a", "B": "b"}, "embed_from": "A", "path": [{"model": "B", "layer": 0}, {"model": "A", "layer": 1}]}
+        {
+            "sources": {"A": "a", "B": "b"},
+            "embed_from": "A",
+            "path": [{"model": "B", "layer": 0}, {"model": "A", "layer": 1}],
+        }
     )
     with pytest.raises(ConfigError, match="the path starts with 'B' and ends with 'A'"):
         to_mergekit_passthrough(r)

@@ -12,7 +12,9 @@ from evomerge.space import ParameterSpace
 def _space(**kw):
     args = dict(method="dare_ties", base_model="base", models=["x/e1", "x/e2"], num_layers=4)
     args.update(kw)
-    return ParameterSpace(args.pop("method"), args.pop("base_model"), args.pop("models"), args.pop("num_layers"), **args)
+    return ParameterSpace(
+        args.pop("method"), args.pop("base_model"), args.pop("models"), args.pop("num_layers"), **args
+    )
 
 
 def _numbers(obj):
@@ -101,7 +103,14 @@ def test_hand_computed_recipe():
 )
 def test_round_trip(groups, non_layer, method, seed):
     models = ["base", "x/e1"] if method == "slerp" else ["x/e1", "x/e2", "y/e1"]
-    s = _space(method=method, models=models, num_layers=6, layer_groups=groups, non_layer=non_layer, base_model=None if method == "linear" else "base")
+    s = _space(
+        method=method,
+        models=models,
+        num_layers=6,
+        layer_groups=groups,
+        non_layer=non_layer,
+        base_model=None if method == "linear" else "base",
+    )
     x = np.random.default_rng(seed).uniform(0, 1, s.dim)
     r = s.to_recipe(x)
     np.testing.assert_allclose(s.from_recipe(r), x, atol=1e-12)
@@ -138,8 +147,19 @@ def test_engine_resolves_group_values(arch, non_layer):
 
 
 def test_method_choice_and_fixed():
-    s = _space(method="ties", method_choices=["ties", "slerp"], params=["weight", "density", "t"], fixed={"lambda": 1.2}, models=["base", "x/e1"], layer_groups=1)
-    assert s.names[-2:] == ["method/ties", "method/slerp"] and s.scope == {"weight": "model", "density": "model", "t": "global"}
+    s = _space(
+        method="ties",
+        method_choices=["ties", "slerp"],
+        params=["weight", "density", "t"],
+        fixed={"lambda": 1.2},
+        models=["base", "x/e1"],
+        layer_groups=1,
+    )
+    assert s.names[-2:] == ["method/ties", "method/slerp"] and s.scope == {
+        "weight": "model",
+        "density": "model",
+        "t": "global",
+    }
     x = np.full(s.dim, 0.5)
     r = s.to_recipe(x)  # tie → first choice
     assert r.merge_method == "ties"
@@ -170,7 +190,9 @@ def test_errors():
     with pytest.raises(ConfigError, match="both searched"):
         _space(params=["weight"], fixed={"weight": 1.0})
     with pytest.raises(ConfigError, match="recipe method 'ties' is not one of"):
-        _space().from_recipe({"merge_method": "ties", "base_model": "base", "models": [{"model": "x/e1", "parameters": {"weight": 1}}]})
+        _space().from_recipe(
+            {"merge_method": "ties", "base_model": "base", "models": [{"model": "x/e1", "parameters": {"weight": 1}}]}
+        )
 
 
 def test_wrong_genome_length():

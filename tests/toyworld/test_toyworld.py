@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.toyworld import build_toyworld, preset
-from evomerge.toyworld import builder, cache, tasks, vocab
+from evomerge.toyworld import build_toyworld, builder, cache, preset, tasks, vocab
 from evomerge.toyworld.settings import Stage
 
 
@@ -21,6 +20,7 @@ def world(tmp_path_factory):
 
 
 # --- data ----------------------------------------------------------------------------------------
+
 
 def test_examples_by_hand():
     assert tasks.example("L1", "addition", (12, 34)) == ("1 2 + 3 4 =", "0 4 6")
@@ -55,10 +55,16 @@ def test_partition_is_seeded():
 
 # --- settings and cache key ----------------------------------------------------------------------
 
+
 def test_settings_change_the_key():
     s = preset("test")
-    keys = {s.key(), s.replace(seed=1).key(), s.replace(hidden=48).key(), s.replace(data_seed=3).key(),
-            s.replace(base=Stage(mixture=s.base.mixture, steps=s.base.steps + 1, lr=s.base.lr)).key()}
+    keys = {
+        s.key(),
+        s.replace(seed=1).key(),
+        s.replace(hidden=48).key(),
+        s.replace(data_seed=3).key(),
+        s.replace(base=Stage(mixture=s.base.mixture, steps=s.base.steps + 1, lr=s.base.lr)).key(),
+    }
     assert len(keys) == 5
     assert s.replace(threads=7).key() == s.key()  # speed only
     assert preset("demo").key() != s.key()
@@ -72,6 +78,7 @@ def test_unknown_preset_and_setting_are_one_line_errors():
 
 
 # --- the built world -----------------------------------------------------------------------------
+
 
 def test_world_layout_and_manifest(world):
     assert world.built
@@ -113,7 +120,7 @@ def test_forced_exact_match_equals_greedy_generation(world):
     greedy = []
     for e in pool:  # one at a time: no padding involved
         ids = tok(e["prompt"], return_tensors="pt")["input_ids"]
-        out = model.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1]:].tolist()
+        out = model.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1] :].tolist()
         text = tok.decode(out[: out.index(vocab.EOS_ID)]) if vocab.EOS_ID in out else None
         greedy.append(float(text == e["answer"]))
     assert forced == greedy
@@ -121,7 +128,7 @@ def test_forced_exact_match_equals_greedy_generation(world):
 
 
 def test_fitness_tasks_load_and_splits_are_disjoint(world):
-    import fitness
+    import evomerge.fitness as fitness
 
     for cfg in world.tasks:
         task = fitness.load_task(cfg)
@@ -153,6 +160,7 @@ def test_cli_finds_the_cached_world(world, capsys, monkeypatch):
 
 
 # --- determinism, rebuilds, locking (on a world a few steps long) ----------------------------------
+
 
 def _micro():
     s = preset("test")
@@ -211,8 +219,10 @@ def test_concurrent_builders_build_once(tmp_path):
         (tmp / cache.MANIFEST).write_text(json.dumps({"key": "k", "base": "base", "experts": {}}))
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.build_atomically(tmp_path / "w", "k", slow_build)))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.build_atomically(tmp_path / "w", "k", slow_build)))
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:

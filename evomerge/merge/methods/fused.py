@@ -108,11 +108,11 @@ class Cut:
     drop: torch.Tensor | None = None  # int64, ascending
 
     @staticmethod
-    def everything() -> "Cut":
+    def everything() -> Cut:
         return Cut("all")
 
     @staticmethod
-    def nothing() -> "Cut":
+    def nothing() -> Cut:
         return Cut("none")
 
 

@@ -31,8 +31,9 @@ dtype; the caller casts to the recipe's dtype.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -96,7 +97,7 @@ def tensor_generator(seed: int, tensor_name: str, device: str | torch.device = "
     only the low 32 bits of a seed. Masks are equal for equal device *types*; CPU and CUDA
     generators are different streams.
     """
-    digest = hashlib.blake2b(f"{int(seed)}\x00{tensor_name}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{int(seed)}\x00{tensor_name}".encode(), digest_size=8).digest()
     generator = torch.Generator(device=device)
     generator.manual_seed(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
     return generator

@@ -14,8 +14,8 @@ import torch
 
 from evomerge.merge.methods import fused
 from evomerge.merge.methods import sparsify as sp
-from evomerge.merge.methods.selection import ScratchCache, TensorCache, della_ramp
 from evomerge.merge.methods.registry import MethodSpec, register
+from evomerge.merge.methods.selection import ScratchCache, TensorCache, della_ramp
 
 _GTA_GLOBALS_INERT = frozenset({"int8_mask"})
 
@@ -81,7 +81,9 @@ def _selectors(
                 ramp = della_ramp(density, float(mp.get("epsilon", 0.15)), width, dtype, tau.device)
                 inverse_p = rescale and mode == "inverse_p"
                 selectors.append(
-                    fused.RankProbability(u, cache.ranks(i, tau), ramp, inverse_p, "l1" if rescale and not inverse_p else None)
+                    fused.RankProbability(
+                        u, cache.ranks(i, tau), ramp, inverse_p, "l1" if rescale and not inverse_p else None
+                    )
                 )
         else:
             raise ValueError(f"unknown sparsification {kind!r}")
