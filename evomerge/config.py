@@ -9,7 +9,7 @@ Sections::
     models:    {base: PATH_OR_HUB_ID, experts: {name: PATH_OR_HUB_ID}}   # or, instead:
     toyworld:  {preset: demo|test, seed: 0, objectives: [task, ...]}   # models and tasks from the embedded world
     space:     {kind: parameter|dataflow|psdfs, method, layer_groups, params, ranges, ...}
-    driver:    {name: cmaes|m2n2|optuna-tpe|random|..., options: {...}}
+    driver:    {name: cmaes|m2n2|optuna|random, options: {...}}
     fitness:   fitness.FitnessConfig (tasks, objectives, early_stopping)
     budget:    {max_evals, time_limit, target}
     evaluator: {backend: inprocess|ray, num_workers, num_gpus, device, dtype, batch_size, address}
@@ -19,7 +19,6 @@ Sections::
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, did_you_mean
+from evomerge.validation import format_validation_error, read_yaml
 
 
 class _Strict(BaseModel):
@@ -82,9 +82,7 @@ class ToyWorldSection(_Strict):
             raise ValueError(f"needs at least one task (known: {', '.join(TASKS)})")
         for name in v:
             if name not in TASKS:
-                hint = difflib.get_close_matches(name, list(TASKS), n=1, cutoff=0.6)
-                tail = f"did you mean {hint[0]!r}? " if hint else ""
-                raise ValueError(f"unknown toy-world task {name!r} ({tail}known: {', '.join(TASKS)})")
+                raise ValueError(f"unknown toy-world task {name!r}{did_you_mean(name, TASKS, always_list=True)}")
         dup = sorted({n for n in v if v.count(n) > 1})
         if dup:
             raise ValueError(f"task {dup[0]!r} is named twice")
@@ -158,7 +156,7 @@ class RunConfig(_Strict):
     toyworld: ToyWorldSection | None = None
     space: SpaceSection = Field(default_factory=SpaceSection)
     driver: DriverSection = Field(default_factory=DriverSection)
-    fitness: dict[str, Any] | None = None  # validated by fitness.FitnessConfig in validate_config
+    fitness: dict[str, Any] | None = None  # validated by evomerge.fitness.FitnessConfig in runs.loop.build_plan
     budget: BudgetSection = Field(default_factory=BudgetSection)
     evaluator: EvaluatorSection = Field(default_factory=EvaluatorSection)
     run: RunSection = Field(default_factory=RunSection)
@@ -196,55 +194,6 @@ def parse_duration(text: str) -> float:
     return float(sum(float(a) * unit[b] for a, b in parts))
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Known keys of the section that ``loc`` (minus its last element) points into."""
-    cls: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int) or not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            return []
-        field = cls.model_fields.get(part)
-        if field is None:
-            return []
-        cls = _model_type(field.annotation)
-        if cls is None:
-            return []
-    return list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
-
-
-def _model_type(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_type(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel], prefix: str = "") -> str:
-    """The first error of ``exc`` as one line: ``source: key 'a.b': message``."""
-    err = exc.errors()[0]
-    loc = tuple(
-        p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in {"function-after", "function-before"}))
-    )
-    dotted = prefix + ".".join(str(p) for p in loc)
-    if err["type"] == "extra_forbidden":
-        known = _fields_at(model, loc)
-        hint = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-        parent = prefix + ".".join(str(p) for p in loc[:-1])
-        where = f"'{parent}.{hint[0]}'" if hint and parent else (f"'{hint[0]}'" if hint else None)
-        tail = f" (did you mean {where}?)" if where else (f" (known keys: {', '.join(known)})" if known else "")
-        return f"{source}: unknown key '{dotted}'{tail}"
-    msg = err["msg"].removeprefix("Value error, ")
-    if not dotted:
-        return f"{source}: {msg}"
-    if err["type"] == "missing":
-        return f"{source}: missing key '{dotted}'"
-    got = err.get("input")
-    got_s = "" if isinstance(got, (dict, list)) or got is None or "got" in msg else f" (got {got!r})"
-    return f"{source}: key '{dotted}': {msg}{got_s}"
-
-
 def parse_config(data: Any, source: str = "config") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}")
@@ -255,20 +204,12 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a run config file (structure only; see :func:`evomerge.runs.setup.validate`)."""
+    """Read and validate a run config file (structure only; :func:`evomerge.runs.loop.build_plan`
+    checks the models, tasks and run directory)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    data = read_yaml(path, what="config file")
     cfg = parse_config(data if data is not None else {}, str(path))
     return resolve_paths(cfg, path.parent)
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.validation import format_validation_error, read_yaml
 
 SOURCE_TYPES = ("jsonl", "csv", "parquet", "datasets", "generator", "lmeval")
 SCORER_TYPES = ("exact_match", "exact_match_forced", "choice_loglik", "nll", "callable")
@@ -215,48 +215,9 @@ class FitnessConfig(_Strict):
         return self._base_dir
 
 
-def _did_you_mean(loc: tuple) -> str:
-    """`` (did you mean 'x'?)`` for a misspelt key: the closest field of the model it sits in."""
-    import difflib
-
-    model: Any = FitnessConfig
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return ""
-        ann = field.annotation
-        model = next(
-            (a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None
-        )
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        return ""
-    hint = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
-
-
-def _one_line(exc: ValidationError, where: str, data: Any = None) -> str:
-    err = exc.errors()[0]
-    parts = [str(p) for p in err["loc"]]
+def _one_line(exc: ValidationError, where: str, model: type[BaseModel], data: Any = None) -> str:
     # "tasks.2.scorer.type" reads better as "task 'target': scorer.type" when the name is known.
-    if len(parts) >= 2 and parts[0] == "tasks" and parts[1].isdigit() and isinstance(data, dict):
-        tasks = data.get("tasks")
-        idx = int(parts[1])
-        if isinstance(tasks, list) and idx < len(tasks) and isinstance(tasks[idx], dict) and "name" in tasks[idx]:
-            rest = ".".join(parts[2:])
-            parts = [f"task {tasks[idx]['name']!r}" + (f": {rest}" if rest else "")]
-    loc = ".".join(parts)
-    msg = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix) :]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key" + _did_you_mean(err["loc"])
-    elif err["type"] == "missing":
-        msg = "missing key"
-    head = f"{where}: " if where else ""
-    return f"{head}{loc}: {msg}" if loc else f"{head}{msg}"
+    return format_validation_error(exc, where, model, layout="path", data=data, named_items={"tasks": "task"})
 
 
 def parse_fitness_config(data: Any, *, where: str = "", base_dir: str | Path | None = None) -> FitnessConfig:
@@ -269,7 +230,7 @@ def parse_fitness_config(data: Any, *, where: str = "", base_dir: str | Path | N
     try:
         cfg = FitnessConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, where, data)) from None
+        raise ConfigError(_one_line(exc, where, FitnessConfig, data)) from None
     cfg._base_dir = Path(base_dir) if base_dir is not None else None
     return cfg
 
@@ -281,12 +242,7 @@ def load_fitness_config(path: str | Path) -> FitnessConfig:
         raise ConfigError(f"{path} is a directory, expected a config file (YAML)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{at} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path, what="config file")
     return parse_fitness_config(data, where=str(path), base_dir=path.parent)
 
 
@@ -294,4 +250,4 @@ def parse_task_config(data: Any, *, where: str = "") -> TaskConfig:
     try:
         return TaskConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, where)) from None
+        raise ConfigError(_one_line(exc, where, TaskConfig)) from None

@@ -131,8 +131,9 @@ def _fitness_config(path: str, load_fitness_config):
     if isinstance(data, dict) and "toyworld" in data and "fitness" not in data:
         from pydantic import BaseModel, ValidationError
 
-        from evomerge.config import ToyWorldSection, format_validation_error
+        from evomerge.config import ToyWorldSection
         from evomerge.toyworld import build_toyworld
+        from evomerge.validation import format_validation_error
 
         class ToyWorldOnly(BaseModel):  # the run config's rules for this section, keys named in full
             toyworld: ToyWorldSection

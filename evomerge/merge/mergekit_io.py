@@ -20,7 +20,8 @@ from typing import Any
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.merge.methods import method_names
-from evomerge.merge.recipe import DTYPES, Recipe, dump_yaml, parse_yaml
+from evomerge.merge.recipe import DTYPES, Recipe, dump_yaml
+from evomerge.validation import parse_yaml
 
 MERGEKIT_KEYS = (
     "merge_method",

@@ -25,6 +25,7 @@ from evomerge.errors import ConfigError, EvomergeError
 from evomerge.merge.methods import get_method, method_names
 from evomerge.merge.methods.registry import MethodSpec
 from evomerge.merge.params import COMMON_OPTIONS
+from evomerge.validation import format_validation_error, parse_yaml, show_value
 
 OUR_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "seed", "options")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -237,14 +238,14 @@ class Recipe(BaseModel):
     def _check_values(spec: MethodSpec, key: str, setting: Any, where: str, default: Any) -> None:
         is_bool = isinstance(default, bool)
         if is_bool and not isinstance(setting, bool):
-            raise ConfigError(f"{where} = {_show(setting)}: expected true or false")
+            raise ConfigError(f"{where} = {show_value(setting)}: expected true or false")
         for leaf_key, value in _leaves(setting, where):
             if not is_bool and isinstance(value, bool):
-                raise ConfigError(f"{leaf_key} = {_show(value)}: expected a number")
+                raise ConfigError(f"{leaf_key} = {show_value(value)}: expected a number")
             if key in _RANGES:
                 lo, hi = _RANGES[key]
                 if not lo <= value <= hi:
-                    raise ConfigError(f"{leaf_key} = {_show(value)}: expected a value in [{lo:g}, {hi:g}]")
+                    raise ConfigError(f"{leaf_key} = {show_value(value)}: expected a value in [{lo:g}, {hi:g}]")
         if isinstance(setting, list):
             for i, entry in enumerate(setting):
                 if isinstance(entry, dict) and entry["filter"] is None and i != len(setting) - 1:
@@ -260,7 +261,7 @@ class Recipe(BaseModel):
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
-            raise ConfigError(_one_line(exc)) from None
+            raise ConfigError(format_validation_error(exc, "", cls, layout="path")) from None
 
     @classmethod
     def from_dict(cls, data: Any, source_name: str | None = None) -> Recipe:
@@ -324,33 +325,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return repr(value)
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ""
-    for part in err["loc"]:
-        if isinstance(part, int):
-            loc += f"[{part}]"
-        else:
-            loc += ("." if loc else "") + str(part)
-    msg = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix) :]
-    if err["type"] == "missing":
-        return f"{loc}: missing required key"
-    if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key"
-    return f"{loc} = {_show(err.get('input'))}: {msg}" if loc else msg
-
-
 def read_yaml_source(path_or_text: str | os.PathLike, source_name: str | None = None) -> tuple[str, str]:
     """(text, source name) from a path or from YAML text."""
     if isinstance(path_or_text, os.PathLike) or (
@@ -362,16 +336,6 @@ def read_yaml_source(path_or_text: str | os.PathLike, source_name: str | None = 
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
     return str(path_or_text), source_name or "<recipe>"
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
 
 
 def load_recipe(path: str | os.PathLike):

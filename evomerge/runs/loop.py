@@ -43,6 +43,7 @@ from evomerge.errors import ConfigError, ModelError, RunDirError
 from evomerge.runs.lock import RunLock
 from evomerge.runs.store import RunStore, as_float, to_jsonable
 from evomerge.runs.summary import best_record, summarize
+from evomerge.validation import parse_yaml
 
 #: Genomes longer than this are stored beside the log (``genomes/<id>.npy``), not inline.
 INLINE_GENOME_MAX = 4096
@@ -680,14 +681,7 @@ def _resolved_yaml(plan: Plan, config_dir: Path | None) -> str:
 
 
 def load_run_config(store: RunStore) -> tuple[RunConfig, Path | None]:
-    try:
-        data = yaml.safe_load(store.config_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise RunDirError(
-            f"{store.config_path}: not valid YAML{line}: {getattr(exc, 'problem', None) or exc}"
-        ) from None
+    data = parse_yaml(store.config_path.read_text(), str(store.config_path), error=RunDirError) or {}
     if not isinstance(data, dict):
         raise RunDirError(f"{store.config_path}: expected a mapping of config sections, got {type(data).__name__}")
     base_dir = data.pop("_base_dir", None)

@@ -36,14 +36,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError, EvomergeError
+from evomerge.validation import format_validation_error, parse_yaml, read_yaml
 
 ScaleMode = Literal["matrix", "per_layer", "none"]
-
-
-def _one_line(exc: ValidationError, where: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
-    return f"{where}: key {loc!r}: {err.get('msg', 'invalid value')}"
 
 
 class PathStep(BaseModel):
@@ -99,21 +94,15 @@ class DataFlowRecipe(BaseModel):
     # ---- YAML -------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> DataFlowRecipe:
-        where = "<string>"
-        text = text_or_path
         if isinstance(text_or_path, str) and "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml")):
             if not Path(text_or_path).is_file():
                 raise ConfigError(f"{text_or_path}: data-flow recipe file not found")
         if isinstance(text_or_path, Path) or ("\n" not in str(text_or_path) and Path(str(text_or_path)).is_file()):
             where = str(text_or_path)
-            try:
-                text = Path(text_or_path).read_text()
-            except OSError as exc:
-                raise ConfigError(f"{where}: cannot read data-flow recipe: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from None
+            data = read_yaml(text_or_path, what="data-flow recipe")
+        else:
+            where = "<string>"
+            data = parse_yaml(str(text_or_path), where)
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping with keys merge_method, sources, embed_from, path")
         return cls.validate_dict(data, where=where)
@@ -123,7 +112,7 @@ class DataFlowRecipe(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(_one_line(exc, where)) from None
+            raise ConfigError(format_validation_error(exc, where, cls)) from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -170,9 +159,7 @@ def _validate_nested(name: str, src: dict) -> None:
     except ModuleNotFoundError:  # merge engine not importable: keep the dict, validated when used
         return
     try:
-        Recipe.model_validate(src)
-    except ValidationError as exc:
-        raise ValueError(f"nested recipe of source {name!r}: {_one_line(exc, 'recipe')}") from None
+        Recipe.model_validate(src)  # raises ConfigError: Recipe reports its own errors as one line
     except EvomergeError as exc:
         raise ValueError(f"nested recipe of source {name!r}: {exc}") from None
 
