@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from evomerge.errors import ConfigError, RunDirError
+from evomerge.io import atomic_write_text
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record, pareto_records
 
@@ -77,8 +78,6 @@ def _write_text(path: Path, text: str, force: bool) -> Path:
     if path.exists() and not force:
         raise ConfigError(f"output {path} exists; pass --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from evomerge.runs.checkpoint import atomic_write_text
-
     atomic_write_text(path, text)
     return path
 

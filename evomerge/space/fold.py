@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 
 from evomerge.errors import ConfigError, EvomergeError
+from evomerge.io import atomic_dir
 from evomerge.space.dataflow import DataFlowRecipe
 from evomerge.space.path_model import (
     SUPPORTED,
@@ -75,14 +75,11 @@ def fold_to_state_dict(recipe: DataFlowRecipe, sources: Mapping[str, Any]) -> tu
     return cfg, out
 
 
-def _atomic_dir(out_dir: Path, force: bool) -> Path:
-    out_dir = Path(out_dir)
+def _check_out_dir(out_dir: Path, force: bool) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
         raise EvomergeError(
             f"{out_dir}: output directory exists and is not empty; pass force=True (--force) to replace it"
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
 
 
 def _copy_tokenizer(src: str, dest: Path) -> None:
@@ -119,8 +116,8 @@ def materialize_dataflow(
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    tmp = _atomic_dir(out_dir, force)
-    try:
+    _check_out_dir(out_dir, force)
+    with atomic_dir(out_dir) as tmp:
         if sources is None:
             sources = load_dataflow_sources(recipe, device=device)
         cfg, state = fold_to_state_dict(recipe, sources)
@@ -146,12 +143,6 @@ def materialize_dataflow(
             f"Layer path ({len(recipe.path)} layers, input scales folded into the output projections): {steps}\n\n"
             "Recipe: see `dataflow_recipe.yaml`.\n"
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
