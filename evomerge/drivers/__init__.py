@@ -6,31 +6,28 @@ are each driver's keyword arguments (see the class docstrings). Protocol: :mod:`
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
 from evomerge.drivers.base import Candidate, Driver, Outcome
 from evomerge.errors import ConfigError
+from evomerge.registry import Registry
 
-# name -> (module, class); imported lazily so that `import evomerge.drivers` stays cheap.
-_DRIVERS = {
-    "cmaes": ("evomerge.drivers.cmaes_driver", "CMAESDriver"),
-    "m2n2": ("evomerge.drivers.m2n2", "M2N2Driver"),
-    "optuna": ("evomerge.drivers.optuna_driver", "OptunaDriver"),
-    "random": ("evomerge.drivers.random_search", "RandomDriver"),
-}
+# Imported lazily so that `import evomerge.drivers` stays cheap.
+DRIVERS = Registry("driver")
+DRIVERS.register("cmaes", "evomerge.drivers.cmaes_driver:CMAESDriver")
+DRIVERS.register("m2n2", "evomerge.drivers.m2n2:M2N2Driver")
+DRIVERS.register("optuna", "evomerge.drivers.optuna_driver:OptunaDriver")
+DRIVERS.register("random", "evomerge.drivers.random_search:RandomDriver")
 
 
 def driver_names() -> list[str]:
-    return list(_DRIVERS)
+    return DRIVERS.names()
 
 
 def driver_class(name: str) -> type:
-    if name not in _DRIVERS:
-        raise ConfigError(f"unknown driver {name!r} (known: {', '.join(_DRIVERS)})")
-    module, cls = _DRIVERS[name]
-    return getattr(importlib.import_module(module), cls)
+    """The driver class registered as ``name``; an unknown name raises a one-line ConfigError."""
+    return DRIVERS.get(name)
 
 
 def driver_options(name: str) -> list[str]:
@@ -49,4 +46,4 @@ def make_driver(name: str, space: Any, *, n_objectives: int = 1, seed: int = 0, 
     return cls(space, n_objectives=n_objectives, seed=seed, **options)
 
 
-__all__ = ["Candidate", "Driver", "Outcome", "driver_class", "driver_names", "driver_options", "make_driver"]
+__all__ = ["DRIVERS", "Candidate", "Driver", "Outcome", "driver_class", "driver_names", "driver_options", "make_driver"]

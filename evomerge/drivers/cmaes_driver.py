@@ -7,7 +7,7 @@ maximise. Defaults follow Akiba et al.: m_0 = ``space.x0``, σ_0 = ``space.sigma
 λ = 4 + ⌊3 ln n⌋.
 
 * **Multi-objective** outcomes are scalarised as f = Σ_i w_i v_i (``weights``, default 1/n each);
-  a Pareto archive over the raw values is the run's business (:mod:`evomerge.drivers.pareto`).
+  a Pareto archive over the raw values is the run's business (:mod:`evomerge.pareto`).
 * **Failed** candidates (flagged, or non-finite values) are told as the worst value of their
   generation: f = min_k f_k − 1 over the finite members (0 when every member failed), so they rank
   last without a huge number distorting ``cmaes``'s stopping test on the spread of f.

@@ -15,7 +15,6 @@ replacing the actor.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import signal
@@ -29,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from evomerge.registry import resolve_callable
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -164,19 +165,6 @@ class WorkerSpec(Protocol):
     def build(self) -> Callable[[EvalRequest], Evaluation]: ...
 
 
-def resolve_callable(ref: Callable | str) -> Callable:
-    """A callable, or ``"package.module:qualified.name"`` imported in the calling process."""
-    if callable(ref):
-        return ref
-    if not isinstance(ref, str) or ":" not in ref:
-        raise TypeError(f"expected a callable or 'module:name', got {ref!r}")
-    module_name, _, qualname = ref.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _as_float_list(values: Any) -> list[float]:
     return [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
 
@@ -208,7 +196,7 @@ class FunctionWorkerSpec:
     factory: bool = False
 
     def build(self) -> Callable[[EvalRequest], Evaluation]:
-        fn = resolve_callable(self.fn)
+        fn = resolve_callable(self.fn, what="worker function")
         kwargs = dict(self.kwargs)
         if self.factory:
             inner = fn(**kwargs)

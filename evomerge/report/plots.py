@@ -23,8 +23,8 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from evomerge.pareto import nondominated  # noqa: E402
 from evomerge.runs.store import as_float  # noqa: E402
-from evomerge.runs.summary import nondominated  # noqa: E402
 
 
 def _finite(v: Any) -> float:
@@ -211,7 +211,7 @@ def plot_pareto(
 
 
 def _hv_label(front: np.ndarray, signs: np.ndarray) -> str:
-    from evomerge.drivers.pareto import hypervolume
+    from evomerge.pareto import hypervolume
 
     if len(front) == 0 or np.any(signs < 0) or np.any(front < 0):
         return ""

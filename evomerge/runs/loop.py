@@ -419,7 +419,7 @@ class _Session:
     """One process's stint on a run directory: holds the records, best, Pareto and checkpoints."""
 
     def __init__(self, plan: Plan, store: RunStore, records: list[dict], told: int, elapsed: float):
-        from evomerge.drivers.pareto import ParetoArchive
+        from evomerge.pareto import ParetoArchive
 
         self.plan = plan
         self.store = store

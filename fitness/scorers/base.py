@@ -12,8 +12,7 @@ Generation pads on the **left** (see :mod:`evomerge.fitness.scorers.generation`)
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,25 +153,3 @@ def forced_logprobs(
                 logps[i] = torch.log_softmax(sl, dim=-1).cpu()
                 argmaxes[i] = sl.argmax(dim=-1).cpu()
     return logps, argmaxes, tokens  # type: ignore[return-value]
-
-
-def import_callable(spec: str, *, what: str) -> Callable:
-    """Resolve ``"pkg.module:function"`` (or ``"pkg.module.function"``)."""
-    if ":" in spec:
-        mod_name, _, attr = spec.partition(":")
-    else:
-        mod_name, _, attr = spec.rpartition(".")
-    if not mod_name or not attr:
-        raise ConfigError(f'{what}: expected "pkg.module:function", got {spec!r}')
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ConfigError(f"{what}: cannot import module {mod_name!r} ({exc})") from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{what}: module {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"{what}: {spec!r} is not callable")
-    return obj

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 
 from evomerge.errors import EvomergeError
-from evomerge.fitness.scorers.base import ScoreBatch, Scorer, import_callable
+from evomerge.fitness.scorers.base import ScoreBatch, Scorer
+from evomerge.registry import resolve_callable
 
 
 class CallableScorer(Scorer):
     def __init__(self, cfg, *, prepend_bos=None):
         super().__init__(cfg, prepend_bos=prepend_bos)
-        self.fn = import_callable(cfg.fn, what="scorer.fn")
+        self.fn = resolve_callable(cfg.fn, what="scorer.fn")
         self.bounded = cfg.bounded
         self.lower_is_better = not cfg.higher_is_better
 

@@ -24,12 +24,12 @@ from evomerge.fitness.scorers.base import (
     ScoreBatch,
     Scorer,
     eos_ids,
-    import_callable,
     length_batches,
     logits_of,
     model_device,
     pad_id,
 )
+from evomerge.registry import resolve_callable
 
 
 def greedy_generate(
@@ -153,7 +153,7 @@ def make_extractor(spec: str | None, group: int | str = 1) -> Callable[[str], st
     if spec is None:
         return lambda text: text
     if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", spec):
-        return import_callable(spec, what="scorer.extract")
+        return resolve_callable(spec, what="scorer.extract")
     try:
         pattern = re.compile(spec)
     except re.error as exc:

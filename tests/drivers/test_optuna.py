@@ -7,8 +7,8 @@ from conftest import BoxSpace, drive, evaluate
 
 from evomerge.drivers import make_driver
 from evomerge.drivers.base import Outcome
-from evomerge.drivers.pareto import hypervolume
 from evomerge.errors import ConfigError
+from evomerge.pareto import hypervolume
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,7 +12,7 @@ from evomerge.errors import ConfigError, RunDirError
 from evomerge.runs.checkpoint import CheckpointDir, decode, encode
 from evomerge.runs.lock import RunLock
 from evomerge.runs.store import RunStore, comparable
-from evomerge.runs.summary import nondominated, summarize
+from evomerge.runs.summary import summarize
 
 
 def _rec(i, score, values=None, status="ok"):
@@ -145,11 +145,6 @@ def test_summary_counts_best_and_pareto(tmp_path):
     assert (s["evaluations"], s["failed"], s["pareto_size"]) == (4, 1, 2)
     assert s["best"] == {"id": 1, "objectives": {"a": 0.9}, "score": 0.9, "validation": {"a": 0.8}}
     assert s["throughput_per_hour"] == pytest.approx(4 / 4.0 * 3600)
-
-
-def test_nondominated_hand_example():
-    v = [[1, 0], [0, 1], [0.5, 0.5], [0.4, 0.4], [1, 0]]
-    assert nondominated(v).tolist() == [0, 1, 2, 4]
 
 
 BASE = {"toyworld": {"preset": "test"}, "budget": {"max_evals": 3}}

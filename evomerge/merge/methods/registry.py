@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from evomerge.errors import ConfigError
+from evomerge.registry import Registry
 
 MergeFn = Callable[
     [torch.Tensor | None, list[torch.Tensor], list[dict[str, float]], dict[str, Any], torch.Generator | None],
@@ -64,28 +64,24 @@ class MethodSpec:
     inert_params: frozenset[str] = frozenset()
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
+_METHODS = Registry("merge method")
 
 
 def register(spec: MethodSpec) -> MethodSpec:
-    if spec.name in _REGISTRY:
+    if spec.name in _METHODS:
         raise ValueError(f"merge method {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _METHODS.register(spec.name, spec)
 
 
 def get_method(name: str) -> MethodSpec:
+    """The method registered as ``name``; an unknown name raises a one-line ConfigError."""
     _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ConfigError(f"unknown merge method {name!r}; expected one of: {known}") from None
+    return _METHODS.get(name)
 
 
 def method_names() -> list[str]:
     _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(_METHODS.names())
 
 
 def tensor_generator(seed: int, tensor_name: str, device: str | torch.device = "cpu") -> torch.Generator:

@@ -1,6 +1,8 @@
-"""Pareto tools, all **maximising**: non-dominated sorting, crowding distance, hypervolume, archive.
+"""Pareto tools, all **maximising**: the non-dominated set, non-dominated sorting, crowding distance, hypervolume, archive.
 
 * a dominates b  ⇔  a_i ≥ b_i for every objective and a_i > b_i for at least one.
+* :func:`nondominated` — the indices of the non-dominated rows (the first front), in row order,
+  in O(N) memory (a run's whole log).
 * :func:`non_dominated_sort` — fast non-dominated sorting (Deb et al. 2002), O(M N²): fronts
   F_1, F_2, … where F_1 is the non-dominated set and F_{k+1} is non-dominated once F_1..F_k are
   removed.
@@ -27,6 +29,23 @@ def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     return bool(np.all(a >= b) and np.any(a > b))
+
+
+def nondominated(values: Any) -> np.ndarray:
+    """Indices of the rows of ``values`` (N × M, maximised) that no other row dominates.
+
+    Duplicate rows are all kept (none dominates another). O(N² M) time, one row at a time.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return np.zeros(0, dtype=int)
+    keep = []
+    for i, v in enumerate(values):
+        ge = np.all(values >= v, axis=1)
+        gt = np.any(values > v, axis=1)
+        if not np.any(ge & gt):
+            keep.append(i)
+    return np.asarray(keep, dtype=int)
 
 
 def non_dominated_sort(values: np.ndarray) -> list[np.ndarray]:

@@ -6,13 +6,14 @@ import pickle
 import numpy as np
 import pytest
 
-from evomerge.drivers.pareto import (
+from evomerge.pareto import (
     ParetoArchive,
     crowding_distance,
     dominates,
     hypervolume,
     hypervolume_mc,
     non_dominated_sort,
+    nondominated,
 )
 
 
@@ -21,6 +22,19 @@ def test_dominates_is_strict_and_maximising():
     assert not dominates([2, 2], [2, 2])
     assert not dominates([3, 1], [1, 3])
     assert not dominates([1, 2], [2, 2])
+
+
+def test_nondominated_hand_example():  # (moved from tests/runs/test_store.py)
+    v = [[1, 0], [0, 1], [0.5, 0.5], [0.4, 0.4], [1, 0]]
+    assert nondominated(v).tolist() == [0, 1, 2, 4]
+    assert nondominated(np.zeros((0, 2))).tolist() == []
+
+
+def test_nondominated_is_the_first_front():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        v = rng.integers(0, 4, size=(30, 3)).astype(float)  # many ties and duplicates
+        assert nondominated(v).tolist() == sorted(non_dominated_sort(v)[0].tolist())
 
 
 def test_non_dominated_sort_hand_example():
