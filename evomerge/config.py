@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evomerge.dtypes import DtypeName
 from evomerge.errors import ConfigError, did_you_mean
 from evomerge.validation import format_validation_error, read_yaml
 
@@ -131,7 +132,7 @@ class EvaluatorSection(_Strict):
     num_workers: int | None = Field(default=None, ge=1)
     num_gpus: float | None = Field(default=None, ge=0)
     device: str = "auto"
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: DtypeName = "float32"
     batch_size: int = Field(default=32, ge=1)
     address: str | None = None
 

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from evomerge.dtypes import DTYPE_NAMES, torch_dtype
 from evomerge.errors import ConfigError, ModelError
 
 
@@ -36,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="examples per forward pass (default 16)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N examples of each task")
     p.set_defaults(func=run)
     return p
@@ -61,7 +62,7 @@ def run(args) -> int:
     if args.limit is not None:
         for task in fit.tasks.values():
             task.limit(args.split, args.limit)
-    dtype = getattr(torch, args.dtype)
+    dtype = torch_dtype(args.dtype)
     with contextlib.ExitStack() as stack:
         model, tokenizer = _load_model(target, device=args.device, dtype=dtype, stack=stack)
         with torch.inference_mode():

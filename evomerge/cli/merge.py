@@ -11,6 +11,8 @@ import argparse
 import sys
 import time
 
+from evomerge.dtypes import DTYPE_NAMES
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -31,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="where to compute the merge: cpu, cuda or cuda:N (default: cpu)")
     p.add_argument(
         "--dtype",
-        choices=["float32", "float16", "bfloat16"],
+        choices=DTYPE_NAMES,
         default=None,
         help="dtype of the written weights (default: the recipe's dtype)",
     )

@@ -32,25 +32,8 @@ from typing import Any
 
 import torch
 
+from evomerge.dtypes import torch_dtype
 from evomerge.errors import ConfigError, ModelError
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def torch_dtype(value: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:
-    """``"bfloat16"`` / ``torch.bfloat16`` / ``None`` (→ ``default``) as a torch dtype."""
-    if value is None:
-        return default
-    if isinstance(value, torch.dtype):
-        return value
-    text = str(value).removeprefix("torch.")
-    if text not in DTYPES:
-        raise ConfigError(f"dtype: expected one of {', '.join(DTYPES)}, got {value!r}")
-    return DTYPES[text]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _method(recipe):

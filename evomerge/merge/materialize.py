@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
+from evomerge.dtypes import dtype_name, torch_dtype
 from evomerge.errors import EvomergeError
 from evomerge.io import atomic_dir
-from evomerge.merge.apply import RecipePlan, dtype_name, pool_for_recipe, torch_dtype
+from evomerge.merge.apply import RecipePlan, pool_for_recipe
 
 DEFAULT_MAX_SHARD_BYTES = 2 * 1000**3
 

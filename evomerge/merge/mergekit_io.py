@@ -18,9 +18,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from evomerge.dtypes import DTYPE_NAMES
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.merge.methods import method_names
-from evomerge.merge.recipe import DTYPES, Recipe, dump_yaml
+from evomerge.merge.recipe import Recipe, dump_yaml
 from evomerge.validation import parse_yaml
 
 MERGEKIT_KEYS = (
@@ -187,9 +188,9 @@ def from_mergekit(data: dict[str, Any] | str, source_name: str | None = None) ->
 
     dtype_name = data.get("out_dtype") or data.get("dtype") or "float32"
     dtype = _DTYPE_ALIASES.get(str(dtype_name))
-    if dtype not in DTYPES:
+    if dtype not in DTYPE_NAMES:
         key = "out_dtype" if data.get("out_dtype") else "dtype"
-        raise _refuse(source, f"{key} = {dtype_name!r}: expected one of: {', '.join(DTYPES)}")
+        raise _refuse(source, f"{key} = {dtype_name!r}: expected one of: {', '.join(DTYPE_NAMES)}")
     recipe["dtype"] = dtype
 
     block = data.get("evomerge") or {}

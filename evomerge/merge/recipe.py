@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
+from evomerge.dtypes import DtypeName
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.merge.methods import get_method, method_names
 from evomerge.merge.methods.registry import MethodSpec
@@ -28,7 +29,6 @@ from evomerge.merge.params import COMMON_OPTIONS
 from evomerge.validation import format_validation_error, parse_yaml, show_value
 
 OUR_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "seed", "options")
-DTYPES = ("float32", "float16", "bfloat16")
 
 # Value ranges for parameters whose meaning bounds them.
 _RANGES: dict[str, tuple[float, float]] = {
@@ -122,7 +122,7 @@ class Recipe(BaseModel):
     base_model: str | None = None
     models: list[ModelEntry]
     parameters: dict[str, Setting] = {}
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: DtypeName = "float32"
     seed: int = 0
     options: dict[str, str] = {}
 

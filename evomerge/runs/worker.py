@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evomerge.dtypes import resolve_device, torch_dtype
 from evomerge.errors import EvomergeError, ModelError
 from evomerge.evaluator.base import EvalRequest, Evaluation
 
@@ -68,14 +69,6 @@ class MergeWorkerSpec:
         return _MergeEvaluator(self)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 class _MergeEvaluator:
     def __init__(self, spec: MergeWorkerSpec):
         import torch
@@ -89,7 +82,7 @@ class _MergeEvaluator:
             torch.set_num_threads(int(spec.threads))
         self.spec = spec
         self.device = resolve_device(spec.device)
-        self.dtype = getattr(torch, spec.dtype)
+        self.dtype = torch_dtype(spec.dtype)
         self.pool = ModelPool(spec.base, list(spec.experts), device=self.device, dtype=self.dtype)
         ref = str(self.pool.reference_dir)
         self.model = _load_model(ref, device=self.device, dtype=self.dtype)

@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evomerge.dtypes import DtypeName
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.validation import format_validation_error, parse_yaml, read_yaml
 
@@ -73,7 +74,7 @@ class DataFlowRecipe(BaseModel):
     sources: dict[str, str | dict[str, Any]]
     embed_from: str
     path: list[PathStep] = Field(min_length=1)
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: DtypeName = "float32"
 
     @model_validator(mode="after")
     def _names_known(self) -> DataFlowRecipe:

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from evomerge.dtypes import torch_dtype
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.io import atomic_dir
 from evomerge.space.dataflow import DataFlowRecipe
@@ -40,8 +41,6 @@ from evomerge.space.path_model import (
     tokenizer_source,
 )
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 def fold_to_state_dict(recipe: DataFlowRecipe, sources: Mapping[str, Any]) -> tuple[Any, dict[str, torch.Tensor]]:
     """``(config, state_dict)`` of the plain model equal to ``recipe``'s scaled path.
@@ -52,7 +51,7 @@ def fold_to_state_dict(recipe: DataFlowRecipe, sources: Mapping[str, Any]) -> tu
     """
     info = check_sources(recipe, sources)
     prefix = info.layers_path + "."
-    dtype = _DTYPES[recipe.dtype]
+    dtype = torch_dtype(recipe.dtype)
     cfg = path_config(recipe, sources)
     cfg.dtype = recipe.dtype
     state = sources[recipe.embed_from].state_dict()

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from evomerge.dtypes import torch_dtype
 from evomerge.errors import ConfigError, ModelError
 from evomerge.space.dataflow import DataFlowRecipe
 
@@ -217,7 +218,7 @@ def tokenizer_source(recipe: DataFlowRecipe) -> str:
 
 def load_dataflow_sources(recipe: DataFlowRecipe, *, device: str = "cpu", dtype: torch.dtype | None = None) -> dict:
     """Load every source of ``recipe`` (merging nested parameter-space recipes in memory)."""
-    dtype = dtype or getattr(torch, recipe.dtype)
+    dtype = dtype or torch_dtype(recipe.dtype)
     out = {}
     for name, src in recipe.sources.items():
         if isinstance(src, dict):
