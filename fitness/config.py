@@ -29,9 +29,6 @@ from evomerge.validation import format_validation_error, read_yaml
 
 SOURCE_TYPES = ("jsonl", "csv", "parquet", "datasets", "generator", "lmeval")
 SCORER_TYPES = ("exact_match", "exact_match_forced", "choice_loglik", "nll", "callable")
-# Scorers whose per-example scores lie in [0, 1] (what the racing bounds need) and where higher
-# is better; nll is an unbounded loss; a callable declares both itself.
-BOUNDED_SCORERS = ("exact_match", "exact_match_forced", "choice_loglik")
 METRICS = ("mean", "perplexity")
 
 
@@ -122,14 +119,6 @@ class ScorerConfig(_Strict):
         if self.type == "callable" and not self.fn:
             raise ValueError("scorer type 'callable' needs key 'fn' (\"pkg.module:function\")")
         return self
-
-    @property
-    def is_bounded(self) -> bool:
-        return self.type in BOUNDED_SCORERS or (self.type == "callable" and self.bounded)
-
-    @property
-    def lower_is_better(self) -> bool:
-        return self.type == "nll" or (self.type == "callable" and not self.higher_is_better)
 
 
 class SplitConfig(_Strict):

@@ -232,10 +232,6 @@ class RayPoolBackend:
         slot.incarnation += 1
         self._launch(slot)
 
-    def actor_handles(self) -> list[Any]:
-        """The live actors, slot by slot."""
-        return [slot.actor for slot in self._slots]
-
     def running(self) -> dict[int, Any]:
         """``{candidate_id: actor}`` for the evaluations in flight now."""
         return {slot.request.candidate_id: slot.actor for slot in self._slots if slot.ref is not None}

@@ -22,7 +22,7 @@ objective, ``task:metric`` otherwise.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,6 @@ class MergeWorkerSpec:
     batch_size: int = 32
     early_stopping: bool = True  # on the calibration split, when the config enables it
     threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self):
         return _MergeEvaluator(self)
