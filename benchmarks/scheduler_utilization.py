@@ -41,6 +41,7 @@ for _key, _value in {
 from evomerge.drivers import make_driver  # noqa: E402
 from evomerge.evaluator import EvalRequest, FunctionWorkerSpec  # noqa: E402
 from evomerge.evaluator.synthetic import uneven_durations  # noqa: E402
+from evomerge.objectives import Objectives  # noqa: E402
 from evomerge.scheduler import Budget, Scheduler  # noqa: E402
 
 
@@ -73,7 +74,7 @@ def run_ours(driver, backend, durations, n_evals):
         backend,
         Budget(max_evals=n_evals),
         None,
-        objective_spec=[("score", "maximize", 1.0)],
+        objectives=Objectives([("score", "maximize", 1.0)]),
         to_recipe=to_recipe,
     )
     summary = sched.run(handle_sigint=False)

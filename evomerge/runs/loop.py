@@ -40,6 +40,7 @@ import yaml
 
 from evomerge.config import RunConfig, load_config, parse_config
 from evomerge.errors import ConfigError, ModelError, RunDirError
+from evomerge.objectives import Objectives, Target
 from evomerge.runs.lock import RunLock
 from evomerge.runs.store import RunStore, as_float, to_jsonable
 from evomerge.runs.summary import best_record, summarize
@@ -56,7 +57,7 @@ INLINE_GENOME_MAX = 4096
 class Plan:
     cfg: RunConfig
     space: Any
-    objectives: list  # evomerge.scheduler.ObjectiveSpec
+    objectives: Objectives
     worker_spec: Any
     make_driver: Callable[[], Any]
     meta: dict[str, Any]
@@ -66,6 +67,7 @@ class Plan:
     models: dict[str, Any] = field(default_factory=dict)  # {"base": path, "experts": {name: path}}
     world: Any = None
     problem: Any = None  # DigitsProblem for problem: digits
+    target: Target = field(default_factory=Target)
 
     def to_recipe(self, genome) -> dict[str, Any]:
         if self.cfg.problem == "digits":
@@ -101,7 +103,6 @@ def _world_fitness(world, objectives: list[str] | None = None) -> dict[str, Any]
 def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path | None = None, log=None) -> Plan:
     """Validate ``cfg`` against the world (models, tasks, names) and build what the run needs."""
     from evomerge.drivers import driver_names, make_driver
-    from evomerge.scheduler import ObjectiveSpec
 
     log = log or (lambda m: print(m, file=sys.stderr))
     if cfg.driver.name not in driver_names():
@@ -142,14 +143,14 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
             )
 
     from evomerge.pool import ModelPool
-    from evomerge.runs.worker import MergeWorkerSpec, objective_names
+    from evomerge.runs.worker import MergeWorkerSpec
 
     # Headers only: architecture, tensor names and shapes of every model agree, before any merge.
     pool = ModelPool(base, list(experts.values()), device="cpu")
     space = _build_space(cfg, source, base, experts, pool)
-    names = objective_names(fcfg)
-    objectives = [ObjectiveSpec(n, o.direction, float(o.weight)) for n, o in zip(names, fit.objectives)]
-    n_obj = _driver_objectives(cfg, len(objectives))
+    objectives = Objectives.from_fitness(fit)
+    target = objectives.target(cfg.budget.target, where=f"{source}: budget.target")
+    n_obj = len(objectives) if multi_objective(cfg.driver) else 1
     options = dict(cfg.driver.options)
 
     def make():
@@ -171,7 +172,7 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
     meta = {
         "problem": "merge",
         "driver": cfg.driver.name,
-        "objectives": [{"name": o.name, "direction": o.direction, "weight": o.weight} for o in objectives],
+        "objectives": objectives.to_json(),
         "space": _describe(space),
         "num_layers": int(pool.num_layers),
         "models": {"base": base, "experts": experts},
@@ -190,17 +191,15 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
         per_example_sizes={t: fit.tasks[t].split_size("calibration") for t in tasks},
         models={"base": base, "experts": experts},
         world=world,
+        target=target,
     )
 
 
-def _driver_objectives(cfg: RunConfig, n: int) -> int:
+# H3 adapter: until each driver class declares ``multi_objective(options)``, today's rule by name.
+def multi_objective(section) -> bool:
     """Natively multi-objective drivers see every objective; the rest a weighted scalarisation."""
-    if n == 1:
-        return 1
-    name = cfg.driver.name
-    if name == "random" or (name == "optuna" and cfg.driver.options.get("sampler", "tpe") != "cmaes"):
-        return n
-    return 1
+    name = section.name
+    return name == "random" or (name == "optuna" and section.options.get("sampler", "tpe") != "cmaes")
 
 
 def _describe(space) -> dict:
@@ -271,7 +270,6 @@ def digits_evaluator(seed: int = 0):
 def _digits_plan(cfg: RunConfig, source: str) -> Plan:
     from evomerge.drivers import make_driver
     from evomerge.evaluator import FunctionWorkerSpec
-    from evomerge.scheduler import ObjectiveSpec
     from evomerge.toyworld.digits import DigitsProblem
 
     opts = dict(cfg.digits or {})
@@ -290,12 +288,13 @@ def _digits_plan(cfg: RunConfig, source: str) -> Plan:
         return make_driver(cfg.driver.name, space, n_objectives=1, seed=cfg.run.seed, **options)
 
     make()
-    objectives = [ObjectiveSpec("train_accuracy", "maximize", 1.0)]
+    objectives = Objectives([("train_accuracy", "maximize", 1.0)])
+    target = objectives.target(cfg.budget.target, where=f"{source}: budget.target")
     spec = FunctionWorkerSpec("evomerge.runs.loop:digits_evaluator", kwargs={"seed": seed}, factory=True)
     meta = {
         "problem": "digits",
         "driver": cfg.driver.name,
-        "objectives": [{"name": "train_accuracy", "direction": "maximize", "weight": 1.0}],
+        "objectives": objectives.to_json(),
         "space": _describe(space),
         "num_layers": None,
     }
@@ -309,6 +308,7 @@ def _digits_plan(cfg: RunConfig, source: str) -> Plan:
         per_example_tasks=["train"],
         per_example_sizes={"train": problem.n_train},
         problem=problem,
+        target=target,
     )
 
 
@@ -325,12 +325,7 @@ def make_record(plan: Plan, store: RunStore, candidate, result, *, recipe: dict 
         recipe = None  # the genome is the recipe
     else:
         genome_field = genome.tolist()
-    values = score = None
     objectives = dict(result.objectives or {})
-    if result.ok and all(o.name in objectives for o in plan.objectives):
-        signed = [o.sign * float(objectives[o.name]) for o in plan.objectives]
-        values = signed
-        score = float(sum(o.weight * s for o, s in zip(plan.objectives, signed)))
     fitness = result.fitness
     if isinstance(fitness, dict):
         fitness = {k: v for k, v in fitness.items() if k != "tasks"}  # per-example scores live in per_example
@@ -343,8 +338,7 @@ def make_record(plan: Plan, store: RunStore, candidate, result, *, recipe: dict 
         "status": result.status,
         "error": result.error_line if result.error else None,
         "objectives": objectives,
-        "values": values,
-        "score": score,
+        **plan.objectives.record_fields(objectives, result.ok),
         "per_example": result.per_example,
         "fitness": fitness,
         "split": "calibration",
@@ -496,9 +490,7 @@ class _Session:
 
     def _write_pareto(self) -> None:
         by_id = self.by_id
-        self.store.write_pareto(
-            [o.name for o in self.plan.objectives], [by_id[i] for i in self.archive.ids if i in by_id]
-        )
+        self.store.write_pareto(self.plan.objectives.names, [by_id[i] for i in self.archive.ids if i in by_id])
 
     def refresh_outputs(self) -> None:
         if self.best is not None:
@@ -564,7 +556,7 @@ class _Session:
             time_left = None
             if cfg.budget.time_limit is not None:
                 time_left = max(0.0, cfg.budget.time_limit - self.elapsed_before)
-            budget = Budget(max_evals=cfg.budget.max_evals, time_limit=time_left, target=cfg.budget.target)
+            budget = Budget(max_evals=cfg.budget.max_evals, time_limit=time_left, target=self.plan.target)
             sched = Scheduler(
                 driver,
                 backend,
@@ -572,7 +564,7 @@ class _Session:
                 self.on_result,
                 self.on_tell,
                 known,
-                objective_spec=self.plan.objectives,
+                objectives=self.plan.objectives,
                 to_recipe=self.request_recipe,
                 must_beat=self.must_beat if self.plan.early_stopping else None,
                 per_example_tasks=self.plan.per_example_tasks,

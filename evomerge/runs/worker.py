@@ -15,8 +15,7 @@ recomputed, and nothing is reloaded. When the nested recipe merges the worker's 
 joint space's case) the module is the worker's live model itself, so the joint space needs one
 model of the base architecture plus its other sources, loaded once.
 
-Objective names are the run's (see :func:`objective_names`): the task name for a ``mean``
-objective, ``task:metric`` otherwise.
+Objective names are the run's (:meth:`evomerge.objectives.Objectives.from_fitness`).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from typing import Any
 from evomerge.dtypes import resolve_device, torch_dtype
 from evomerge.errors import EvomergeError, ModelError
 from evomerge.evaluator.base import EvalRequest, Evaluation
+from evomerge.objectives import Objectives
 
 
 def _load_model(ref: str, *, device: str, dtype, role: str = "model"):
@@ -40,16 +40,6 @@ def _load_model(ref: str, *, device: str, dtype, role: str = "model"):
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load {role} {ref!r}: {str(exc).splitlines()[0]}") from None
     return model.to(device).eval()
-
-
-def objective_names(fitness_cfg) -> list[str]:
-    names = []
-    for o in fitness_cfg.objectives:
-        name = o.task if o.metric == "mean" else f"{o.task}:{o.metric}"
-        if name in names:
-            name = f"{name}#{len(names)}"
-        names.append(name)
-    return names
 
 
 @dataclass
@@ -89,7 +79,7 @@ class _MergeEvaluator:
         self.merger = InPlaceMerger(self.pool, self.model)
         cfg = parse_fitness_config(spec.fitness, base_dir=spec.fitness_base_dir)
         self.fitness = Fitness(cfg)
-        self.names = objective_names(cfg)
+        self.names = Objectives.from_fitness(self.fitness).names
         self._plain: dict[str, Any] = {}  # data-flow source ref -> loaded model
         self._nested: dict[str, tuple[tuple, Any]] = {}  # source name -> (pool key, InPlaceMerger)
         self._tokenizers: dict[str, Any] = {str(ref): self.tokenizer}

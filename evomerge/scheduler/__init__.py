@@ -3,19 +3,15 @@
 from evomerge.scheduler.loop import (
     Budget,
     InFlight,
-    ObjectiveSpec,
     Scheduler,
     SchedulerSummary,
-    parse_objective_spec,
     recipe_dict,
 )
 
 __all__ = [
     "Budget",
     "InFlight",
-    "ObjectiveSpec",
     "Scheduler",
     "SchedulerSummary",
-    "parse_objective_spec",
     "recipe_dict",
 ]

@@ -60,10 +60,9 @@ Dropped candidates and a generation cut short stay in :meth:`Scheduler.in_flight
 written now and resumed with a larger budget takes them back (the logged ones from
 ``known_results``, never evaluated twice).
 
-**Outcomes.** ``objective_spec`` is a list of ``(name, direction, weight)``. A driver with
-``n_objectives == len(objective_spec)`` is told ``values[i] = s_i · v_i`` with ``s_i = +1`` for
-``maximize`` and ``-1`` for ``minimize`` (weights unused); a single-objective driver over several
-objectives is told the scalarisation ``Σ_i w_i · s_i · v_i``. ``per_example`` (M2N2) is the
+**Outcomes.** A driver with ``n_objectives == len(objectives)`` is told the signed values, a
+single-objective driver over several objectives the scalarisation
+(:meth:`evomerge.objectives.Objectives.driver_values`). ``per_example`` (M2N2) is the
 concatenation of the result's per-task score vectors in ``per_example_tasks`` order (default: task
 names sorted), each right-padded with zeros to its task's size — the examples an early-stopped
 candidate never reached count as not solved. Give ``per_example_sizes`` (the calibration split's
@@ -74,7 +73,6 @@ configs should disable early stopping so no padding happens.
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import threading
 import time
@@ -89,64 +87,22 @@ import numpy as np
 from evomerge.drivers.base import Candidate, Driver, Outcome
 from evomerge.errors import ConfigError, RunDirError
 from evomerge.evaluator.base import EvalRequest, EvalResult, EvaluatorBackend
+from evomerge.objectives import Objectives, Target
 
 log = logging.getLogger(__name__)
-
-DIRECTIONS = {"maximize": 1.0, "minimize": -1.0}
 
 #: ``n`` for a generational driver's ``ask``: "give me all you have" (it returns its generation).
 GENERATION_ASK = 1 << 16
 
 
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    name: str
-    direction: str = "maximize"
-    weight: float = 1.0
-
-    @property
-    def sign(self) -> float:
-        return DIRECTIONS[self.direction]
-
-
-def parse_objective_spec(spec: Sequence[Any]) -> list[ObjectiveSpec]:
-    """``ObjectiveSpec`` objects, ``(name, direction, weight)`` tuples or dicts with those keys."""
-    out = []
-    for k, item in enumerate(spec):
-        try:
-            if isinstance(item, ObjectiveSpec):
-                obj = item
-            elif isinstance(item, Mapping):
-                obj = ObjectiveSpec(
-                    str(item["name"]), str(item.get("direction", "maximize")), float(item.get("weight", 1.0))
-                )
-            else:
-                obj = ObjectiveSpec(*item)
-                obj = ObjectiveSpec(str(obj.name), str(obj.direction), float(obj.weight))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"objectives[{k}]: expected name, direction (maximize|minimize) and weight (a number), got {item!r} ({exc})"
-            ) from None
-        if obj.direction not in DIRECTIONS:
-            raise ConfigError(f"objective {obj.name!r}: direction must be maximize or minimize, got {obj.direction!r}")
-        out.append(obj)
-    if not out:
-        raise ConfigError("objectives: at least one objective is required")
-    names = [o.name for o in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"objectives: names must be unique, got {names}")
-    return out
-
-
 @dataclass
 class Budget:
-    """When to stop asking. ``target``: ``{objective: threshold}`` (a bare number means the first
-    objective) — reached by a result whose every named objective is at or beyond its threshold in
-    its own direction."""
+    """When to stop asking. ``target``: built by :meth:`Objectives.target` (reached by a result
+    whose every named objective is at or beyond its threshold in its own direction)."""
 
     max_evals: int | None = None
     time_limit: float | None = None
-    target: dict[str, float] | float | None = None
+    target: Target | None = None
 
 
 @dataclass
@@ -237,7 +193,7 @@ class Scheduler:
         on_tell: Callable[[int], None] | None = None,
         known_results: Mapping[int, EvalResult] | None = None,
         *,
-        objective_spec: Sequence[Any],
+        objectives: Objectives,
         to_recipe: Callable[[Candidate], dict[str, Any]] | None = None,
         split: str = "calibration",
         must_beat: Callable[[], float | None] | None = None,
@@ -252,7 +208,7 @@ class Scheduler:
         self.budget = budget or Budget()
         self.on_result = on_result
         self.on_tell = on_tell
-        self.objectives = parse_objective_spec(objective_spec)
+        self.objectives = objectives
         self.to_recipe = to_recipe or _genome_recipe
         self.split = split
         self.must_beat = must_beat
@@ -267,9 +223,8 @@ class Scheduler:
                 f"driver optimises {n_obj} objectives but {len(self.objectives)} are configured "
                 f"({', '.join(o.name for o in self.objectives)})"
             )
-        self._scalarise = n_obj == 1 and len(self.objectives) > 1
-        self._target = self._parse_target(self.budget.target)
-        self._by_name = {o.name: o for o in self.objectives}
+        self._multi = n_obj > 1
+        self._target = self.budget.target or Target()
         if self.budget.max_evals is not None and self.budget.max_evals < 0:
             raise ConfigError(f"max_evals must be >= 0, got {self.budget.max_evals}")
 
@@ -550,17 +505,13 @@ class Scheduler:
         n = int(self.driver.n_objectives)
         if not result.ok:
             return Outcome(result.candidate_id, np.full(n, -np.inf), None, failed=True, error=result.error_line)
-        missing = [o.name for o in self.objectives if o.name not in result.objectives]
+        missing = self.objectives.missing(result.objectives)
         if missing:
             error = (
                 f"result has no objective {', '.join(missing)} (got {', '.join(sorted(result.objectives)) or 'none'})"
             )
             return Outcome(result.candidate_id, np.full(n, -np.inf), None, failed=True, error=error)
-        signed = np.array([o.sign * float(result.objectives[o.name]) for o in self.objectives])
-        if self._scalarise:
-            values = np.array([float(sum(o.weight * s for o, s in zip(self.objectives, signed)))])
-        else:
-            values = signed
+        values = self.objectives.driver_values(result.objectives, self._multi)
         if not np.all(np.isfinite(values)):
             return Outcome(result.candidate_id, np.full(n, -np.inf), None, failed=True, error="objective is not finite")
         return Outcome(result.candidate_id, values, self._per_example(result))
@@ -577,31 +528,8 @@ class Scheduler:
             parts.append(np.pad(scores, (0, size - scores.size)))
         return np.concatenate(parts) if parts else None
 
-    def _parse_target(self, target: Any) -> dict[str, float]:
-        if target is None:
-            return {}
-        if not isinstance(target, Mapping):
-            target = {self.objectives[0].name: target}
-        names = {o.name for o in self.objectives}
-        unknown = sorted(set(target) - names)
-        if unknown:
-            raise ConfigError(f"target names unknown objective {unknown[0]!r}: expected one of {sorted(names)}")
-        out = {}
-        for k, v in target.items():
-            try:
-                out[str(k)] = float(v)
-            except (TypeError, ValueError):
-                raise ConfigError(f"target for objective {k!r}: expected a number, got {v!r}") from None
-        return out
-
     def _reached_target(self, result: EvalResult) -> bool:
-        if not self._target:
-            return False
-        for name, threshold in self._target.items():
-            value = float(result.objectives.get(name, math.nan))
-            if not (self._by_name[name].sign * (value - threshold) >= 0):
-                return False
-        return True
+        return self._target.reached(result.objectives)
 
     # -- plumbing --------------------------------------------------------------------------------
 

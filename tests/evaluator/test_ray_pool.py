@@ -14,12 +14,13 @@ from evomerge.drivers.base import Candidate
 from evomerge.errors import ModelError
 from evomerge.evaluator import EvalRequest, FunctionWorkerSpec
 from evomerge.evaluator.synthetic import uneven_durations
+from evomerge.objectives import Objectives
 from evomerge.scheduler import Budget, Scheduler
 
 pytestmark = pytest.mark.ray
 
 SPHERE = FunctionWorkerSpec("evomerge.evaluator.synthetic:sphere")
-SPEC = [("score", "maximize", 1.0)]
+SPEC = Objectives([("score", "maximize", 1.0)])
 
 
 class SteadyDriver:
@@ -129,7 +130,7 @@ def test_actor_killed_mid_run_is_replaced_and_every_candidate_is_evaluated_exact
     driver = SteadyDriver()
     try:
         summary = Scheduler(
-            driver, backend, Budget(max_evals=16), on_result, objective_spec=SPEC, to_recipe=to_recipe
+            driver, backend, Budget(max_evals=16), on_result, objectives=SPEC, to_recipe=to_recipe
         ).run()
     finally:
         backend.close()
@@ -221,7 +222,7 @@ def test_steady_state_scheduler_keeps_actors_busy(pool):
         pool,
         Budget(max_evals=24),
         None,
-        objective_spec=SPEC,
+        objectives=SPEC,
         to_recipe=lambda c: {"genome": c.genome.tolist(), "sleep": float(durations[c.id])},
     ).run()
     assert summary.evaluated == 24

@@ -16,6 +16,7 @@ pytest.importorskip("evomerge.merge.apply")
 
 from evomerge.drivers.base import Candidate  # noqa: E402
 from evomerge.evaluator import EvalRequest, InProcessBackend  # noqa: E402
+from evomerge.objectives import Objectives  # noqa: E402
 from evomerge.scheduler import Budget, Scheduler  # noqa: E402
 
 # (weight of expert 1, weight of expert 2) per candidate; 0 and 1 reproduce source models
@@ -105,7 +106,7 @@ def run(backend, world):
         backend,
         Budget(),
         lambda c, r: log.__setitem__(c.id, r),
-        objective_spec=[("add", "minimize", 1.0)],
+        objectives=Objectives([("add", "minimize", 1.0)]),
         to_recipe=world["to_recipe"],
     ).run()
     return log, driver, summary
