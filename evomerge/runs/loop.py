@@ -44,6 +44,7 @@ from evomerge.objectives import Objectives, Target
 from evomerge.runs.lock import RunLock
 from evomerge.runs.store import RunStore, as_float, to_jsonable
 from evomerge.runs.summary import best_record, summarize
+from evomerge.scheduler.replay import Replay
 from evomerge.validation import parse_yaml
 
 #: Genomes longer than this are stored beside the log (``genomes/<id>.npy``), not inline.
@@ -365,8 +366,10 @@ def record_genome(store: RunStore, record: dict) -> list[float]:
     return g
 
 
-def result_from_record(store: RunStore, record: dict):
+def known_from_record(store: RunStore, record: dict):
+    """A log record as the resume replay's :class:`~evomerge.scheduler.replay.KnownResult`."""
     from evomerge.evaluator import EvalResult
+    from evomerge.scheduler.replay import KnownResult
 
     try:
         per_example = store.per_example(record)
@@ -374,7 +377,7 @@ def result_from_record(store: RunStore, record: dict):
         raise RunDirError(
             f"{store.root}: cannot read the per-example scores of candidate {record.get('id')} ({type(exc).__name__}: {exc})"
         ) from None
-    return EvalResult(
+    result = EvalResult(
         candidate_id=int(record["id"]),
         status=record["status"],
         objectives={k: as_float(v) for k, v in (record.get("objectives") or {}).items()},
@@ -385,9 +388,11 @@ def result_from_record(store: RunStore, record: dict):
         eval_seconds=float(record.get("eval_seconds") or 0.0),
         worker=record.get("worker") or "",
         attempt=int(record.get("attempt") or 0),
-        genome=record_genome(store, record),
-        asked=record.get("asked"),
     )
+    genome = record_genome(store, record)
+    genome = None if genome is None else np.asarray(genome, dtype=np.float64)
+    asked = record.get("asked")
+    return KnownResult(result, genome, None if asked is None else int(asked))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,7 +538,7 @@ class _Session:
         )
 
     # -- the loop -----------------------------------------------------------------------------
-    def drive(self, driver, known: dict, *, in_flight: list | None = None, progress: bool = True) -> Any:
+    def drive(self, driver, replay, *, in_flight: list | None = None, progress: bool = True) -> Any:
         from tqdm.auto import tqdm
 
         from evomerge.evaluator import make_backend
@@ -563,7 +568,7 @@ class _Session:
                 budget,
                 self.on_result,
                 self.on_tell,
-                known,
+                replay,
                 objectives=self.plan.objectives,
                 to_recipe=self.request_recipe,
                 must_beat=self.must_beat if self.plan.early_stopping else None,
@@ -658,7 +663,7 @@ def run(
         session = _Session(plan, store, [], 0, 0.0)
         driver = plan.make_driver()
         try:
-            session.drive(driver, {}, progress=progress)
+            session.drive(driver, Replay(), progress=progress)
         finally:
             store.close()
         return summarize(store)
@@ -708,11 +713,11 @@ def resume(run_dir: str | Path, *, progress: bool = True, warn=None) -> dict[str
                 )
         elif ckpts.list():
             warn(f"warning: no readable checkpoint in {ckpts.path}; replaying the whole log from the start")
-        known = {int(r["id"]): result_from_record(store, r) for r in records[told:]}
+        replay = Replay(known_from_record(store, r) for r in records[told:])
         session = _Session(plan, store, records, told, elapsed)
         session.refresh_outputs()
         try:
-            session.drive(driver, known, in_flight=in_flight, progress=progress)
+            session.drive(driver, replay, in_flight=in_flight, progress=progress)
         finally:
             store.close()
         return summarize(store)

@@ -76,7 +76,6 @@ import logging
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -88,6 +87,7 @@ from evomerge.drivers.base import Candidate, Driver, Outcome
 from evomerge.errors import ConfigError, RunDirError
 from evomerge.evaluator.base import EvalRequest, EvalResult, EvaluatorBackend
 from evomerge.objectives import Objectives, Target
+from evomerge.scheduler.replay import Replay
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Scheduler:
         budget: Budget | None,
         on_result: Callable[[Candidate, EvalResult], None] | None,
         on_tell: Callable[[int], None] | None = None,
-        known_results: Mapping[int, EvalResult] | None = None,
+        replay: Replay | None = None,
         *,
         objectives: Objectives,
         to_recipe: Callable[[Candidate], dict[str, Any]] | None = None,
@@ -228,13 +228,7 @@ class Scheduler:
         if self.budget.max_evals is not None and self.budget.max_evals < 0:
             raise ConfigError(f"max_evals must be >= 0, got {self.budget.max_evals}")
 
-        # Resume state. _known: logged results not yet told, in log order; _known_order: their ids
-        # (the head is the next to tell); _replay: known candidates re-proposed, awaiting their tell.
-        self._known: dict[int, EvalResult] = dict(known_results or {})
-        self._known_order: deque[int] = deque(self._known)
-        self._log_pos = {cid: k for k, cid in enumerate(self._known)}
-        self._replay: dict[int, Candidate] = {}
-        self._gating = True
+        self._replay = replay or Replay()  # the log's results after the checkpoint (resume)
         self._resubmit = [InFlight.from_state(f) for f in (in_flight or [])]
         # asked and not yet told, in asking order (what a checkpoint must carry over)
         self._untold: dict[int, InFlight] = {int(f.candidate.id): f for f in self._resubmit}
@@ -340,7 +334,7 @@ class Scheduler:
         return max(0, self.budget.max_evals - self._taken)
 
     def _in_flight_count(self) -> int:
-        return self.backend.pending() + len(self._replay)
+        return self.backend.pending() + self._replay.waiting
 
     def _ask_size(self, left: int | None) -> int:
         """How many candidates to ask for now (0: none)."""
@@ -349,26 +343,8 @@ class Scheduler:
             # than asked tells us the generation is whole even when the budget is not
             return 0 if self._batch else GENERATION_ASK
         n = self.backend.num_workers - self._in_flight_count()
-        gate = self._gate()
-        if gate is not None:
-            if gate > 0:
-                n = gate  # the next logged result arrived after this many more asks
-            elif self._in_flight_count() == 0:
-                # nothing will come back to tell: the log's interleaving cannot be followed
-                log.warning("resume: the log's order of asks and results cannot be replayed; continuing without it")
-                self._gating = False
-            else:
-                n = 0  # tell the next logged result first
+        n = self._replay.ask_limit(self._asked, n, nothing_in_flight=self._in_flight_count() == 0)
         return n if left is None else min(n, left)
-
-    def _gate(self) -> int | None:
-        """Asks still due before the next known result is told (``None``: no constraint)."""
-        while self._known_order and self._known_order[0] not in self._known:
-            self._known_order.popleft()
-        if not self._gating or not self._known_order:
-            return None
-        asked = self._known[self._known_order[0]].asked
-        return None if asked is None else int(asked) - self._asked
 
     def _fill(self) -> None:
         """Take back the in-flight candidates of a resumed run, then ask the driver for as much
@@ -414,13 +390,10 @@ class Scheduler:
 
     def _start(self, candidate: Candidate) -> None:
         cid = int(candidate.id)
-        if cid in self._outstanding or cid in self._replay:
+        if cid in self._outstanding:
             raise RuntimeError(f"driver proposed candidate id {cid} twice")
-        known = self._known.get(cid)
-        if known is not None:
-            self._check_known(candidate, known)
-            self._replay[cid] = candidate  # told in log order by _deliver_known
-            return
+        if self._replay.take(candidate):
+            return  # told in log order by _deliver_known
         flight = self._untold.setdefault(cid, InFlight(candidate))
         if not flight.submitted:
             flight.must_beat = self.must_beat() if self.must_beat is not None else None
@@ -429,34 +402,14 @@ class Scheduler:
         self.backend.submit(EvalRequest(cid, self.to_recipe(candidate), self.split, flight.must_beat))
 
     def _deliver_known(self) -> bool:
-        """Tell one re-proposed known result: the next in log order, or — when the log and the
-        driver disagree — the earliest one available."""
-        if not self._replay:
+        """Tell one re-proposed known result (see :meth:`Replay.next`)."""
+        taken = self._replay.next()
+        if taken is None:
             return False
-        self._gate()  # drops told ids from the head of _known_order
-        head = self._known_order[0] if self._known_order else None
-        cid = head if head in self._replay else min(self._replay, key=self._log_pos.__getitem__)
-        candidate = self._replay.pop(cid)
-        known = self._known.pop(cid)
+        candidate, known = taken
         self._stats["reused"] += 1
-        self._record(candidate, known)
+        self._record(candidate, known.result)
         return True
-
-    def _check_known(self, candidate: Candidate, known: EvalResult) -> None:
-        if known.genome is None:
-            return
-        ours = np.asarray(candidate.genome, dtype=np.float64).reshape(-1)
-        logged = np.asarray(known.genome, dtype=np.float64).reshape(-1)
-        if ours.shape != logged.shape or not np.allclose(ours, logged, rtol=0.0, atol=1e-12):
-            diff = (
-                "shape " + str(logged.shape) + " vs " + str(ours.shape)
-                if ours.shape != logged.shape
-                else (f"max |difference| {float(np.max(np.abs(ours - logged))):.3g}")
-            )
-            raise RunDirError(
-                f"candidate {candidate.id}: the resumed driver proposed a different genome than "
-                f"evaluations.jsonl holds ({diff}); the checkpoint and the log do not belong together"
-            )
 
     def _on_new_result(self, result: EvalResult) -> None:
         candidate = self._outstanding.pop(result.candidate_id, None)
@@ -561,7 +514,7 @@ class Scheduler:
     def _summary(self) -> SchedulerSummary:
         s = self._stats
         untold = [int(c.id) for c in self._batch if int(c.id) in self._batch_outcomes]
-        unreplayed = list(self._known)
+        unreplayed = self._replay.unreplayed
         if unreplayed and self._stop_reason == "driver_exhausted":
             log.warning(
                 "resume: %d logged result(s) were never proposed again by the driver (ids %s); they stay in the "

@@ -185,7 +185,7 @@ def test_durations():
 
 def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     from evomerge.errors import RunDirError
-    from evomerge.runs.loop import build_plan, load_run_config, record_genome, result_from_record
+    from evomerge.runs.loop import build_plan, known_from_record, load_run_config, record_genome
     from evomerge.runs.store import RunStore
 
     store = RunStore(tmp_path)
@@ -209,7 +209,7 @@ def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     with pytest.raises(
         RunDirError, match=rf"^{tmp_path}: cannot read the per-example scores of candidate 4 \(FileNotFoundError: "
     ):
-        result_from_record(store, record)
+        known_from_record(store, record)
 
     cfg = parse_config(
         {"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2}, "digits": {"seed": "three"}},

@@ -18,6 +18,7 @@ from evomerge.evaluator import EvalRequest, EvalResult, FunctionWorkerSpec, InPr
 from evomerge.evaluator.synthetic import sphere, uneven_durations
 from evomerge.objectives import Objectives
 from evomerge.scheduler import Budget, Scheduler, recipe_dict
+from evomerge.scheduler.replay import KnownResult, Replay
 
 SPHERE = FunctionWorkerSpec("evomerge.evaluator.synthetic:sphere")
 SPEC = Objectives([("score", "maximize", 1.0)])
@@ -281,7 +282,12 @@ def test_stop_drops_queued_requests_and_drains_running_ones():
 # ---------------------------------------------------------------------------------------------
 
 
-def run_inprocess(driver, max_evals, to_recipe=None, known=None, on_tell=None, **kw):
+def replay_of(results):
+    """What a resume reads back from the log: each result with its genome and ``asked``."""
+    return Replay(KnownResult(r, r.genome, r.asked) for r in results)
+
+
+def run_inprocess(driver, max_evals, to_recipe=None, known=(), on_tell=None, **kw):
     backend = InProcessBackend(SPHERE)
     log = []
     summary = Scheduler(
@@ -290,7 +296,7 @@ def run_inprocess(driver, max_evals, to_recipe=None, known=None, on_tell=None, *
         Budget(max_evals=max_evals),
         lambda c, r: log.append(r),
         on_tell,
-        known,
+        replay_of(known),
         objectives=SPEC,
         to_recipe=to_recipe,
         **kw,
@@ -362,7 +368,7 @@ def test_resume_from_checkpoint_and_log_reproduces_the_uninterrupted_run():
     # Resume: fresh driver from the checkpoint; the log's results by id; budget minus the 8 told.
     resumed = SteadyDriver(seed=3)
     resumed.load_state_dict(checkpoint["state"])
-    known = {r.candidate_id: EvalResult.from_json(r.to_json()) for r in partial_log}
+    known = [EvalResult.from_json(r.to_json()) for r in partial_log]
     new_log, summary = run_inprocess(resumed, 20, known=known, evals_done=8)
     evaluated = [r.candidate_id for r in new_log]
     assert evaluated == list(range(13, 20))  # 8..12 came from the log, none evaluated twice
@@ -443,7 +449,7 @@ def interrupted_then_resumed(make_backend, *, total, ckpt_at, crash_after, seed=
     resumed = PendingSteadyDriver(seed=seed)
     resumed.load_state_dict(checkpoint["driver"])
     # what a resume reads back: the checkpoint (pickled) and the log's records after it (JSON)
-    known = {r.candidate_id: EvalResult.from_json(json.loads(json.dumps(r.to_json()))) for r in partial[ckpt_at:]}
+    known = [EvalResult.from_json(json.loads(json.dumps(r.to_json()))) for r in partial[ckpt_at:]]
     in_flight = json.loads(json.dumps(checkpoint["in_flight"]))
     new_log = []
     bar = (lambda: float(ckpt_at + len(resumed.told))) if told_bar else None
@@ -453,7 +459,7 @@ def interrupted_then_resumed(make_backend, *, total, ckpt_at, crash_after, seed=
         Budget(max_evals=total),
         lambda c, r: new_log.append(r),
         None,
-        known,
+        replay_of(known),
         objectives=SPEC,
         to_recipe=to_recipe,
         evals_done=ckpt_at,
@@ -543,7 +549,7 @@ def test_resume_replays_the_logged_interleaving_of_asks_and_tells_on_an_unordere
 
 def test_known_result_with_a_different_genome_is_a_clear_error():
     log, _ = run_inprocess(SteadyDriver(seed=1), 3)
-    known = {r.candidate_id: r for r in log}
+    known = log
     with pytest.raises(
         RunDirError,
         match=r"^candidate 0: the resumed driver proposed a different genome than "
@@ -701,7 +707,7 @@ def test_cmaes_stopped_mid_generation_resumes_that_generation():
     resumed = make()
     resumed.load_state_dict(state)
     assert resumed.ask(4) == []  # what the driver alone would do: the generation is out
-    known = {r.candidate_id: r for r in partial[4:]}
+    known = partial[4:]
     new_log, summary = run_inprocess(resumed, 12, known=known, evals_done=4, in_flight=in_flight)
     assert [r.candidate_id for r in new_log] == [6, 7, 8, 9, 10, 11] and summary.reused == 2
     key = lambda r: (r.candidate_id, r.genome, r.objectives)  # noqa: E731
