@@ -11,7 +11,7 @@ every ``run.checkpoint_every`` evaluations).
 
 :func:`resume` restores the newest readable checkpoint into a fresh driver (falling back to the
 previous one, or to the start, when it is unreadable), reads the log, and hands the scheduler
-(see :mod:`evomerge.scheduler.loop`, "Resume") what it needs to continue exactly: the candidates
+(see :mod:`evomerge.scheduler.scheduler`, "Resume") what it needs to continue exactly: the candidates
 that were in flight when the checkpoint was written (``in_flight``: asked, not yet told — on a
 pool, or with a steady-state driver, there are usually some), which it takes back before asking
 for new ones, and the records the checkpoint has not told yet (``known_results``), which are told

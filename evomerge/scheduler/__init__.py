@@ -1,6 +1,6 @@
-"""The scheduler: drives ask → evaluate → tell over an evaluator backend (see :mod:`.loop`)."""
+"""The scheduler: drives ask → evaluate → tell over an evaluator backend (see :mod:`.scheduler`)."""
 
-from evomerge.scheduler.loop import (
+from evomerge.scheduler.scheduler import (
     Budget,
     InFlight,
     Scheduler,
