@@ -69,14 +69,8 @@ def run_ours(driver, backend, durations, n_evals):
     def to_recipe(c):
         return {"genome": np.asarray(c.genome).tolist(), "sleep": float(durations[c.id])}
 
-    sched = Scheduler(
-        driver,
-        backend,
-        Budget(max_evals=n_evals),
-        None,
-        objectives=Objectives([("score", "maximize", 1.0)]),
-        to_recipe=to_recipe,
-    )
+    objectives = Objectives([("score", "maximize", 1.0)])
+    sched = Scheduler(driver, backend, objectives, budget=Budget(max_evals=n_evals), to_recipe=to_recipe)
     summary = sched.run(handle_sigint=False)
     return {
         "evaluations": summary.evaluated,

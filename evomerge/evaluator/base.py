@@ -53,18 +53,16 @@ class EvalRequest:
     attempt: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalResult:
     """What one evaluation produced.
 
     ``objectives``: ``{name: value}`` in each objective's own direction (not yet converted to
     "maximise"); ``per_example``: ``{task: [score per example]}`` (higher is better, the order of
     the task's examples); ``fitness``: the full ``FitnessResult.to_json()`` when the worker ran the
-    real fitness; ``error``: one line, then optionally the traceback; ``genome``: filled in by the
-    scheduler (the worker never sees genomes) so the run log can store it and a resumed run can
-    check that a re-proposed candidate is the one in the log; ``asked``: filled in by the
-    scheduler too — how many candidates the driver had handed out when this result arrived, so a
-    resumed run interleaves asks and tells exactly as the logged run did.
+    real fitness; ``error``: one line, then optionally the traceback. The worker never sees
+    genomes: what the scheduler adds (genome, order of asks, driver outcome) wraps the result in
+    :class:`evomerge.scheduler.Scored`, which leaves it unchanged.
     """
 
     candidate_id: int
@@ -77,8 +75,6 @@ class EvalResult:
     eval_seconds: float = 0.0
     worker: str = ""
     attempt: int = 0
-    genome: list[float] | None = None
-    asked: int | None = None
 
     @property
     def ok(self) -> bool:

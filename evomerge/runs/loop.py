@@ -30,7 +30,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,17 @@ class Plan:
     def to_recipe(self, genome) -> dict[str, Any]:
         if self.cfg.problem == "digits":
             return {"genome": np.asarray(genome, dtype=np.float64).tolist()}
-        from evomerge.scheduler import recipe_dict
-
         return recipe_dict(self.space.to_recipe(np.asarray(genome, dtype=np.float64)))
+
+
+def recipe_dict(recipe: Any) -> dict[str, Any]:
+    """A recipe object (pydantic model) or dict → a JSON-able dict for an :class:`EvalRequest`."""
+    if isinstance(recipe, Mapping):
+        return dict(recipe)
+    dump = getattr(recipe, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json")
+    raise TypeError(f"cannot turn a {type(recipe).__name__} into a recipe dict")
 
 
 def _check_model_path(source: str, key: str, path: str | None) -> None:
@@ -316,8 +324,9 @@ def _digits_plan(cfg: RunConfig, source: str) -> Plan:
 # ---------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------
-def make_record(plan: Plan, store: RunStore, candidate, result, *, recipe: dict | None) -> dict[str, Any]:
-    genome = np.asarray(result.genome if result.genome is not None else candidate.genome, dtype=np.float64).reshape(-1)
+def make_record(plan: Plan, store: RunStore, candidate, scored, *, recipe: dict | None) -> dict[str, Any]:
+    result = scored.result
+    genome = np.asarray(scored.genome, dtype=np.float64).reshape(-1)
     if genome.size > INLINE_GENOME_MAX:
         (store.root / "genomes").mkdir(exist_ok=True)
         rel = f"genomes/{candidate.id}.npy"
@@ -347,7 +356,7 @@ def make_record(plan: Plan, store: RunStore, candidate, result, *, recipe: dict 
         "eval_seconds": result.eval_seconds,
         "worker": result.worker,
         "attempt": result.attempt,
-        "asked": result.asked,
+        "asked": scored.proposed,
         "started": finished - result.busy_seconds,
         "finished": finished,
     }
@@ -433,27 +442,23 @@ class _Session:
         for r in records:
             if r.get("values") is not None:
                 self.archive.add(r["id"], [as_float(v) for v in r["values"]])
-        self._told_best: float | None = None
-        self._told_scanned = 0
         self._last_ckpt_told = told
-        self._recipes: dict[int, dict] = {}  # built for the request, reused for the log record
         self.sched = None
         self._in_flight_start: list = []
         self.bar = None
 
-    # -- scheduler hooks ----------------------------------------------------------------------
-    def request_recipe(self, candidate) -> dict:
-        """The scheduler's ``to_recipe``: built once per candidate, kept for its log record."""
-        recipe = self.plan.to_recipe(candidate.genome)
-        if self.plan.cfg.problem != "digits":
-            self._recipes[int(candidate.id)] = recipe
-        return recipe
+    def incumbent(self) -> float | None:
+        """Best score among the told records (a prefix of the log): see the module docstring."""
+        best = None
+        for r in self.records[: self.told]:
+            if r.get("score") is not None and (best is None or r["score"] > best):
+                best = float(r["score"])
+        return best
 
-    def on_result(self, candidate, result) -> None:
-        recipe = None
-        if self.plan.cfg.problem != "digits":
-            recipe = self._recipes.pop(int(candidate.id), None) or self.plan.to_recipe(candidate.genome)
-        rec = make_record(self.plan, self.store, candidate, result, recipe=recipe)
+    # -- scheduler events ---------------------------------------------------------------------
+    def on_evaluated(self, event) -> None:
+        recipe = None if self.plan.cfg.problem == "digits" else event.scored.recipe
+        rec = make_record(self.plan, self.store, event.candidate, event.scored, recipe=recipe)
         self.store.append(rec)
         self.records.append(rec)
         self.by_id[rec["id"]] = rec
@@ -467,22 +472,11 @@ class _Session:
             if self.best is not None:
                 self.bar.set_postfix_str(f"best {self.best['score']:.4g} (#{self.best['id']})", refresh=False)
 
-    def on_tell(self, n_told_session: int) -> None:
-        self.told = self._told_base + n_told_session
+    def on_told(self, event) -> None:
+        self.told = event.told_total
         every = self.plan.cfg.run.checkpoint_every
         if every == "generation" or self.told - self._last_ckpt_told >= int(every):
             self.checkpoint()
-
-    def must_beat(self) -> float | None:
-        """Best score among the told records (a prefix of the log): see the module docstring."""
-        if not self.plan.early_stopping:
-            return None
-        while self._told_scanned < min(self.told, len(self.records)):
-            r = self.records[self._told_scanned]
-            if r.get("score") is not None and (self._told_best is None or r["score"] > self._told_best):
-                self._told_best = float(r["score"])
-            self._told_scanned += 1
-        return self._told_best
 
     # -- files --------------------------------------------------------------------------------
     def _write_best(self) -> None:
@@ -539,14 +533,15 @@ class _Session:
 
     # -- the loop -----------------------------------------------------------------------------
     def drive(self, driver, replay, *, in_flight: list | None = None, progress: bool = True) -> Any:
+        from contextlib import closing
+
         from tqdm.auto import tqdm
 
         from evomerge.evaluator import make_backend
-        from evomerge.scheduler import Budget, Scheduler
+        from evomerge.scheduler import Budget, Evaluated, PerExampleLayout, ResumePoint, Scheduler, Told
 
         cfg = self.plan.cfg
         self.driver = driver
-        self._told_base = self.told
         self._in_flight_start = list(in_flight or [])
         ev = cfg.evaluator
         options: dict[str, Any] = {}
@@ -562,20 +557,17 @@ class _Session:
             if cfg.budget.time_limit is not None:
                 time_left = max(0.0, cfg.budget.time_limit - self.elapsed_before)
             budget = Budget(max_evals=cfg.budget.max_evals, time_limit=time_left, target=self.plan.target)
+            plan = self.plan
+            resume = ResumePoint(self.told, self._in_flight_start, replay, self.incumbent())
             sched = Scheduler(
                 driver,
                 backend,
-                budget,
-                self.on_result,
-                self.on_tell,
-                replay,
-                objectives=self.plan.objectives,
-                to_recipe=self.request_recipe,
-                must_beat=self.must_beat if self.plan.early_stopping else None,
-                per_example_tasks=self.plan.per_example_tasks,
-                per_example_sizes=self.plan.per_example_sizes,
-                evals_done=self.told,
-                in_flight=self._in_flight_start,
+                plan.objectives,
+                budget=budget,
+                to_recipe=lambda c: plan.to_recipe(c.genome),
+                per_example=PerExampleLayout(plan.per_example_tasks, plan.per_example_sizes),
+                early_stopping=plan.early_stopping,
+                resume=resume,
             )
             self.sched = sched
             self.write_progress("running")
@@ -589,7 +581,13 @@ class _Session:
                 dynamic_ncols=True,
             )
             try:
-                summary = sched.run()
+                with closing(sched.events()) as events:
+                    for event in events:
+                        if isinstance(event, Evaluated):
+                            self.on_evaluated(event)
+                        elif isinstance(event, Told):
+                            self.on_told(event)
+                summary = sched.summary()
             finally:
                 self.bar.close()
                 self.bar = None

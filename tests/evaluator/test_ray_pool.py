@@ -15,7 +15,7 @@ from evomerge.errors import ModelError
 from evomerge.evaluator import EvalRequest, FunctionWorkerSpec
 from evomerge.evaluator.synthetic import uneven_durations
 from evomerge.objectives import Objectives
-from evomerge.scheduler import Budget, Scheduler
+from evomerge.scheduler import Budget, Evaluated, Scheduler
 
 pytestmark = pytest.mark.ray
 
@@ -120,8 +120,8 @@ def test_actor_killed_mid_run_is_replaced_and_every_candidate_is_evaluated_exact
     logged = collections.Counter()
     killed = []
 
-    def on_result(c, r):
-        logged[c.id] += 1
+    def on_evaluated(e):
+        logged[e.candidate.id] += 1
         running = backend.running()
         if not killed and 11 in running:
             ray_session.kill(running[11], no_restart=True)
@@ -129,9 +129,11 @@ def test_actor_killed_mid_run_is_replaced_and_every_candidate_is_evaluated_exact
 
     driver = SteadyDriver()
     try:
-        summary = Scheduler(
-            driver, backend, Budget(max_evals=16), on_result, objectives=SPEC, to_recipe=to_recipe
-        ).run()
+        sched = Scheduler(driver, backend, SPEC, budget=Budget(max_evals=16), to_recipe=to_recipe)
+        for event in sched.events():
+            if isinstance(event, Evaluated):
+                on_evaluated(event)
+        summary = sched.summary()
     finally:
         backend.close()
     assert killed == [11] and die_file.exists()
@@ -220,9 +222,8 @@ def test_steady_state_scheduler_keeps_actors_busy(pool):
     summary = Scheduler(
         SteadyDriver(seed=1),
         pool,
-        Budget(max_evals=24),
-        None,
-        objectives=SPEC,
+        SPEC,
+        budget=Budget(max_evals=24),
         to_recipe=lambda c: {"genome": c.genome.tolist(), "sleep": float(durations[c.id])},
     ).run()
     assert summary.evaluated == 24
