@@ -120,7 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
 
-    from evomerge.evaluator.ray_pool import RayPoolBackend, connect_ray
+    from evomerge.evaluator.ray_connect import connect_ray
+    from evomerge.evaluator.ray_pool import RayPoolBackend
 
     ray = connect_ray(args.address, num_cpus=args.workers if args.address is None else None)
     durations = uneven_durations(args.evals + 4 * args.population, seed=args.seed)

@@ -44,7 +44,7 @@ __all__ = [
 
 def make_backend(kind: str, spec: WorkerSpec, *, address: str | None = None, **options: Any) -> EvaluatorBackend:
     """``kind`` ∈ :data:`BACKENDS`. For ``"ray"``, ``address`` is passed to
-    :func:`~evomerge.evaluator.ray_pool.connect_ray` and ``options`` to ``RayPoolBackend``
+    :func:`~evomerge.evaluator.ray_connect.connect_ray` and ``options`` to ``RayPoolBackend``
     (``num_workers``, ``num_gpus``, ``num_cpus``, ``max_attempts``, ``timeout``, …); for
     ``"inprocess"`` only ``timeout`` and ``num_workers`` (deterministic slots) are accepted."""
     from evomerge.errors import ConfigError
@@ -56,7 +56,8 @@ def make_backend(kind: str, spec: WorkerSpec, *, address: str | None = None, **o
             raise ConfigError(f"backend 'inprocess' does not take {', '.join(bad)} (Ray options need --backend ray)")
         return InProcessBackend(spec, **options)
     if kind == "ray":
-        from evomerge.evaluator.ray_pool import RayPoolBackend, connect_ray
+        from evomerge.evaluator.ray_connect import connect_ray
+        from evomerge.evaluator.ray_pool import RayPoolBackend
 
         connect_ray(address)
         return RayPoolBackend(spec, **options)

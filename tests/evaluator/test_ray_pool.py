@@ -69,7 +69,8 @@ def drain(backend):
 
 
 def test_defaults_on_a_cpu_cluster_and_connect_reuses_ray(ray_session):
-    from evomerge.evaluator.ray_pool import RayPoolBackend, connect_ray
+    from evomerge.evaluator.ray_connect import connect_ray
+    from evomerge.evaluator.ray_pool import RayPoolBackend
 
     assert connect_ray() is ray_session and ray_session.is_initialized()
     backend = RayPoolBackend(SPHERE, num_cpus=1)

@@ -185,7 +185,9 @@ def test_durations():
 
 def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     from evomerge.errors import RunDirError
-    from evomerge.runs.loop import build_plan, known_from_record, load_run_config, record_genome
+    from evomerge.runs.api import load_run_config
+    from evomerge.runs.plan import build_plan
+    from evomerge.runs.records import known_from_record, record_genome
     from evomerge.runs.store import RunStore
 
     store = RunStore(tmp_path)
@@ -221,7 +223,7 @@ def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
 
 def test_run_dir_that_cannot_be_created_is_one_line(tmp_path):
     from evomerge.errors import RunDirError
-    from evomerge.runs.loop import run
+    from evomerge.runs.api import run
 
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a directory")
