@@ -74,7 +74,7 @@ def single_model_recipe(base: str, experts: dict[str, str], keep: str | None) ->
 def world_worker_spec(world, fitness: dict, *, batch_size: int | None = None):
     """The run's own merge worker over the toy world's models, scoring ``fitness`` (a fitness
     config mapping) with early stopping off — what every held-out comparison must use."""
-    from evomerge.runs.worker import MergeWorkerSpec
+    from evomerge.evaluator.merge_worker import MergeWorkerSpec
 
     extra = {} if batch_size is None else {"batch_size": batch_size}
     return MergeWorkerSpec(

@@ -42,7 +42,7 @@ class MergeProblem:
 
     space: Any
     objectives: Objectives
-    worker_spec: Any  # evomerge.runs.worker.MergeWorkerSpec
+    worker_spec: Any  # evomerge.evaluator.merge_worker.MergeWorkerSpec
     meta: dict[str, Any]
     early_stopping: bool
     task_sizes: dict[str, int]  # calibration examples per task, in per-example order
@@ -55,10 +55,10 @@ class MergeProblem:
         cls, cfg: RunConfig, *, source: str, config_dir: str | Path | None, log, build_space: Callable[..., Any]
     ) -> MergeProblem:
         """``build_space``: :func:`evomerge.space.build_space` (its signature)."""
+        from evomerge.evaluator.merge_worker import MergeWorkerSpec
         from evomerge.fitness import Fitness, parse_fitness_config
         from evomerge.merge.methods import method_names
         from evomerge.pool import ModelPool
-        from evomerge.runs.worker import MergeWorkerSpec
 
         for m in [cfg.space.method, *(cfg.space.method_choices or [])]:
             if cfg.space.kind != "dataflow" and m not in method_names():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fitness")
-worker_mod = pytest.importorskip("evomerge.runs.worker")
+worker_mod = pytest.importorskip("evomerge.evaluator.merge_worker")
 pytest.importorskip("evomerge.merge.apply")
 
 from evomerge.drivers.base import Candidate  # noqa: E402
