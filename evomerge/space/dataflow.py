@@ -29,15 +29,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.dtypes import DtypeName
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.validation import format_validation_error, parse_yaml, read_yaml
+from evomerge.space.base import SpaceInputs
+from evomerge.validation import format_validation_error, parse_options, parse_yaml, read_yaml
 
 ScaleMode = Literal["matrix", "per_layer", "none"]
 
@@ -165,42 +166,63 @@ def _validate_nested(name: str, src: dict) -> None:
         raise ValueError(f"nested recipe of source {name!r}: {exc}") from None
 
 
+def _scale_range(r: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = r
+    if not (0 < lo <= 1 <= hi and lo < hi):
+        raise ValueError(f"expected [lo, hi] with 0 < lo <= 1 <= hi and lo < hi, got [{lo:g}, {hi:g}]")
+    return r
+
+
+class DataFlowSpaceOptions(BaseModel):
+    """The ``space`` options of ``kind: dataflow`` (and the DFS half of ``psdfs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repeats: int = Field(default=2, ge=1)
+    embed_from: str | None = None  # the source whose embeddings / head / end layers frame the path
+    fix_ends: bool = True
+    scale_mode: ScaleMode = "matrix"
+    scale_range: Annotated[tuple[float, float], AfterValidator(_scale_range)] = (0.5, 2.0)
+    indicator_margin: float = Field(default=0.25, gt=0, le=0.5)
+
+
+def frame_expert(options: DataFlowSpaceOptions, inputs: SpaceInputs) -> str:
+    """``options.embed_from`` (default: the first expert), which must name an expert."""
+    embed = options.embed_from or next(iter(inputs.experts))
+    if embed not in inputs.experts:
+        known = ", ".join(inputs.experts)
+        raise ConfigError(f"{inputs.source}: space.embed_from: {embed!r} is not an expert (known: {known})")
+    return embed
+
+
 class DataFlowSpace:
     """Genome ↔ :class:`DataFlowRecipe` (see the module docstring for the layout and mappings).
 
     Genes, in order: ``T = M·r`` slot indicators (repetition-major, layout order inside), then the
     scale genes (``W`` row-major: gene ``T + i·M + j`` is ``W[i, j]``; or one per layer).
+    ``settings`` are :class:`DataFlowSpaceOptions` fields (``repeats=3``, ``scale_mode="none"``,
+    ...), validated as in the run config.
     """
+
+    Options = DataFlowSpaceOptions
 
     def __init__(
         self,
         source_layers: Mapping[str, int],
-        repeats: int = 2,
         *,
-        embed_from: str | None = None,
-        fix_ends: bool = True,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        scale_mode: ScaleMode = "matrix",
         sources: Mapping[str, str | dict] | None = None,
-        indicator_margin: float = 0.25,
         dtype: str = "float32",
+        **settings: Any,
     ):
+        opts = parse_options(self.Options, {k: v for k, v in settings.items() if v is not None}, prefix="space.")
+        self.settings = opts
         if not source_layers:
             raise ConfigError("data-flow space: source_layers must name at least one model")
         for name, n in source_layers.items():
             if int(n) < 1:
                 raise ConfigError(f"data-flow space: source {name!r} has {n} layers; expected >= 1")
-        if int(repeats) < 1:
-            raise ConfigError(f"data-flow space: repeats must be >= 1, got {repeats}")
-        lo, hi = (float(v) for v in scale_range)
-        if not (0 < lo <= 1 <= hi and lo < hi):
-            raise ConfigError(
-                f"data-flow space: scale_range must satisfy 0 < lo <= 1 <= hi, lo < hi; got {scale_range}"
-            )
-        if scale_mode not in ("matrix", "per_layer", "none"):
-            raise ConfigError(f"data-flow space: scale_mode must be matrix, per_layer or none; got {scale_mode!r}")
-        if not 0 < indicator_margin <= 0.5:
-            raise ConfigError(f"data-flow space: indicator_margin must be in (0, 0.5], got {indicator_margin}")
+        embed_from, fix_ends, repeats, scale_mode = opts.embed_from, opts.fix_ends, opts.repeats, opts.scale_mode
+        lo, hi = opts.scale_range
         self.source_layers = {str(k): int(v) for k, v in source_layers.items()}
         self.embed_from = embed_from if embed_from is not None else next(iter(self.source_layers))
         if self.embed_from not in self.source_layers:
@@ -216,7 +238,7 @@ class DataFlowSpace:
         self.repeats = int(repeats)
         self.scale_range = (lo, hi)
         self.scale_mode = scale_mode
-        self.indicator_margin = float(indicator_margin)
+        self.indicator_margin = opts.indicator_margin
         self.dtype = dtype
         self.sources = dict(sources) if sources is not None else {k: k for k in self.source_layers}
         if list(self.sources) != list(self.source_layers):
@@ -254,6 +276,15 @@ class DataFlowSpace:
             bounds |= {self.T + i * self.M for i in range(self.M + 1)}
         bounds.add(self.dim)
         self.group_boundaries = sorted(bounds)
+
+    @classmethod
+    def build(cls, options: DataFlowSpaceOptions, inputs: SpaceInputs) -> DataFlowSpace:
+        """The space of a config ``space`` section: a path through the experts' layers, framed by
+        ``embed_from`` (default: the first expert)."""
+        settings = options.model_dump(include=set(DataFlowSpaceOptions.model_fields))
+        settings["embed_from"] = frame_expert(options, inputs)
+        layers = {name: inputs.num_layers for name in inputs.experts}
+        return cls(layers, sources=dict(inputs.experts), dtype=inputs.dtype, **settings)
 
     # ---- scalar maps ------------------------------------------------------------------------
     def scale_to_gene(self, s: float) -> float:

@@ -195,6 +195,28 @@ def test_errors():
         )
 
 
+@pytest.mark.parametrize(
+    "settings, line",
+    [
+        ({"method": "tie"}, "key 'space.method': unknown merge method 'tie' (did you mean 'ties'?)"),
+        (
+            {"method_choices": ["ties", "slerpp"]},
+            "key 'space.method_choices.1': unknown merge method 'slerpp' (did you mean 'slerp'?)",
+        ),
+        (
+            {"ranges": {"weight": (1.0, 0.5)}},
+            "key 'space.ranges.weight': expected [lo, hi] with lo <= hi, got [1, 0.5]",
+        ),
+        ({"non_layer": "merge"}, "key 'space.non_layer': Input should be 'separate' or 'fold' (got 'merge')"),
+        ({"layer_group": 2}, "unknown key 'space.layer_group' (did you mean 'space.layer_groups'?)"),
+    ],
+)
+def test_option_errors_are_one_line(settings, line):
+    with pytest.raises(ConfigError) as exc:
+        _space(**settings)
+    assert str(exc.value) == line
+
+
 def test_wrong_genome_length():
     with pytest.raises(ConfigError, match="genome has 2 genes, expected 12"):
         _space().to_recipe(np.zeros(2))
