@@ -100,24 +100,13 @@ def _world_fitness(world, objectives: list[str] | None = None) -> dict[str, Any]
 
 def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path | None = None, log=None) -> Plan:
     """Validate ``cfg`` against the world (models, tasks, names) and build what the run needs."""
-    from evomerge.drivers import driver_names, make_driver
+    from evomerge.drivers import build_driver
     from evomerge.scheduler import ObjectiveSpec
+    from evomerge.space import build_space
 
     log = log or (lambda m: print(m, file=sys.stderr))
-    if cfg.driver.name not in driver_names():
-        raise ConfigError(
-            f"{source}: driver.name: unknown driver {cfg.driver.name!r} (known: {', '.join(driver_names())})"
-        )
     if cfg.problem == "digits":
         return _digits_plan(cfg, source)
-
-    from evomerge.merge.methods import method_names
-
-    for m in [cfg.space.method, *(cfg.space.method_choices or [])]:
-        if cfg.space.kind != "dataflow" and m not in method_names():
-            raise ConfigError(
-                f"{source}: space.method: unknown merge method {m!r} (known: {', '.join(method_names())})"
-            )
 
     world = None
     if cfg.toyworld is not None:
@@ -146,14 +135,20 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
 
     # Headers only: architecture, tensor names and shapes of every model agree, before any merge.
     pool = ModelPool(base, list(experts.values()), device="cpu")
-    space = _build_space(cfg, source, base, experts, pool)
+    space = build_space(
+        cfg.space,
+        base=base,
+        experts=experts,
+        num_layers=pool.num_layers,
+        seed=cfg.run.seed,
+        dtype=cfg.evaluator.dtype,
+        source=source,
+    )
     names = objective_names(fcfg)
     objectives = [ObjectiveSpec(n, o.direction, float(o.weight)) for n, o in zip(names, fit.objectives)]
-    n_obj = _driver_objectives(cfg, len(objectives))
-    options = dict(cfg.driver.options)
 
     def make():
-        return make_driver(cfg.driver.name, space, n_objectives=n_obj, seed=cfg.run.seed, **options)
+        return build_driver(cfg.driver, space, n_objectives=len(objectives), seed=cfg.run.seed)
 
     make()  # unknown options, bad values: now, not after the run directory exists
     ev = cfg.evaluator
@@ -193,65 +188,11 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
     )
 
 
-def _driver_objectives(cfg: RunConfig, n: int) -> int:
-    """Natively multi-objective drivers see every objective; the rest a weighted scalarisation."""
-    if n == 1:
-        return 1
-    name = cfg.driver.name
-    if name == "random" or (name == "optuna" and cfg.driver.options.get("sampler", "tpe") != "cmaes"):
-        return n
-    return 1
-
-
 def _describe(space) -> dict:
     try:
         return to_jsonable(space.describe())
     except Exception:  # noqa: BLE001 - description is for reports only
         return {"kind": type(space).__name__}
-
-
-def _build_space(cfg: RunConfig, source: str, base: str, experts: dict[str, str], pool):
-    from evomerge.space import DataFlowSpace, JointSpace, ParameterSpace
-
-    sp = cfg.space
-    ps_kwargs = dict(
-        layer_groups=sp.layer_groups,
-        params=sp.params,
-        ranges={k: tuple(v) for k, v in sp.ranges.items()} or None,
-        method_choices=sp.method_choices,
-        fixed=sp.fixed or None,
-        non_layer=sp.non_layer,
-        seed=cfg.run.seed,
-        dtype=cfg.evaluator.dtype,
-        options=sp.options or None,
-    )
-    dfs_kwargs = dict(
-        repeats=sp.repeats,
-        fix_ends=sp.fix_ends,
-        scale_mode=sp.scale_mode,
-        dtype=cfg.evaluator.dtype,
-    )
-    if sp.scale_range is not None:
-        dfs_kwargs["scale_range"] = tuple(sp.scale_range)
-    if sp.kind == "parameter":
-        return ParameterSpace(sp.method, base, list(experts.values()), pool.num_layers, **ps_kwargs)
-    # Data-flow sources are the experts (model A first unless embed_from names another).
-    embed = sp.embed_from or next(iter(experts))
-    if embed not in experts:
-        raise ConfigError(f"{source}: space.embed_from: {embed!r} is not an expert (known: {', '.join(experts)})")
-    if sp.kind == "dataflow":
-        layers = {name: pool.num_layers for name in experts}
-        return DataFlowSpace(layers, embed_from=embed, sources=dict(experts), **dfs_kwargs)
-    # psdfs, joint: model A is a PS merge of every expert; the other experts keep their own layers.
-    ps = ParameterSpace(sp.method, base, list(experts.values()), pool.num_layers, **ps_kwargs)
-    names = ["merged"] + [n for n in experts if n != embed]
-    layers = {n: pool.num_layers for n in names}
-    sources = {
-        "merged": ps.to_recipe(ps.x0).model_dump(mode="json", exclude_none=True),
-        **{n: experts[n] for n in names[1:]},
-    }
-    dfs = DataFlowSpace(layers, embed_from="merged", sources=sources, **dfs_kwargs)
-    return JointSpace(ps, dfs, ps_source="merged")
 
 
 # ---- the M2N2 digits problem: genomes are raw MLP weights ------------------------------------
@@ -269,25 +210,21 @@ def digits_evaluator(seed: int = 0):
 
 
 def _digits_plan(cfg: RunConfig, source: str) -> Plan:
-    from evomerge.drivers import make_driver
+    from evomerge.drivers import build_driver
     from evomerge.evaluator import FunctionWorkerSpec
     from evomerge.scheduler import ObjectiveSpec
     from evomerge.toyworld.digits import DigitsProblem
 
-    opts = dict(cfg.digits or {})
-    seed = opts.pop("seed", cfg.run.seed)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"{source}: digits.seed: expected an integer, got {seed!r}")
-    if opts:
-        raise ConfigError(f"{source}: unknown key 'digits.{next(iter(opts))}' (known: seed)")
+    seed = cfg.run.seed if cfg.digits is None or cfg.digits.seed is None else cfg.digits.seed
     problem = DigitsProblem(seed)
     space = problem.space
-    options = dict(cfg.driver.options)
-    if options.get("initial") == "experts":
-        options["initial"] = [g.copy() for g in problem.experts]
+    section = cfg.driver
+    if getattr(section.options, "initial", None) == "experts":
+        options = section.options.model_copy(update={"initial": [g.copy() for g in problem.experts]})
+        section = section.model_copy(update={"options": options})
 
     def make():
-        return make_driver(cfg.driver.name, space, n_objectives=1, seed=cfg.run.seed, **options)
+        return build_driver(section, space, n_objectives=1, seed=cfg.run.seed)
 
     make()
     objectives = [ObjectiveSpec("train_accuracy", "maximize", 1.0)]
@@ -544,22 +481,14 @@ class _Session:
     def drive(self, driver, known: dict, *, in_flight: list | None = None, progress: bool = True) -> Any:
         from tqdm.auto import tqdm
 
-        from evomerge.evaluator import make_backend
+        from evomerge.evaluator import build_backend
         from evomerge.scheduler import Budget, Scheduler
 
         cfg = self.plan.cfg
         self.driver = driver
         self._told_base = self.told
         self._in_flight_start = list(in_flight or [])
-        ev = cfg.evaluator
-        options: dict[str, Any] = {}
-        if ev.backend == "ray":
-            options = {"num_workers": ev.num_workers, "num_gpus": ev.num_gpus}
-        elif ev.num_workers is not None:
-            options = {"num_workers": ev.num_workers}  # deterministic slots (see InProcessBackend)
-        backend = make_backend(
-            ev.backend, self.plan.worker_spec, address=ev.address if ev.backend == "ray" else None, **options
-        )
+        backend = build_backend(cfg.evaluator, self.plan.worker_spec)
         try:
             time_left = None
             if cfg.budget.time_limit is not None:
