@@ -188,7 +188,15 @@ def _heatmap(recipe: dict, num_layers: Any, space: dict, path: Path, who: str, d
     )
     if fig is None:
         return [page.note(f"{who}: the recipe sets no per-model or global parameter to draw")]
-    return [page.figure(Figure("", fig, f"{who}: {recipe.get('merge_method', '?')}; white lines: group boundaries"))]
+    return [
+        page.figure(
+            Figure(
+                "",
+                fig,
+                f"{who}: {recipe.get('merge_method', '?')}; one column per group (layers that share every value)",
+            )
+        )
+    ]
 
 
 def _headline(s: dict, models: dict, target: str | None, stages: list[Stage]) -> list[tuple[str, Any, bool]]:

@@ -99,7 +99,7 @@ def plot_stage_progress(stages: list[Stage], objective_names: list[str], directi
             ax.text(
                 (lo + hi) / 2,
                 1.01,
-                f"{st.label}: {len(st.records)} evaluations",
+                f"{st.label}: {len(st.records)}{f' / {st.max_evals}' if st.max_evals else ''} evaluations",
                 transform=ax.get_xaxis_transform(),
                 ha="center",
                 va="bottom",
