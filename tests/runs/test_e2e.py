@@ -114,6 +114,8 @@ def test_report_is_one_self_contained_page(finished_run):
     _, run_dir = finished_run
     index = _cli_out(["report", str(run_dir)]).strip()
     html = open(index).read()
-    assert html.count("data:image/png;base64,") == 3  # progress, Pareto front, recipe heatmap
+    # held-out scores of the evolved candidate (validation.json), progress, Pareto front, recipe heatmap
+    assert html.count("data:image/png;base64,") == 4
     assert 'src="http' not in html and "<link" not in html
-    assert (run_dir / "report" / "pareto.png").exists()
+    for name in ("heldout.png", "progress.png", "pareto.png", "recipe_heatmap.png"):
+        assert (run_dir / "report" / name).exists()
