@@ -134,7 +134,7 @@ def memcpy_runner(inputs: list[torch.Tensor]):
 def measure(method: str, paths: dict, n_experts: int, live, repeats: int, search_cache: bool = True) -> dict:
     from evomerge.merge.apply import InPlaceMerger, expert_ids
     from evomerge.merge.methods import get_method
-    from evomerge.merge.recipe import Recipe
+    from evomerge.merge.recipes.parameter import Recipe
 
     experts = paths["experts"][:n_experts]
     recipe = Recipe.model_validate(recipe_dict(method, paths["base"], experts))

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from evomerge.errors import RunDirError
+from evomerge.merge.recipes import parse_recipe
 from evomerge.report import plots
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record, summarize
@@ -50,11 +51,12 @@ def report(run_dir: str | Path, compare: list[str | Path] = (), out_dir: str | P
         figures.append(("Pareto front", pareto))
     best = best_record(records)
     recipe = (best or {}).get("recipe") or {}
-    ps_recipe = recipe
-    if recipe.get("merge_method") == "dataflow":  # PS+DFS: the nested merge that became model A
-        ps_recipe = next((s for s in (recipe.get("sources") or {}).values() if isinstance(s, dict)), None)
+    # the parameter-space merge of the best recipe (for PS+DFS: the nested one that became model A)
+    ps_recipe = parse_recipe(recipe).parameter_recipe() if recipe else None
     heat = (
-        plots.plot_recipe_heatmap(ps_recipe, meta.get("num_layers"), out / "recipe_heatmap.png") if ps_recipe else None
+        plots.plot_recipe_heatmap(ps_recipe.to_dict(), meta.get("num_layers"), out / "recipe_heatmap.png")
+        if ps_recipe is not None
+        else None
     )
     if heat:
         figures.append(("Best recipe: per-layer parameters", heat))

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import ConfigError
-from evomerge.space.dataflow import DataFlowRecipe, DataFlowSpace
+from evomerge.merge.recipes.dataflow import DataFlowRecipe
+from evomerge.space.dataflow import DataFlowSpace
 from evomerge.space.parameter import ParameterSpace
 
 
