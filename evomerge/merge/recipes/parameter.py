@@ -29,8 +29,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, mo
 
 from evomerge.dtypes import DtypeName
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.merge import materialize as _materialize
 from evomerge.merge import mergekit_io
+from evomerge.merge.materialize import DEFAULT_MAX_SHARD_BYTES, load_merged
+from evomerge.merge.materialize import materialize as materialize_recipe
 from evomerge.merge.methods import get_method, method_names
 from evomerge.merge.methods.registry import MethodSpec
 from evomerge.merge.parameters import COMMON_OPTIONS, OPTIONS, PARAMETERS
@@ -315,15 +316,15 @@ class Recipe(BaseModel):
         max_shard_bytes: int | None = None,
     ) -> Path:
         """Write the merged checkpoint to ``out_dir`` (:func:`evomerge.merge.materialize.materialize`)."""
-        shards = _materialize.DEFAULT_MAX_SHARD_BYTES if max_shard_bytes is None else max_shard_bytes
-        return _materialize.materialize(
+        shards = DEFAULT_MAX_SHARD_BYTES if max_shard_bytes is None else max_shard_bytes
+        return materialize_recipe(
             self, out_dir, device=device, dtype=dtype, force=force, progress=progress, max_shard_bytes=shards
         )
 
     def load_model(self, workdir: str | os.PathLike, *, device: str = "cpu", dtype=None) -> tuple[Any, Any]:
         """``(model, tokenizer)`` to score this recipe once: the checkpoint :meth:`materialize`
         writes (under ``workdir``), loaded back in ``dtype``."""
-        return _materialize.load_merged(self, workdir, device=device, dtype=dtype)
+        return load_merged(self, workdir, device=device, dtype=dtype)
 
     def to_mergekit(self) -> dict[str, Any]:
         """The mergekit config that rebuilds these weights (:func:`evomerge.merge.mergekit_io.to_mergekit`)."""
