@@ -15,6 +15,9 @@ Precedence for a per-model parameter: the model's own setting, then the recipe's
 (embeddings, final norm, head) is an error naming the tensor and key, unless
 ``options.layerless_gradient: ends`` (mergekit's rule: embeddings take ``x = 0``, the other
 layer-less tensors ``x = 1``).
+
+What each parameter is (scope, default, bounds, search range): :mod:`evomerge.merge.parameters`;
+which ones a method reads: its :class:`~evomerge.merge.methods.registry.MethodSpec`.
 """
 
 from __future__ import annotations

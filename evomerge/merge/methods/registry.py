@@ -1,7 +1,12 @@
 """Registry of merge methods.
 
 A merge method is a pure function on tensors (no I/O, no globals) plus a :class:`MethodSpec`
-that says what it needs. Methods are looked up by their mergekit name.
+that says what it needs. Methods are looked up by their mergekit name; importing
+:mod:`evomerge.merge.methods` (which importing this module does first) registers the built-in ones.
+
+A new method is one module in this package that calls :func:`register` (plus its name in the
+package's import list), and, if it reads a parameter or option no method had before, its
+definition in :mod:`evomerge.merge.parameters`.
 
 Calling convention of ``spec.fn``::
 
