@@ -1,5 +1,7 @@
 """Search spaces: genome (a vector in a normalised box) ↔ merge recipe. See :mod:`.base`.
 
+The recipes themselves (and running them) are the merge engine's: :mod:`evomerge.merge.recipes`.
+
 :data:`SPACES` names every space kind (the run config's ``space.kind``); each class has
 ``Options`` (a pydantic model: the config's other ``space`` keys) and a classmethod
 ``build(options, inputs: SpaceInputs)``.
@@ -14,7 +16,7 @@ from pydantic import BaseModel
 from evomerge.registry import Registry
 from evomerge.space.base import SearchSpace, SpaceInputs
 from evomerge.space.combined import JointSpace, PSDFSSpace, sequential_space
-from evomerge.space.dataflow import DataFlowRecipe, DataFlowSpace, PathStep
+from evomerge.space.dataflow import DataFlowSpace
 from evomerge.space.parameter import ParameterSpace
 
 SPACES = Registry("space kind")
@@ -43,27 +45,12 @@ def build_space(
 
 __all__ = [
     "SPACES",
-    "DataFlowRecipe",
     "DataFlowSpace",
     "JointSpace",
     "PSDFSSpace",
     "ParameterSpace",
-    "PathStep",
     "SearchSpace",
     "SpaceInputs",
     "build_space",
     "sequential_space",
 ]
-
-
-def __getattr__(name):
-    # Model-building helpers import torch / transformers: load them only when asked for.
-    if name in ("build_path_model", "load_dataflow_sources"):
-        from evomerge.space import path_model
-
-        return getattr(path_model, name)
-    if name in ("fold_to_state_dict", "materialize_dataflow", "to_mergekit_passthrough"):
-        from evomerge.space import fold
-
-        return getattr(fold, name)
-    raise AttributeError(f"module 'evomerge.space' has no attribute {name!r}")

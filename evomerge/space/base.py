@@ -27,7 +27,7 @@ class SearchSpace(Protocol):
     group_boundaries: list[int]
 
     def to_recipe(self, genome: np.ndarray) -> Any:
-        """A recipe (:class:`evomerge.merge.recipe.Recipe` or a data-flow recipe) for the genome."""
+        """A recipe (a kind of :data:`evomerge.merge.recipes.AnyRecipe`) for the genome."""
         ...
 
     def from_recipe(self, recipe: Any) -> np.ndarray:

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import ConfigError
+from evomerge.merge.recipes.dataflow import DataFlowRecipe
 from evomerge.space.base import SpaceInputs
-from evomerge.space.dataflow import DataFlowRecipe, DataFlowSpace, DataFlowSpaceOptions, frame_expert
+from evomerge.space.dataflow import DataFlowSpace, DataFlowSpaceOptions, frame_expert
 from evomerge.space.parameter import ParameterSpace, ParameterSpaceOptions
 
 

@@ -34,16 +34,6 @@ from evomerge.errors import ConfigError
 from evomerge.space.base import SpaceInputs
 from evomerge.validation import parse_options
 
-#: Ranges of well-known parameters in recipe space; others must be given in ``ranges``.
-DEFAULT_RANGES: dict[str, tuple[float, float]] = {
-    "weight": (0.0, 1.0),
-    "density": (0.1, 1.0),
-    "t": (0.0, 1.0),
-    "gamma": (0.0, 0.1),
-    "epsilon": (0.0, 0.2),
-    "lambda": (0.5, 1.5),
-}
-
 #: Substrings naming the non-layer tensors of the supported families (Llama / Mistral / Qwen,
 #: GPT-2). A non-layer tensor matched by neither list would receive the per-layer gradient and
 #: the merge engine rejects that with an error naming the tensor, so nothing is silently wrong.
@@ -110,7 +100,7 @@ class ParameterSpaceOptions(BaseModel):
 
 
 class ParameterSpace:
-    """Genome ↔ :class:`evomerge.merge.recipe.Recipe` over layer groups × experts × parameters.
+    """Genome ↔ :class:`evomerge.merge.recipes.parameter.Recipe` over layer groups × experts × parameters.
 
     ``settings`` are :class:`ParameterSpaceOptions` fields but ``method`` (``layer_groups=4``,
     ``ranges={"weight": (0, 1.5)}``, ...), validated as in the run config.
@@ -132,6 +122,7 @@ class ParameterSpace:
         **settings: Any,
     ):
         from evomerge.merge.methods import get_method
+        from evomerge.merge.parameters import search_range, value_bounds
 
         given = {k: v for k, v in settings.items() if v is not None}  # None: the default
         opts = parse_options(self.Options, {"method": method, **given}, prefix="space.")
@@ -187,7 +178,7 @@ class ParameterSpace:
                 raise ConfigError(f"parameter space: fixed: {p!r} is not a parameter of method(s) {self.methods}")
         self.ranges: dict[str, tuple[float, float]] = {}
         for p in self.params:
-            r = (ranges or {}).get(p, DEFAULT_RANGES.get(p))
+            r = (ranges or {}).get(p, search_range(p))
             if r is None:
                 raise ConfigError(
                     f"parameter space: ranges: no range for parameter {p!r}; give ranges={{{p!r}: (lo, hi)}}"
@@ -195,10 +186,9 @@ class ParameterSpace:
             lo, hi = float(r[0]), float(r[1])
             # Checked here, not at the first genome that lands outside (mid-run, after the run
             # directory exists): every value of the range must be one the recipe accepts.
-            from evomerge.merge.recipe import VALUE_RANGES
-
-            if p in VALUE_RANGES and not VALUE_RANGES[p][0] <= lo <= hi <= VALUE_RANGES[p][1]:
-                vlo, vhi = VALUE_RANGES[p]
+            bounds = value_bounds(p)
+            if bounds is not None and not bounds[0] <= lo <= hi <= bounds[1]:
+                vlo, vhi = bounds
                 raise ConfigError(
                     f"parameter space: ranges[{p!r}] = [{lo:g}, {hi:g}] goes outside the valid range of {p}, [{vlo:g}, {vhi:g}]"
                 )
@@ -309,7 +299,7 @@ class ParameterSpace:
     # ---- protocol ---------------------------------------------------------------------------
     def to_recipe(self, genome: np.ndarray):
         """The recipe for ``genome`` (genes clipped into the box first)."""
-        from evomerge.merge.recipe import Recipe
+        from evomerge.merge.recipes.parameter import Recipe
 
         x = np.asarray(genome, dtype=float).reshape(-1)
         if x.shape[0] != self.dim:
@@ -385,7 +375,7 @@ class ParameterSpace:
         elsewhere is projected: each group reads the value at its first layer, clipped to the
         range). Parameters the recipe's method does not use stay at 0.5; the chosen method's gene
         is 2/3 and the others 1/3 (a margin of two ``sigma0``)."""
-        from evomerge.merge.recipe import Recipe
+        from evomerge.merge.recipes.parameter import Recipe
 
         if isinstance(recipe, dict):
             recipe = Recipe.model_validate(recipe)

@@ -88,8 +88,8 @@ def test_three_exports_and_the_hf_model_scores_what_the_log_says(finished_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evomerge.fitness import Fitness, parse_fitness_config
-    from evomerge.merge.mergekit_io import from_mergekit
-    from evomerge.merge.recipe import Recipe
+    from evomerge.merge.formats import from_mergekit
+    from evomerge.merge.recipes.parameter import Recipe
 
     root, run_dir = finished_run
     best = best_record(RunStore(run_dir).read_log())

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evomerge.errors import ConfigError, ModelError
-from evomerge.space import DataFlowRecipe, DataFlowSpace
-from evomerge.space.path_model import build_path_model
+from evomerge.merge.dataflow.path_model import build_path_model
+from evomerge.merge.recipes import DataFlowRecipe
+from evomerge.space import DataFlowSpace
 from evomerge.testing import build_model
 
 
@@ -346,7 +347,7 @@ def test_nested_source_is_merged_in_memory(tiny_llama_family):
     expert 1's logits."""
     from transformers import AutoModelForCausalLM
 
-    from evomerge.space.path_model import load_dataflow_sources, tokenizer_source
+    from evomerge.merge.dataflow.path_model import load_dataflow_sources, tokenizer_source
 
     base, (e1, e2) = str(tiny_llama_family["base"]), [str(p) for p in tiny_llama_family["experts"]]
     nested = {

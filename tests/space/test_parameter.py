@@ -114,7 +114,7 @@ def test_round_trip(groups, non_layer, method, seed):
     x = np.random.default_rng(seed).uniform(0, 1, s.dim)
     r = s.to_recipe(x)
     np.testing.assert_allclose(s.from_recipe(r), x, atol=1e-12)
-    from evomerge.merge.recipe import Recipe
+    from evomerge.merge.recipes.parameter import Recipe
 
     r2 = Recipe.from_yaml(r.to_yaml())
     np.testing.assert_allclose(s.from_recipe(r2), x, atol=1e-12)
