@@ -256,7 +256,7 @@ def main(argv=None) -> int:
                     "kind": "curve",
                     "run_dir": str(other.root),
                     "driver": o_meta.get("driver"),
-                    "sampler": o_cfg.driver.options.get("sampler"),
+                    "sampler": getattr(o_cfg.driver.options, "sampler", None),
                     "ranges": {k: list(v) for k, v in o_cfg.space.ranges.items()},
                     "evaluations": len(other.read_log()),
                     "hypervolume_at": hv_curve(other.read_log(), names, marks),
@@ -276,7 +276,7 @@ def _label(store) -> str:
     from evomerge.config import load_config
 
     cfg = load_config(store.config_path)
-    sampler = cfg.driver.options.get("sampler")
+    sampler = getattr(cfg.driver.options, "sampler", None)
     name = {"nsga2": "NSGA-II", "nsga3": "NSGA-III", "tpe": "TPE"}.get(sampler, sampler or cfg.driver.name)
     ranges = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in cfg.space.ranges.items())
     return f"{name}{f' ({ranges})' if ranges else ''}"

@@ -35,7 +35,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
@@ -46,6 +46,7 @@ from evomerge.errors import ConfigError, EvomergeError, did_you_mean
 # lost track of the type (an ``Any`` field): "function-after[...]", "list[int]", ...
 _WRAPPER = re.compile(r"^(function-(after|before|wrap|plain)|[\w-]+\[.*\])$")
 _QUOTED = re.compile(r"'([^']*)'")
+M = TypeVar("M", bound=BaseModel)
 
 
 def show_value(value: Any) -> str:
@@ -98,7 +99,7 @@ def format_validation_error(
 def _key_line(kind: str, loc: tuple, msg: str, err: dict, prefix: str, known: list | None, tail: str) -> str:
     dotted = prefix + ".".join(str(p) for p in loc)
     if known is not None:
-        parent = prefix + ".".join(str(p) for p in loc[:-1])
+        parent = (prefix + ".".join(str(p) for p in loc[:-1])).rstrip(".")
         hint = did_you_mean(str(loc[-1]), known, prefix=f"{parent}." if parent else "", label="known keys")
         return f"unknown key '{dotted}'{hint}"
     if not dotted:
@@ -107,6 +108,8 @@ def _key_line(kind: str, loc: tuple, msg: str, err: dict, prefix: str, known: li
         return f"missing key '{dotted}'{tail}"
     got = err.get("input")
     if kind.startswith("union_tag") or isinstance(got, (dict, list)) or got is None or "got" in msg:
+        return f"key '{dotted}': {msg}"
+    if isinstance(got, str) and repr(got) in msg:  # the message names the value already
         return f"key '{dotted}': {msg}"
     return f"key '{dotted}': {msg} (got {show_value(got)})"
 
@@ -137,6 +140,18 @@ def _path_text(loc: tuple, prefix: str, data: Any, named_items: Mapping[str, str
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else ("." if text else "") + str(part)
     return text
+
+
+def parse_options(model: type[M], data: Any, *, prefix: str = "", source: str = "") -> M:
+    """``data`` (a mapping, or already a ``model``) validated as ``model``: the typed options of a
+    plug-in built from Python. An error raises :class:`ConfigError` with the one line the run
+    config would give, keys read ``prefix`` + name (``key 'driver.options.population_size': …``)."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(dict(data or {}))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, model, prefix=prefix)) from None
 
 
 # --------------------------------------------------------------------------- the type walk

@@ -87,23 +87,13 @@ def _load_model(target: Path, *, device: str, dtype, stack: contextlib.ExitStack
         model = AutoModelForCausalLM.from_pretrained(str(target), dtype=dtype).to(device).eval()
         return model, AutoTokenizer.from_pretrained(str(target))
 
-    from evomerge.merge.recipe import load_recipe
+    from evomerge.merge.formats import load_recipe
 
     recipe = load_recipe(target)
-    if getattr(recipe, "merge_method", None) == "dataflow" or not hasattr(recipe, "models"):
-        from evomerge.space import build_path_model, load_dataflow_sources
-        from evomerge.space.path_model import tokenizer_source
-
-        sources = load_dataflow_sources(recipe, device=device, dtype=dtype)
-        model = build_path_model(recipe, sources).eval()
-        return model, AutoTokenizer.from_pretrained(tokenizer_source(recipe))
-
-    from evomerge.merge.materialize import materialize
-
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evomerge-eval-")))
-    out = materialize(recipe, tmp / "merged", device=device, progress=False)
-    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=dtype).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(str(out))
+    # a parameter-space recipe is merged into this directory and loaded back; a data-flow one runs
+    # as a path model over its loaded sources
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evomerge-eval-")))
+    return recipe.load_model(workdir, device=device, dtype=dtype)
 
 
 def _print_table(result) -> None:

@@ -15,23 +15,41 @@ tells, reproducibly — the search follows the trajectory a pool of that size wo
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from evomerge.evaluator.base import EvalRequest, EvalResult, Worker, WorkerSpec
+from evomerge.validation import parse_options
+
+
+class InProcessOptions(BaseModel):
+    """The ``evaluator`` options of ``backend: inprocess``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_workers: int = Field(default=1, ge=1)  # deterministic slots (see the module docstring)
+    timeout: float | None = Field(default=None, gt=0)  # seconds per evaluation (the worker's limit)
 
 
 class InProcessBackend:
     """One worker, built (models loaded) when the backend is created; ``num_workers`` slots (see
-    the module docstring)."""
+    the module docstring). Options: :class:`InProcessOptions`, as a model or as keywords."""
+
+    Options = InProcessOptions
 
     def __init__(
-        self, spec: WorkerSpec, *, worker_id: str = "inprocess", timeout: float | None = None, num_workers: int = 1
+        self,
+        spec: WorkerSpec,
+        options: InProcessOptions | Mapping[str, Any] | None = None,
+        *,
+        worker_id: str = "inprocess",
+        **option_values: Any,
     ):
-        if int(num_workers) < 1:
-            from evomerge.errors import ConfigError
-
-            raise ConfigError(f"evaluator.num_workers must be >= 1, got {num_workers}")
-        self.num_workers = int(num_workers)
-        self.worker = Worker(spec, worker_id=worker_id, timeout=timeout)
+        self.options = parse_options(self.Options, {**dict(options or {}), **option_values}, prefix="evaluator.")
+        self.num_workers = self.options.num_workers
+        self.worker = Worker(spec, worker_id=worker_id, timeout=self.options.timeout)
         self._queue: deque[EvalRequest] = deque()
         self._closed = False
 

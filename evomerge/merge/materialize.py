@@ -28,6 +28,8 @@ from evomerge.dtypes import dtype_name, torch_dtype
 from evomerge.errors import EvomergeError
 from evomerge.io import atomic_dir
 from evomerge.merge.apply import RecipePlan, pool_for_recipe
+from evomerge.merge.model_card import model_card
+from evomerge.pool.modules import load_causal_lm
 
 DEFAULT_MAX_SHARD_BYTES = 2 * 1000**3
 
@@ -46,18 +48,6 @@ SIDE_FILES = (
     "chat_template.json",
     "generation_config.json",
 )
-
-
-def _load(recipe):
-    if isinstance(recipe, (str, os.PathLike)):
-        from evomerge.merge.recipe import load_recipe
-
-        recipe = load_recipe(recipe)
-    if not hasattr(recipe, "merge_method"):
-        raise EvomergeError(
-            f"recipe: a {type(recipe).__name__} cannot be merged by parameter; expected a parameter-space recipe"
-        )
-    return recipe
 
 
 def check_device(device) -> torch.device:
@@ -111,12 +101,12 @@ def materialize(
     progress: bool = True,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
 ) -> Path:
-    """Merge ``recipe`` (a Recipe, or a path to our YAML or mergekit YAML) into ``out_dir``.
+    """Merge the parameter-space ``recipe`` (a :class:`~evomerge.merge.recipes.parameter.Recipe`;
+    a file: :func:`evomerge.merge.formats.load_recipe`) into ``out_dir``.
 
     ``dtype`` overrides the recipe's output dtype; merging itself runs in float32 on ``device``.
     Returns the output directory.
     """
-    recipe = _load(recipe)
     out_dir = Path(out_dir).expanduser()
     dev = check_device(device)
     out_dtype = torch_dtype(dtype if dtype is not None else getattr(recipe, "dtype", None))
@@ -181,8 +171,15 @@ def _write_config(src_dir: Path, tmp: Path, out_dtype: torch.dtype) -> None:
 
 
 def _write_card(recipe, tmp: Path, out_dtype: torch.dtype, n_params: int, title: str) -> None:
-    from evomerge.merge.model_card import model_card
-
-    text = recipe.to_yaml() if hasattr(recipe, "to_yaml") else str(recipe)
+    text = recipe.to_yaml()
     card = model_card(recipe, recipe_yaml=text, dtype=dtype_name(out_dtype), n_params=n_params, title=title)
     (tmp / "README.md").write_text(card)
+
+
+def load_merged(recipe, workdir: str | os.PathLike, *, device: str = "cpu", dtype=None):
+    """``(model, tokenizer)`` of ``recipe`` merged into ``workdir/merged`` (as :func:`materialize`
+    writes it, in the recipe's dtype) and loaded back in ``dtype`` (default float32) on ``device``."""
+    from transformers import AutoTokenizer
+
+    out = materialize(recipe, Path(workdir) / "merged", device=device, progress=False)
+    return load_causal_lm(str(out), device=device, dtype=torch_dtype(dtype)), AutoTokenizer.from_pretrained(str(out))

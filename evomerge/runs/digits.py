@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from evomerge.config import RunConfig
-from evomerge.errors import ConfigError
 from evomerge.evaluator.base import EvaluatorBackend, FunctionWorkerSpec
 from evomerge.objectives import Objectives
 from evomerge.runs.problem import describe_space
@@ -49,12 +48,7 @@ class DigitsProblem:
     def build(cls, cfg: RunConfig, *, source: str) -> DigitsProblem:
         from evomerge.toyworld.digits import DigitsProblem as World
 
-        opts = dict(cfg.digits or {})
-        seed = opts.pop("seed", cfg.run.seed)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"{source}: digits.seed: expected an integer, got {seed!r}")
-        if opts:
-            raise ConfigError(f"{source}: unknown key 'digits.{next(iter(opts))}' (known: seed)")
+        seed = cfg.run.seed if cfg.digits is None or cfg.digits.seed is None else cfg.digits.seed
         world = World(seed)
         meta = {
             "problem": "digits",
@@ -70,10 +64,9 @@ class DigitsProblem:
     def per_example_layout(self) -> PerExampleLayout:
         return PerExampleLayout(["train"], {"train": self.world.n_train})
 
-    def driver_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        options = dict(options)
-        if options.get("initial") == "experts":
-            options["initial"] = [g.copy() for g in self.world.experts]
+    def driver_options(self, options: Any) -> Any:
+        if getattr(options, "initial", None) == "experts":
+            return options.model_copy(update={"initial": [g.copy() for g in self.world.experts]})
         return options
 
     def to_recipe(self, genome: np.ndarray) -> dict[str, Any]:

@@ -1,15 +1,14 @@
 """The merge problem: search merge recipes over a base model and its fine-tuned experts.
 
 Built from a run config by :meth:`MergeProblem.build`, which checks everything that needs no
-evaluation — merge method names, model paths, model compatibility from the headers alone, the
-fitness tasks and their non-empty calibration splits — so a user error never leaves a run
-directory behind. The models and tasks come from ``models`` + ``fitness``, or from an embedded
+evaluation and that the config cannot — model paths, model compatibility from the headers alone,
+the fitness tasks and their non-empty calibration splits, the space over these models — so a user
+error never leaves a run directory behind. The models and tasks come from ``models`` + ``fitness``, or from an embedded
 toy world (``toyworld``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,11 @@ import yaml
 from evomerge.config import RunConfig
 from evomerge.errors import ConfigError, ModelError
 from evomerge.evaluator.base import EvalRequest, EvaluatorBackend
+from evomerge.merge.recipes import recipe_dict
 from evomerge.objectives import Objectives
 from evomerge.runs.problem import describe_space
 from evomerge.runs.records import genome_file
 from evomerge.scheduler.outcome import PerExampleLayout
-
-
-def recipe_dict(recipe: Any) -> dict[str, Any]:
-    """A recipe object (pydantic model) or dict → a JSON-able dict for an :class:`EvalRequest`."""
-    if isinstance(recipe, Mapping):
-        return dict(recipe)
-    dump = getattr(recipe, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json")
-    raise TypeError(f"cannot turn a {type(recipe).__name__} into a recipe dict")
 
 
 @dataclass
@@ -51,20 +41,12 @@ class MergeProblem:
     name: str = "merge"
 
     @classmethod
-    def build(
-        cls, cfg: RunConfig, *, source: str, config_dir: str | Path | None, log, build_space: Callable[..., Any]
-    ) -> MergeProblem:
-        """``build_space``: :func:`evomerge.space.build_space` (its signature)."""
+    def build(cls, cfg: RunConfig, *, source: str, config_dir: str | Path | None, log) -> MergeProblem:
         from evomerge.evaluator.merge_worker import MergeWorkerSpec
         from evomerge.fitness import Fitness, parse_fitness_config
-        from evomerge.merge.methods import method_names
         from evomerge.pool import ModelPool
+        from evomerge.space import build_space
 
-        for m in [cfg.space.method, *(cfg.space.method_choices or [])]:
-            if cfg.space.kind != "dataflow" and m not in method_names():
-                raise ConfigError(
-                    f"{source}: space.method: unknown merge method {m!r} (known: {', '.join(method_names())})"
-                )
         world = None
         if cfg.toyworld is not None:
             world = _toyworld(cfg, log)
@@ -133,8 +115,8 @@ class MergeProblem:
     def per_example_layout(self) -> PerExampleLayout:
         return PerExampleLayout(list(self.task_sizes), self.task_sizes)
 
-    def driver_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        return dict(options)
+    def driver_options(self, options: Any) -> Any:
+        return options
 
     def to_recipe(self, genome: np.ndarray) -> dict[str, Any]:
         return recipe_dict(self.space.to_recipe(np.asarray(genome, dtype=np.float64)))
@@ -186,4 +168,4 @@ def _toyworld(cfg: RunConfig, log):
     return build_toyworld(**kwargs)
 
 
-__all__ = ["MergeProblem", "recipe_dict"]
+__all__ = ["MergeProblem"]

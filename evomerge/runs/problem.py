@@ -34,9 +34,9 @@ class Problem(Protocol):
         """Task order and sizes of the per-example vector M2N2 is told (a fresh layout per run)."""
         ...
 
-    def driver_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """The driver's options with the problem's symbolic values resolved (digits: ``initial:
-        experts``)."""
+    def driver_options(self, options: Any) -> Any:
+        """The driver's ``Options`` with the problem's symbolic values resolved (digits: ``initial:
+        experts`` becomes the experts' genomes)."""
         ...
 
     def to_recipe(self, genome: np.ndarray) -> dict[str, Any]:

@@ -88,8 +88,8 @@ def test_three_exports_and_the_hf_model_scores_what_the_log_says(finished_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evomerge.fitness import Fitness, parse_fitness_config
-    from evomerge.merge.mergekit_io import from_mergekit
-    from evomerge.merge.recipe import Recipe
+    from evomerge.merge.formats import from_mergekit
+    from evomerge.merge.recipes.parameter import Recipe
 
     root, run_dir = finished_run
     best = best_record(RunStore(run_dir).read_log())
@@ -114,6 +114,8 @@ def test_report_is_one_self_contained_page(finished_run):
     _, run_dir = finished_run
     index = _cli_out(["report", str(run_dir)]).strip()
     html = open(index).read()
-    assert html.count("data:image/png;base64,") == 3  # progress, Pareto front, recipe heatmap
+    # held-out scores of the evolved candidate (validation.json), progress, Pareto front, recipe heatmap
+    assert html.count("data:image/png;base64,") == 4
     assert 'src="http' not in html and "<link" not in html
-    assert (run_dir / "report" / "pareto.png").exists()
+    for name in ("heldout.png", "progress.png", "pareto.png", "recipe_heatmap.png"):
+        assert (run_dir / "report" / name).exists()

@@ -8,7 +8,7 @@ import yaml
 
 from evomerge.config import parse_config
 from evomerge.runs.digits import DigitsProblem
-from evomerge.runs.merge import MergeProblem, recipe_dict
+from evomerge.runs.merge import MergeProblem
 from evomerge.runs.plan import build_plan
 from evomerge.runs.problem import Problem
 
@@ -64,8 +64,10 @@ def test_digits_problem(digits_plan):
         "split": "test",
         "objectives": {"test_accuracy": world.test_accuracy(world.experts[0].astype(np.float32))},
     }
-    options = problem.driver_options({"initial": "experts", "archive_size": 4})
-    assert options["archive_size"] == 4 and [g.tolist() for g in options["initial"]] == world.experts.tolist()
+    options = problem.driver_options(digits_plan.cfg.driver.options)  # the config's typed m2n2 options
+    assert digits_plan.cfg.driver.options.initial == "experts"
+    assert [np.asarray(g).tolist() for g in options.initial] == world.experts.tolist()
+    assert options.model_copy(update={"initial": "experts"}) == digits_plan.cfg.driver.options
     layout = problem.per_example_layout()
     assert layout.tasks == ["train"] and layout.sizes == {"train": world.n_train}
     assert problem.objectives.names == ["train_accuracy"] and problem.meta["problem"] == "digits"
@@ -73,16 +75,3 @@ def test_digits_problem(digits_plan):
     driver = digits_plan.make_driver()
     first = driver.ask(2)
     assert [c.genome.tolist() for c in first] == world.experts.tolist()
-
-
-def test_recipe_dict_accepts_dicts_and_pydantic_models():
-    from pydantic import BaseModel
-
-    class R(BaseModel):
-        merge_method: str
-        weights: list[float]
-
-    assert recipe_dict(R(merge_method="ties", weights=[0.5])) == {"merge_method": "ties", "weights": [0.5]}
-    assert recipe_dict({"a": 1}) == {"a": 1}
-    with pytest.raises(TypeError):
-        recipe_dict(3)

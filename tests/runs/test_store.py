@@ -186,7 +186,6 @@ def test_durations():
 def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     from evomerge.errors import RunDirError
     from evomerge.runs.api import load_run_config
-    from evomerge.runs.plan import build_plan
     from evomerge.runs.records import known_from_record, record_genome
     from evomerge.runs.store import RunStore
 
@@ -213,12 +212,17 @@ def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     ):
         known_from_record(store, record)
 
-    cfg = parse_config(
-        {"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2}, "digits": {"seed": "three"}},
-        "d.yaml",
-    )
-    with pytest.raises(ConfigError, match=r"^d.yaml: digits.seed: expected an integer, got 'three'$"):
-        build_plan(cfg, source="d.yaml")
+    digits = {"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2}}
+    for seed, line in [
+        ("three", "d.yaml: key 'digits.seed': Input should be a valid integer (got 'three')"),
+        (True, "d.yaml: key 'digits.seed': Input should be a valid integer (got true)"),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            parse_config({**digits, "digits": {"seed": seed}}, "d.yaml")
+        assert str(exc.value) == line
+    with pytest.raises(ConfigError) as exc:
+        parse_config({**digits, "digits": {"sed": 1}}, "d.yaml")
+    assert str(exc.value) == "d.yaml: unknown key 'digits.sed' (did you mean 'digits.seed'?)"
 
 
 def test_run_dir_that_cannot_be_created_is_one_line(tmp_path):

@@ -66,14 +66,15 @@ def test_resident_sources_match_an_independently_loaded_path_model(joint_plan):
     """The in-place model A equals the nested recipe merged from scratch by the space's own loader."""
     import torch
 
-    from evomerge.space import DataFlowRecipe, build_path_model, load_dataflow_sources
+    from evomerge.merge.dataflow.path_model import build_path_model, load_dataflow_sources
+    from evomerge.merge.recipes import DataFlowRecipe
 
     plan, recipes = joint_plan
     evaluate = plan.problem.worker_spec.build()
     for i, recipe in enumerate(recipes):
         evaluate(EvalRequest(i, recipe, "calibration", None))  # leaves the live model at this recipe
         dfr = DataFlowRecipe.validate_dict(recipe)
-        ours, _ = evaluate._path_model(recipe)
+        ours, _ = evaluate.live.build(dfr)
         ref = build_path_model(dfr, load_dataflow_sources(dfr, device="cpu", dtype=torch.float32))
         ids = torch.tensor([[3, 5, 7, 2, 9]])
         with torch.no_grad():

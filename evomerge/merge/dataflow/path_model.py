@@ -9,6 +9,9 @@ Embeddings, final norm, head and rotary embedding are A's modules, shared the sa
 
 The input scale of step k is applied by a forward pre-hook that multiplies the layer's first
 argument (the residual stream) by ``recipe.path[k].scale``; steps with scale 1 get no hook.
+
+The recipe is a :class:`~evomerge.merge.recipes.dataflow.DataFlowRecipe` (duck-typed: that module
+runs its recipes through this one).
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from evomerge.dtypes import torch_dtype
 from evomerge.errors import ConfigError, ModelError
-from evomerge.space.dataflow import DataFlowRecipe
+from evomerge.merge.apply import InPlaceMerger, pool_for_recipe
+from evomerge.pool.modules import load_causal_lm
+
+if TYPE_CHECKING:
+    from evomerge.merge.recipes.dataflow import DataFlowRecipe
 
 
 @dataclass(frozen=True)
@@ -182,26 +189,20 @@ def build_path_model(recipe: DataFlowRecipe, sources: Mapping[str, Any]):
     return top
 
 
-def _load_one(ref: str, *, device, dtype):
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load data-flow source {ref!r}: {str(exc).splitlines()[0]}") from None
-    return model.to(device).eval()
+def source_ref(src: str) -> str:
+    """How a plain source is loaded: its path when it exists locally, else the hub id as given."""
+    return str(Path(src)) if Path(src).exists() else src
 
 
-def _merge_nested(name: str, recipe_dict: dict, *, device, dtype):
+def _merge_nested(r, *, device, dtype):
     """Merge a nested parameter-space recipe into a model object in memory (the engine's
     :class:`~evomerge.merge.apply.InPlaceMerger` writing into a copy of the base)."""
-    from evomerge.merge.apply import InPlaceMerger, pool_for_recipe
-    from evomerge.merge.recipe import Recipe
-
-    r = Recipe.model_validate(recipe_dict)
     pool = pool_for_recipe(r, device=device, dtype=dtype)
-    module = _load_one(
-        str(r.base_model) if r.base_model is not None else str(r.models[0].model), device=device, dtype=dtype
+    module = load_causal_lm(
+        str(r.base_model) if r.base_model is not None else str(r.models[0].model),
+        device=device,
+        dtype=dtype,
+        role="data-flow source",
     )
     InPlaceMerger(pool, module).apply(r)
     return module
@@ -221,8 +222,9 @@ def load_dataflow_sources(recipe: DataFlowRecipe, *, device: str = "cpu", dtype:
     dtype = dtype or torch_dtype(recipe.dtype)
     out = {}
     for name, src in recipe.sources.items():
-        if isinstance(src, dict):
-            out[name] = _merge_nested(name, src, device=device, dtype=dtype)
+        nested = recipe.nested_recipe(name)
+        if nested is not None:
+            out[name] = _merge_nested(nested, device=device, dtype=dtype)
         else:
-            out[name] = _load_one(str(Path(src)) if Path(src).exists() else src, device=device, dtype=dtype)
+            out[name] = load_causal_lm(source_ref(src), device=device, dtype=dtype, role="data-flow source")
     return out

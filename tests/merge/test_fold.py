@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.space import DataFlowRecipe
-from evomerge.space.fold import fold_to_state_dict, materialize_dataflow, to_mergekit_passthrough
-from evomerge.space.path_model import build_path_model
+from evomerge.merge.dataflow.fold import fold_to_state_dict, materialize_dataflow, to_mergekit_passthrough
+from evomerge.merge.dataflow.path_model import build_path_model
+from evomerge.merge.recipes import DataFlowRecipe
 from evomerge.testing import build_model, char_tokenizer
 
 

@@ -8,7 +8,14 @@ behaviour is every option's default). See ``docs/merge-methods.md``.
 A parameter setting is a scalar, a gradient list interpolated over layers, or a list of
 ``{filter, value}`` entries (:mod:`evomerge.merge.params`). Every invalid input raises
 :class:`~evomerge.errors.ConfigError` with one line naming the key and the bad value, e.g.
-``recipe.yaml: models[1].parameters.density = 1.5: expected a value in [0, 1]``.
+``recipe.yaml: models[1].parameters.density = 1.5: expected a value in [0, 1]``. Which parameters a
+method takes is its :class:`~evomerge.merge.methods.registry.MethodSpec`; what values each may hold,
+:mod:`evomerge.merge.parameters`.
+
+A recipe kind (this one, and :class:`~evomerge.merge.recipes.dataflow.DataFlowRecipe`) knows how
+to run itself: :meth:`Recipe.build` (into a worker's live model), :meth:`Recipe.materialize` (to a
+checkpoint directory), :meth:`Recipe.load_model` (a model to score once), :meth:`Recipe.to_mergekit`
+and :meth:`Recipe.to_yaml`.
 """
 
 from __future__ import annotations
@@ -18,26 +25,20 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from evomerge.dtypes import DtypeName
 from evomerge.errors import ConfigError, EvomergeError
+from evomerge.merge import mergekit_io
+from evomerge.merge.materialize import DEFAULT_MAX_SHARD_BYTES, load_merged
+from evomerge.merge.materialize import materialize as materialize_recipe
 from evomerge.merge.methods import get_method, method_names
 from evomerge.merge.methods.registry import MethodSpec
-from evomerge.merge.params import COMMON_OPTIONS
+from evomerge.merge.parameters import COMMON_OPTIONS, OPTIONS, PARAMETERS
+from evomerge.merge.yaml_text import dump_yaml, plain, read_yaml_source
 from evomerge.validation import format_validation_error, parse_yaml, show_value
 
 OUR_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "seed", "options")
-
-# Value ranges for parameters whose meaning bounds them.
-_RANGES: dict[str, tuple[float, float]] = {
-    "density": (0.0, 1.0),
-    "gamma": (0.0, 1.0),
-    "epsilon": (0.0, 1.0),
-}
-#: The same, for callers that must keep values inside them (a search space's ``ranges``).
-VALUE_RANGES = _RANGES
 
 
 # --------------------------------------------------------------------------- settings
@@ -187,15 +188,14 @@ class Recipe(BaseModel):
                     raise ConfigError(
                         f"{where}: unknown per-model parameter for {spec.name}; expected one of: {expected}"
                     )
-                self._check_values(spec, key, setting, where, spec.model_params[key])
+                self._check_values(key, setting, where)
         for key, setting in self.parameters.items():
             where = f"parameters.{key}"
             if key not in global_names:
                 raise ConfigError(
                     f"{where}: unknown parameter for {spec.name}; expected one of: {', '.join(global_names)}"
                 )
-            default = spec.global_params[key] if key in spec.global_params else spec.model_params[key]
-            self._check_values(spec, key, setting, where, default)
+            self._check_values(key, setting, where)
 
         for name, default in spec.model_params.items():
             if default is None and name not in self.parameters:
@@ -209,7 +209,7 @@ class Recipe(BaseModel):
             if default is None and name not in self.parameters:
                 raise ConfigError(f"parameters.{name}: missing; {spec.name} needs {name}")
 
-        allowed_options = {**COMMON_OPTIONS, **spec.options}
+        allowed_options = {**{o: OPTIONS[o].values for o in COMMON_OPTIONS}, **spec.options}
         for key, value in self.options.items():
             if key not in allowed_options:
                 known = ", ".join(allowed_options)
@@ -235,15 +235,15 @@ class Recipe(BaseModel):
         return self
 
     @staticmethod
-    def _check_values(spec: MethodSpec, key: str, setting: Any, where: str, default: Any) -> None:
-        is_bool = isinstance(default, bool)
-        if is_bool and not isinstance(setting, bool):
+    def _check_values(key: str, setting: Any, where: str) -> None:
+        parameter = PARAMETERS[key]
+        if parameter.is_bool and not isinstance(setting, bool):
             raise ConfigError(f"{where} = {show_value(setting)}: expected true or false")
         for leaf_key, value in _leaves(setting, where):
-            if not is_bool and isinstance(value, bool):
+            if not parameter.is_bool and isinstance(value, bool):
                 raise ConfigError(f"{leaf_key} = {show_value(value)}: expected a number")
-            if key in _RANGES:
-                lo, hi = _RANGES[key]
+            if parameter.bounds is not None:
+                lo, hi = parameter.bounds
                 if not lo <= value <= hi:
                     raise ConfigError(f"{leaf_key} = {show_value(value)}: expected a value in [{lo:g}, {hi:g}]")
         if isinstance(setting, list):
@@ -292,76 +292,47 @@ class Recipe(BaseModel):
         data["dtype"] = self.dtype
         data["seed"] = self.seed
         data["options"] = dict(self.options)
-        return _plain(data)
+        return plain(data)
 
     def to_yaml(self) -> str:
         return dump_yaml(self.to_dict())
 
+    # ----------------------------------------------------------------- running it
 
-# --------------------------------------------------------------------------- YAML helpers
+    def build(self, live) -> tuple[Any, Any]:
+        """``(model, tokenizer)``: the merge written in place into ``live``'s resident model
+        (:class:`~evomerge.merge.live.LiveModels`; only tensors whose parameters changed)."""
+        live.merger.apply(self)
+        return live.model, live.tokenizer
 
+    def materialize(
+        self,
+        out_dir: str | os.PathLike,
+        *,
+        device: str = "cpu",
+        dtype: str | None = None,
+        force: bool = False,
+        progress: bool = True,
+        max_shard_bytes: int | None = None,
+    ) -> Path:
+        """Write the merged checkpoint to ``out_dir`` (:func:`evomerge.merge.materialize.materialize`)."""
+        shards = DEFAULT_MAX_SHARD_BYTES if max_shard_bytes is None else max_shard_bytes
+        return materialize_recipe(
+            self, out_dir, device=device, dtype=dtype, force=force, progress=progress, max_shard_bytes=shards
+        )
 
-class _Dumper(yaml.SafeDumper):
-    """Numeric lists (gradients) in flow style, like mergekit writes them."""
+    def load_model(self, workdir: str | os.PathLike, *, device: str = "cpu", dtype=None) -> tuple[Any, Any]:
+        """``(model, tokenizer)`` to score this recipe once: the checkpoint :meth:`materialize`
+        writes (under ``workdir``), loaded back in ``dtype``."""
+        return load_merged(self, workdir, device=device, dtype=dtype)
 
+    def to_mergekit(self) -> dict[str, Any]:
+        """The mergekit config that rebuilds these weights (:func:`evomerge.merge.mergekit_io.to_mergekit`)."""
+        return mergekit_io.to_mergekit(self)
 
-def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
-    flow = all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+    def to_mergekit_yaml(self) -> str:
+        return mergekit_io.to_mergekit_yaml(self)
 
-
-_Dumper.add_representer(list, _represent_list)
-
-
-def dump_yaml(data: dict[str, Any]) -> str:
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if not (k == "filter" and v is None)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def read_yaml_source(path_or_text: str | os.PathLike, source_name: str | None = None) -> tuple[str, str]:
-    """(text, source name) from a path or from YAML text."""
-    if isinstance(path_or_text, os.PathLike) or (
-        isinstance(path_or_text, str) and "\n" not in path_or_text and path_or_text.endswith((".yaml", ".yml"))
-    ):
-        path = Path(path_or_text)
-        try:
-            return path.read_text(encoding="utf-8"), source_name or str(path)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
-    return str(path_or_text), source_name or "<recipe>"
-
-
-def load_recipe(path: str | os.PathLike):
-    """Load a recipe file of any kind evomerge reads.
-
-    - ``merge_method: dataflow`` → :class:`evomerge.space.dataflow.DataFlowRecipe`;
-    - our YAML (only our keys, and ``seed`` or ``options`` present, as :meth:`Recipe.to_yaml`
-      always writes) → :class:`Recipe`;
-    - anything else is read as mergekit YAML (:func:`evomerge.merge.mergekit_io.from_mergekit`),
-      which refuses what a parameter-space recipe cannot express.
-    """
-    text, source = read_yaml_source(Path(path))
-    data = parse_yaml(text, source)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of recipe keys, got {type(data).__name__}")
-    if data.get("merge_method") == "dataflow":
-        try:
-            from evomerge.space.dataflow import DataFlowRecipe
-        except ModuleNotFoundError as exc:  # the data-flow package not installed/built
-            raise ConfigError(f"{source}: merge_method dataflow needs evomerge.space.dataflow ({exc})") from None
-
-        if hasattr(DataFlowRecipe, "from_yaml"):
-            return DataFlowRecipe.from_yaml(path)
-        return DataFlowRecipe.model_validate(data)
-    if set(data) <= set(OUR_KEYS) and ("seed" in data or "options" in data):
-        return Recipe.from_dict(data, source)
-    from evomerge.merge.mergekit_io import from_mergekit
-
-    return from_mergekit(data, source_name=source)
+    def parameter_recipe(self) -> Recipe:
+        """The parameter-space merge this recipe holds: itself."""
+        return self

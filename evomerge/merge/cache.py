@@ -1,8 +1,18 @@
-"""Recipe-independent sparsification state, computed once per (expert, tensor) for a search.
+"""What the merge engine derives from a pool's weights and keeps across merges.
 
 A search applies hundreds of recipes to one fixed pool: the task vectors never change, only the
-densities, weights and ``lambda`` do. What a sparsifier needs that depends on the task vectors
-alone is kept here (see :mod:`evomerge.merge.methods.selection` for the math):
+densities, weights and ``lambda`` do. :class:`MergeCache` holds, for one pool,
+
+- :class:`TrimThresholds`: TIES' whole-model magnitude threshold per (expert, density)
+  (``options.ties_scope: model``; two streaming passes over the model to compute, one float to keep);
+- :class:`SearchCache`: the recipe-independent state of the sparsifiers.
+
+:class:`~evomerge.merge.apply.InPlaceMerger` owns one (a search's merges share it); a one-shot
+merge (materialize) builds none. The pool (:mod:`evomerge.pool`) holds only models on disk and the
+task vectors.
+
+What a sparsifier needs that depends on the task vectors alone (see
+:mod:`evomerge.merge.methods.selection` for the math):
 
 ================  ===========================================  ===================================
 kind              kept per                                      memory
@@ -25,16 +35,18 @@ equality with a merge that draws them afresh (materialize, another process).
 One seed per tensor is kept: a recipe with another ``seed`` replaces that tensor's blocks
 (a search uses one seed; a changed seed must never reuse the old draws). ``max_bytes`` caps the
 total: what does not fit is computed for the call and dropped, with the same result.
-Not thread-safe (like the pool's other caches): one merging thread per pool.
+Not thread-safe (like the pool's caches): one merging thread per pool.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from evomerge.merge.methods.fused import Cut
+from evomerge.merge.methods.registry import tensor_generator
 from evomerge.merge.methods.selection import MagnitudeIndex, TensorCache, cut_from_scratch, row_ranks
 
 
@@ -50,11 +62,31 @@ class _Stream:
     blocks: list[torch.Tensor] = field(default_factory=list)
 
 
+class TrimThresholds:
+    """TIES' whole-model trim threshold per (expert id, density), computed once."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, float], float] = {}
+
+    def get(self, expert: str, density: float, compute: Callable[[], float]) -> float:
+        key = (expert, float(density))
+        value = self._values.get(key)
+        if value is None:
+            value = self._values[key] = float(compute())
+        return value
+
+    def items(self) -> list[tuple[tuple[str, float], float]]:
+        """((expert, density), threshold) in the order they were computed."""
+        return list(self._values.items())
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
 class SearchCache:
     """Per-pool cache of sparsification state; hands out one :class:`TensorCache` per tensor."""
 
-    def __init__(self, pool, max_bytes: int | None = None):
-        self.pool = pool
+    def __init__(self, max_bytes: int | None = None):
         self.max_bytes = max_bytes
         self._magnitude: dict[tuple[str, str], MagnitudeIndex] = {}
         self._ranks: dict[tuple[str, str], torch.Tensor] = {}
@@ -106,8 +138,6 @@ class SearchCache:
 
     def uniforms(self, name: str, seed: int, j: int, n: int, dtype: torch.dtype, device) -> torch.Tensor:
         """Block ``j`` of ``tensor_generator(seed, name, device)``'s stream of ``n``-entry blocks."""
-        from evomerge.merge.methods.registry import tensor_generator
-
         device = torch.device(device)
         stream = self._streams.get(name)
         if stream is None or (stream.seed, stream.n, stream.dtype, stream.device) != (seed, n, dtype, device):
@@ -128,11 +158,11 @@ class SearchCache:
                 stream.state = generator.get_state()
         return block
 
-    def view(self, name: str, experts: list[str], seed: int) -> PoolTensorCache:
-        return PoolTensorCache(self, name, experts, seed)
+    def view(self, name: str, experts: list[str], seed: int) -> SearchTensorCache:
+        return SearchTensorCache(self, name, experts, seed)
 
 
-class PoolTensorCache(TensorCache):
+class SearchTensorCache(TensorCache):
     """The search cache seen by a method for one tensor (experts by recipe position)."""
 
     def __init__(self, cache: SearchCache, name: str, experts: list[str], seed: int):
@@ -151,3 +181,23 @@ class PoolTensorCache(TensorCache):
 
     def uniforms(self, j: int, n: int, dtype: torch.dtype, device) -> torch.Tensor:
         return self.cache.uniforms(self.name, self.seed, j, n, dtype, device)
+
+
+class MergeCache:
+    """Everything the engine keeps for one pool across merges (see the module docstring).
+
+    ``search``: keep the sparsifiers' state (:class:`SearchCache`; results are bit-identical
+    without it); ``search_bytes`` caps that state's memory.
+    """
+
+    def __init__(self, *, search: bool = True, search_bytes: int | None = None):
+        self.thresholds = TrimThresholds()
+        self.search: SearchCache | None = SearchCache(search_bytes) if search else None
+
+    def nbytes(self) -> int:
+        return self.search.nbytes() if self.search is not None else 0
+
+    def clear(self) -> None:
+        self.thresholds.clear()
+        if self.search is not None:
+            self.search.clear()

@@ -25,21 +25,23 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from evomerge.dtypes import torch_dtype
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.io import atomic_dir
-from evomerge.space.dataflow import DataFlowRecipe
-from evomerge.space.path_model import (
+from evomerge.merge.dataflow.path_model import (
     SUPPORTED,
     check_sources,
     load_dataflow_sources,
     path_config,
     tokenizer_source,
 )
+
+if TYPE_CHECKING:
+    from evomerge.merge.recipes.dataflow import DataFlowRecipe
 
 
 def fold_to_state_dict(recipe: DataFlowRecipe, sources: Mapping[str, Any]) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -103,7 +105,7 @@ def materialize_dataflow(
     sources: Mapping[str, Any] | None = None,
     device: str = "cpu",
     force: bool = False,
-    max_shard_size: str = "5GB",
+    max_shard_size: int | str = "5GB",
 ) -> Path:
     """Write the folded checkpoint of ``recipe`` as a Hugging Face model directory.
 

@@ -8,14 +8,14 @@ import math
 import random
 
 import pytest
+import sparsify_reference as sp
 import torch
 
 from evomerge.merge.apply import InPlaceMerger, merged_tensors, pool_for_recipe
+from evomerge.merge.cache import MergeCache, SearchCache
 from evomerge.merge.methods import get_method
-from evomerge.merge.methods import sparsify as sp
 from evomerge.merge.methods.registry import tensor_generator
-from evomerge.merge.recipe import Recipe
-from evomerge.pool.search_cache import SearchCache
+from evomerge.merge.recipes.parameter import Recipe
 
 METHODS = ["ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear"]
 SPARSIFIER = {
@@ -109,7 +109,7 @@ def tensors():
 @pytest.mark.parametrize("name", METHODS)
 def test_cached_equals_uncached_and_reference(name, tensors):
     base, taus = tensors
-    cache = SearchCache(None)
+    cache = SearchCache()
     for trial in range(8):
         mps, params, seed = random_case(name, trial)
         view = cache.view("w", ["a", "b", "c"], seed)
@@ -180,7 +180,6 @@ def test_inplace_with_cache_equals_one_shot_merge(method, tiny_llama_family):
         r = recipe(tiny_llama_family, method, densities=densities)
         merger.apply(r)
         one_shot = pool_for_recipe(r, cache=False)
-        assert one_shot.search_cache is None
         state = model.state_dict()
         for name, tensor in merged_tensors(r, one_shot):
             assert torch.equal(state[name], tensor), name
@@ -195,9 +194,10 @@ def test_memory_accounting(tiny_llama_family):
     sizes = None
     for method, kind in (("ties", "magnitude"), ("dare_ties", "uniforms"), ("della", "ranks")):
         pool = pool_for_recipe(recipe(tiny_llama_family, method))
-        InPlaceMerger(pool, model).apply(recipe(tiny_llama_family, method))
+        merger = InPlaceMerger(pool, model)
+        merger.apply(recipe(tiny_llama_family, method))
         sizes = [math.prod(pool.shape(n)) for n in floats(pool)]
-        usage = pool.search_cache.usage()
+        usage = merger.cache.search.usage()
         if kind == "magnitude":  # int32 order + one float per 256 entries, per expert
             assert usage == {
                 "magnitude": 2 * sum(4 * n + 4 * math.ceil(n / 256) for n in sizes),
@@ -208,9 +208,9 @@ def test_memory_accounting(tiny_llama_family):
             assert usage == {"magnitude": 0, "ranks": 0, "uniforms": 2 * 4 * sum(sizes)}
         else:  # int16 ranks (rows are narrow) and the uniforms
             assert usage == {"magnitude": 0, "ranks": 2 * 2 * sum(sizes), "uniforms": 2 * 4 * sum(sizes)}
-        assert pool.search_cache.nbytes() == sum(usage.values())
-        pool.clear_cache()
-        assert pool.search_cache.nbytes() == 0
+        assert merger.cache.nbytes() == sum(usage.values())
+        merger.cache.clear()
+        assert merger.cache.nbytes() == 0
 
 
 def test_byte_cap_bounds_memory_and_keeps_results(tiny_llama_family):
@@ -218,10 +218,11 @@ def test_byte_cap_bounds_memory_and_keeps_results(tiny_llama_family):
 
     r = recipe(tiny_llama_family, "dare_ties")
     cap = 60_000
-    capped = ModelPool(str(r.base_model), [str(m) for m in r.expert_ids], search_cache_bytes=cap)
+    capped = MergeCache(search_bytes=cap)
+    pool = ModelPool(str(r.base_model), [str(m) for m in r.expert_ids])
     model = live_model(tiny_llama_family)
-    InPlaceMerger(capped, model).apply(r)
-    assert 0 < capped.search_cache.nbytes() <= cap
+    InPlaceMerger(pool, model, cache=capped).apply(r)
+    assert 0 < capped.nbytes() <= cap
     state = model.state_dict()
     for name, tensor in merged_tensors(r, pool_for_recipe(r, cache=False)):
         assert torch.equal(state[name], tensor), name
@@ -232,18 +233,18 @@ def test_seed_change_replaces_the_draws(tiny_llama_family):
     pool = pool_for_recipe(recipe(tiny_llama_family, "dare_ties"))
     merger = InPlaceMerger(pool, model)
     merger.apply(recipe(tiny_llama_family, "dare_ties", seed=7))
-    held = pool.search_cache.nbytes()
+    held = merger.cache.nbytes()
     first = {k: v.clone() for k, v in model.state_dict().items()}
 
     reseeded = recipe(tiny_llama_family, "dare_ties", seed=8)
     merger.apply(reseeded)
-    assert pool.search_cache.nbytes() == held  # seed 7's blocks are gone, not kept beside
+    assert merger.cache.nbytes() == held  # seed 7's blocks are gone, not kept beside
     name = floats(pool)[1]
     n = math.prod(pool.shape(name))
     g = tensor_generator(8, name)
     expected = [torch.empty(n).uniform_(generator=g) for _ in range(2)]
     for j in range(2):
-        assert torch.equal(pool.search_cache.uniforms(name, 8, j, n, torch.float32, "cpu"), expected[j])
+        assert torch.equal(merger.cache.search.uniforms(name, 8, j, n, torch.float32, "cpu"), expected[j])
     state = model.state_dict()
     assert not torch.equal(state[name], first[name])
     for tname, tensor in merged_tensors(reseeded, pool_for_recipe(reseeded, cache=False)):
