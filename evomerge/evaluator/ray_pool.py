@@ -1,4 +1,4 @@
-"""A pool of Ray actors, each holding one :class:`~evomerge.evaluator.base.Worker`.
+"""A pool of Ray actors, each holding one :class:`~evomerge.evaluator.worker.Worker`.
 
 Each actor reserves ``num_gpus`` and ``num_cpus`` and builds its worker (loads the model pool and
 the live model) once, when it starts; from then on it evaluates one request at a time. The pool
@@ -38,8 +38,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from evomerge.errors import EvomergeError
-from evomerge.evaluator.base import EvalRequest, EvalResult, Worker, WorkerSpec
+from evomerge.evaluator.base import EvalRequest, EvalResult, WorkerSpec
 from evomerge.evaluator.ray_connect import connect_ray
+from evomerge.evaluator.worker import Worker
 from evomerge.validation import parse_options
 
 log = logging.getLogger(__name__)

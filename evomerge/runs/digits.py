@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from evomerge.config import RunConfig
-from evomerge.evaluator.base import EvaluatorBackend, FunctionWorkerSpec
+from evomerge.evaluator.base import EvaluatorBackend
+from evomerge.evaluator.function import FunctionWorkerSpec
 from evomerge.objectives import Objectives
 from evomerge.runs.problem import describe_space
 from evomerge.runs.records import genome_file
