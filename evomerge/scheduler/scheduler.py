@@ -32,20 +32,14 @@ scheduler's own work):
 prefix of the log — seeded at resume with :attr:`ResumePoint.incumbent`, so it is the same at the
 same point of a resumed run.
 
-**Resume** (:class:`ResumePoint`). A run resumes from a checkpoint (the driver's state after
-``told_before`` tells) and its log. Two things carry the state across:
-
-* ``in_flight`` — what :meth:`Scheduler.in_flight` returned when the checkpoint was written: every
-  candidate the driver had handed out and not yet been told (running, queued, dropped by a stop,
-  cut from a generation by the budget, or waiting for the rest of its generation), with the
-  ``must_beat`` it was submitted with. The restored driver still holds these as pending and will
-  never propose them again, so the scheduler takes them back first, before it asks for anything
-  new (a generational driver's in-flight candidates are its current generation).
-* ``replay`` — the log's results after the checkpoint (:mod:`evomerge.scheduler.replay`): never
-  evaluated again (no :class:`Evaluated` event: the line is in the log already), told in log order
-  with the asks interleaved as they were. Every new result arrived after all of them, so none is
-  told before the known ones; with the in-process backend and a seed the finished log equals an
-  uninterrupted run's.
+**Resume** (:class:`ResumePoint`): from a checkpoint (the driver's state after ``told_before``
+tells) and the log. ``in_flight`` — :meth:`Scheduler.in_flight` at the checkpoint: every candidate
+handed out and not told (running, queued, dropped by a stop, cut from a generation by the budget,
+or waiting for the rest of its generation), with the ``must_beat`` it was sent with. The restored
+driver holds these as pending and never proposes them again, so the scheduler takes them back
+first. ``replay`` — the log's results after the checkpoint (:mod:`evomerge.scheduler.replay`):
+never evaluated again (no :class:`Evaluated` event), told in log order with the asks interleaved
+as they were. With the in-process backend and a seed the finished log equals an uninterrupted run's.
 
 **Budget** (:class:`Budget`): ``max_evals`` bounds :attr:`budget_spent`; ``time_limit`` (seconds
 from the start of :meth:`events`) and ``target`` stop asking. What happens to work in progress
@@ -62,7 +56,7 @@ Dropped candidates and a generation cut short stay in :meth:`Scheduler.in_flight
 written now and resumed with a larger budget takes them back (the logged ones from the replay,
 never evaluated twice).
 
-**Outcomes**: :mod:`evomerge.scheduler.outcome`.
+What a driver is told: :mod:`evomerge.scheduler.outcome`.
 """
 
 from __future__ import annotations
