@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from evomerge.fitness import Fitness, ScorerConfig, generators  # noqa: E402
+from evomerge.fitness import Fitness, generators  # noqa: E402
 from evomerge.fitness.scorers import Example, build  # noqa: E402
 
 OUT = None
@@ -53,10 +53,10 @@ def addition_examples(n: int, seed: int = 0, template: str = "{a}+{b}=") -> list
 
 
 SCORERS = {
-    "generate_exact_match": ScorerConfig(type="exact_match", max_new_tokens=4),
-    "forced_exact_match": ScorerConfig(type="exact_match_forced"),
-    "choice_loglik": ScorerConfig(type="choice_loglik"),
-    "nll": ScorerConfig(type="nll"),
+    "generate_exact_match": {"type": "exact_match", "max_new_tokens": 4},
+    "forced_exact_match": {"type": "exact_match_forced"},
+    "choice_loglik": {"type": "choice_loglik"},
+    "nll": {"type": "nll"},
 }
 
 

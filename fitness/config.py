@@ -13,7 +13,8 @@ The YAML a user writes (a run config embeds the same mapping under ``fitness:``)
       - {task: target, metric: mean, direction: maximize, weight: 1.0}
     early_stopping: {enabled: false, min_examples: 16, growth: 2.0, confidence: 0.95}
 
-Every validation problem is reported as one line (:class:`~evomerge.errors.ConfigError`) that
+``scorer`` is one of the registered scorers' option models, chosen by ``type`` (see
+:mod:`evomerge.fitness.scorers`). Every validation problem is reported as one line (:class:`~evomerge.errors.ConfigError`) that
 names the task and key, never as pydantic's multi-line report.
 """
 
@@ -25,10 +26,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.fitness.scorers import ScorerConfig
+from evomerge.fitness.scorers.generation import ExactMatchOptions
 from evomerge.validation import format_validation_error, read_yaml
 
 SOURCE_TYPES = ("jsonl", "csv", "parquet", "datasets", "generator", "lmeval")
-SCORER_TYPES = ("exact_match", "exact_match_forced", "choice_loglik", "nll", "callable")
 METRICS = ("mean", "perplexity")
 
 
@@ -76,51 +78,6 @@ class SourceConfig(_Strict):
         return self
 
 
-class ScorerConfig(_Strict):
-    """How one example is scored. Options by type (others are rejected):
-
-    * ``exact_match``: greedy generation; ``max_new_tokens`` (16), ``stop`` strings, ``extract``
-      (a regex whose ``extract_group`` is the answer, or ``"pkg.mod:fn"`` mapping text -> answer),
-      ``strip`` (compare with surrounding whitespace removed, default true), ``lowercase``.
-    * ``exact_match_forced``: teacher-forced argmax over ``prompt + answer (+ eos)``;
-      ``append_eos`` (default true: the model must also end the answer there).
-    * ``choice_loglik``: ``normalize``: ``none`` (summed log-likelihood), ``tokens`` or ``chars``
-      (divided by the continuation's length).
-    * ``nll``: mean negative log-likelihood per token of the answer (or of the whole text when an
-      example has no answer); lower is better.
-    * ``callable``: ``fn: "pkg.mod:fn"`` called as ``fn(model, tokenizer, examples, **params)``
-      returning one float per example; ``bounded`` (scores in [0, 1], default false),
-      ``higher_is_better`` (default true).
-    """
-
-    type: str
-    max_new_tokens: int = Field(16, ge=1)
-    stop: list[str] = Field(default_factory=list)
-    extract: str | None = None
-    extract_group: int | str = 1
-    strip: bool = True
-    lowercase: bool = False
-    append_eos: bool = True
-    normalize: Literal["none", "tokens", "chars"] = "none"
-    fn: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    bounded: bool = False
-    higher_is_better: bool = True
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in SCORER_TYPES:
-            raise ValueError(f"unknown scorer {value!r}; known: {', '.join(SCORER_TYPES)}")
-        return value
-
-    @model_validator(mode="after")
-    def _callable_needs_fn(self):
-        if self.type == "callable" and not self.fn:
-            raise ValueError("scorer type 'callable' needs key 'fn' (\"pkg.module:function\")")
-        return self
-
-
 class SplitConfig(_Strict):
     """Sizes of the two splits drawn from one seeded shuffle of the example pool.
 
@@ -139,7 +96,7 @@ class TaskConfig(_Strict):
     template: str | None = None
     answer_template: str | None = None
     prepend_bos: bool | None = None
-    scorer: ScorerConfig = Field(default_factory=lambda: ScorerConfig(type="exact_match"))
+    scorer: ScorerConfig = Field(default_factory=ExactMatchOptions)
     splits: SplitConfig = Field(default_factory=SplitConfig)
 
     @field_validator("fields")

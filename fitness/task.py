@@ -135,7 +135,7 @@ def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str, lines: list[
     a row without them would otherwise be scored differently from its neighbours (``nll`` without
     an answer scores the whole text) and silently skew the task's mean."""
     columns = {**_DEFAULT_COLUMNS, **cfg.fields}
-    needs = set(scorers.SCORERS[cfg.scorer.type].needs) | set(cfg.fields)
+    needs = set(scorers.SCORERS.get(cfg.scorer.type).needs) | set(cfg.fields)
     if cfg.template is None:
         needs.add("prompt")
     required = sorted(needs, key=lambda f: (f != "prompt", f))

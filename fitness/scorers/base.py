@@ -1,8 +1,14 @@
-"""What every scorer shares: the Example it scores, tokenisation, and batched forward passes.
+"""What every scorer shares: the Example it scores, its typed options, tokenisation, and batched
+forward passes.
 
 A scorer maps a list of examples to one float per example (``ScoreBatch.scores``, aligned with the
 input order) and counts the tokens it pushed through the model (prompt + continuation tokens
 of every forward row, padding excluded, plus generated tokens).
+
+Each scorer class declares its options as a pydantic model in ``Options`` (a subclass of
+:class:`ScorerOptions` whose ``type`` is a one-value ``Literal``); the task config's ``scorer``
+section is the discriminated union of every registered scorer's options (see
+:mod:`evomerge.fitness.scorers`).
 
 Teacher-forced scorers (forced exact match, choice log-likelihood, NLL) pad on the **right**:
 real tokens then sit at positions 0…n−1 whatever the model's position scheme, and the causal mask
@@ -14,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from evomerge.errors import ConfigError
 
@@ -41,9 +48,18 @@ class ScoreBatch:
     outputs: list[str] | None = None  # generated text, for inspection
 
 
-class Scorer:
-    """Base class: subclasses implement :meth:`score`."""
+class ScorerOptions(BaseModel):
+    """Base of every scorer's options: unknown keys are errors; ``type`` is the registry name."""
 
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+class Scorer:
+    """Base class: subclasses set ``Options`` and implement :meth:`score`."""
+
+    #: the scorer's options model (its ``type`` field is ``Literal["<registry name>"]``)
+    Options: ClassVar[type[ScorerOptions]] = ScorerOptions
     #: per-example scores lie in [0, 1] (racing bounds need a known range)
     bounded: bool = True
     #: lower scores are better (NLL)

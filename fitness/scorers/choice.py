@@ -9,9 +9,18 @@ Every (example, choice) pair is one row of a right-padded teacher-forced batch.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from evomerge.fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
+from evomerge.fitness.scorers.base import (
+    ScoreBatch,
+    Scorer,
+    ScorerOptions,
+    encode_continuation,
+    forced_logprobs,
+    pad_id,
+)
 
 
 def continuation_logliks(
@@ -39,7 +48,16 @@ def continuation_logliks(
     return lls, lens, greedy, tokens
 
 
+class ChoiceLoglikOptions(ScorerOptions):
+    """``normalize``: ``none`` (summed log-likelihood), ``tokens`` or ``chars`` (divided by the
+    continuation's length)."""
+
+    type: Literal["choice_loglik"] = "choice_loglik"
+    normalize: Literal["none", "tokens", "chars"] = "none"
+
+
 class ChoiceLoglik(Scorer):
+    Options = ChoiceLoglikOptions
     needs = ("choices", "label")
 
     def score(self, model, tokenizer, examples, *, batch_size=16):

@@ -8,13 +8,29 @@ stopping needs it) and ``higher_is_better: false`` for a loss.
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
+
+from pydantic import Field
 
 from evomerge.errors import EvomergeError
-from evomerge.fitness.scorers.base import ScoreBatch, Scorer
+from evomerge.fitness.scorers.base import ScoreBatch, Scorer, ScorerOptions
 from evomerge.registry import resolve_callable
 
 
+class CallableOptions(ScorerOptions):
+    """``fn: "pkg.mod:fn"`` (required), ``params`` passed as keyword arguments, ``bounded`` (scores
+    in [0, 1], default false), ``higher_is_better`` (default true)."""
+
+    type: Literal["callable"] = "callable"
+    fn: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    bounded: bool = False
+    higher_is_better: bool = True
+
+
 class CallableScorer(Scorer):
+    Options = CallableOptions
+
     def __init__(self, cfg, *, prepend_bos=None):
         super().__init__(cfg, prepend_bos=prepend_bos)
         self.fn = resolve_callable(cfg.fn, what="scorer.fn")

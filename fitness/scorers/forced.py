@@ -11,12 +11,29 @@ and costs one forward of ``len(prompt) + m`` tokens, batched, instead of m seque
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from evomerge.fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
+from evomerge.fitness.scorers.base import (
+    ScoreBatch,
+    Scorer,
+    ScorerOptions,
+    encode_continuation,
+    forced_logprobs,
+    pad_id,
+)
+
+
+class ForcedExactMatchOptions(ScorerOptions):
+    """``append_eos`` (default true): the model must also end the answer there."""
+
+    type: Literal["exact_match_forced"] = "exact_match_forced"
+    append_eos: bool = True
 
 
 class ForcedExactMatch(Scorer):
+    Options = ForcedExactMatchOptions
     needs = ("answer",)
 
     def score(self, model, tokenizer, examples, *, batch_size=16):

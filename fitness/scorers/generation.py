@@ -14,22 +14,24 @@ sampled decoding would make fitness noisy.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field, ValidationInfo, field_validator
 
 from evomerge.errors import ConfigError
 from evomerge.fitness.scorers.base import (
     ScoreBatch,
     Scorer,
+    ScorerOptions,
     eos_ids,
     length_batches,
     logits_of,
     model_device,
     pad_id,
 )
-from evomerge.registry import resolve_callable
+from evomerge.fitness.scorers.extract import check_group, check_regex, is_callable_ref, make_extractor
 
 
 def greedy_generate(
@@ -147,33 +149,39 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-def make_extractor(spec: str | None, group: int | str = 1) -> Callable[[str], str | None]:
-    """``None`` → identity; ``"pkg.mod:fn"`` → that callable; otherwise a regex whose ``group``
-    is the answer (first match; no match → ``None``, scored 0)."""
-    if spec is None:
-        return lambda text: text
-    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", spec):
-        return resolve_callable(spec, what="scorer.extract")
-    try:
-        pattern = re.compile(spec)
-    except re.error as exc:
-        raise ConfigError(f"scorer.extract: invalid regex {spec!r} ({exc})") from None
-    if isinstance(group, int) and group > pattern.groups:
-        if group == 1 and pattern.groups == 0:
-            group = 0  # a regex without a group: the whole match is the answer
-        else:
-            raise ConfigError(f"scorer.extract: regex {spec!r} has {pattern.groups} groups, extract_group is {group}")
+class ExactMatchOptions(ScorerOptions):
+    """``max_new_tokens``; ``stop`` strings end a generation; ``extract``: ``None`` (the whole text),
+    a regex whose group ``extract_group`` is the answer, or ``"pkg.mod:fn"`` (text -> answer);
+    ``strip`` surrounding whitespace before comparing (default true); ``lowercase``."""
 
-    def extract(text: str) -> str | None:
-        m = pattern.search(text)
-        return None if m is None else m.group(group)
+    type: Literal["exact_match"] = "exact_match"
+    max_new_tokens: int = Field(16, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    extract: str | None = None
+    extract_group: int | str = 1
+    strip: bool = True
+    lowercase: bool = False
 
-    return extract
+    @field_validator("extract")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None and not is_callable_ref(value):
+            check_regex(value)
+        return value
+
+    @field_validator("extract_group")
+    @classmethod
+    def _group_exists(cls, value: int | str, info: ValidationInfo) -> int | str:
+        spec = info.data.get("extract")
+        if spec is not None and not is_callable_ref(spec):
+            check_group(check_regex(spec), value)
+        return value
 
 
 class GenerationExactMatch(Scorer):
     """1.0 when the extracted answer equals the reference (after optional strip / lowercase)."""
 
+    Options = ExactMatchOptions
     needs = ("answer",)
 
     def __init__(self, cfg, *, prepend_bos=None):

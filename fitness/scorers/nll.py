@@ -8,12 +8,28 @@ its ``mean`` metric is the plain average of the per-example values.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from evomerge.fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
+from evomerge.fitness.scorers.base import (
+    ScoreBatch,
+    Scorer,
+    ScorerOptions,
+    encode_continuation,
+    forced_logprobs,
+    pad_id,
+)
+
+
+class NLLOptions(ScorerOptions):
+    """No options."""
+
+    type: Literal["nll"] = "nll"
 
 
 class MeanNLL(Scorer):
+    Options = NLLOptions
     bounded = False
     lower_is_better = True
 
