@@ -12,6 +12,7 @@ The YAML a user writes (a run config embeds the same mapping under ``fitness:``)
     objectives:
       - {task: target, metric: mean, direction: maximize, weight: 1.0}
     early_stopping: {enabled: false, min_examples: 16, growth: 2.0, confidence: 0.95}
+    engine: {type: hf, generation: auto, logits_to_keep: true}   # the inference engine (optional)
 
 ``scorer`` is one of the registered scorers' option models, chosen by ``type`` (see
 :mod:`evomerge.fitness.scorers`). Every validation problem is reported as one line (:class:`~evomerge.errors.ConfigError`) that
@@ -26,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.fitness.engines import EngineConfig, HFOptions, engine_section
 from evomerge.fitness.scorers import ScorerConfig
 from evomerge.fitness.scorers.generation import ExactMatchOptions
 from evomerge.validation import format_validation_error, read_yaml
@@ -137,6 +139,12 @@ class FitnessConfig(_Strict):
     tasks: list[TaskConfig]
     objectives: list[ObjectiveConfig] = Field(default_factory=list)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    engine: EngineConfig = Field(default_factory=HFOptions)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_type(cls, value: Any) -> Any:
+        return engine_section(value)
 
     @model_validator(mode="after")
     def _cross_checks(self):

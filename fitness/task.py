@@ -18,6 +18,7 @@ import numpy as np
 from evomerge.errors import ConfigError
 from evomerge.fitness import scorers
 from evomerge.fitness.config import TaskConfig, parse_task_config
+from evomerge.fitness.engines import InferenceEngine
 from evomerge.fitness.result import TaskScores
 from evomerge.fitness.scorers.base import Example, ScoreBatch
 from evomerge.fitness.sources import load_rows, row_place
@@ -78,23 +79,23 @@ class Task:
             )
         return [self.pool[i] for i in idx]
 
-    def score(self, model, tokenizer, examples: Sequence[Example], *, batch_size: int = 16) -> ScoreBatch:
+    def score(self, engine: InferenceEngine, examples: Sequence[Example], *, batch_size: int = 16) -> ScoreBatch:
         if not examples:
             return ScoreBatch(scores=[], tokens=0, weights=[] if not self.scorer.bounded else None)
-        batch = self.scorer.score(model, tokenizer, examples, batch_size=batch_size)
+        batch = self.scorer.score(engine, examples, batch_size=batch_size)
         if len(batch.scores) != len(examples):
             raise RuntimeError(f"scorer for task {self.name!r} returned {len(batch.scores)} scores for {len(examples)}")
         return batch
 
     def evaluate(
-        self, model, tokenizer, split: str = "calibration", *, batch_size: int = 16, limit: int | None = None
+        self, engine: InferenceEngine, split: str = "calibration", *, batch_size: int = 16, limit: int | None = None
     ) -> TaskScores:
         """Score every example of ``split`` (or its first ``limit``): one score per example."""
         examples = self.examples(split)
         if limit is not None:
             examples = examples[:limit]
         start = time.perf_counter()
-        batch = self.score(model, tokenizer, examples, batch_size=batch_size)
+        batch = self.score(engine, examples, batch_size=batch_size)
         return TaskScores(
             task=self.name,
             split=split,

@@ -20,7 +20,7 @@ from evomerge.fitness.scorers.base import Example, ScoreBatch, Scorer, ScorerOpt
 from evomerge.fitness.scorers.choice import ChoiceLoglik
 from evomerge.fitness.scorers.custom import CallableScorer
 from evomerge.fitness.scorers.forced import ForcedExactMatch
-from evomerge.fitness.scorers.generation import GenerationExactMatch, greedy_generate
+from evomerge.fitness.scorers.generation import GenerationExactMatch
 from evomerge.fitness.scorers.nll import MeanNLL
 from evomerge.registry import Registry
 from evomerge.validation import format_validation_error
@@ -58,6 +58,5 @@ __all__ = [
     "ScorerConfig",
     "ScorerOptions",
     "build",
-    "greedy_generate",
     "parse_scorer",
 ]

@@ -1,6 +1,7 @@
 """A user scorer named by import path: ``scorer: {type: callable, fn: "pkg.mod:fn", params: {…}}``.
 
-Called as ``fn(model, tokenizer, examples, **params)``; returns one float per example (in order),
+Called as ``fn(model, tokenizer, examples, **params)`` with the engine's bound model and tokenizer
+(the one scorer that sees the model itself: it is the user's escape hatch); returns one float per example (in order),
 or ``(scores, tokens_processed)``. Declare ``bounded: true`` when scores lie in [0, 1] (early
 stopping needs it) and ``higher_is_better: false`` for a loss.
 """
@@ -37,8 +38,8 @@ class CallableScorer(Scorer):
         self.bounded = cfg.bounded
         self.lower_is_better = not cfg.higher_is_better
 
-    def score(self, model, tokenizer, examples, *, batch_size=16):
-        out = self.fn(model, tokenizer, list(examples), **self.cfg.params)
+    def score(self, engine, examples, *, batch_size=16):
+        out = self.fn(engine.model, engine.tokenizer, list(examples), **self.cfg.params)
         tokens = 0
         if isinstance(out, tuple) and len(out) == 2:
             out, tokens = out
