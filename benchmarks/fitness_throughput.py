@@ -283,6 +283,7 @@ def main() -> int:
     ap.add_argument("--skip-smollm2", action="store_true")
     ap.add_argument("--only-smollm2", action="store_true")
     ap.add_argument("--sections", default="throughput,generation,logits_to_keep,early_stopping")
+    ap.add_argument("--new-tokens", default=None, help="max_new_tokens values for the generation section (e.g. 16,64)")
     args = ap.parse_args()
     OUT = args.out
     sys.modules.setdefault("fitness_throughput", sys.modules[__name__])
@@ -312,6 +313,7 @@ def main() -> int:
         examples = addition_examples(32 if args.quick else 64, template="What is {a} plus {b}? Answer: ")
         models.append(("SmolLM2-135M-Instruct", model, tok, examples, [16] if args.quick else [16, 64]))
     for name, model, tok, examples, new_tokens in models:
+        new_tokens = [int(n) for n in args.new_tokens.split(",")] if args.new_tokens else new_tokens
         if "throughput" in sections and not name.startswith("tiny-"):
             bench_model(name, model, tok, examples, batch_sizes)
         if "generation" in sections:

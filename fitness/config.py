@@ -7,6 +7,9 @@ The YAML a user writes (a run config embeds the same mapping under ``fitness:``)
         source: {type: generator, name: toyworld.target}        # or {type: jsonl, path: data.jsonl}
         fields: {prompt: question, answer: answer}              # example field -> source column
         template: "{prompt}"
+        chat_template: false        # true: the tokenizer's chat template (or a Jinja template string)
+        system: null                # a system prompt
+        fewshot: 0                  # k few-shot examples from a split disjoint from the others
         scorer: {type: exact_match, max_new_tokens: 8, stop: ["</s>"]}
         splits: {calibration: 200, validation: 1000, seed: 0}
     objectives:
@@ -81,13 +84,16 @@ class SourceConfig(_Strict):
 
 
 class SplitConfig(_Strict):
-    """Sizes of the two splits drawn from one seeded shuffle of the example pool.
+    """Sizes of the splits drawn from one seeded shuffle of the example pool.
 
-    ``validation: null`` takes every example left after calibration.
+    ``validation: null`` takes every example left after calibration (and the few-shot split).
+    ``fewshot``: the size of the split few-shot examples come from (default: the task's
+    ``fewshot``); it is disjoint from the other two.
     """
 
     calibration: int = Field(200, ge=0)
     validation: int | None = Field(None, ge=0)
+    fewshot: int | None = Field(None, ge=0)
     seed: int = 0
 
 
@@ -100,6 +106,40 @@ class TaskConfig(_Strict):
     prepend_bos: bool | None = None
     scorer: ScorerConfig = Field(default_factory=ExactMatchOptions)
     splits: SplitConfig = Field(default_factory=SplitConfig)
+    chat_template: bool | str = False
+    system: str | None = None
+    fewshot: int = Field(0, ge=0)
+    fewshot_separator: str = "\n\n"
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_parses(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str):
+            import jinja2
+
+            try:
+                jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(value)
+            except jinja2.TemplateSyntaxError as exc:
+                raise ValueError(f"invalid Jinja template ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_options(self):
+        if self.source.type == "lmeval":
+            used = [k for k in ("chat_template", "system", "fewshot") if getattr(self, k) not in (False, None, 0)]
+            if used:
+                raise ValueError(f"lm-eval tasks take their prompts from the harness: remove {', '.join(used)}")
+        if self.splits.fewshot is not None and self.splits.fewshot < self.fewshot:
+            raise ValueError(
+                f"splits.fewshot = {self.splits.fewshot}: fewshot: {self.fewshot} needs a few-shot split of at "
+                f"least {self.fewshot} examples"
+            )
+        return self
+
+    @property
+    def fewshot_pool(self) -> int:
+        """The size of the few-shot split."""
+        return self.fewshot if self.splits.fewshot is None else self.splits.fewshot
 
     @field_validator("fields")
     @classmethod

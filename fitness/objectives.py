@@ -81,9 +81,18 @@ class Fitness:
     def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> Fitness:
         return cls(parse_fitness_config(data, base_dir=base_dir))
 
+    def check_tokenizer(self, tokenizer) -> None:
+        """One line (ConfigError) if some task cannot render its prompts with ``tokenizer`` — a
+        ``chat_template: true`` task and a tokenizer without one. Cheap: call it before loading models."""
+        for task in self.tasks.values():
+            task.check_tokenizer(tokenizer)
+
     def engine(self, model, tokenizer) -> InferenceEngine:
         """The config's inference engine bound to ``model``: built on the first call, rebound on
-        later ones (a worker's live model, or the next data-flow path model: no set-up per candidate)."""
+        later ones (a worker's live model, or the next data-flow path model: no set-up per candidate).
+        A tokenizer it has not seen is checked first (:meth:`check_tokenizer`)."""
+        if self._engine is None or tokenizer is not self._engine.tokenizer:
+            self.check_tokenizer(tokenizer)
         if self._engine is None:
             self._engine = build_engine(self.cfg.engine, model, tokenizer)
         else:

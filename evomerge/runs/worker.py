@@ -84,11 +84,12 @@ class _MergeEvaluator:
         self.dtype = torch_dtype(spec.dtype)
         self.pool = ModelPool(spec.base, list(spec.experts), device=self.device, dtype=self.dtype)
         ref = str(self.pool.reference_dir)
-        self.model = _load_model(ref, device=self.device, dtype=self.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(ref)
-        self.merger = InPlaceMerger(self.pool, self.model)
         cfg = parse_fitness_config(spec.fitness, base_dir=spec.fitness_base_dir)
         self.fitness = Fitness(cfg)
+        self.fitness.check_tokenizer(self.tokenizer)  # e.g. chat_template without one: one line, before any load
+        self.model = _load_model(ref, device=self.device, dtype=self.dtype)
+        self.merger = InPlaceMerger(self.pool, self.model)
         self.names = objective_names(cfg)
         self._plain: dict[str, Any] = {}  # data-flow source ref -> loaded model
         self._nested: dict[str, tuple[tuple, Any]] = {}  # source name -> (pool key, InPlaceMerger)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter, ValidationError
 
 from evomerge.errors import ConfigError
+from evomerge.fitness.prompts import PromptFormat
 from evomerge.fitness.scorers.base import Example, ScoreBatch, Scorer, ScorerOptions
 from evomerge.fitness.scorers.choice import ChoiceLoglik
 from evomerge.fitness.scorers.custom import CallableScorer
@@ -44,10 +45,11 @@ def parse_scorer(data: Any, *, where: str = "scorer") -> ScorerOptions:
         raise ConfigError(format_validation_error(exc, "", ScorerConfig, layout="path", prefix=f"{where}.")) from None
 
 
-def build(cfg: ScorerOptions | dict, *, prepend_bos: bool | None = None) -> Scorer:
-    """The scorer for a ``scorer`` section (options or a mapping)."""
+def build(cfg: ScorerOptions | dict, *, prompts: PromptFormat | None = None) -> Scorer:
+    """The scorer for a ``scorer`` section (options or a mapping); ``prompts``: how the task's
+    prompts become ids (default: the tokenizer's plain convention)."""
     options = parse_scorer(cfg)
-    return SCORERS.get(options.type)(options, prepend_bos=prepend_bos)
+    return SCORERS.get(options.type)(options, prompts=prompts)
 
 
 __all__ = [

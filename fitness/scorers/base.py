@@ -4,7 +4,8 @@ A scorer maps a list of examples to one float per example (``ScoreBatch.scores``
 input order) and counts the tokens it pushed through the model (prompt + continuation tokens
 of every forward row, padding excluded, plus generated tokens). It reaches the model only through
 an :class:`~evomerge.fitness.engines.base.InferenceEngine` (generation, log-likelihoods, forced
-exact match on token ids); the scorer itself tokenises, with ``engine.tokenizer``.
+exact match on token ids); the scorer itself tokenises, with ``engine.tokenizer`` and the task's
+:class:`~evomerge.fitness.prompts.PromptFormat`.
 
 Each scorer class declares its options as a pydantic model in ``Options`` (a subclass of
 :class:`ScorerOptions` whose ``type`` is a one-value ``Literal``); the task config's ``scorer``
@@ -20,8 +21,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from evomerge.errors import ConfigError
 from evomerge.fitness.engines import InferenceEngine
+from evomerge.fitness.prompts import PromptFormat, encode_continuation
 
 
 @dataclass
@@ -63,30 +64,18 @@ class Scorer:
     #: example fields a scorer needs beyond ``prompt``
     needs: tuple[str, ...] = ()
 
-    def __init__(self, cfg, *, prepend_bos: bool | None = None):
+    def __init__(self, cfg, *, prompts: PromptFormat | None = None):
         self.cfg = cfg
-        self.prepend_bos = prepend_bos
+        self.prompts = prompts if prompts is not None else PromptFormat()
 
     def score(self, engine: InferenceEngine, examples: Sequence[Example], *, batch_size: int = 16) -> ScoreBatch:
         """One score per example, through ``engine`` (never the model itself)."""
         raise NotImplementedError
 
     def encode_prompt(self, tokenizer, example: Example) -> list[int]:
-        return encode_prompt(tokenizer, example.prompt, self.prepend_bos)
+        """The example's prompt ids: chat template, system prompt, few-shot examples, BOS
+        (:class:`~evomerge.fitness.prompts.PromptFormat`)."""
+        return self.prompts.encode(tokenizer, example.prompt)
 
 
-def encode_prompt(tokenizer, text: str, prepend_bos: bool | None) -> list[int]:
-    """Prompt ids. ``prepend_bos``: None = the tokenizer's own convention; True = make sure the
-    first id is BOS; False = no special tokens at all."""
-    ids = list(tokenizer(text, add_special_tokens=prepend_bos is None)["input_ids"])
-    if prepend_bos:
-        bos = tokenizer.bos_token_id
-        if bos is None:
-            raise ConfigError("prepend_bos: true, but the tokenizer has no bos_token")
-        if not ids or ids[0] != bos:
-            ids = [bos] + ids
-    return ids
-
-
-def encode_continuation(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+__all__ = ["Example", "PromptFormat", "ScoreBatch", "Scorer", "ScorerOptions", "encode_continuation"]

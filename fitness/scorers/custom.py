@@ -32,8 +32,8 @@ class CallableOptions(ScorerOptions):
 class CallableScorer(Scorer):
     Options = CallableOptions
 
-    def __init__(self, cfg, *, prepend_bos=None):
-        super().__init__(cfg, prepend_bos=prepend_bos)
+    def __init__(self, cfg, *, prompts=None):
+        super().__init__(cfg, prompts=prompts)
         self.fn = resolve_callable(cfg.fn, what="scorer.fn")
         self.bounded = cfg.bounded
         self.lower_is_better = not cfg.higher_is_better

@@ -2,8 +2,8 @@
 
 A generation ends at an EOS id, when its text contains a stop string (``stop``), or after
 ``max_new_tokens``; the text before the EOS and the first stop string is what ``extract`` reads
-(:mod:`evomerge.fitness.scorers.extract`) and what is compared with the answer, after optional
-whitespace stripping and lower-casing.
+(:mod:`evomerge.fitness.scorers.extract`) and what is compared with the answer (a preset reads the
+reference the same way), after optional whitespace stripping and lower-casing.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from evomerge.fitness.scorers.base import ScoreBatch, Scorer, ScorerOptions
-from evomerge.fitness.scorers.extract import check_group, check_regex, is_callable_ref, make_extractor
+from evomerge.fitness.scorers.extract import PRESETS, check_group, check_regex, is_regex, make_extractor
 
 
 class ExactMatchOptions(ScorerOptions):
     """``max_new_tokens``; ``stop`` strings end a generation; ``extract``: ``None`` (the whole text),
-    a regex whose group ``extract_group`` is the answer, or ``"pkg.mod:fn"`` (text -> answer);
-    ``strip`` surrounding whitespace before comparing (default true); ``lowercase``."""
+    a preset (``last_number``, ``gsm8k``, ``boxed``, ``choice_letter``), a regex whose group
+    ``extract_group`` is the answer, or ``"pkg.mod:fn"`` (text -> answer); ``strip`` surrounding
+    whitespace before comparing (default true); ``lowercase``."""
 
     type: Literal["exact_match"] = "exact_match"
     max_new_tokens: int = Field(16, ge=1)
@@ -32,7 +33,7 @@ class ExactMatchOptions(ScorerOptions):
     @field_validator("extract")
     @classmethod
     def _regex_compiles(cls, value: str | None) -> str | None:
-        if value is not None and not is_callable_ref(value):
+        if is_regex(value):
             check_regex(value)
         return value
 
@@ -40,7 +41,9 @@ class ExactMatchOptions(ScorerOptions):
     @classmethod
     def _group_exists(cls, value: int | str, info: ValidationInfo) -> int | str:
         spec = info.data.get("extract")
-        if spec is not None and not is_callable_ref(spec):
+        if spec in PRESETS and value != 1:
+            raise ValueError(f"applies to a regex, not the preset {spec!r}")
+        if is_regex(spec):
             check_group(check_regex(spec), value)
         return value
 
@@ -51,9 +54,9 @@ class GenerationExactMatch(Scorer):
     Options = ExactMatchOptions
     needs = ("answer",)
 
-    def __init__(self, cfg, *, prepend_bos=None):
-        super().__init__(cfg, prepend_bos=prepend_bos)
-        self.extract = make_extractor(cfg.extract, cfg.extract_group)
+    def __init__(self, cfg, *, prompts=None):
+        super().__init__(cfg, prompts=prompts)
+        self.extractor = make_extractor(cfg.extract, cfg.extract_group)
 
     def normalise(self, text: str | None) -> str | None:
         if text is None:
@@ -71,6 +74,6 @@ class GenerationExactMatch(Scorer):
         )
         scores = []
         for ex, text in zip(examples, out.texts):
-            got = self.normalise(self.extract(text))
-            scores.append(float(got is not None and got == self.normalise(ex.answer)))
+            got = self.normalise(self.extractor.extract(text))
+            scores.append(float(got is not None and got == self.normalise(self.extractor.reference(ex.answer))))
         return ScoreBatch(scores=scores, tokens=out.tokens, outputs=out.texts)

@@ -178,11 +178,14 @@ def test_module_without_generate_or_cache_uses_the_loop(tok):
         HFEngine(Bare(), tok, HFOptions(generation="generate")).generate(prompts, max_new_tokens=2)
 
 
-def test_static_cache_option_on_cpu(tok):
+def test_static_cache_and_compile_options_on_cpu(tok):
     llama = random_model("llama")
     prompts = enc(tok, PROMPTS)
-    static = HFEngine(llama, tok, HFOptions(cache="static")).generate(prompts, max_new_tokens=6, batch_size=5)
-    assert static == HFEngine(llama, tok).generate(prompts, max_new_tokens=6, batch_size=5)
+    want = HFEngine(llama, tok).generate(prompts, max_new_tokens=6, batch_size=5)
+    assert HFEngine(llama, tok, HFOptions(cache="static")).generate(prompts, max_new_tokens=6, batch_size=5) == want
+    # compile: a static cache and a CompileConfig; transformers compiles on CUDA only, so on CPU this
+    # checks the option's path runs and changes nothing
+    assert HFEngine(llama, tok, HFOptions(compile=True)).generate(prompts, max_new_tokens=6, batch_size=5) == want
 
 
 def test_engine_config_section():
