@@ -16,6 +16,7 @@ from pathlib import Path
 from evomerge.errors import ConfigError
 from evomerge.fitness import early_stop
 from evomerge.fitness.config import EarlyStoppingConfig, FitnessConfig, load_fitness_config, parse_fitness_config
+from evomerge.fitness.engines import InferenceEngine, build_engine, is_engine
 from evomerge.fitness.result import FitnessResult, ObjectiveValue, TaskScores
 from evomerge.fitness.task import Task, load_task
 from evomerge.objectives import Objectives, direction_sign
@@ -72,6 +73,7 @@ class Fitness:
         self.tasks = {t.name: load_task(t, base_dir=cfg.base_dir) for t in cfg.tasks}
         self.objectives = build_objectives(cfg, self.tasks)
         self.early_stopping = cfg.early_stopping
+        self._engine: InferenceEngine | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Fitness:
@@ -81,20 +83,48 @@ class Fitness:
     def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> Fitness:
         return cls(parse_fitness_config(data, base_dir=base_dir))
 
+    def check_tokenizer(self, tokenizer) -> None:
+        """One line (ConfigError) if some task cannot render its prompts with ``tokenizer`` — a
+        ``chat_template: true`` task and a tokenizer without one. Cheap: call it before loading models."""
+        for task in self.tasks.values():
+            task.check_tokenizer(tokenizer)
+
+    def engine(self, model, tokenizer) -> InferenceEngine:
+        """The config's inference engine bound to ``model``: built on the first call, rebound on
+        later ones (a worker's live model, or the next data-flow path model: no set-up per candidate).
+        A tokenizer it has not seen is checked first (:meth:`check_tokenizer`)."""
+        if self._engine is None or tokenizer is not self._engine.tokenizer:
+            self.check_tokenizer(tokenizer)
+        if self._engine is None:
+            self._engine = build_engine(self.cfg.engine, model, tokenizer)
+        else:
+            self._engine.rebind(model, tokenizer)
+        return self._engine
+
     def evaluate(
         self,
         model,
-        tokenizer,
+        tokenizer=None,
         split: str = "calibration",
         *,
         must_beat: float | None = None,
         batch_size: int = 16,
         early_stopping: EarlyStoppingConfig | None | bool = True,
     ) -> FitnessResult:
-        """``early_stopping=True`` uses the config's settings; ``False``/``None`` turns it off."""
+        """``evaluate(engine, split, …)``, or ``evaluate(model, tokenizer, split, …)`` (the model is
+        wrapped in :meth:`engine`). ``early_stopping=True`` uses the config's settings;
+        ``False``/``None`` turns it off."""
+        if is_engine(model):
+            if isinstance(tokenizer, str):  # evaluate(engine, "validation")
+                split = tokenizer
+            elif tokenizer is not None:
+                raise TypeError("evaluate(engine, split): an engine carries its own tokenizer")
+            engine = model
+        else:
+            engine = self.engine(model, tokenizer)
         es = self.early_stopping if early_stopping is True else (early_stopping or None)
         return evaluate_objectives(
-            model, tokenizer, self.objectives, split, early_stopping=es, must_beat=must_beat, batch_size=batch_size
+            engine, None, self.objectives, split, early_stopping=es, must_beat=must_beat, batch_size=batch_size
         )
 
 
@@ -107,7 +137,9 @@ def evaluate_objectives(
     must_beat: float | None = None,
     batch_size: int = 16,
 ) -> FitnessResult:
-    """Score ``model`` on every task the objectives name; aggregate per objective.
+    """Score ``model`` (an inference engine, or a model wrapped in a default
+    :class:`~evomerge.fitness.engines.HFEngine` with ``tokenizer``) on every task the objectives
+    name; aggregate per objective.
 
     Racing (see :mod:`evomerge.fitness.early_stop`) runs when ``early_stopping.enabled``, ``must_beat`` is
     given, ``split`` is calibration and every objective is the mean of [0, 1] scores; otherwise
@@ -115,6 +147,7 @@ def evaluate_objectives(
     """
     if not objectives:
         raise ConfigError("no objectives to evaluate")
+    engine = model if is_engine(model) else build_engine(None, model, tokenizer)
     start = time.perf_counter()
     tasks: dict[str, Task] = {}
     for obj in objectives:
@@ -132,7 +165,7 @@ def evaluate_objectives(
             return
         t0 = time.perf_counter()
         chunk = examples[name][have:n]
-        batch = tasks[name].score(model, tokenizer, chunk, batch_size=batch_size)
+        batch = tasks[name].score(engine, chunk, batch_size=batch_size)
         rec = scored[name]
         rec["ids"].extend(e.id for e in chunk)
         rec["scores"].extend(batch.scores)

@@ -46,9 +46,10 @@ class _MergeEvaluator:
         if spec.threads:
             torch.set_num_threads(int(spec.threads))
         self.spec = spec
-        self.live = LiveModels(spec.base, list(spec.experts), device=spec.device, dtype=spec.dtype)
         cfg = parse_fitness_config(spec.fitness, base_dir=spec.fitness_base_dir)
         self.fitness = Fitness(cfg)
+        self.live = LiveModels(spec.base, list(spec.experts), device=spec.device, dtype=spec.dtype)
+        self.fitness.check_tokenizer(self.live.tokenizer)  # e.g. chat_template without one: one line
         self.names = Objectives.from_fitness(self.fitness).names
 
     def reset(self) -> None:
