@@ -26,6 +26,7 @@ import yaml
 
 from evomerge.config import RunConfig, parse_config
 from evomerge.errors import RunDirError
+from evomerge.io.oserrors import wrap
 from evomerge.runs.lock import RunLock
 from evomerge.runs.plan import Plan, build_plan
 from evomerge.runs.records import known_from_record
@@ -57,7 +58,7 @@ def run(
     try:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
+        raise wrap(exc, path=run_dir, doing="creating the run directory") from None
     with RunLock(run_dir):
         store.create(resolved_yaml(plan.cfg, config_dir))
         store.write_json(store.root / "meta.json", plan.problem.meta)

@@ -190,8 +190,7 @@ class Session:
 
     def write_progress(self, state: str, **extra) -> None:
         b = self.plan.cfg.budget
-        self.store.write_json(
-            self.store.root / "progress.json",
+        self.store.write_progress(
             {
                 "state": state,
                 "max_evals": b.max_evals,

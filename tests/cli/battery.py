@@ -52,7 +52,7 @@ Template = str | Callable[["Env"], Any]
 @dataclass(frozen=True)
 class Case:
     """One bad input. ``expect``: the ``error:`` line (a template, or a compiled regex matched
-    against the whole line, its pattern a template too), or a list of lines when warnings come
+    against the whole line, its pattern a template too: ``{tmp}`` fills in escaped), or a list of lines when warnings come
     first; ``setup(env)`` prepares files (and may call ``env.add`` or ``env.monkeypatch``);
     ``protect``: trees that must be byte-identical afterwards; ``absent``: paths that must not
     exist afterwards; ``cwd``: the folder to run in (a template); ``code``: the exit status."""
@@ -81,6 +81,7 @@ class Env:
         self.finished_run = Path(finished_run)
         self.monkeypatch = monkeypatch
         self.capsys = capsys
+        self._finalizers: list[Callable[[], Any]] = []
         self._names: dict[str, Any] = {
             "tmp": self.tmp,
             "home": Path.home(),
@@ -97,6 +98,14 @@ class Env:
             "e2": lambda: self._model("e2", self.family["experts"][1]),
         }
 
+    # -- teardown -----------------------------------------------------------------------------
+    def on_teardown(self, fn: Callable[[], Any]) -> None:
+        self._finalizers.append(fn)
+
+    def close(self) -> None:
+        while self._finalizers:
+            self._finalizers.pop()()
+
     # -- names ------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Any:
         if name not in self._names:
@@ -109,8 +118,9 @@ class Env:
         self._names[name] = value
         return value
 
-    def fill(self, template: str) -> str:
-        return template.format_map(_Lookup(self))
+    def fill(self, template: str, *, escape: bool = False) -> str:
+        """``template`` with its placeholders filled (``escape``: each value escaped with ``re.escape``, for a pattern)."""
+        return template.format_map(_Lookup(self, escape))
 
     def path(self, template: str) -> Path:
         return Path(self.fill(template))
@@ -161,12 +171,14 @@ _RUNS_HELPERS = None
 
 
 class _Lookup(dict):
-    def __init__(self, env: Env):
+    def __init__(self, env: Env, escape: bool = False):
         super().__init__()
         self.env = env
+        self.escape = escape
 
     def __missing__(self, key: str) -> str:
-        return str(self.env[key])
+        value = str(self.env[key])
+        return re.escape(value) if self.escape else value
 
 
 # -- what "byte-identical" means ------------------------------------------------------------
@@ -215,7 +227,7 @@ def _expected_lines(case: Case, env: Env) -> list:
     out = []
     for line in lines:
         if isinstance(line, re.Pattern):
-            out.append(re.compile(env.fill(line.pattern)))
+            out.append(re.compile(env.fill(line.pattern, escape=True)))
         else:
             out.append(env.fill(str(line)))
     return out
@@ -243,12 +255,12 @@ def run_case(case: Case, env: Env) -> Outcome:
     assert "Traceback" not in err, err
     expected = _expected_lines(case, env)
     assert code == case.code, (code, err)
-    assert len(lines) == len(expected), lines
+    assert len(lines) == len(expected), f"stderr: {lines}\nwant: {expected}"
     for got, want in zip(lines, expected):
         if isinstance(want, re.Pattern):
             assert want.fullmatch(got), (got, want.pattern)
         else:
-            assert got == want
+            assert got == want, f"\n got: {got}\nwant: {want}"
     for name, before in protected.items():
         assert snapshot(Path(name)) == before, f"{name} changed"
     for p in case.absent:
@@ -256,6 +268,106 @@ def run_case(case: Case, env: Env) -> Outcome:
     if case.after is not None:
         case.after(env)
     return Outcome(code, err, lines)
+
+
+# -- operating-system failures --------------------------------------------------------------
+def _mount(args: list[str]) -> bool:
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+def _umount(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def broken_folder(env: Env, name: str, err: int, *, populate: Callable[[Path], Any] | None = None) -> Path:
+    """``{tmp}/<name>``, a folder where creating or writing anything fails with ``err``:
+
+    * ``EROFS``: a real read-only tmpfs (root), ``ENOSPC``: a real 8 KiB tmpfs (root);
+    * ``EACCES``: a real ``chmod 555`` folder (not root: root ignores modes);
+    * otherwise — no ``mount`` permission, or ``EACCES`` as root — the same errno injected
+      in-process into ``os.mkdir`` / ``os.open`` / ``open`` / ``os.write`` for paths in it.
+
+    ``populate(folder)`` fills it first (a read-only folder holding a run, say). The folder is
+    unmounted / made writable again at teardown.
+    """
+    import errno
+
+    folder = env.tmp / name
+    folder.mkdir()
+    env.add(name, folder)
+    size = "size=8k" if err == errno.ENOSPC else "size=16m"
+    if err in (errno.EROFS, errno.ENOSPC) and _mount(["-t", "tmpfs", "-o", size, "tmpfs", str(folder)]):
+        env.on_teardown(lambda: _umount(folder))
+        if populate is not None:
+            populate(folder)
+        if err == errno.ENOSPC or _mount(["-o", "remount,ro", str(folder)]):
+            return folder
+    elif populate is not None:
+        populate(folder)
+    if err == errno.EACCES and os.geteuid() != 0:
+        for sub, dirs, _ in os.walk(folder):
+            for d in [sub, *(os.path.join(sub, x) for x in dirs)]:
+                os.chmod(d, 0o555)
+        env.on_teardown(lambda: [os.chmod(d, 0o755) for d, _, _ in os.walk(folder)])
+        return folder
+    inject(env, folder, err)
+    return folder
+
+
+def inject(env: Env, folder: Path, err: int) -> None:
+    """Make every creation or write of a path inside ``folder`` fail with ``err`` (in-process)."""
+    import builtins
+    import io
+
+    root = os.path.realpath(folder)
+
+    def under(path) -> bool:
+        try:
+            p = os.path.realpath(os.path.join(os.getcwd(), os.fspath(path)))
+        except TypeError:
+            return False
+        return p == root or p.startswith(root + os.sep)
+
+    def fail(path):
+        raise OSError(err, os.strerror(err), os.fspath(path))
+
+    real_mkdir, real_open, real_write, real_bopen = os.mkdir, os.open, os.write, builtins.open
+
+    def mkdir(path, *a, **k):
+        if under(path) and not os.path.isdir(path):
+            fail(path)
+        return real_mkdir(path, *a, **k)
+
+    def os_open(path, flags, *a, **k):
+        if under(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND):
+            fail(path)
+        return real_open(path, flags, *a, **k)
+
+    def b_open(file, mode="r", *a, **k):
+        if not isinstance(file, int) and any(c in mode for c in "wax+") and under(file):
+            fail(file)
+        return real_bopen(file, mode, *a, **k)
+
+    def write(fd, data):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if target and under(target):
+            raise OSError(err, os.strerror(err))
+        return real_write(fd, data)
+
+    env.monkeypatch.setattr(os, "mkdir", mkdir)
+    env.monkeypatch.setattr(os, "open", os_open)
+    env.monkeypatch.setattr(os, "write", write)
+    env.monkeypatch.setattr(builtins, "open", b_open)
+    env.monkeypatch.setattr(io, "open", b_open)
 
 
 # -- small builders cases share -------------------------------------------------------------
@@ -282,10 +394,12 @@ __all__ = [
     "Env",
     "Outcome",
     "argv_of",
+    "broken_folder",
     "case_id",
     "cli",
     "edit_log",
     "edit_yaml",
+    "inject",
     "run_case",
     "runs_helpers",
     "snapshot",

@@ -1,9 +1,12 @@
 """Fixtures of the bad-input batteries (see ``tests/cli/battery.py``)."""
 
 import pytest
-from battery import Env, runs_helpers
 
-from evomerge.cli import main
+pytest.register_assert_rewrite("battery")
+
+from battery import Env, runs_helpers  # noqa: E402
+
+from evomerge.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,4 +21,6 @@ def finished_run(tmp_path_factory, tiny_llama_family):
 
 @pytest.fixture
 def env(tmp_path, tiny_llama_family, finished_run, monkeypatch, capsys):
-    return Env(tmp_path, tiny_llama_family, finished_run, monkeypatch, capsys)
+    env = Env(tmp_path, tiny_llama_family, finished_run, monkeypatch, capsys)
+    yield env
+    env.close()

@@ -22,7 +22,11 @@ def test_resolve_callable_forms():
 @pytest.mark.parametrize(
     "ref, message",
     [
-        ("nomodule_xyz:f", "scorer.fn: cannot import module 'nomodule_xyz' (No module named 'nomodule_xyz')"),
+        (
+            "nomodule_xyz:f",
+            "scorer.fn: cannot import module 'nomodule_xyz' (No module named 'nomodule_xyz'; "
+            "no nomodule_xyz.py or nomodule_xyz/ in {cwd} either)",
+        ),
         ("os.path:nope", "scorer.fn: module 'os.path' has no attribute 'nope'"),
         ("os.path:join.nope", "scorer.fn: module 'os.path' has no attribute 'join.nope'"),
         ("os:sep", "scorer.fn: 'os:sep' is not callable"),
@@ -34,7 +38,7 @@ def test_resolve_callable_forms():
 def test_resolve_callable_errors_are_one_line(ref, message):
     with pytest.raises(ConfigError) as info:
         resolve_callable(ref, what="scorer.fn")
-    assert str(info.value) == message
+    assert str(info.value) == message.format(cwd=os.getcwd())
 
 
 def test_registry_lazy_and_direct():
