@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.errors import ConfigError, did_you_mean
+from evomerge.io.outputs import in_run_dir
 
 
 def import_object(
@@ -32,7 +33,8 @@ def import_object(
     not importable from ``sys.path`` is looked for, as ``NAME.py`` or a package folder ``NAME/``,
     in each folder of ``search`` (the config file's folder) and then in the current directory:
     the ``evomerge`` console script does not put the current directory on ``sys.path``, and
-    neither does this — only the named module is loaded from there. Without ``search`` (the
+    neither does this — only the named module is loaded from there. A folder that is (or lies
+    inside) a run directory is never searched: a run directory is data. Without ``search`` (the
     registries' own references) nothing but ``sys.path`` is looked at.
     """
     if not isinstance(ref, str):
@@ -58,12 +60,12 @@ def _import_module(module_name: str, *, what: str, search: Iterable[str | os.Pat
     except ModuleNotFoundError as exc:
         if search is None or exc.name != top:  # not a user's reference, or something the module imports is missing
             raise ConfigError(f"{what}: cannot import module {module_name!r} ({exc})") from None
-        folders = [Path(f) for f in search if f is not None] + [Path.cwd()]
+        # a run directory is data: a module dropped into one (or a config.yaml pointing there) never runs
+        folders = [f for f in [*(Path(f) for f in search if f is not None), Path.cwd()] if not in_run_dir(f)]
         if not _load_top_level(top, folders, what=what):
             looked = " or ".join(dict.fromkeys(str(f.resolve()) for f in folders))
-            raise ConfigError(
-                f"{what}: cannot import module {module_name!r} ({exc}; no {top}.py or {top}/ in {looked} either)"
-            ) from None
+            where = f"no {top}.py or {top}/ in {looked} either" if looked else "a run directory is never searched"
+            raise ConfigError(f"{what}: cannot import module {module_name!r} ({exc}; {where})") from None
     except ImportError as exc:
         raise ConfigError(f"{what}: cannot import module {module_name!r} ({exc})") from None
     try:

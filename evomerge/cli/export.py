@@ -23,7 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--out", required=True, metavar="OUT", help="output file (recipe, mergekit) or directory (hf, or pareto)"
     )
-    p.add_argument("--force", action="store_true", help="overwrite OUT")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT when it is an earlier evomerge output of this format (never anything in a run directory, "
+        "a source model, ., $HOME or /)",
+    )
     p.set_defaults(func=main)
 
 

@@ -140,12 +140,15 @@ def atomic_dir(out_dir: str | Path, *, what: str | None = None) -> Iterator[Path
 
     ``tmp`` is an empty sibling of ``out`` with the mode a plain ``mkdir`` would give it. An
     existing ``out`` (a directory or a file) is replaced only after the block succeeded. ``out``
-    must name a folder below its parent: ``/``, ``.`` and ``..`` are refused (ValueError; a
-    user's path is checked by :func:`evomerge.io.outputs.check_replaceable` first).
+    must name a folder below its parent that does not hold the current directory: ``/``, ``.``
+    and ``..`` are refused (ValueError; a user's path is checked by
+    :func:`evomerge.io.outputs.check_replaceable` first).
     """
     out_dir = Path(os.path.abspath(os.path.expanduser(out_dir)))
-    if out_dir.name in ("", ".", "..") or out_dir == Path(os.path.abspath(os.curdir)):
-        raise ValueError(f"atomic_dir: {out_dir} cannot be replaced as a whole")
+    cwd = Path(os.path.realpath(os.curdir))
+    real = Path(os.path.realpath(out_dir))
+    if out_dir.name in ("", ".", "..") or real == cwd or real in cwd.parents:
+        raise ValueError(f"atomic_dir: {out_dir} cannot be replaced as a whole (it is or holds the current directory)")
     doing = f"writing {what or 'the output directory'}"
     try:
         make_parents(out_dir)

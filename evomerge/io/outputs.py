@@ -114,6 +114,12 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     )
 
 
+def in_run_dir(path: str | os.PathLike) -> Path | None:
+    """The run directory ``path`` is or lies inside (links resolved), or None."""
+    real = Path(os.path.realpath(os.fspath(path)))
+    return next((p for p in [real, *real.parents] if is_run_dir(p)), None)
+
+
 def is_recipe_yaml(path: str | os.PathLike) -> bool:
     """A regular file of at most a few MiB holding a YAML mapping that is a merge recipe: ours or
     mergekit's (``merge_method`` or ``slices``) or a data-flow one (``path`` and ``sources``)."""
@@ -308,6 +314,7 @@ __all__ = [
     "OutputRefused",
     "check_not_special",
     "check_replaceable",
+    "in_run_dir",
     "is_legacy_checkpoint",
     "is_recipe_yaml",
     "is_run_dir",

@@ -8,6 +8,7 @@ pid text is only there to name the owner in the error a second writer gets.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -30,7 +31,12 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self._fd is not None:
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: a tampered run directory must not make us truncate another file
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RunDirError(f"{self.path}: is a symbolic link; the run's lock must be a regular file") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
