@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 from evomerge.errors import RunDirError
+from evomerge.io.oserrors import wrap
 
 LOCK_NAME = "lock"
 
@@ -36,7 +37,7 @@ class RunLock:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise RunDirError(f"{self.path}: is a symbolic link; the run's lock must be a regular file") from None
-            raise
+            raise wrap(exc, path=self.path, doing="taking the run's lock") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

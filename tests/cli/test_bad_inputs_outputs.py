@@ -10,16 +10,39 @@ v1 destroyed: a folder of runs, the run directory, ``.``, ``$HOME``, a source mo
 from __future__ import annotations
 
 import errno
-import json
-import os
 import re
-import shutil
 
 import pytest
-import yaml
-from battery import Case, broken_folder, case_id, edit_log, edit_yaml, run_case
-
-from evomerge.cli import main
+from battery import Case, broken_folder, case_id, run_case
+from output_setups import (
+    a_file,
+    all_failed,
+    dataflow_best,
+    dataflow_recipe_file,
+    empty_log,
+    empty_work_dir,
+    fake_home,
+    folder_of_runs,
+    full,
+    genome_outside,
+    link_to,
+    log_is,
+    marker_is_a_link,
+    merge_holding_a_run,
+    merge_marked_as,
+    meta_is_a_link,
+    no_stray_old_folder,
+    nothing_left,
+    pareto_with_a_user_file,
+    previous_merge,
+    recipe_doc,
+    scorer_fn,
+    steps,
+    tamper,
+    user_folder,
+    with_run_inside,
+    work_dir,
+)
 
 FORCE_RUN = "; --force never replaces a run directory, anything in one, or a folder that holds one"
 FORCE_SOURCE = "; --force never replaces a source model or a folder that holds one"
@@ -32,229 +55,6 @@ NOT_OUR_FILE = (
     "(move it away yourself, or choose another output)"
 )
 NEVER = "; evomerge never writes over it: choose a new or empty folder"
-
-
-# -- set-ups ---------------------------------------------------------------------------------
-def folder_of_runs(env):
-    """``{tmp}/runs`` holding the run (``{run}`` then lives inside it)."""
-    runs = env["tmp"] / "runs"
-    runs.mkdir()
-    shutil.copytree(env.finished_run, runs / "r1", symlinks=True)
-    env.add("runs", runs)
-
-
-def previous_merge(env, name="prev"):
-    """``{prev}``: a checkpoint ``evomerge merge`` wrote (it carries the marker)."""
-    out = env["tmp"] / name
-    assert main(["merge", str(env["recipe"]), "-o", str(out), "--no-progress"]) == 0
-    env.add(name, out)
-    return out
-
-
-def merge_holding_a_run(env):
-    out = previous_merge(env)
-    shutil.copytree(env.finished_run, out / "inner-run", symlinks=True)
-
-
-def merge_marked_as(kind):
-    def setup(env):
-        out = previous_merge(env)
-        marker = out / ".evomerge-output.json"
-        marker.write_text(json.dumps({**json.loads(marker.read_text()), "kind": kind}))
-
-    return setup
-
-
-def marker_is_a_link(env):
-    d = env["tmp"] / "linked"
-    d.mkdir()
-    (d / "thesis.tex").write_text("years of work")
-    real = env["tmp"] / "elsewhere.json"
-    real.write_text(json.dumps({"kind": "hf-checkpoint"}))
-    (d / ".evomerge-output.json").symlink_to(real)
-    env.add("linked", d)
-
-
-def user_folder(env, name="mine"):
-    d = env["tmp"] / name
-    d.mkdir()
-    (d / "notes.txt").write_text("not evomerge's")
-    env.add(name, d)
-
-
-def work_dir(env):
-    """``{work}``: a non-empty folder to run in (``cwd``), with ``{work}/sub`` below it."""
-    w = env["tmp"] / "work"
-    (w / "sub").mkdir(parents=True)
-    (w / "data.txt").write_text("the user's")
-    env.add("work", w)
-
-
-def empty_work_dir(env):
-    w = env["tmp"] / "empty-work"
-    w.mkdir()
-    env.add("ework", w)
-
-
-def fake_home(env):
-    home = env["tmp"] / "home"
-    home.mkdir()
-    (home / ".bashrc").write_text("export PS1=x")
-    env.monkeypatch.setenv("HOME", str(home))
-    env.add("fhome", home)
-
-
-def link_to(target, name):
-    def setup(env):
-        link = env["tmp"] / name
-        link.symlink_to(env.path(target))
-        env.add(name, link)
-
-    return setup
-
-
-def a_file(name, text="keep"):
-    def setup(env):
-        p = env["tmp"] / name
-        p.write_text(text)
-        env.add(name.replace(".", "_").replace("-", "_"), p)
-
-    return setup
-
-
-def steps(*fns):
-    def setup(env):
-        for fn in fns:
-            fn(env)
-
-    return setup
-
-
-def tamper(field, value, line=0):
-    def setup(env):
-        def fn(records):
-            records[line][field] = value
-
-        edit_log(env, fn)
-
-    return setup
-
-
-def dataflow_best(env):
-    """The run's records now hold a data-flow recipe over ``{base}`` and ``{e1}``."""
-
-    def fn(records):
-        for r in records:
-            r["recipe"] = {
-                "merge_method": "dataflow",
-                "sources": {"A": str(env["base"]), "B": str(env["e1"])},
-                "embed_from": "A",
-                "path": [{"model": "A", "layer": 0}, {"model": "B", "layer": 1}, {"model": "A", "layer": 1}],
-                "dtype": "float32",
-            }
-
-    edit_log(env, fn)
-
-
-def all_failed(env):
-    def fn(records):
-        for r in records:
-            r.update(status="failed", error="boom", score=None, values=None, objectives={})
-
-    edit_log(env, fn)
-
-
-def empty_log(env):
-    env["log"].write_text("")
-
-
-def log_is(kind):
-    def setup(env):
-        log = env["log"]
-        log.unlink()
-        if kind == "link":
-            outside = env["tmp"] / "outside.jsonl"
-            outside.write_text(env.finished_run.joinpath("evaluations.jsonl").read_text())
-            log.symlink_to(outside)
-        elif kind == "fifo":
-            os.mkfifo(log)
-        else:
-            log.mkdir()
-
-    return setup
-
-
-def meta_is_a_link(env):
-    meta = env["run"] / "meta.json"
-    outside = env["tmp"] / "meta-outside.json"
-    outside.write_text(meta.read_text())
-    meta.unlink()
-    meta.symlink_to(outside)
-
-
-def genome_outside(env):
-    """The best record's genome is a file under genomes/, and genomes/ leads out of the run."""
-    import numpy as np
-
-    outside = env["tmp"] / "outside"
-    outside.mkdir()
-    (env["run"] / "validation.json").unlink(missing_ok=True)
-
-    def fn(records):
-        best = max((r for r in records if r["status"] == "ok"), key=lambda r: r["score"])
-        np.save(outside / f"{best['id']}.npy", np.asarray(best["genome"]))
-        best["genome"] = {"path": f"genomes/{best['id']}.npy"}
-        env.add("best_id", best["id"])
-
-    edit_log(env, fn)
-    (env["run"] / "genomes").symlink_to(outside)
-
-
-def scorer_fn(ref, module_text=None, where="cfg"):
-    """The config's 'copy' task scored by the callable ``ref`` (a module written beside the config)."""
-
-    def setup(env):
-        cfg = env["cfg"]
-        if module_text is not None:
-            (cfg.parent / "mymod.py").write_text(module_text)
-
-        def fn(d):
-            d["fitness"]["tasks"][1]["scorer"] = {"type": "callable", "fn": ref}
-
-        edit_yaml(cfg, fn)
-
-    return setup
-
-
-def recipe_doc(doc_fn):
-    def setup(env):
-        doc = yaml.safe_load(env["recipe"].read_text())
-        doc_fn(doc, env)
-        env["recipe"].write_text(yaml.safe_dump(doc, sort_keys=False))
-
-    return setup
-
-
-def _with_run(env, with_run):
-    if not with_run:
-        return None
-    return lambda folder: shutil.copytree(env.finished_run, folder / "run", symlinks=True)
-
-
-def ro(name, with_run=False):
-    return lambda env: broken_folder(env, name, errno.EROFS, populate=_with_run(env, with_run))
-
-
-def full(name):
-    return lambda env: broken_folder(env, name, errno.ENOSPC)
-
-
-def denied(name, with_run=False):
-    return lambda env: broken_folder(env, name, errno.EACCES, populate=_with_run(env, with_run))
-
-
-def _no_stray_old_folder(env):
-    assert not [p for p in env["tmp"].iterdir() if p.name.startswith("..")], "a stray ..old-* folder was left"
 
 
 # Every writing command, into a folder that fails the way a real one does: (name, argv, output, what).
@@ -298,27 +98,35 @@ def _full_disk_case(target) -> Case:
         f"error: {fill(out)}: No space left on device (while {what})",
         setup=full("disk"),
         absent=[fill(out)],
-        after=lambda env: _nothing_left(env["disk"]),  # no temporary left on the full disk
+        after=lambda env: nothing_left(env["disk"]),  # no temporary left on the full disk
+    )
+
+
+# Commands on a run that lies in such a folder: (name, argv, what fails, what).
+RUN_TARGETS = [
+    ("report", "report {F}/run", "{F}/run/report", "writing the report"),
+    ("resume", "resume {F}/run", "{F}/run/lock", "taking the run's lock"),
+]
+
+
+def _run_case(target, failure) -> Case:
+    name, argv, out, what = target
+    kind, folder, strerror, _ = failure
+    fill = lambda t: t.replace("{F}", "{" + folder + "}")  # noqa: E731
+    errs = {"rofs": errno.EROFS, "locked": errno.EACCES}
+    return Case(
+        f"os-{name}-on-a-run-in-a-{kind}",
+        fill(argv),
+        f"error: {fill(out)}: {strerror} (while {what})",
+        setup=lambda env: broken_folder(env, folder, errs[folder], populate=with_run_inside(env, True)),
+        protect=[fill("{F}/run")],
     )
 
 
 OS_CASES = [
     *(_os_case(t, f) for f in OS_FAILURES for t in OS_TARGETS),
     *(_full_disk_case(t) for t in OS_TARGETS if t[0] in ("merge", "export-hf")),
-    Case(
-        "os-report-on-a-read-only-run",
-        "report {rofs}/run",
-        "error: {rofs}/run/report: Read-only file system (while writing the report)",
-        setup=ro("rofs", with_run=True),
-        protect=["{rofs}/run"],
-    ),
-    Case(
-        "os-report-permission-denied",
-        "report {locked}/run",
-        "error: {locked}/run/report: Permission denied (while writing the report)",
-        setup=denied("locked", with_run=True),
-        protect=["{locked}/run"],
-    ),
+    *(_run_case(t, f) for f in OS_FAILURES[:2] for t in RUN_TARGETS),
 ]
 
 MODELS = "{tmp}/models"
@@ -360,7 +168,7 @@ CASES = [
         setup=empty_work_dir,
         cwd="{ework}",
         protect=["{ework}"],
-        after=_no_stray_old_folder,
+        after=no_stray_old_folder,
     ),
     Case(
         "merge-force-onto-the-parent-dir",
@@ -458,6 +266,35 @@ CASES = [
         "error: output '{notes_txt}' exists and is not a directory",
         setup=a_file("notes.txt"),
         protect=["{notes_txt}"],
+    ),
+    Case(
+        "merge-dataflow-force-onto-a-source-model",
+        "merge {dfrecipe} -o {e1} --force",
+        "error: {e1}: is the source model" + FORCE_SOURCE,
+        setup=lambda env: dataflow_recipe_file(env),
+        protect=[MODELS],
+    ),
+    # ---- toyworld --dir ---------------------------------------------------------------------
+    Case(
+        "toyworld-force-onto-a-run-dir",
+        "toyworld --preset test --dir {run} --force",
+        "error: {run}: exists and is not a toy world (no manifest.json); choose an empty or new directory",
+        protect=RUN,
+    ),
+    Case(
+        "toyworld-dir-is-the-current-dir",
+        "toyworld --preset test --dir . --force",
+        "error: {work}: is the current directory" + NEVER,
+        setup=work_dir,
+        cwd="{work}",
+        protect=["{work}"],
+    ),
+    Case(
+        "toyworld-dir-is-home",
+        "toyworld --preset test --dir {fhome}",
+        "error: {fhome}: is your home directory" + NEVER,
+        setup=fake_home,
+        protect=["{fhome}"],
     ),
     # ---- export --format hf --force ---------------------------------------------------------
     Case(
@@ -579,7 +416,7 @@ CASES = [
         "export-pareto-force-with-one-users-file-writes-nothing",
         "export {run} --which pareto -o {out} --force",
         "error: {out}/candidate-{first}.yaml" + NOT_OUR_FILE,
-        setup=lambda env: _pareto_with_a_user_file(env),
+        setup=lambda env: pareto_with_a_user_file(env),
         protect=["{out}"],
     ),
     # ---- the log is data, not a path --------------------------------------------------------
@@ -714,6 +551,13 @@ CASES = [
     ),
     # ---- OS errors: one line, exit 2 --------------------------------------------------------
     *OS_CASES,
+    Case(
+        "os-run-config-yaml-is-a-directory",
+        "run {cfg} --run-dir {tmp}/new",
+        "error: {tmp}/new/config.yaml: Is a directory (while writing the run's config)",
+        setup=steps(lambda env: env["cfg"], lambda env: (env["tmp"] / "new" / "config.yaml").mkdir(parents=True)),
+        protect=["{tmp}/new/config.yaml"],
+    ),
     Case(
         "os-report-folder-is-a-file",
         "report {run}",
@@ -854,23 +698,6 @@ CASES = [
         setup=scorer_fn("mymod:scroe", "def score(model, tokenizer, examples):\n    return [0.0] * len(examples)\n"),
     ),
 ]
-
-
-def _pareto_with_a_user_file(env):
-    """``{out}/`` holds the user's own ``candidate-<id>.yaml`` for the first Pareto member."""
-    from evomerge.runs.store import RunStore
-    from evomerge.runs.summary import pareto_records
-
-    out = env["tmp"] / "front"
-    out.mkdir()
-    front = sorted(r["id"] for r in pareto_records(RunStore(env["run"]).read_log()))
-    (out / f"candidate-{front[0]}.yaml").write_text("my notes, not a recipe\n")
-    env.add("out", out)
-    env.add("first", front[0])
-
-
-def _nothing_left(folder):
-    assert sorted(p.name for p in folder.iterdir()) == [], "a temporary was left behind"
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
