@@ -152,7 +152,7 @@ def validate_best(run_dir: str | Path) -> dict | None:
     cfg, base_dir = load_run_config(store)
     plan = build_plan(cfg, source=str(store.config_path), config_dir=base_dir)
     out = validate_record(plan.problem, store, best)
-    store.write_json(store.validation_path, out)
+    store.write_validation(out)  # a cache: a failed write warns, the scores are still shown
     return out
 
 

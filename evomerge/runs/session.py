@@ -209,7 +209,7 @@ class Session:
         cached = self.store.read_json(self.store.validation_path)
         if cached and cached.get("id") == best["id"]:
             return
-        self.store.write_json(self.store.validation_path, validate_record(self.problem, self.store, best, backend))
+        self.store.write_validation(validate_record(self.problem, self.store, best, backend))
 
 
 def validate_record(problem, store: RunStore, record: dict, backend=None) -> dict:

@@ -38,6 +38,7 @@ from evomerge.errors import RunDirError
 from evomerge.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from evomerge.io.atomic import write_all
 from evomerge.io.oserrors import wrap, writing
+from evomerge.io.outputs import is_run_dir
 from evomerge.runs.checkpoint import CheckpointDir
 from evomerge.runs.crash import maybe_crash
 from evomerge.runs.logread import inside, parse_log, read_regular
@@ -124,6 +125,11 @@ class RunStore:
         so callers check it before any heavy work."""
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"{self.root} is a file, not a run directory; pick another --run-dir")
+        if self.exists() and not is_run_dir(self.root) and not self.log_path.exists():
+            raise RunDirError(
+                f"{self.config_path}: a config.yaml that is not a run's (no {self.log_path.name}, meta.json, lock, "
+                "checkpoints/ or progress.json beside it) is there, and a run would replace it; pick another --run-dir"
+            )
         if self.exists() or (self.log_path.exists() and self.log_path.stat().st_size > 0):
             raise RunDirError(
                 f"run directory {self.root} already holds a run; continue it with `evomerge resume {self.root}` or pick another --run-dir"
@@ -246,7 +252,9 @@ class RunStore:
             os.close(fd)
 
     # -- results a user takes away: derived from the log, so a failed write only warns -----
-    def _derived(self, path: Path, what: str, write) -> bool:
+    def _derived(
+        self, path: Path, what: str, write, tail: str = "the run goes on without it (rewritten at the next change)"
+    ) -> bool:
         """``write()``; an OS error (a full disk, a read-only folder) warns once per file and the
         run goes on: the file is rewritten at the next change, and ``resume`` rebuilds it."""
         try:
@@ -254,7 +262,7 @@ class RunStore:
         except (OSError, RunDirError) as exc:
             if path not in self._warned:
                 self._warned.add(path)
-                self.warn(f"warning: {exc}; the run goes on without it (rewritten at the next change)")
+                self.warn(f"warning: {exc}; {tail}")
             return False
         self._warned.discard(path)
         return True
@@ -284,6 +292,15 @@ class RunStore:
     def write_progress(self, obj: dict[str, Any]) -> bool:
         return self._derived(
             self.progress_path, "progress", lambda: self.write_json(self.progress_path, obj, what="progress")
+        )
+
+    def write_validation(self, obj: dict[str, Any]) -> bool:
+        """``validation.json``: a cache of the best candidate's held-out scores (recomputed when missing)."""
+        return self._derived(
+            self.validation_path,
+            "the held-out scores",
+            lambda: self.write_json(self.validation_path, obj, what="the held-out scores"),
+            tail="not cached (computed again when asked)",
         )
 
     def read_json(self, path: Path) -> Any:

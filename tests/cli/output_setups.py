@@ -215,6 +215,21 @@ def with_run_inside(env, with_run):
     return lambda folder: shutil.copytree(env.finished_run, folder / "run", symlinks=True)
 
 
+def run_without_validation(env):
+    """A finished run copied into the folder, without its cached held-out scores (and without
+    transformers' progress bar on stderr while the command loads the best candidate)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    env.on_teardown(hf_logging.enable_progress_bar)
+
+    def populate(folder):
+        shutil.copytree(env.finished_run, folder / "run", symlinks=True)
+        (folder / "run" / "validation.json").unlink(missing_ok=True)
+
+    return populate
+
+
 def ro(name, with_run=False):
     return lambda env: broken_folder(env, name, errno.EROFS, populate=with_run_inside(env, with_run))
 

@@ -36,6 +36,7 @@ from output_setups import (
     pareto_with_a_user_file,
     previous_merge,
     recipe_doc,
+    run_without_validation,
     scorer_fn,
     steps,
     tamper,
@@ -557,6 +558,31 @@ CASES = [
         "error: {tmp}/new/config.yaml: Is a directory (while writing the run's config)",
         setup=steps(lambda env: env["cfg"], lambda env: (env["tmp"] / "new" / "config.yaml").mkdir(parents=True)),
         protect=["{tmp}/new/config.yaml"],
+    ),
+    # Used to say "already holds a run; continue it with `evomerge resume`", which then ran the user's config.
+    Case(
+        "run-dir-holds-a-users-config-yaml",
+        "run {cfg} --run-dir {tmp}/mine",
+        "error: {tmp}/mine/config.yaml: a config.yaml that is not a run's (no evaluations.jsonl, meta.json, lock, "
+        "checkpoints/ or progress.json beside it) is there, and a run would replace it; pick another --run-dir",
+        setup=steps(
+            lambda env: env["cfg"],
+            lambda env: (env["tmp"] / "mine").mkdir(),
+            lambda env: (env["tmp"] / "mine" / "config.yaml").write_text("my: own config\n"),
+        ),
+        protect=["{tmp}/mine"],
+    ),
+    # The held-out scores are a cache: a run directory that cannot take them still shows them.
+    Case(
+        "os-status-validate-on-a-run-in-a-read-only-folder",
+        "status {rofs}/run --validate",
+        [
+            "warning: {rofs}/run/validation.json: Read-only file system (while writing the held-out scores); "
+            "not cached (computed again when asked)"
+        ],
+        code=0,
+        setup=lambda env: broken_folder(env, "rofs", errno.EROFS, populate=run_without_validation(env)),
+        protect=["{rofs}/run"],
     ),
     Case(
         "os-report-folder-is-a-file",

@@ -1,7 +1,8 @@
 """A full disk in the middle of a run: one line and exit 2 when the log or a checkpoint cannot be
 written — and the run directory stays recoverable (``resume`` then finishes with the log of an
 uninterrupted run, record for record); a derived file (best/, pareto.json, progress.json) that
-cannot be written warns once and the run goes on.
+cannot be written warns once and the run goes on, as does the cache of held-out scores
+(validation.json).
 
 The disk fills in-process: ``os.write`` (every byte evomerge writes goes through it) fails with
 ``ENOSPC`` for the files a test names. The model-free digits problem keeps each run to seconds.
@@ -123,7 +124,7 @@ def test_derived_files_that_cannot_be_written_warn_once_and_the_run_goes_on(
     tmp_path, cfg, reference, monkeypatch, capsys
 ):
     run_dir = tmp_path / "run"
-    derived = (".pareto.json.tmp-", ".progress.json.tmp-", ".recipe.yaml.tmp-")
+    derived = (".pareto.json.tmp-", ".progress.json.tmp-", ".recipe.yaml.tmp-", ".validation.json.tmp-")
 
     def fails(path, n):
         return os.path.dirname(path) in (str(run_dir), str(run_dir / "best")) and os.path.basename(path).startswith(
@@ -140,13 +141,16 @@ def test_derived_files_that_cannot_be_written_warn_once_and_the_run_goes_on(
             f"warning: {run_dir / 'progress.json'}: " + tail.format("progress"),
             f"warning: {run_dir / 'best' / 'recipe.yaml'}: " + tail.format("the best recipe"),
             f"warning: {run_dir / 'pareto.json'}: " + tail.format("the Pareto front"),
+            f"warning: {run_dir / 'validation.json'}: No space left on device (while writing the held-out scores); "
+            "not cached (computed again when asked)",
         ]
     )
     assert _log(run_dir) == reference  # the search itself did not notice
     assert not (run_dir / "pareto.json").exists()
     monkeypatch.undo()
     assert main(["resume", str(run_dir)]) == 0  # rebuilds them from the log
-    assert (run_dir / "pareto.json").is_file() and (run_dir / "best" / "recipe.yaml").is_file()
+    for name in ("pareto.json", "best/recipe.yaml", "validation.json"):
+        assert (run_dir / name).is_file(), name
     assert _log(run_dir) == reference
 
 

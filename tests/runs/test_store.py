@@ -60,8 +60,16 @@ def test_damaged_middle_line_is_an_error(tmp_path):
 
 def test_create_refuses_existing_run(tmp_path):
     RunStore(tmp_path).create("x: 1\n")
+    (tmp_path / "meta.json").write_text("{}")
     with pytest.raises(RunDirError, match="already holds a run"):
         RunStore(tmp_path).create("x: 1\n")
+
+
+def test_create_never_replaces_a_config_yaml_that_is_not_a_runs(tmp_path):
+    (tmp_path / "config.yaml").write_text("mine: 1\n")
+    with pytest.raises(RunDirError, match=r"config.yaml: a config.yaml that is not a run's .* pick another --run-dir$"):
+        RunStore(tmp_path).create("x: 1\n")
+    assert (tmp_path / "config.yaml").read_text() == "mine: 1\n"
 
 
 def test_large_per_example_goes_beside_the_log(tmp_path):
