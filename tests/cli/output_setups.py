@@ -230,6 +230,13 @@ def run_without_validation(env):
     return populate
 
 
+def temporaries_in(name):
+    """Python's temporary folder (``TMPDIR``) is ``{name}``: a full or read-only /tmp on a node."""
+    import tempfile
+
+    return lambda env: env.monkeypatch.setattr(tempfile, "tempdir", str(env[name]))
+
+
 def ro(name, with_run=False):
     return lambda env: broken_folder(env, name, errno.EROFS, populate=with_run_inside(env, with_run))
 

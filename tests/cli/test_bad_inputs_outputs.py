@@ -36,10 +36,12 @@ from output_setups import (
     pareto_with_a_user_file,
     previous_merge,
     recipe_doc,
+    ro,
     run_without_validation,
     scorer_fn,
     steps,
     tamper,
+    temporaries_in,
     user_folder,
     with_run_inside,
     work_dir,
@@ -583,6 +585,22 @@ CASES = [
         code=0,
         setup=lambda env: broken_folder(env, "rofs", errno.EROFS, populate=run_without_validation(env)),
         protect=["{rofs}/run"],
+    ),
+    # `eval RECIPE` merges into a temporary folder: a full or read-only /tmp is one line too.
+    Case(
+        "os-eval-recipe-with-a-full-tmp",
+        "eval {recipe} --config {cfg}",
+        re.compile(
+            r"error: {disk}/evomerge-eval-\w+/merged: No space left on device \(while writing the merged checkpoint\)"
+        ),
+        setup=steps(lambda env: env["cfg"], lambda env: env["recipe"], full("disk"), temporaries_in("disk")),
+        after=lambda env: nothing_left(env["disk"]),
+    ),
+    Case(
+        "os-eval-recipe-with-a-read-only-tmp",
+        "eval {recipe} --config {cfg}",
+        re.compile(r"error: {rofs}/evomerge-eval-\w+: Read-only file system \(while running evomerge eval\)"),
+        setup=steps(lambda env: env["cfg"], lambda env: env["recipe"], ro("rofs"), temporaries_in("rofs")),
     ),
     Case(
         "os-report-folder-is-a-file",
