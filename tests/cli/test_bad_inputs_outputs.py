@@ -654,6 +654,27 @@ CASES = [
         absent=["{tmp}/o.yaml"],
     ),
     Case(
+        "flags-export-id-beyond-int64",
+        "export {run} --which 99999999999999999999999 -o {tmp}/o.yaml",
+        "error: {log}: no candidate with id 99999999999999999999999 (ok ids: 0..1)",
+        absent=["{tmp}/o.yaml"],
+    ),
+    # An empty -o is the current directory: never written over, whatever the format.
+    Case(
+        "flags-export-output-is-empty",
+        lambda env: ["export", str(env["run"]), "-o", ""],
+        "error: output . is a directory; this format writes one YAML file: give a file name",
+        cwd="{tmp}",
+        protect=["{tmp}"],
+    ),
+    Case(
+        "flags-merge-output-is-empty",
+        lambda env: ["merge", str(env["recipe"]), "-o", "", "--force"],
+        "error: .: is the current directory" + NEVER,
+        cwd="{tmp}",
+        protect=["{tmp}"],
+    ),
+    Case(
         "flags-eval-batch-size-zero",
         "eval {base} --config {cfg} --batch-size 0",
         "error: --batch-size must be >= 1, got 0",
