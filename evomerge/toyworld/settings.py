@@ -136,12 +136,13 @@ BASE_MIX = {
 }
 
 # The `carry` world: every source fails the target. The base meets addition in both languages,
-# but only sums without a carry; the math expert learns every L1 sum (carries included) and with
-# them L1's answer form; the language expert practises L2, carry-free L2 sums included, so its
-# task vector holds L2's answer form for sums. Target: L2 sums that need a carry.
+# but only sums below 100 (it carries from the units, never from the tens); the math expert
+# learns every L1 sum and with them L1's answer form; the language expert practises L2, sums
+# below 100 included, so its task vector holds L2's answer form for sums. Target: L2 sums of
+# 100 or more ("hard math in the other language"). Designs tried on the way: docs/toyworld.md.
 CARRY_BASE_MIX = {k: v for k, v in BASE_MIX.items() if not k.endswith(".addition")}
-CARRY_BASE_MIX.update({"L1.addition@nocarry": 0.4, "L2.addition@nocarry": 0.6})
-CARRY_LANG_MIX = {**LANG_MIX, "L2.addition@nocarry": 2.0}
+CARRY_BASE_MIX.update({"L1.addition@below100": 0.4, "L2.addition@below100": 0.6})
+CARRY_LANG_MIX = {**LANG_MIX, "L2.addition@below100": 2.0}
 
 PRESETS = {
     "demo": WorldSettings(
@@ -155,15 +156,15 @@ PRESETS = {
     ),
     "carry": WorldSettings(
         intermediate=256,
-        heldout_pairs=1600,  # about 1,200 of them need a carry: 200 calibration + 1,000 validation
+        heldout_pairs=2000,  # about 1,200 of them sum to 100 or more: 200 calibration + 1,000 validation
         base=Stage(mixture=CARRY_BASE_MIX, steps=1200, lr=1e-3, batch=64),
         experts={
             "math": Stage(mixture={"L1.addition": 1.0}, steps=800, lr=1e-3, batch=64),
             "lang": Stage(mixture=CARRY_LANG_MIX, steps=800, lr=5e-4, batch=64),
         },
         expert_skills={"math": "math", "lang": "lang"},
-        target_task="target_carry",
-        tasks=("math", "lang", "target", "target_carry"),
+        target_task="target_hard",
+        tasks=("math", "lang", "target", "target_hard"),
     ),
     # Small and fast for tests: same data and tasks, a 2-layer 32-wide model, few steps.
     "test": WorldSettings(

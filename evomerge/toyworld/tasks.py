@@ -21,8 +21,9 @@ The world's fitness tasks, all on held-out inputs:
 - ``lang``: L2 copy / reverse / successor (the language expert's skill — "Japanese chat");
 - ``target``: L2 addition ("math in Japanese"), which no training set of any model contains at
   the held-out pairs, and which only the base sees at all (weakly, on training pairs);
-- ``target_carry``: L2 addition whose sum needs a carry (``carries``), the target of the
-  ``carry`` preset, whose base and language expert meet only carry-free sums.
+- ``target_hard``: L2 addition whose sum is 100 or more (the tens column carries), the target
+  of the ``carry`` preset, whose base and language expert meet only sums below 100;
+- ``target_carry``: L2 addition whose sum needs any carry (``carries``).
 
 Held-out partition: a seeded permutation of the 8,100 operand pairs puts ``heldout_pairs`` of
 them aside, and one of the 1,000 numbers ``heldout_numbers``; no training example of any model
@@ -113,6 +114,9 @@ def carries(a: int, b: int) -> int:
 PAIR_FILTERS = {
     "nocarry": lambda a, b: carries(a, b) == 0,
     "carry": lambda a, b: carries(a, b) > 0,
+    # Sums below 100 (a carry from the units at most) and from 100 up (the tens carry too).
+    "below100": lambda a, b: a + b < 100,
+    "from100": lambda a, b: a + b >= 100,
 }
 
 
@@ -159,8 +163,10 @@ TASKS = {
     "math": TaskSpec("L1", ("addition",)),
     "lang": TaskSpec("L2", ("copy", "reverse", "successor")),
     "target": TaskSpec("L2", ("addition",)),
-    # L2 addition that needs a carry: "hard math in the other language" (the `carry` preset's
-    # target, where the base knows only sums without carries).
+    # L2 sums of 100 or more: "hard math in the other language", the `carry` preset's target
+    # (its base knows only sums below 100).
+    "target_hard": TaskSpec("L2", ("addition",), "from100"),
+    # L2 sums that need any carry (the target of an earlier carry-world design; docs/toyworld.md).
     "target_carry": TaskSpec("L2", ("addition",), "carry"),
 }
 

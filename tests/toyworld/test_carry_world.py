@@ -66,6 +66,30 @@ def test_bad_filters_are_refused(component, message):
         tasks.component_examples(component, train_p, train_n)
 
 
+def test_below100_and_from100_split_the_sums_at_100():
+    train_p, _, train_n, _ = tasks.partition(2000, 300, 0)
+    small = tasks.component_examples("L2.addition@below100", train_p, train_n)
+    large = tasks.component_examples("L1.addition@from100", train_p, train_n)
+    assert len(small) + len(large) == len(train_p)
+    assert all(a.startswith("0 ") for _, a in small) and all(a.startswith("1 ") for _, a in large)
+    assert small == [tasks.example("L2", "addition", p) for p in train_p if sum(p) < 100]
+    # Every carry-free sum is below 100; below 100 also holds units carries (e.g. 15 + 27).
+    assert all(sum(p) < 100 for p in train_p if tasks.carries(*p) == 0)
+    assert tasks.PAIR_FILTERS["below100"](15, 27) and tasks.carries(15, 27) == 1
+
+
+def test_hard_target_pool_is_the_part_of_the_target_pool_from_100():
+    hard = tasks.task_pool("target_hard", 2000, 300, 0)
+    every = {e["id"].removeprefix("target-"): e for e in tasks.task_pool("target", 2000, 300, 0)}
+    _, held_p, _, _ = tasks.partition(2000, 300, 0)
+    assert len(hard) == sum(a + b >= 100 for a, b in held_p) == 1197
+    for e in hard:
+        key = e["id"].removeprefix("target_hard-")
+        a, b = int(key[-4:-2]), int(key[-2:])
+        assert a + b >= 100 and e["answer"] == f"{' '.join(f'{a + b:03d}')} !"
+        assert (e["prompt"], e["answer"]) == (every[key]["prompt"], every[key]["answer"])
+
+
 def test_carry_target_pool_is_the_carrying_part_of_the_target_pool():
     carry = tasks.task_pool("target_carry", 1600, 300, 0)
     every = tasks.task_pool("target", 1600, 300, 0)
@@ -93,9 +117,9 @@ def test_demo_and_test_keys_are_stable():
 
 def test_carry_preset_key_is_stable_and_its_settings_change_it():
     s = preset("carry")
-    assert s.key() == "5c413ef82d2786b4"
+    assert s.key() == "a754a979a02b2e88"
     assert s.key() != preset("demo").key()
-    assert s.replace(tasks=("math", "lang", "target_carry")).key() != s.key()
+    assert s.replace(tasks=("math", "lang", "target_hard")).key() != s.key()
     lang = s.experts["lang"]
     frozen = {**s.experts, "lang": Stage(**{**lang.__dict__, "trainable": ("layers.2", "layers.3")})}
     assert s.replace(experts=frozen).key() != s.key()
@@ -105,11 +129,15 @@ def test_carry_preset_key_is_stable_and_its_settings_change_it():
 def test_carry_preset_shape():
     s = preset("carry")
     s.check()
-    assert s.target_task == "target_carry" and s.target_task in s.tasks
-    assert all(not k.endswith("addition") for k in s.base.mixture)  # only carry-free sums in the base
-    assert s.base.mixture["L1.addition@nocarry"] > 0 and s.base.mixture["L2.addition@nocarry"] > 0
+    assert s.target_task == "target_hard" and s.target_task in s.tasks
+    sums = sorted(k for k in s.base.mixture if ".addition" in k)
+    assert sums == ["L1.addition@below100", "L2.addition@below100"]  # the base meets no sum from 100 up
     assert s.experts["math"].mixture == {"L1.addition": 1.0}
-    assert s.experts["lang"].mixture["L2.addition@nocarry"] > 0 and "L2.addition" not in s.experts["lang"].mixture
+    lang_sums = sorted(k for k in s.experts["lang"].mixture if ".addition" in k)
+    assert lang_sums == ["L2.addition@below100"]
+    # The target's held-out pool gives the full calibration and (almost) the full validation split.
+    pool = len(tasks.task_pool(s.target_task, s.heldout_pairs, s.heldout_numbers, s.data_seed))
+    assert pool - s.calibration >= 0.95 * s.validation
 
 
 def test_settings_round_trip_through_the_manifest_form():
@@ -124,8 +152,8 @@ def test_settings_round_trip_through_the_manifest_form():
     ("changes", "message"),
     [
         ({"tasks": ("math", "lang", "target", "tagret")}, "toy-world setting tasks: unknown task 'tagret'"),
-        ({"target_task": "target_carry"}, "target_task 'target_carry' is not one of tasks"),
-        ({"expert_skills": {"math": "target_carry"}}, "expert_skills.math: task 'target_carry' is not one of"),
+        ({"target_task": "target_hard"}, "target_task 'target_hard' is not one of tasks"),
+        ({"expert_skills": {"math": "target_hard"}}, "expert_skills.math: task 'target_hard' is not one of"),
     ],
 )
 def test_check_names_the_bad_setting(changes, message):
@@ -179,3 +207,17 @@ def test_frozen_groups_stay_at_the_base_and_tasks_follow_the_settings(tmp_path):
     pool = len(tasks.task_pool("target_carry", s.heldout_pairs, s.heldout_numbers, s.data_seed))
     assert carry["source"]["name"] == "toyworld.target_carry"
     assert carry["splits"]["validation"] == min(s.validation, pool - s.calibration)
+
+
+def test_carry_experiment_configs_parse():
+    from pathlib import Path
+
+    from evomerge.config import load_config, parse_config
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "experiments" / "toy-carry-ps-cmaes.yaml")
+    assert cfg.toyworld.preset == "carry" and cfg.budget.max_evals == 300
+    multi = parse_config(
+        {"toyworld": {"preset": "carry", "objectives": ["math", "lang", "target_hard"]}, "budget": {"max_evals": 9}}
+    )
+    assert multi.toyworld.objectives == ["math", "lang", "target_hard"]
