@@ -40,8 +40,9 @@ from pathlib import Path
 
 # The benchmark runs from a checkout: make the repo's packages importable without an install.
 _ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+for _p in (_ROOT, _ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -119,32 +120,12 @@ def paths(families, a: str, b: str, n: int) -> list[tuple[str, str, str, list[di
     return out
 
 
+def rounded(scores: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in scores.items()}
+
+
 def compact(path: list[dict]) -> str:
     return " ".join(f"{s['model']}.{s['layer']}" + (f"*{s['scale']:g}" if s["scale"] != 1.0 else "") for s in path)
-
-
-class Scorer:
-    """Scores data-flow recipes with the run's merge worker (path model + fitness)."""
-
-    def __init__(self, world, tasks: list[str], batch_size: int):
-        from evomerge.demo import world_worker_spec
-        from evomerge.evaluator import InProcessBackend
-
-        self.backend = InProcessBackend(world_worker_spec(world, world.fitness_config(tasks), batch_size=batch_size))
-        self.n = 0
-
-    def __call__(self, recipe: dict, split: str) -> dict[str, float]:
-        from evomerge.evaluator import EvalRequest
-
-        self.n += 1
-        self.backend.submit(EvalRequest(self.n, recipe, split, None))
-        (res,) = self.backend.wait()
-        if not res.ok:
-            raise RuntimeError(f"path evaluation failed: {res.error_line}")
-        return {k: round(float(v), 4) for k, v in res.objectives.items()}
-
-    def close(self) -> None:
-        self.backend.close()
 
 
 def main(argv=None) -> int:
@@ -183,6 +164,8 @@ def main(argv=None) -> int:
             "b": args.b,
         }
     )
+    from pareto_demo import Scorer  # the run's merge worker over the world's tasks
+
     scorer = Scorer(world, tasks, args.batch_size)
     rows = []
     try:
@@ -196,8 +179,8 @@ def main(argv=None) -> int:
                 "embed_from": embed_from,
                 "path": compact(path),
                 "length": len(path),
-                "calibration": scorer(recipe, "calibration"),
-                "validation": scorer(recipe, "validation"),
+                "calibration": rounded(scorer.recipe(recipe, "calibration")),
+                "validation": rounded(scorer.recipe(recipe, "validation")),
             }
             rows.append(row)
             emit(row)
