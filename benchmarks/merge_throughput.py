@@ -133,8 +133,9 @@ def memcpy_runner(inputs: list[torch.Tensor]):
 
 def measure(method: str, paths: dict, n_experts: int, live, repeats: int, search_cache: bool = True) -> dict:
     from evomerge.merge.apply import InPlaceMerger, expert_ids
+    from evomerge.merge.cache import MergeCache
     from evomerge.merge.methods import get_method
-    from evomerge.merge.recipe import Recipe
+    from evomerge.merge.recipes.parameter import Recipe
 
     experts = paths["experts"][:n_experts]
     recipe = Recipe.model_validate(recipe_dict(method, paths["base"], experts))
@@ -143,12 +144,12 @@ def measure(method: str, paths: dict, n_experts: int, live, repeats: int, search
 
     from evomerge.pool import ModelPool
 
-    pool = ModelPool(str(paths["base"]), expert_ids(recipe), cache=True, search_cache=search_cache)
+    pool = ModelPool(str(paths["base"]), expert_ids(recipe), cache=True)
     t0 = time.perf_counter()
     pool.warm(deltas=spec.uses_deltas)
     load_seconds = time.perf_counter() - t0
 
-    merger = InPlaceMerger(pool, live)
+    merger = InPlaceMerger(pool, live, cache=MergeCache(search=search_cache))
     # The first apply builds the search cache (and touches every page of outputs and inputs).
     first_apply_seconds = merger.apply(recipe, force=True).seconds
 
@@ -173,7 +174,7 @@ def measure(method: str, paths: dict, n_experts: int, live, repeats: int, search
             raise RuntimeError(f"swap recomputed {stats.recomputed} of {len(merger.targets)} tensors")
         swaps.append(stats.seconds)
     seconds, mem_s = min(merges), min(copies)
-    cache_bytes = pool.search_cache.nbytes() if pool.search_cache is not None else 0
+    cache_bytes = merger.cache.nbytes()
     del inputs, merger, pool
     gc.collect()
     gbps = gbytes / seconds
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--no-search-cache", dest="search_cache", action="store_false", help="merge without the pool's search cache"
+        "--no-search-cache", dest="search_cache", action="store_false", help="merge without the engine's search cache"
     )
     parser.add_argument(
         "--root", type=Path, default=Path(tempfile.gettempdir()) / "evomerge-bench" / "smollm2-135m-shapes"

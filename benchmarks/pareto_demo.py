@@ -10,7 +10,7 @@ maximised; see docs/toyworld.md, "Two skills at once") and the toy world it ran 
   expert for every tensor, (w_math, w_lang) ∈ {0, step, …, max}², scored on the same calibration
   split; its non-dominated points are re-scored on validation too;
 * **references**: the base and the two experts, on both splits;
-* **hypervolume** (:func:`evomerge.drivers.pareto.hypervolume`) of each front against the
+* **hypervolume** (:func:`evomerge.pareto.hypervolume`) of each front against the
   reference point (0, 0): HV = area of ⋃_p [0, p_math] × [0, p_lang]; 1 is the ideal model.
   On calibration (what the search saw) and on validation (each set's own non-dominated points).
 
@@ -108,7 +108,7 @@ def ta_recipe(world, weights: dict[str, float]) -> dict[str, Any]:
 def front_of(points: list[dict], names: list[str], key: str) -> list[dict]:
     """The non-dominated members of ``points`` by their ``key`` scores on ``names`` (maximised),
     one per distinct score pair."""
-    from evomerge.runs.summary import nondominated
+    from evomerge.pareto import nondominated
 
     if not points:
         return []
@@ -122,7 +122,7 @@ def front_of(points: list[dict], names: list[str], key: str) -> list[dict]:
 
 
 def hv(points: list[dict], names: list[str], key: str) -> float:
-    from evomerge.drivers.pareto import hypervolume
+    from evomerge.pareto import hypervolume
 
     if not points:
         return 0.0
@@ -131,7 +131,7 @@ def hv(points: list[dict], names: list[str], key: str) -> float:
 
 def hv_curve(records: list[dict], names: list[str], marks: list[int]) -> dict[int, float]:
     """Hypervolume (reference (0, 0)) of the calibration front of the first n log records, per n."""
-    from evomerge.drivers.pareto import hypervolume
+    from evomerge.pareto import hypervolume
     from evomerge.runs.store import as_float
 
     out = {}
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
                     "kind": "curve",
                     "run_dir": str(other.root),
                     "driver": o_meta.get("driver"),
-                    "sampler": o_cfg.driver.options.get("sampler"),
+                    "sampler": getattr(o_cfg.driver.options, "sampler", None),
                     "ranges": {k: list(v) for k, v in o_cfg.space.ranges.items()},
                     "evaluations": len(other.read_log()),
                     "hypervolume_at": hv_curve(other.read_log(), names, marks),
@@ -276,7 +276,7 @@ def _label(store) -> str:
     from evomerge.config import load_config
 
     cfg = load_config(store.config_path)
-    sampler = cfg.driver.options.get("sampler")
+    sampler = getattr(cfg.driver.options, "sampler", None)
     name = {"nsga2": "NSGA-II", "nsga3": "NSGA-III", "tpe": "TPE"}.get(sampler, sampler or cfg.driver.name)
     ranges = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in cfg.space.ranges.items())
     return f"{name}{f' ({ranges})' if ranges else ''}"
@@ -284,9 +284,9 @@ def _label(store) -> str:
 
 def figure(path: Path, store, names: list[str], refs: list[dict], grid: list[dict], compare: list[str]) -> None:
     """The run's evaluations and front, the references, the grid and each compared run's front."""
+    from evomerge.pareto import nondominated
     from evomerge.report.plots import plot_pareto
     from evomerge.runs.store import RunStore, as_float
-    from evomerge.runs.summary import nondominated
 
     def points(records):
         return [

@@ -8,26 +8,50 @@ Sections::
 
     models:    {base: PATH_OR_HUB_ID, experts: {name: PATH_OR_HUB_ID}}   # or, instead:
     toyworld:  {preset: demo|test|carry, seed: 0, objectives: [task, ...]}   # models and tasks from the embedded world
-    space:     {kind: parameter|dataflow|psdfs, method, layer_groups, params, ranges, ...}
-    driver:    {name: cmaes|m2n2|optuna-tpe|random|..., options: {...}}
+    space:     {kind: parameter|dataflow|psdfs, ...that kind's options}
+    driver:    {name: cmaes|m2n2|optuna|random, options: {...that driver's options}}
     fitness:   fitness.FitnessConfig (tasks, objectives, early_stopping)
     budget:    {max_evals, time_limit, target}
-    evaluator: {backend: inprocess|ray, num_workers, num_gpus, device, dtype, batch_size, address}
+    evaluator: {backend: inprocess|ray, device, dtype, batch_size, ...that backend's options}
     run:       {seed, checkpoint_every, keep_checkpoints}
     problem:   merge (default) | digits
+    digits:    {seed}   # problem: digits
+
+Plug-in sections are discriminated unions built from the plug-in registries: ``space`` on
+``kind`` (:data:`evomerge.space.SPACES`, each kind's ``Options``), ``driver`` on ``name``
+(:data:`evomerge.drivers.DRIVERS`, each driver's ``Options`` under ``options``) and ``evaluator``
+on ``backend`` (:data:`evomerge.evaluator.BACKENDS`, each backend's ``Options`` beside the worker's
+keys). A registered plug-in is therefore configurable, and checked key by key
+(``runs.yaml: unknown key 'driver.options.sigma' (did you mean 'driver.options.sigma0'?)``,
+``runs.yaml: key 'driver.name': unknown driver 'cmaz' (did you mean 'cmaes'?)``), with no edit
+here. A section without its tag gets the default plug-in (parameter, cmaes, inprocess).
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from evomerge.errors import ConfigError
+from evomerge.drivers import DRIVERS
+from evomerge.dtypes import DtypeName
+from evomerge.errors import ConfigError, did_you_mean
+from evomerge.evaluator import BACKENDS
+from evomerge.registry import Registry
+from evomerge.space import SPACES
+from evomerge.validation import format_validation_error, read_yaml
 
 
 class _Strict(BaseModel):
@@ -82,39 +106,84 @@ class ToyWorldSection(_Strict):
             raise ValueError(f"needs at least one task (known: {', '.join(TASKS)})")
         for name in v:
             if name not in TASKS:
-                hint = difflib.get_close_matches(name, list(TASKS), n=1, cutoff=0.6)
-                tail = f"did you mean {hint[0]!r}? " if hint else ""
-                raise ValueError(f"unknown toy-world task {name!r} ({tail}known: {', '.join(TASKS)})")
+                raise ValueError(f"unknown toy-world task {name!r}{did_you_mean(name, TASKS, always_list=True)}")
         dup = sorted({n for n in v if v.count(n) > 1})
         if dup:
             raise ValueError(f"task {dup[0]!r} is named twice")
         return v
 
 
-class SpaceSection(_Strict):
-    """Passed to :mod:`evomerge.space` (``ParameterSpace`` / ``DataFlowSpace`` / ``JointSpace``)."""
-
-    kind: Literal["parameter", "dataflow", "psdfs"] = "parameter"
-    # parameter space (also the PS half of psdfs)
-    method: str = "task_arithmetic"
-    method_choices: list[str] | None = None  # the method itself searched as a categorical gene
-    layer_groups: int | list[int] = 1  # k near-equal groups, or explicit boundaries [0, …, L]
-    params: list[str] | None = None  # which method parameters are genes (default weight, density)
-    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
-    fixed: dict[str, Any] = Field(default_factory=dict)  # global method parameters held constant
-    non_layer: Literal["separate", "fold"] = "separate"
-    options: dict[str, Any] = Field(default_factory=dict)  # recipe options (e.g. ties_scope)
-    # data-flow space
-    repeats: int = Field(default=2, ge=1)
-    embed_from: str | None = None  # expert whose embeddings / head / end layers frame the path
-    fix_ends: bool = True
-    scale_mode: Literal["matrix", "per_layer", "none"] = "matrix"
-    scale_range: tuple[float, float] | None = None
+def _tagged_union(registry: Registry, tag: str, member) -> tuple[Any, type[BaseModel]]:
+    """(the union of ``member(name, cls)`` over the registry, discriminated on ``tag``; the member
+    of the first, default, plug-in). Each member declares ``tag: Literal[name]``, first in its fields."""
+    tag_base = create_model(f"_{tag.title()}Tag", __base__=_Strict, **{tag: (str, ...)})
+    members = [member(name, registry.get(name), tag_base) for name in registry]
+    return Annotated[Union[tuple(members)], Field(discriminator=tag)], members[0]  # noqa: UP007
 
 
-class DriverSection(_Strict):
-    name: str = "cmaes"
-    options: dict[str, Any] = Field(default_factory=dict)
+def _space_member(name: str, cls: type, tag_base: type[BaseModel]) -> type[BaseModel]:
+    """``space: {kind: NAME, ...cls.Options}``"""
+    return create_model(f"{cls.__name__}Section", __base__=(cls.Options, tag_base), kind=(Literal[name], name))
+
+
+def _driver_member(name: str, cls: type, tag_base: type[BaseModel]) -> type[BaseModel]:
+    """``driver: {name: NAME, options: cls.Options}``"""
+    return create_model(
+        f"{cls.__name__}Section",
+        __base__=tag_base,
+        name=(Literal[name], name),
+        options=(cls.Options, Field(default_factory=cls.Options)),
+    )
+
+
+class WorkerSection(_Strict):
+    """The ``evaluator`` keys every backend's worker reads (besides the backend's own options)."""
+
+    device: str = "auto"
+    dtype: DtypeName = "float32"
+    batch_size: int = Field(default=32, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in {"auto", "cpu", "cuda", "mps"} and not re.fullmatch(r"cuda:\d+", v):
+            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+
+def _backend_member(name: str, cls: type, tag_base: type[BaseModel]) -> type[BaseModel]:
+    """``evaluator: {backend: NAME, device, dtype, batch_size, ...cls.Options}``"""
+    return create_model(
+        f"{cls.__name__}Section", __base__=(WorkerSection, cls.Options, tag_base), backend=(Literal[name], name)
+    )
+
+
+SpaceSection, _DefaultSpace = _tagged_union(SPACES, "kind", _space_member)
+DriverSection, _DefaultDriver = _tagged_union(DRIVERS, "name", _driver_member)
+EvaluatorSection, _DefaultEvaluator = _tagged_union(BACKENDS, "backend", _backend_member)
+
+#: The keys v1 wrote into every resolved config (a run directory's config.yaml), whatever the
+#: space kind, with the values they had when the kind did not read them.
+_V1_SPACE_DEFAULTS = {
+    "method": "task_arithmetic",
+    "layer_groups": 1,
+    "ranges": {},
+    "fixed": {},
+    "non_layer": "separate",
+    "options": {},
+    "repeats": 2,
+    "fix_ends": True,
+    "scale_mode": "matrix",
+}
+
+
+def _v1_space(space: dict) -> dict:
+    """A v1 ``space`` section without the other kinds' keys that hold their v1 defaults."""
+    kind = space.get("kind")
+    if not isinstance(kind, str) or kind not in SPACES:
+        return space
+    fields = SPACES.get(kind).Options.model_fields
+    return {k: v for k, v in space.items() if k == "kind" or k in fields or _V1_SPACE_DEFAULTS.get(k, ...) != v}
 
 
 class BudgetSection(_Strict):
@@ -128,21 +197,10 @@ class BudgetSection(_Strict):
         return parse_duration(v) if isinstance(v, str) else v
 
 
-class EvaluatorSection(_Strict):
-    backend: Literal["inprocess", "ray"] = "inprocess"
-    num_workers: int | None = Field(default=None, ge=1)
-    num_gpus: float | None = Field(default=None, ge=0)
-    device: str = "auto"
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    batch_size: int = Field(default=32, ge=1)
-    address: str | None = None
+class DigitsSection(_Strict):
+    """Options of the M2N2 digits problem (``problem: digits``)."""
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if v not in {"auto", "cpu", "cuda", "mps"} and not re.fullmatch(r"cuda:\d+", v):
-            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
-        return v
+    seed: StrictInt | None = None  # the world's seed (data split, experts); default: run.seed
 
 
 class RunSection(_Strict):
@@ -156,13 +214,32 @@ class RunConfig(_Strict):
     problem: Literal["merge", "digits"] = "merge"
     models: ModelsSection | None = None
     toyworld: ToyWorldSection | None = None
-    space: SpaceSection = Field(default_factory=SpaceSection)
-    driver: DriverSection = Field(default_factory=DriverSection)
-    fitness: dict[str, Any] | None = None  # validated by fitness.FitnessConfig in validate_config
+    space: SpaceSection = Field(default_factory=_DefaultSpace)
+    driver: DriverSection = Field(default_factory=_DefaultDriver)
+    fitness: dict[str, Any] | None = None  # validated by evomerge.fitness.FitnessConfig in runs.plan.build_plan
     budget: BudgetSection = Field(default_factory=BudgetSection)
-    evaluator: EvaluatorSection = Field(default_factory=EvaluatorSection)
+    evaluator: EvaluatorSection = Field(default_factory=_DefaultEvaluator)
     run: RunSection = Field(default_factory=RunSection)
-    digits: dict[str, Any] | None = None  # options of the digits problem (problem: digits)
+    digits: DigitsSection | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plug_in_tags(cls, data: Any) -> Any:
+        """A plug-in section without its tag names the default plug-in; v1 space sections lose the
+        keys of other kinds they carried at their defaults (see :data:`_V1_SPACE_DEFAULTS`)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for section, tag, default in (
+            ("space", "kind", _DefaultSpace),
+            ("driver", "name", _DefaultDriver),
+            ("evaluator", "backend", _DefaultEvaluator),
+        ):
+            if isinstance(data.get(section), dict) and tag not in data[section]:
+                data[section] = {tag: default.model_fields[tag].default, **data[section]}
+        if isinstance(data.get("space"), dict):
+            data["space"] = _v1_space(data["space"])
+        return data
 
     @model_validator(mode="after")
     def _sources(self) -> RunConfig:
@@ -196,55 +273,6 @@ def parse_duration(text: str) -> float:
     return float(sum(float(a) * unit[b] for a, b in parts))
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Known keys of the section that ``loc`` (minus its last element) points into."""
-    cls: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int) or not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            return []
-        field = cls.model_fields.get(part)
-        if field is None:
-            return []
-        cls = _model_type(field.annotation)
-        if cls is None:
-            return []
-    return list(cls.model_fields) if isinstance(cls, type) and issubclass(cls, BaseModel) else []
-
-
-def _model_type(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_type(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel], prefix: str = "") -> str:
-    """The first error of ``exc`` as one line: ``source: key 'a.b': message``."""
-    err = exc.errors()[0]
-    loc = tuple(
-        p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in {"function-after", "function-before"}))
-    )
-    dotted = prefix + ".".join(str(p) for p in loc)
-    if err["type"] == "extra_forbidden":
-        known = _fields_at(model, loc)
-        hint = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-        parent = prefix + ".".join(str(p) for p in loc[:-1])
-        where = f"'{parent}.{hint[0]}'" if hint and parent else (f"'{hint[0]}'" if hint else None)
-        tail = f" (did you mean {where}?)" if where else (f" (known keys: {', '.join(known)})" if known else "")
-        return f"{source}: unknown key '{dotted}'{tail}"
-    msg = err["msg"].removeprefix("Value error, ")
-    if not dotted:
-        return f"{source}: {msg}"
-    if err["type"] == "missing":
-        return f"{source}: missing key '{dotted}'"
-    got = err.get("input")
-    got_s = "" if isinstance(got, (dict, list)) or got is None or "got" in msg else f" (got {got!r})"
-    return f"{source}: key '{dotted}': {msg}{got_s}"
-
-
 def parse_config(data: Any, source: str = "config") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}")
@@ -255,20 +283,12 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a run config file (structure only; see :func:`evomerge.runs.setup.validate`)."""
+    """Read and validate a run config file (structure only; :func:`evomerge.runs.plan.build_plan`
+    checks the models, tasks and run directory)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    data = read_yaml(path, what="config file")
     cfg = parse_config(data if data is not None else {}, str(path))
     return resolve_paths(cfg, path.parent)
 
@@ -296,8 +316,11 @@ def resolve_paths(cfg: RunConfig, base_dir: Path) -> RunConfig:
 
 
 def with_overrides(cfg: RunConfig, **overrides: Any) -> RunConfig:
-    """Apply CLI flags (``max_evals``, ``time_limit``, ``seed``, ``backend``, ``address``) when given."""
-    data = cfg.model_dump(mode="python")
+    """Apply CLI flags (``max_evals``, ``time_limit``, ``seed``, ``backend``, ``address``) when given.
+
+    Only the keys the config sets are carried over, so ``--backend ray`` on an in-process config
+    gets Ray's own defaults."""
+    data = cfg.model_dump(mode="python", exclude_unset=True)
     where = {
         "max_evals": ("budget", "max_evals"),
         "time_limit": ("budget", "time_limit"),
@@ -309,5 +332,5 @@ def with_overrides(cfg: RunConfig, **overrides: Any) -> RunConfig:
         if value is None:
             continue
         section, field = where[key]
-        data[section][field] = value
+        data.setdefault(section, {})[field] = value
     return parse_config(data, "command line")

@@ -7,13 +7,18 @@ The YAML a user writes (a run config embeds the same mapping under ``fitness:``)
         source: {type: generator, name: toyworld.target}        # or {type: jsonl, path: data.jsonl}
         fields: {prompt: question, answer: answer}              # example field -> source column
         template: "{prompt}"
+        chat_template: false        # true: the tokenizer's chat template (or a Jinja template string)
+        system: null                # a system prompt
+        fewshot: 0                  # k few-shot examples from a split disjoint from the others
         scorer: {type: exact_match, max_new_tokens: 8, stop: ["</s>"]}
         splits: {calibration: 200, validation: 1000, seed: 0}
     objectives:
       - {task: target, metric: mean, direction: maximize, weight: 1.0}
     early_stopping: {enabled: false, min_examples: 16, growth: 2.0, confidence: 0.95}
+    engine: {type: hf, generation: auto, logits_to_keep: true}   # the inference engine (optional)
 
-Every validation problem is reported as one line (:class:`~evomerge.errors.ConfigError`) that
+``scorer`` is one of the registered scorers' option models, chosen by ``type`` (see
+:mod:`evomerge.fitness.scorers`). Every validation problem is reported as one line (:class:`~evomerge.errors.ConfigError`) that
 names the task and key, never as pydantic's multi-line report.
 """
 
@@ -22,16 +27,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.fitness.engines import EngineConfig, HFOptions, engine_section
+from evomerge.fitness.scorers import ScorerConfig
+from evomerge.fitness.scorers.generation import ExactMatchOptions
+from evomerge.validation import format_validation_error, read_yaml
 
 SOURCE_TYPES = ("jsonl", "csv", "parquet", "datasets", "generator", "lmeval")
-SCORER_TYPES = ("exact_match", "exact_match_forced", "choice_loglik", "nll", "callable")
-# Scorers whose per-example scores lie in [0, 1] (what the racing bounds need) and where higher
-# is better; nll is an unbounded loss; a callable declares both itself.
-BOUNDED_SCORERS = ("exact_match", "exact_match_forced", "choice_loglik")
 METRICS = ("mean", "perplexity")
 
 
@@ -79,67 +83,17 @@ class SourceConfig(_Strict):
         return self
 
 
-class ScorerConfig(_Strict):
-    """How one example is scored. Options by type (others are rejected):
-
-    * ``exact_match``: greedy generation; ``max_new_tokens`` (16), ``stop`` strings, ``extract``
-      (a regex whose ``extract_group`` is the answer, or ``"pkg.mod:fn"`` mapping text -> answer),
-      ``strip`` (compare with surrounding whitespace removed, default true), ``lowercase``.
-    * ``exact_match_forced``: teacher-forced argmax over ``prompt + answer (+ eos)``;
-      ``append_eos`` (default true: the model must also end the answer there).
-    * ``choice_loglik``: ``normalize``: ``none`` (summed log-likelihood), ``tokens`` or ``chars``
-      (divided by the continuation's length).
-    * ``nll``: mean negative log-likelihood per token of the answer (or of the whole text when an
-      example has no answer); lower is better.
-    * ``callable``: ``fn: "pkg.mod:fn"`` called as ``fn(model, tokenizer, examples, **params)``
-      returning one float per example; ``bounded`` (scores in [0, 1], default false),
-      ``higher_is_better`` (default true).
-    """
-
-    type: str
-    max_new_tokens: int = Field(16, ge=1)
-    stop: list[str] = Field(default_factory=list)
-    extract: str | None = None
-    extract_group: int | str = 1
-    strip: bool = True
-    lowercase: bool = False
-    append_eos: bool = True
-    normalize: Literal["none", "tokens", "chars"] = "none"
-    fn: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    bounded: bool = False
-    higher_is_better: bool = True
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in SCORER_TYPES:
-            raise ValueError(f"unknown scorer {value!r}; known: {', '.join(SCORER_TYPES)}")
-        return value
-
-    @model_validator(mode="after")
-    def _callable_needs_fn(self):
-        if self.type == "callable" and not self.fn:
-            raise ValueError("scorer type 'callable' needs key 'fn' (\"pkg.module:function\")")
-        return self
-
-    @property
-    def is_bounded(self) -> bool:
-        return self.type in BOUNDED_SCORERS or (self.type == "callable" and self.bounded)
-
-    @property
-    def lower_is_better(self) -> bool:
-        return self.type == "nll" or (self.type == "callable" and not self.higher_is_better)
-
-
 class SplitConfig(_Strict):
-    """Sizes of the two splits drawn from one seeded shuffle of the example pool.
+    """Sizes of the splits drawn from one seeded shuffle of the example pool.
 
-    ``validation: null`` takes every example left after calibration.
+    ``validation: null`` takes every example left after calibration (and the few-shot split).
+    ``fewshot``: the size of the split few-shot examples come from (default: the task's
+    ``fewshot``); it is disjoint from the other two.
     """
 
     calibration: int = Field(200, ge=0)
     validation: int | None = Field(None, ge=0)
+    fewshot: int | None = Field(None, ge=0)
     seed: int = 0
 
 
@@ -150,8 +104,42 @@ class TaskConfig(_Strict):
     template: str | None = None
     answer_template: str | None = None
     prepend_bos: bool | None = None
-    scorer: ScorerConfig = Field(default_factory=lambda: ScorerConfig(type="exact_match"))
+    scorer: ScorerConfig = Field(default_factory=ExactMatchOptions)
     splits: SplitConfig = Field(default_factory=SplitConfig)
+    chat_template: bool | str = False
+    system: str | None = None
+    fewshot: int = Field(0, ge=0)
+    fewshot_separator: str = "\n\n"
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_parses(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str):
+            import jinja2
+
+            try:
+                jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(value)
+            except jinja2.TemplateSyntaxError as exc:
+                raise ValueError(f"invalid Jinja template ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_options(self):
+        if self.source.type == "lmeval":
+            used = [k for k in ("chat_template", "system", "fewshot") if getattr(self, k) not in (False, None, 0)]
+            if used:
+                raise ValueError(f"lm-eval tasks take their prompts from the harness: remove {', '.join(used)}")
+        if self.splits.fewshot is not None and self.splits.fewshot < self.fewshot:
+            raise ValueError(
+                f"splits.fewshot = {self.splits.fewshot}: fewshot: {self.fewshot} needs a few-shot split of at "
+                f"least {self.fewshot} examples"
+            )
+        return self
+
+    @property
+    def fewshot_pool(self) -> int:
+        """The size of the few-shot split."""
+        return self.fewshot if self.splits.fewshot is None else self.splits.fewshot
 
     @field_validator("fields")
     @classmethod
@@ -191,6 +179,12 @@ class FitnessConfig(_Strict):
     tasks: list[TaskConfig]
     objectives: list[ObjectiveConfig] = Field(default_factory=list)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    engine: EngineConfig = Field(default_factory=HFOptions)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_type(cls, value: Any) -> Any:
+        return engine_section(value)
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -215,48 +209,9 @@ class FitnessConfig(_Strict):
         return self._base_dir
 
 
-def _did_you_mean(loc: tuple) -> str:
-    """`` (did you mean 'x'?)`` for a misspelt key: the closest field of the model it sits in."""
-    import difflib
-
-    model: Any = FitnessConfig
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return ""
-        ann = field.annotation
-        model = next(
-            (a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None
-        )
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        return ""
-    hint = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
-
-
-def _one_line(exc: ValidationError, where: str, data: Any = None) -> str:
-    err = exc.errors()[0]
-    parts = [str(p) for p in err["loc"]]
+def _one_line(exc: ValidationError, where: str, model: type[BaseModel], data: Any = None) -> str:
     # "tasks.2.scorer.type" reads better as "task 'target': scorer.type" when the name is known.
-    if len(parts) >= 2 and parts[0] == "tasks" and parts[1].isdigit() and isinstance(data, dict):
-        tasks = data.get("tasks")
-        idx = int(parts[1])
-        if isinstance(tasks, list) and idx < len(tasks) and isinstance(tasks[idx], dict) and "name" in tasks[idx]:
-            rest = ".".join(parts[2:])
-            parts = [f"task {tasks[idx]['name']!r}" + (f": {rest}" if rest else "")]
-    loc = ".".join(parts)
-    msg = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix) :]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key" + _did_you_mean(err["loc"])
-    elif err["type"] == "missing":
-        msg = "missing key"
-    head = f"{where}: " if where else ""
-    return f"{head}{loc}: {msg}" if loc else f"{head}{msg}"
+    return format_validation_error(exc, where, model, layout="path", data=data, named_items={"tasks": "task"})
 
 
 def parse_fitness_config(data: Any, *, where: str = "", base_dir: str | Path | None = None) -> FitnessConfig:
@@ -269,7 +224,7 @@ def parse_fitness_config(data: Any, *, where: str = "", base_dir: str | Path | N
     try:
         cfg = FitnessConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, where, data)) from None
+        raise ConfigError(_one_line(exc, where, FitnessConfig, data)) from None
     cfg._base_dir = Path(base_dir) if base_dir is not None else None
     return cfg
 
@@ -281,12 +236,7 @@ def load_fitness_config(path: str | Path) -> FitnessConfig:
         raise ConfigError(f"{path} is a directory, expected a config file (YAML)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{at} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path, what="config file")
     return parse_fitness_config(data, where=str(path), base_dir=path.parent)
 
 
@@ -294,4 +244,4 @@ def parse_task_config(data: Any, *, where: str = "") -> TaskConfig:
     try:
         return TaskConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, where)) from None
+        raise ConfigError(_one_line(exc, where, TaskConfig)) from None

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from evomerge.dtypes import DTYPE_NAMES, torch_dtype
 from evomerge.errors import ConfigError, ModelError
 
 
@@ -36,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="examples per forward pass (default 16)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N examples of each task")
     p.set_defaults(func=run)
     return p
@@ -61,7 +62,7 @@ def run(args) -> int:
     if args.limit is not None:
         for task in fit.tasks.values():
             task.limit(args.split, args.limit)
-    dtype = getattr(torch, args.dtype)
+    dtype = torch_dtype(args.dtype)
     with contextlib.ExitStack() as stack:
         model, tokenizer = _load_model(target, device=args.device, dtype=dtype, stack=stack)
         with torch.inference_mode():
@@ -86,34 +87,24 @@ def _load_model(target: Path, *, device: str, dtype, stack: contextlib.ExitStack
         model = AutoModelForCausalLM.from_pretrained(str(target), dtype=dtype).to(device).eval()
         return model, AutoTokenizer.from_pretrained(str(target))
 
-    from evomerge.merge.recipe import load_recipe
+    from evomerge.merge.formats import load_recipe
 
     recipe = load_recipe(target)
-    if getattr(recipe, "merge_method", None) == "dataflow" or not hasattr(recipe, "models"):
-        from evomerge.space import build_path_model, load_dataflow_sources
-        from evomerge.space.path_model import tokenizer_source
-
-        sources = load_dataflow_sources(recipe, device=device, dtype=dtype)
-        model = build_path_model(recipe, sources).eval()
-        return model, AutoTokenizer.from_pretrained(tokenizer_source(recipe))
-
-    from evomerge.merge.materialize import materialize
-
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evomerge-eval-")))
-    out = materialize(recipe, tmp / "merged", device=device, progress=False)
-    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=dtype).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(str(out))
+    # a parameter-space recipe is merged into this directory and loaded back; a data-flow one runs
+    # as a path model over its loaded sources
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evomerge-eval-")))
+    return recipe.load_model(workdir, device=device, dtype=dtype)
 
 
 def _print_table(result) -> None:
     print(f"split: {result.split}   wall: {result.wall_seconds:.2f} s   tokens: {result.tokens}")
     print(f"{'objective':<28} {'direction':<9} {'weight':>6} {'value':>10} {'n':>11}")
-    for o in result.objectives:
-        ts = result.tasks[o.task]
-        name = o.task if o.metric == "mean" else f"{o.task}:{o.metric}"
-        print(f"{name:<28} {o.direction:<9} {o.weight:>6g} {o.value:>10.4f} {ts.n_evaluated:>5}/{ts.n_total:<5}")
-    if len(result.objectives) > 1:
-        print(f"{'fitness (weighted sum)':<28} {'maximize':<9} {'':>6} {result.scalar:>10.4f}")
+    objectives, values = result.named_values()  # the run's names, directions, weights
+    for o, ov in zip(objectives, result.objectives):
+        ts = result.tasks[ov.task]
+        print(f"{o.name:<28} {o.direction:<9} {o.weight:>6g} {ov.value:>10.4f} {ts.n_evaluated:>5}/{ts.n_total:<5}")
+    if len(objectives) > 1:
+        print(f"{'fitness (weighted sum)':<28} {'maximize':<9} {'':>6} {objectives.scalar(values):>10.4f}")
     sys.stdout.flush()
 
 
@@ -131,8 +122,9 @@ def _fitness_config(path: str, load_fitness_config):
     if isinstance(data, dict) and "toyworld" in data and "fitness" not in data:
         from pydantic import BaseModel, ValidationError
 
-        from evomerge.config import ToyWorldSection, format_validation_error
+        from evomerge.config import ToyWorldSection
         from evomerge.toyworld import build_toyworld
+        from evomerge.validation import format_validation_error
 
         class ToyWorldOnly(BaseModel):  # the run config's rules for this section, keys named in full
             toyworld: ToyWorldSection

@@ -1,8 +1,9 @@
 """``evomerge merge RECIPE.yaml -o OUT_DIR``: build one merged checkpoint from a recipe.
 
-Accepts our recipe YAML and mergekit's YAML alike (detected by
-:func:`evomerge.merge.recipe.load_recipe`); writes safetensors shards, config, tokenizer and a model
-card (see :func:`evomerge.merge.materialize.materialize`).
+Accepts our recipe YAML, mergekit's YAML and data-flow recipes alike (detected by
+:func:`evomerge.merge.formats.load_recipe`); writes safetensors shards, config, tokenizer and a model
+card (the recipe's ``materialize``: :func:`evomerge.merge.materialize.materialize`, or the folded
+path of :func:`evomerge.merge.dataflow.fold.materialize_dataflow`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
+from evomerge.dtypes import DTYPE_NAMES
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="where to compute the merge: cpu, cuda or cuda:N (default: cpu)")
     p.add_argument(
         "--dtype",
-        choices=["float32", "float16", "bfloat16"],
+        choices=DTYPE_NAMES,
         default=None,
         help="dtype of the written weights (default: the recipe's dtype)",
     )
@@ -65,12 +68,11 @@ def parse_size(text: str) -> int:
 
 
 def run(args) -> int:
-    from evomerge.merge.materialize import materialize
+    from evomerge.merge.formats import load_recipe
 
     max_shard = parse_size(args.max_shard_size)
     start = time.perf_counter()
-    out = materialize(
-        args.recipe,
+    out = load_recipe(args.recipe).materialize(
         args.out_dir,
         device=args.device,
         dtype=args.dtype,

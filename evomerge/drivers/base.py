@@ -2,24 +2,33 @@
 
 A driver proposes genomes (``ask``) and learns from their outcomes (``tell``). Genomes are float
 vectors in the search space's normalised box (see :class:`evomerge.space.base.SearchSpace`).
-Drivers **maximise**: the run converts each objective with its direction (and weight, for
-scalarising drivers) before telling. Everything a driver needs to continue exactly where it was is
-in ``state_dict()`` (plain Python / numpy, picklable): a driver saved after any ``tell`` and loaded
-into a fresh instance built with the same constructor arguments proposes exactly what the
-uninterrupted one would have.
+Drivers **maximise**. A driver class says whether it is natively multi-objective with
+``multi_objective(options)``: if so it is told one signed value per objective, otherwise one
+value, the run's scalarisation (:mod:`evomerge.objectives`) — drivers never weigh objectives
+themselves. Everything a driver needs to continue exactly where it was is in ``state_dict()``
+(plain Python / numpy, picklable): a driver saved after any ``tell`` and loaded into a fresh
+instance built with the same options proposes exactly what the uninterrupted one would have.
 
-Besides the protocol this module holds what the drivers share: :class:`DriverBase` (candidate
-ids, the pending set, box clipping, seeded generators) and :func:`derive_seed`.
+Options: each driver class declares them as a pydantic model ``Options`` (a
+:class:`DriverOptions`: unknown keys refused, bounds as field constraints), which is also the
+``driver.options`` section of the run config. Checks that depend on the space (the genome's
+dimension, a finite box) stay in the constructor, as one-line ConfigErrors.
+
+Besides the protocol this module holds what the drivers share: :class:`DriverBase` (options,
+candidate ids, the pending set, box clipping, seeded generators) and :func:`derive_seed`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from evomerge.errors import ConfigError
+from evomerge.validation import parse_options
 
 
 @dataclass
@@ -84,19 +93,46 @@ def outcome_failed(outcome: Outcome, n_objectives: int) -> bool:
     return values.shape != (n_objectives,) or not np.all(np.isfinite(values))
 
 
-class DriverBase:
-    """Shared bookkeeping: ids from 0, the pending set, the box, option checks.
+class DriverOptions(BaseModel):
+    """Base of every driver's ``Options``: unknown keys are refused."""
 
-    Subclasses call ``super().__init__(space, n_objectives=..., seed=...)``, create candidates
-    with :meth:`_new_candidate` and check told candidates with :meth:`_take_pending`.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DriverBase:
+    """Shared bookkeeping: options, ids from 0, the pending set, the box.
+
+    ``DriverBase(space, options, *, n_objectives, seed)``: ``options`` is the class's ``Options``
+    (or a mapping validated as one; None = the defaults), kept as ``self.options``. Subclasses
+    call ``super().__init__``, create candidates with :meth:`_new_candidate` and check told
+    candidates with :meth:`_take_pending`.
     """
 
     name = "driver"
     generational = False
+    Options: ClassVar[type[DriverOptions]] = DriverOptions
 
-    def __init__(self, space: Any, *, n_objectives: int = 1, seed: int = 0):
+    @classmethod
+    def multi_objective(cls, options: Any) -> bool:
+        """True: told one value per objective; False (the default): told the run's scalarisation."""
+        return False
+
+    def __init__(
+        self,
+        space: Any,
+        options: DriverOptions | Mapping[str, Any] | None = None,
+        *,
+        n_objectives: int = 1,
+        seed: int = 0,
+    ):
+        self.options = parse_options(self.Options, options, prefix="driver.options.")
         if int(n_objectives) < 1:
             raise ConfigError(f"drivers.{self.name}: n_objectives must be >= 1, got {n_objectives}")
+        if int(n_objectives) > 1 and not self.multi_objective(self.options):
+            raise ConfigError(
+                f"drivers.{self.name}: {self._single_objective_what()} is single-objective (it is told the run's "
+                f"scalarisation), got n_objectives={n_objectives}"
+            )
         self.space = space
         self.n_objectives = int(n_objectives)
         self.seed = int(seed)
@@ -114,6 +150,9 @@ class DriverBase:
         self._pending: dict[int, np.ndarray] = {}
 
     # -- helpers -------------------------------------------------------------------------------
+    def _single_objective_what(self) -> str:
+        return self.name
+
     def _require_finite_box(self) -> None:
         if not (np.all(np.isfinite(self.lower)) and np.all(np.isfinite(self.upper))):
             raise ConfigError(f"drivers.{self.name}: needs a finite box, but the space has infinite bounds")
@@ -164,15 +203,3 @@ class DriverBase:
     def pending_ids(self) -> list[int]:
         """Ids asked but not yet told, in asking order."""
         return sorted(self._pending)
-
-
-def check_weights(name: str, weights: Any, n_objectives: int) -> np.ndarray:
-    """Scalarisation weights: default equal weights 1/n; validated to shape (n,), finite, >= 0."""
-    if weights is None:
-        return np.full(n_objectives, 1.0 / n_objectives)
-    w = np.asarray(weights, dtype=float).reshape(-1)
-    if w.shape != (n_objectives,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ConfigError(
-            f"drivers.{name}: weights must be {n_objectives} non-negative numbers with a positive sum, got {weights!r}"
-        )
-    return w

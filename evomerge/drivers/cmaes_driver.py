@@ -6,8 +6,8 @@ resamples, then clips, infeasible draws). The driver hands them out as candidate
 maximise. Defaults follow Akiba et al.: m_0 = ``space.x0``, σ_0 = ``space.sigma0``,
 λ = 4 + ⌊3 ln n⌋.
 
-* **Multi-objective** outcomes are scalarised as f = Σ_i w_i v_i (``weights``, default 1/n each);
-  a Pareto archive over the raw values is the run's business (:mod:`evomerge.drivers.pareto`).
+* **Single-objective**: told one value f, the run's scalarisation of its objectives; a Pareto
+  archive over the raw values is the run's business (:mod:`evomerge.pareto`).
 * **Failed** candidates (flagged, or non-finite values) are told as the worst value of their
   generation: f = min_k f_k − 1 over the finite members (0 when every member failed), so they rank
   last without a huge number distorting ``cmaes``'s stopping test on the spread of f.
@@ -27,22 +27,35 @@ from __future__ import annotations
 
 import math
 import pickle
-from typing import Any
+from typing import Any, Literal
 
-import cmaes
 import numpy as np
+from pydantic import Field
 
-from evomerge.drivers.base import (
-    Candidate,
-    DriverBase,
-    Outcome,
-    check_weights,
-    derive_seed,
-    outcome_failed,
-)
+from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, derive_seed, outcome_failed
 from evomerge.errors import ConfigError
 
 _RESTART_SALT = 0x1905  # keeps restart means independent of generation seeds
+
+
+def _cmaes():
+    # Imported on first use: ``cmaes`` imports SciPy (~2 s), and the run config imports this
+    # module for its Options.
+    import cmaes
+
+    return cmaes
+
+
+class CMAESOptions(DriverOptions):
+    population_size: int | None = Field(default=None, ge=4)  # λ; cmaes needs 2 parents. None: 4 + ⌊3 ln n⌋
+    sigma0: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # None: the space's sigma0
+    x0: list[float] | None = None  # None: the space's x0
+    separable: Literal["auto"] | bool = "auto"
+    sep_threshold: int = Field(default=1000, ge=0)  # "auto": separable when n > sep_threshold
+    restarts: Literal["ipop", "none"] | None = None
+    max_restarts: int = Field(default=9, ge=0)
+    inc_popsize: int = Field(default=2, ge=1)
+    patience: int | None = Field(default=None, ge=1)  # generations without improvement before a restart
 
 
 class CMAESDriver(DriverBase):
@@ -50,49 +63,25 @@ class CMAESDriver(DriverBase):
 
     name = "cmaes"
     generational = True
+    Options = CMAESOptions
 
-    def __init__(
-        self,
-        space: Any,
-        *,
-        n_objectives: int = 1,
-        seed: int = 0,
-        population_size: int | None = None,
-        sigma0: float | None = None,
-        x0: Any = None,
-        separable: bool | str = "auto",
-        sep_threshold: int = 1000,
-        restarts: str | None = None,
-        max_restarts: int = 9,
-        inc_popsize: int = 2,
-        patience: int | None = None,
-        weights: Any = None,
-    ):
-        super().__init__(space, n_objectives=n_objectives, seed=seed)
-        self.weights = check_weights(self.name, weights, self.n_objectives)
-        if separable not in (True, False, "auto"):
-            raise ConfigError(f"drivers.cmaes: separable must be true, false or 'auto', got {separable!r}")
-        self.separable = self.dim > int(sep_threshold) if separable == "auto" else bool(separable)
+    def __init__(self, space: Any, options: CMAESOptions | dict | None = None, *, n_objectives: int = 1, seed: int = 0):
+        super().__init__(space, options, n_objectives=n_objectives, seed=seed)
+        opts = self.options
+        separable = opts.separable
+        self.separable = self.dim > opts.sep_threshold if separable == "auto" else bool(separable)
         if self.separable and self.dim < 2:
             raise ConfigError("drivers.cmaes: separable CMA-ES needs a genome of dimension >= 2, got 1")
-        if restarts not in (None, "none", "ipop"):
-            raise ConfigError(f"drivers.cmaes: restarts must be 'ipop' or none, got {restarts!r}")
-        self.restarts = "ipop" if restarts == "ipop" else None
-        self.max_restarts = int(max_restarts)
-        self.inc_popsize = int(inc_popsize)
-        if self.inc_popsize < 1:
-            raise ConfigError(f"drivers.cmaes: inc_popsize must be >= 1, got {inc_popsize}")
-        self.patience = None if patience is None else int(patience)
+        self.restarts = "ipop" if opts.restarts == "ipop" else None
+        self.max_restarts = opts.max_restarts
+        self.inc_popsize = opts.inc_popsize
+        self.patience = opts.patience
         default_pop = 4 + int(math.floor(3 * math.log(self.dim)))
-        self.population_size = int(population_size) if population_size is not None else default_pop
-        if self.population_size < 4:
-            raise ConfigError(
-                f"drivers.cmaes: population_size must be >= 4 (cmaes needs 2 parents), got {population_size}"
-            )
-        self.sigma0 = float(sigma0 if sigma0 is not None else space.sigma0)
+        self.population_size = opts.population_size if opts.population_size is not None else default_pop
+        self.sigma0 = float(opts.sigma0 if opts.sigma0 is not None else space.sigma0)
         if not (self.sigma0 > 0 and math.isfinite(self.sigma0)):
-            raise ConfigError(f"drivers.cmaes: sigma0 must be a positive number, got {self.sigma0}")
-        mean = np.array(space.x0 if x0 is None else x0, dtype=float).reshape(-1)  # cmaes updates it in place
+            raise ConfigError(f"drivers.cmaes: the space's sigma0 must be a positive number, got {self.sigma0}")
+        mean = np.array(space.x0 if opts.x0 is None else opts.x0, dtype=float).reshape(-1)  # cmaes updates it in place
         if mean.shape != (self.dim,):
             raise ConfigError(f"drivers.cmaes: x0 must have {self.dim} values, got {mean.shape[0]}")
         if np.any(mean < self.lower) or np.any(mean > self.upper):
@@ -112,6 +101,7 @@ class CMAESDriver(DriverBase):
         bounds = np.stack([self.lower, self.upper], axis=1)
         if not np.all(np.isfinite(bounds)):
             bounds = None if not np.any(np.isfinite(bounds)) else bounds
+        cmaes = _cmaes()
         cls = cmaes.SepCMA if self.separable else cmaes.CMA
         return cls(mean=mean, sigma=self.sigma0, bounds=bounds, seed=seed, population_size=popsize)
 
@@ -185,8 +175,7 @@ class CMAESDriver(DriverBase):
             if outcome_failed(out, self.n_objectives):
                 self._values[slot] = None
             else:
-                values = np.asarray(out.values, dtype=float).reshape(-1)
-                self._values[slot] = float(self.weights @ values)
+                self._values[slot] = float(np.asarray(out.values, dtype=float).reshape(-1)[0])
         if self._members and len(self._values) == len(self._members):
             self._finish_generation()
 
@@ -197,7 +186,7 @@ class CMAESDriver(DriverBase):
             # CMA's pickle keeps only the upper triangle of C and mirrors it back, but after a
             # tell C is symmetric only up to rounding (~1e-16): keep the exact matrix, or a
             # resumed run drifts from the uninterrupted one.
-            exact_cov=np.array(self._optimizer._C, copy=True) if isinstance(self._optimizer, cmaes.CMA) else None,
+            exact_cov=np.array(self._optimizer._C, copy=True) if isinstance(self._optimizer, _cmaes().CMA) else None,
             generation=self._generation,
             restart=self._restart,
             restart_best=self._restart_best,

@@ -29,17 +29,19 @@ The first candidates are the ``initial`` genomes (e.g. the source models as corn
 ``"x0"`` or ``"random"`` — ``archive_size`` uniform draws); while fewer than two members are in
 the archive (results outstanding), further candidates cross two initial genomes chosen uniformly
 (when there are at least two), else are uniform draws in the box (or x0 + N(0, σ0²) when the box
-is not finite). Outcomes should carry ``per_example``; without it the objective values themselves
-are the score row (one "example" per objective — M2N2's multi-objective view).
+is not finite). Outcomes should carry ``per_example``; without it the told value itself is the
+score row (one "example"). Single-objective: the told value is the run's scalarisation, and the
+incumbent (``best_id``, ``best_value``) is the best told value.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from evomerge.drivers.base import Candidate, DriverBase, Outcome, check_weights, derive_seed, outcome_failed
+from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, derive_seed, outcome_failed
 from evomerge.errors import ConfigError
 
 
@@ -76,55 +78,58 @@ def slerp_mix(a: np.ndarray, b: np.ndarray, t: np.ndarray, *, linear: bool = Fal
     return (1.0 - t) * a + t * b
 
 
+class M2N2Options(DriverOptions):
+    archive_size: int = Field(default=20, ge=2)
+    alpha: float = Field(default=1.0, ge=0)
+    attraction: bool = True
+    crossover: Literal["slerp", "linear"] = "slerp"
+    split: Literal["auto", "groups", "any"] = "auto"
+    mutation_std: float = Field(default=0.0, ge=0)
+    # "x0", "random" (archive_size uniform draws), "experts" (the problem's expert genomes, which
+    # the run puts in their place: problem digits), or the genomes themselves (k × dim)
+    initial: Literal["x0", "random", "experts"] | list[list[float]] = "x0"
+
+    @field_validator("initial", mode="before")
+    @classmethod
+    def _genome_rows(cls, v: Any) -> Any:
+        if isinstance(v, np.ndarray) or (isinstance(v, (list, tuple)) and any(isinstance(r, np.ndarray) for r in v)):
+            return [np.asarray(r, dtype=float).reshape(-1).tolist() for r in v]
+        return v
+
+    @field_validator("initial")
+    @classmethod
+    def _rectangular(cls, v: Any) -> Any:
+        if isinstance(v, list) and (not v or len({len(row) for row in v}) != 1 or not v[0]):
+            raise ValueError(f"expected k >= 1 genomes of one length, got rows of lengths {[len(r) for r in v]}")
+        return v
+
+
 class M2N2Driver(DriverBase):
     """Steady-state M2N2; see the module docstring for the maths and the conventions."""
 
     name = "m2n2"
     generational = False
+    Options = M2N2Options
 
-    def __init__(
-        self,
-        space: Any,
-        *,
-        n_objectives: int = 1,
-        seed: int = 0,
-        archive_size: int = 20,
-        alpha: float = 1.0,
-        attraction: bool = True,
-        crossover: str = "slerp",
-        split: str = "auto",
-        mutation_std: float = 0.0,
-        initial: Any = "x0",
-        weights: Any = None,
-    ):
-        super().__init__(space, n_objectives=n_objectives, seed=seed)
-        if int(archive_size) < 2:
-            raise ConfigError(f"drivers.m2n2: archive_size must be >= 2, got {archive_size}")
-        if not (float(alpha) >= 0):
-            raise ConfigError(f"drivers.m2n2: alpha must be >= 0, got {alpha}")
-        if crossover not in ("slerp", "linear"):
-            raise ConfigError(f"drivers.m2n2: crossover must be 'slerp' or 'linear', got {crossover!r}")
-        if split not in ("auto", "groups", "any"):
-            raise ConfigError(f"drivers.m2n2: split must be 'auto', 'groups' or 'any', got {split!r}")
-        if not (float(mutation_std) >= 0):
-            raise ConfigError(f"drivers.m2n2: mutation_std must be >= 0, got {mutation_std}")
-        self.archive_size = int(archive_size)
-        self.alpha = float(alpha)
-        self.use_attraction = bool(attraction)
-        self.crossover = crossover
-        self.mutation_std = float(mutation_std)
-        self.weights = check_weights(self.name, weights, self.n_objectives)
+    def __init__(self, space: Any, options: M2N2Options | dict | None = None, *, n_objectives: int = 1, seed: int = 0):
+        super().__init__(space, options, n_objectives=n_objectives, seed=seed)
+        opts = self.options
+        self.archive_size = opts.archive_size
+        self.alpha = opts.alpha
+        self.use_attraction = opts.attraction
+        self.crossover = opts.crossover
+        self.mutation_std = opts.mutation_std
         self.sigma0 = float(space.sigma0)
         self.x0 = np.array(space.x0, dtype=float).reshape(self.dim)
         self._finite_box = bool(np.all(np.isfinite(self.lower)) and np.all(np.isfinite(self.upper)))
         bounds = sorted({int(b) for b in getattr(space, "group_boundaries", [0, self.dim])})
         interior = [b for b in bounds if 0 < b < self.dim]
-        if split == "groups" or (split == "auto" and interior):
+        if opts.split == "groups" or (opts.split == "auto" and interior):
             self.split_points = np.array([b for b in bounds if 0 <= b < self.dim] or [0], dtype=int)
         else:
             self.split_points = None  # any index 0..D-1
         self._rng = np.random.default_rng(derive_seed(self.seed))
-        self._initial = self._initial_genomes(initial)
+        self._initial = self._initial_genomes(opts.initial)
         self._init_queue = [g.copy() for g in self._initial]
         self._genomes: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
@@ -135,14 +140,14 @@ class M2N2Driver(DriverBase):
         self.best_genome: np.ndarray | None = None
 
     def _initial_genomes(self, initial: Any) -> list[np.ndarray]:
-        if isinstance(initial, str):
-            if initial == "x0":
-                return [self.x0.copy()]
-            if initial == "random":
-                if not self._finite_box:
-                    raise ConfigError("drivers.m2n2: initial='random' needs a finite box")
-                return [self._rng.uniform(self.lower, self.upper) for _ in range(self.archive_size)]
-            raise ConfigError(f"drivers.m2n2: initial must be 'x0', 'random' or a list of genomes, got {initial!r}")
+        if initial == "x0":
+            return [self.x0.copy()]
+        if initial == "random":
+            if not self._finite_box:
+                raise ConfigError("drivers.m2n2: initial='random' needs a finite box")
+            return [self._rng.uniform(self.lower, self.upper) for _ in range(self.archive_size)]
+        if initial == "experts":
+            raise ConfigError("drivers.m2n2: initial='experts' needs a problem with expert genomes (problem: digits)")
         arr = np.asarray(initial, dtype=float)
         if arr.ndim != 2 or arr.shape[1] != self.dim or arr.shape[0] < 1:
             raise ConfigError(f"drivers.m2n2: initial genomes must have shape (k, {self.dim}), got {arr.shape}")
@@ -250,7 +255,7 @@ class M2N2Driver(DriverBase):
                 continue  # worst possible: it never enters the archive
             row = self._score_row(out)
             genome = genomes[cand.id]
-            value = float(self.weights @ np.asarray(out.values, dtype=float).reshape(-1))
+            value = float(np.asarray(out.values, dtype=float).reshape(-1)[0])
             if value > self.best_value:
                 self.best_value, self.best_id, self.best_genome = value, cand.id, genome.copy()
             self._admit(cand.id, genome, row)

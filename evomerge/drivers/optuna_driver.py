@@ -30,44 +30,44 @@ from __future__ import annotations
 
 import copy
 import pickle
+import typing
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from evomerge.drivers.base import Candidate, DriverBase, Outcome, outcome_failed
+from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, outcome_failed
 from evomerge.errors import ConfigError
 
-SAMPLERS = ("tpe", "cmaes", "nsga2", "nsga3", "gp", "random")
+Sampler = Literal["tpe", "cmaes", "nsga2", "nsga3", "gp", "random"]
+SAMPLERS = typing.get_args(Sampler)
 STUDY_NAME = "evomerge"
+
+
+class OptunaOptions(DriverOptions):
+    sampler: Sampler = "tpe"
+    sampler_options: dict[str, Any] = Field(default_factory=dict)  # the sampler constructor's keywords
+    storage: Path | None = None  # SQLite mirror for optuna-dashboard (write-only)
 
 
 class OptunaDriver(DriverBase):
     name = "optuna"
     generational = False
+    Options = OptunaOptions
+
+    @classmethod
+    def multi_objective(cls, options: OptunaOptions) -> bool:
+        return options.sampler != "cmaes"  # CmaEsSampler is single-objective
 
     def __init__(
-        self,
-        space: Any,
-        *,
-        n_objectives: int = 1,
-        seed: int = 0,
-        sampler: str = "tpe",
-        sampler_options: dict[str, Any] | None = None,
-        storage: str | Path | None = None,
+        self, space: Any, options: OptunaOptions | dict | None = None, *, n_objectives: int = 1, seed: int = 0
     ):
-        super().__init__(space, n_objectives=n_objectives, seed=seed)
+        super().__init__(space, options, n_objectives=n_objectives, seed=seed)
         self._require_finite_box()
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"drivers.optuna: unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
-        if sampler == "cmaes" and self.n_objectives > 1:
-            raise ConfigError(
-                f"drivers.optuna: sampler 'cmaes' is single-objective, got n_objectives={self.n_objectives} "
-                "(use tpe, nsga2, nsga3, gp or random)"
-            )
-        self.sampler_name = sampler
-        self.sampler_options = dict(sampler_options or {})
+        self.sampler_name = self.options.sampler
+        self.sampler_options = dict(self.options.sampler_options)
         names = list(getattr(space, "names", []) or [])
         if len(names) != self.dim or len(set(names)) != self.dim:
             names = [f"g{i:04d}" for i in range(self.dim)]
@@ -80,13 +80,16 @@ class OptunaDriver(DriverBase):
             for n, lo, hi in zip(names, self.lower, self.upper)
         }
         self._directions = ["maximize"] * self.n_objectives
-        self.storage_path = None if storage is None else Path(storage)
+        self.storage_path = self.options.storage
         self._study = self._new_study(self._make_sampler())
         self._id_to_number: dict[int, int] = {}
         self._mirror = None
         self._mirrored: set[int] = set()
         if self.storage_path is not None:
             self._resync_mirror()
+
+    def _single_objective_what(self) -> str:
+        return f"sampler {self.options.sampler!r}"
 
     # -- construction --------------------------------------------------------------------------
     def _make_sampler(self):

@@ -7,42 +7,41 @@ the stratum, random pairing across genes); blocks are drawn one after another.
 
 Candidates are drawn one at a time from a single seeded generator, so the sequence does not
 depend on how ``ask`` calls are batched (``ask(3)`` then ``ask(2)`` equals ``ask(5)``).
-Steady-state; outcomes only update the incumbent (``best``).
+Steady-state and natively multi-objective (it learns nothing from outcomes); with one objective,
+outcomes update the incumbent (``best_id``, ``best_value``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from evomerge.drivers.base import Candidate, DriverBase, Outcome, check_weights, derive_seed, outcome_failed
-from evomerge.errors import ConfigError
+from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, derive_seed, outcome_failed
+
+
+class RandomOptions(DriverOptions):
+    sampling: Literal["uniform", "lhs"] = "uniform"
+    lhs_size: int = Field(default=16, ge=1)
 
 
 class RandomDriver(DriverBase):
     name = "random"
     generational = False
+    Options = RandomOptions
+
+    @classmethod
+    def multi_objective(cls, options: RandomOptions) -> bool:
+        return True  # proposals ignore outcomes: every objective goes to the run's Pareto front
 
     def __init__(
-        self,
-        space: Any,
-        *,
-        n_objectives: int = 1,
-        seed: int = 0,
-        sampling: str = "uniform",
-        lhs_size: int = 16,
-        weights: Any = None,
+        self, space: Any, options: RandomOptions | dict | None = None, *, n_objectives: int = 1, seed: int = 0
     ):
-        super().__init__(space, n_objectives=n_objectives, seed=seed)
+        super().__init__(space, options, n_objectives=n_objectives, seed=seed)
         self._require_finite_box()
-        if sampling not in ("uniform", "lhs"):
-            raise ConfigError(f"drivers.random: sampling must be 'uniform' or 'lhs', got {sampling!r}")
-        if int(lhs_size) < 1:
-            raise ConfigError(f"drivers.random: lhs_size must be >= 1, got {lhs_size}")
-        self.sampling = sampling
-        self.lhs_size = int(lhs_size)
-        self.weights = check_weights(self.name, weights, self.n_objectives)
+        self.sampling = self.options.sampling
+        self.lhs_size = self.options.lhs_size
         self._rng = np.random.default_rng(derive_seed(self.seed))
         self._block: np.ndarray | None = None  # remaining LHS points, shape (k, dim)
         self.best_id: int | None = None
@@ -65,10 +64,12 @@ class RandomDriver(DriverBase):
 
     def tell(self, candidates: list[Candidate], outcomes: list[Outcome]) -> None:
         self._take_pending(candidates, outcomes)
+        if self.n_objectives > 1:
+            return  # nothing is learned; with several objectives the incumbent is the run's Pareto front
         for cand, out in zip(candidates, outcomes):
             if outcome_failed(out, self.n_objectives):
                 continue  # a failure never becomes the incumbent; nothing else is learned
-            value = float(self.weights @ np.asarray(out.values, dtype=float).reshape(-1))
+            value = float(np.asarray(out.values, dtype=float).reshape(-1)[0])
             if value > self.best_value:
                 self.best_value, self.best_id = value, cand.id
 

@@ -1,4 +1,4 @@
-"""A pool of Ray actors, each holding one :class:`~evomerge.evaluator.base.Worker`.
+"""A pool of Ray actors, each holding one :class:`~evomerge.evaluator.worker.Worker`.
 
 Each actor reserves ``num_gpus`` and ``num_cpus`` and builds its worker (loads the model pool and
 the live model) once, when it starts; from then on it evaluates one request at a time. The pool
@@ -31,79 +31,19 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from evomerge.errors import EvomergeError
-from evomerge.evaluator.base import EvalRequest, EvalResult, Worker, WorkerSpec
+from evomerge.evaluator.base import EvalRequest, EvalResult, WorkerSpec
+from evomerge.evaluator.ray_connect import connect_ray
+from evomerge.evaluator.worker import Worker
+from evomerge.validation import parse_options
 
 log = logging.getLogger(__name__)
-
-#: Set (with ``setdefault``: a user's own values win) before a *local* Ray starts: every listener
-#: on 127.0.0.1, no token file, no usage report. See docs/cluster.md.
-LOCAL_RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-
-
-def connect_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
-    """Connect this process to Ray and return the ``ray`` module.
-
-    ``address``: ``None`` starts a private local Ray bound to 127.0.0.1 (``address="local"``, so a
-    stray ``RAY_ADDRESS`` is ignored) with :data:`LOCAL_RAY_ENV` and no dashboard; ``"auto"`` joins
-    the cluster started on this machine with ``ray start``; ``"host:port"`` joins that cluster's
-    GCS; ``"ray://host:10001"`` connects through Ray Client. When Ray is already initialised in
-    this process it is reused as is.
-    """
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address is None:
-        for key, value in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(key, value)
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    if address is None:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=False,
-            configure_logging=False,
-        )
-        return ray
-    if num_cpus is not None or num_gpus is not None:
-        raise EvomergeError(
-            f"--address {address}: num_cpus / num_gpus apply only to a local Ray; "
-            "set them with `ray start` on each node instead"
-        )
-    _check_reachable(address)
-    try:
-        ray.init(address=address, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EvomergeError(f"cannot connect to the Ray cluster at {address!r}: {first}") from exc
-    return ray
-
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast on an address nothing listens on: ``ray.init`` would retry for minutes."""
-    if address == "auto":
-        return  # Ray reads the local cluster's address file and fails fast itself
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise EvomergeError(f"--address {address!r}: expected 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise EvomergeError(
-            f"cannot connect to the Ray cluster at {address!r}: nothing answers on {host}:{port} "
-            f"({exc.strerror or exc}); start one with `ray start --head --port={port}`"
-        ) from None
 
 
 class _ActorWorker:
@@ -152,36 +92,52 @@ class _Slot:
     is_ready: bool = False
 
 
+class RayOptions(BaseModel):
+    """The ``evaluator`` options of ``backend: ray`` (see :class:`RayPoolBackend`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = None  # None: a private local Ray; "auto", "HOST:PORT", "ray://HOST:PORT"
+    num_workers: int | None = Field(default=None, ge=1)  # None: as many as the cluster allows
+    num_gpus: float | None = Field(default=None, ge=0)  # per actor; None: 1 when the cluster has GPUs
+    num_cpus: float = Field(default=1, ge=0)  # per actor
+    max_attempts: int = Field(default=3, ge=1)  # actor deaths one candidate may cause before it fails
+    timeout: float | None = Field(default=None, gt=0)  # seconds per evaluation (the worker's limit)
+    hard_timeout_grace: float = Field(default=30.0, ge=0)
+
+
 class RayPoolBackend:
     """``num_workers`` actors; ``submit`` queues, ``wait`` collects whatever finished.
 
-    ``num_gpus``: GPUs per actor — ``None`` means 1 when the cluster has GPUs, else 0.
-    ``num_workers``: ``None`` means as many actors as the cluster's GPUs (or CPUs, on a CPU-only
-    cluster) allow at ``num_gpus`` / ``num_cpus`` each. ``max_attempts``: how many times one
-    candidate may kill its actor before it is failed. ``timeout``: seconds per evaluation (the
-    worker's own limit; the pool replaces an actor still busy ``hard_timeout_grace`` seconds
-    later). ``actor_options``: passed to ``.options()`` (e.g. ``{"resources": {...}}``,
-    ``"runtime_env"``).
+    Options (:class:`RayOptions`, as a model or as keywords): ``address`` is the cluster
+    :func:`connect_ray` joins when this process is not connected yet. ``num_gpus``: GPUs per actor
+    — ``None`` means 1 when the cluster has GPUs, else 0. ``num_workers``: ``None`` means as many
+    actors as the cluster's GPUs (or CPUs, on a CPU-only cluster) allow at ``num_gpus`` /
+    ``num_cpus`` each. ``max_attempts``: how many times one candidate may kill its actor before it
+    is failed. ``timeout``: seconds per evaluation (the worker's own limit; the pool replaces an
+    actor still busy ``hard_timeout_grace`` seconds later). ``actor_options`` (Python only, never
+    from a config: a run directory must not install or run anything): passed to ``.options()``
+    (e.g. ``{"resources": {...}}``, ``"runtime_env"``).
     """
+
+    Options = RayOptions
 
     def __init__(
         self,
         spec: WorkerSpec,
+        options: RayOptions | Mapping[str, Any] | None = None,
         *,
-        num_workers: int | None = None,
-        num_gpus: float | None = None,
-        num_cpus: float = 1,
-        max_attempts: int = 3,
-        timeout: float | None = None,
-        hard_timeout_grace: float = 30.0,
         actor_options: dict[str, Any] | None = None,
+        **option_values: Any,
     ):
+        self.options = opts = parse_options(self.Options, {**dict(options or {}), **option_values}, prefix="evaluator.")
         import ray
 
         if not ray.is_initialized():
-            connect_ray()
+            connect_ray(opts.address)
         self._ray = ray
         resources = ray.cluster_resources()
+        num_gpus, num_workers, num_cpus = opts.num_gpus, opts.num_workers, opts.num_cpus
         if num_gpus is None:
             num_gpus = 1 if resources.get("GPU", 0) >= 1 else 0
         if num_workers is None:
@@ -194,14 +150,12 @@ class RayPoolBackend:
                 f"the Ray cluster has {resources.get('GPU', 0):g} GPUs and {resources.get('CPU', 0):g} CPUs: "
                 f"not enough for one actor with num_gpus={num_gpus:g}, num_cpus={num_cpus:g}"
             )
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.num_workers = int(num_workers)
         self.num_gpus = float(num_gpus)
         self.num_cpus = float(num_cpus)
-        self.max_attempts = int(max_attempts)
-        self.timeout = timeout
-        self.hard_timeout_grace = float(hard_timeout_grace)
+        self.max_attempts = opts.max_attempts
+        self.timeout = opts.timeout
+        self.hard_timeout_grace = opts.hard_timeout_grace
         self.deaths = 0  # actors lost (for reports and tests)
         self._spec = spec
         self._options = dict(actor_options or {})
@@ -231,10 +185,6 @@ class RayPoolBackend:
             pass
         slot.incarnation += 1
         self._launch(slot)
-
-    def actor_handles(self) -> list[Any]:
-        """The live actors, slot by slot."""
-        return [slot.actor for slot in self._slots]
 
     def running(self) -> dict[int, Any]:
         """``{candidate_id: actor}`` for the evaluations in flight now."""

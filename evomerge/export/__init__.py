@@ -3,7 +3,7 @@
 ``which``: ``best`` (highest scalarised score), ``pareto`` (every non-dominated candidate, one
 output each under OUT/<id>…), or a candidate id. ``format``:
 
-- ``recipe``: our recipe YAML (parameter-space :class:`~evomerge.merge.recipe.Recipe` or a
+- ``recipe``: our recipe YAML (parameter-space :class:`~evomerge.merge.recipes.parameter.Recipe` or a
   data-flow recipe) — ``evomerge merge`` rebuilds the model from it;
 - ``mergekit``: a mergekit YAML (``merge_method`` with the same parameters, or a ``passthrough``
   of layer slices with the data-flow scales folded into the output projections);
@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from evomerge.errors import ConfigError, RunDirError
+from evomerge.io import atomic_write_text
+from evomerge.merge.recipes import parse_recipe
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record, pareto_records
 
@@ -58,17 +58,7 @@ def _recipe_obj(recipe: dict):
         raise ConfigError(
             "this run's candidates are raw weight vectors (problem: digits), not merge recipes; nothing to export"
         )
-    if recipe.get("merge_method") == "dataflow":
-        from evomerge.space import DataFlowRecipe
-
-        return DataFlowRecipe.validate_dict(recipe)
-    from evomerge.merge.recipe import Recipe
-
-    return Recipe.model_validate(recipe)
-
-
-def _is_dataflow(obj) -> bool:
-    return getattr(obj, "merge_method", None) == "dataflow"
+    return parse_recipe(recipe)
 
 
 def _write_text(path: Path, text: str, force: bool) -> Path:
@@ -77,8 +67,6 @@ def _write_text(path: Path, text: str, force: bool) -> Path:
     if path.exists() and not force:
         raise ConfigError(f"output {path} exists; pass --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from evomerge.runs.checkpoint import atomic_write_text
-
     atomic_write_text(path, text)
     return path
 
@@ -88,27 +76,13 @@ def export_one(record: dict, format: str, out: Path, *, force: bool = False, pro
     if format == "recipe":
         return _write_text(out, obj.to_yaml(), force)
     if format == "mergekit":
-        if _is_dataflow(obj):
-            from evomerge.space import to_mergekit_passthrough
-
-            text = yaml.safe_dump(to_mergekit_passthrough(obj), sort_keys=False)
-        else:
-            from evomerge.merge.mergekit_io import to_mergekit_yaml
-
-            text = to_mergekit_yaml(obj)
-        return _write_text(out, text, force)
+        return _write_text(out, obj.to_mergekit_yaml(), force)
     if format == "hf":
         if out.exists() and not out.is_dir():
             raise ConfigError(f"output {out} is a file; --format hf writes a checkpoint directory")
         if out.exists() and any(out.iterdir()) and not force:
             raise ConfigError(f"output directory {out} is not empty; pass --force to overwrite it")
-        if _is_dataflow(obj):
-            from evomerge.space import materialize_dataflow
-
-            return Path(materialize_dataflow(obj, out, force=True))
-        from evomerge.merge.materialize import materialize
-
-        return Path(materialize(obj, out, force=True, progress=progress))
+        return Path(obj.materialize(out, force=True, progress=progress))
     raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
 
 

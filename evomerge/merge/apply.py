@@ -20,11 +20,17 @@ model) unchanged.
 Recomputation: the *key* of a tensor is everything its merged value depends on — method, base and
 expert ids, the resolved parameters, the seed when the method is randomized, and the output dtype.
 :class:`InPlaceMerger` remembers the key it last wrote per tensor and skips tensors whose key is
-unchanged, so a search step that moves one layer group's weight rewrites only that group.
+unchanged, so a search step that moves one layer group's weight rewrites only that group. It owns the
+engine's :class:`~evomerge.merge.cache.MergeCache` for its pool (sparsifier state and whole-model
+thresholds shared by every candidate).
+
+Recipes are duck-typed here (``merge_method``, ``base_model``, ``expert_ids``, ``options``, ``seed``,
+``dtype``): this module sits below :mod:`evomerge.merge.recipes`, which calls it.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,30 +38,17 @@ from typing import Any
 
 import torch
 
+from evomerge.dtypes import torch_dtype
 from evomerge.errors import ConfigError, ModelError
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def torch_dtype(value: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:
-    """``"bfloat16"`` / ``torch.bfloat16`` / ``None`` (→ ``default``) as a torch dtype."""
-    if value is None:
-        return default
-    if isinstance(value, torch.dtype):
-        return value
-    text = str(value).removeprefix("torch.")
-    if text not in DTYPES:
-        raise ConfigError(f"dtype: expected one of {', '.join(DTYPES)}, got {value!r}")
-    return DTYPES[text]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+from evomerge.merge.cache import MergeCache, TrimThresholds
+from evomerge.merge.methods import get_method
+from evomerge.merge.methods.registry import tensor_generator
+from evomerge.merge.methods.thresholds import global_trim_thresholds
+from evomerge.merge.params import layer_index, resolve
+from evomerge.pool import ModelPool
 
 
 def _method(recipe):
-    from evomerge.merge.methods import get_method
-
     return get_method(recipe.merge_method)
 
 
@@ -74,8 +67,6 @@ def pool_for_recipe(
     preload: bool = False,
 ):
     """A :class:`~evomerge.pool.ModelPool` holding exactly the recipe's base and models (validated)."""
-    from evomerge.pool import ModelPool
-
     base = str(recipe.base_model) if recipe.base_model is not None else None
     return ModelPool(base, expert_ids(recipe), device=device, dtype=dtype, cache=cache, preload=preload)
 
@@ -115,18 +106,19 @@ class TensorPlan:
 
 
 class RecipePlan:
-    """A recipe bound to a pool: method spec, expert ids, output dtype; resolves tensors on demand."""
+    """A recipe bound to a pool: method spec, expert ids, output dtype; resolves tensors on demand.
 
-    def __init__(self, recipe, pool, dtype: torch.dtype | None = None):
-        from evomerge.merge.params import layer_index
+    ``cache``: the engine's state for this pool kept across merges (none: computed for this plan).
+    """
 
+    def __init__(self, recipe, pool, dtype: torch.dtype | None = None, cache: MergeCache | None = None):
         check_recipe_against_pool(recipe, pool)
         self.recipe = recipe
         self.pool = pool
+        self.cache = cache
         self.spec = _method(recipe)
         self.experts = expert_ids(recipe)
         self.out_dtype = dtype if dtype is not None else torch_dtype(getattr(recipe, "dtype", None))
-        self._layer_index = layer_index
         seed = getattr(recipe, "seed", None)
         self.seed = int(seed) if seed is not None else 0
         self.thresholds = self._global_thresholds()
@@ -141,16 +133,13 @@ class RecipePlan:
     def _global_thresholds(self) -> list[float] | None:
         """``options.ties_scope: model`` (the TIES paper): one magnitude threshold per expert over its
         whole task vector, so that the top-``density`` fraction of the *model* survives. Needs one
-        density per expert; memoised on the pool per (expert, density)."""
+        density per expert; kept in the cache's :class:`~evomerge.merge.cache.TrimThresholds`."""
         if self.recipe.options.get("ties_scope", "tensor") != "model" or "ties_scope" not in self.spec.options:
             return None
-        from evomerge.merge.methods.sparsify import global_trim_thresholds
-        from evomerge.merge.params import resolve
-
         pool = self.pool
         densities: list[float] | None = None
         for name in pool.tensor_names:
-            model_params, _ = resolve(self.recipe, name, self._layer_index(name), pool.num_layers)
+            model_params, _ = resolve(self.recipe, name, layer_index(name), pool.num_layers)
             here = [mp["density"] for mp in model_params]
             if densities is None:
                 densities = here
@@ -161,20 +150,17 @@ class RecipePlan:
                     f"trims over the whole model and needs one density per model, got {densities[k]:g} and "
                     f"{here[k]:g} (tensor {name!r})"
                 )
-        thresholds = []
-        for m, density in zip(self.experts, densities or []):
-            key = ("ties_threshold", m, density)
-            if key not in pool.memo:
-                floats = [n for n in pool.tensor_names if pool.stored_dtype(n).is_floating_point]
-                pool.memo[key] = global_trim_thresholds([(pool.delta(m, n) for n in floats)], [density])[0]
-            thresholds.append(pool.memo[key])
-        return thresholds
+        known = self.cache.thresholds if self.cache is not None else TrimThresholds()
+        floats = [n for n in pool.tensor_names if pool.stored_dtype(n).is_floating_point]
+
+        def compute(m: str, density: float):
+            return lambda: global_trim_thresholds([(pool.delta(m, n) for n in floats)], [density])[0]
+
+        return [known.get(m, density, compute(m, density)) for m, density in zip(self.experts, densities or [])]
 
     def plan(self, name: str) -> TensorPlan:
-        from evomerge.merge.params import resolve
-
         model_params, params = resolve(
-            self.recipe, name, self._layer_index(name), self.pool.num_layers, thresholds=self.thresholds
+            self.recipe, name, layer_index(name), self.pool.num_layers, thresholds=self.thresholds
         )
         key = self._static_key + (_freeze(model_params), _freeze(params))
         return TensorPlan(name, model_params, params, key)
@@ -194,14 +180,11 @@ class RecipePlan:
             inputs = [pool.delta(m, name) for m in self.experts]
         else:
             inputs = [pool.tensor(m, name) for m in self.experts]
-        generator = None
-        if spec.randomized:
-            from evomerge.merge.methods.registry import tensor_generator
-
-            generator = tensor_generator(self.seed, name, pool.device)
+        generator = tensor_generator(self.seed, name, pool.device) if spec.randomized else None
         params = plan.params
-        if spec.uses_deltas and getattr(pool, "search_cache", None) is not None:
-            params = {**params, "_cache": pool.search_cache.view(name, self.experts, self.seed)}
+        search = self.cache.search if self.cache is not None else None
+        if spec.uses_deltas and search is not None:
+            params = {**params, "_cache": search.view(name, self.experts, self.seed)}
         if out is not None and self._can_write_into(out, [base, *inputs]):
             params = {**params, "_out": out}
         merged = spec.fn(base, inputs, plan.model_params, params, generator)
@@ -222,12 +205,14 @@ def merged_tensors(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     names: Iterable[str] | None = None,
+    cache: MergeCache | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, merged tensor)`` for every tensor of the pool (or ``names``), in pool order.
 
-    ``dtype`` overrides the recipe's; ``device`` (default: the pool's) is where tensors are yielded.
+    ``dtype`` overrides the recipe's; ``device`` (default: the pool's) is where tensors are yielded;
+    ``cache``: the engine's state to use and fill (none: nothing kept).
     """
-    plan = RecipePlan(recipe, pool, torch_dtype(dtype) if dtype is not None else None)
+    plan = RecipePlan(recipe, pool, torch_dtype(dtype) if dtype is not None else None, cache)
     target = torch.device(device) if device is not None else pool.device
     for name in names if names is not None else pool.tensor_names:
         yield name, plan.compute(plan.plan(name)).to(target)
@@ -248,17 +233,19 @@ class InPlaceMerger:
     checkpoints of some families omit it). Tensors tied in the module (one ``Parameter`` under two
     names) are written once. Every parameter of the module must receive a tensor, and every pool
     tensor must land somewhere, unless the module declares it ignorable on load.
+
+    ``cache``: the engine's state kept across applies (default: a new
+    :class:`~evomerge.merge.cache.MergeCache`, with the search cache when the pool caches tensors).
     """
 
-    def __init__(self, pool, module: torch.nn.Module):
+    def __init__(self, pool, module: torch.nn.Module, *, cache: MergeCache | None = None):
         self.pool = pool
         self.module = module
+        self.cache = cache if cache is not None else MergeCache(search=pool.cache_enabled)
         self.targets: dict[str, torch.Tensor] = self._map_targets()
         self._keys: dict[str, tuple] = {}
 
     def _map_targets(self) -> dict[str, torch.Tensor]:
-        import re
-
         module, pool = self.module, self.pool
         state = module.state_dict(keep_vars=True)
         prefix = getattr(module, "base_model_prefix", "") or ""
@@ -303,7 +290,7 @@ class InPlaceMerger:
     def apply(self, recipe, force: bool = False) -> ApplyStats:
         """Merge ``recipe`` into the module; recompute only tensors whose key changed (all if ``force``)."""
         start = time.perf_counter()
-        plan = RecipePlan(recipe, self.pool)
+        plan = RecipePlan(recipe, self.pool, cache=self.cache)
         recomputed = skipped = 0
         for name, target in self.targets.items():
             tplan = plan.plan(name)

@@ -5,8 +5,8 @@ Order of work, so that a failure never leaves a half-written ``out_dir`` behind:
 1. validate everything a merge can reject — the recipe, every model (resolved, read, checked for
    architecture, tensor names and shapes), every tensor's parameters, the output directory — before
    creating any file;
-2. write into a temporary directory next to ``out_dir`` (same filesystem);
-3. ``os.replace`` it into place at the end (an existing ``out_dir``, allowed by ``force``, is moved
+2. write into a temporary directory next to ``out_dir`` (same filesystem) and put it in place at
+   the end (:func:`evomerge.io.atomic_dir`: an existing ``out_dir``, allowed by ``force``, is moved
    aside first and deleted after).
 
 Shards are planned from the header shapes before any tensor is merged: tensors are packed in pool
@@ -20,13 +20,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from evomerge.dtypes import dtype_name, torch_dtype
 from evomerge.errors import EvomergeError
-from evomerge.merge.apply import RecipePlan, dtype_name, pool_for_recipe, torch_dtype
+from evomerge.io import atomic_dir
+from evomerge.merge.apply import RecipePlan, pool_for_recipe
+from evomerge.merge.model_card import model_card
+from evomerge.pool.modules import load_causal_lm
 
 DEFAULT_MAX_SHARD_BYTES = 2 * 1000**3
 
@@ -45,18 +48,6 @@ SIDE_FILES = (
     "chat_template.json",
     "generation_config.json",
 )
-
-
-def _load(recipe):
-    if isinstance(recipe, (str, os.PathLike)):
-        from evomerge.merge.recipe import load_recipe
-
-        recipe = load_recipe(recipe)
-    if not hasattr(recipe, "merge_method"):
-        raise EvomergeError(
-            f"recipe: a {type(recipe).__name__} cannot be merged by parameter; expected a parameter-space recipe"
-        )
-    return recipe
 
 
 def check_device(device) -> torch.device:
@@ -110,12 +101,12 @@ def materialize(
     progress: bool = True,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
 ) -> Path:
-    """Merge ``recipe`` (a Recipe, or a path to our YAML or mergekit YAML) into ``out_dir``.
+    """Merge the parameter-space ``recipe`` (a :class:`~evomerge.merge.recipes.parameter.Recipe`;
+    a file: :func:`evomerge.merge.formats.load_recipe`) into ``out_dir``.
 
     ``dtype`` overrides the recipe's output dtype; merging itself runs in float32 on ``device``.
     Returns the output directory.
     """
-    recipe = _load(recipe)
     out_dir = Path(out_dir).expanduser()
     dev = check_device(device)
     out_dtype = torch_dtype(dtype if dtype is not None else getattr(recipe, "dtype", None))
@@ -138,9 +129,7 @@ def materialize(
     n = len(shards)
     files = ["model.safetensors"] if n == 1 else [f"model-{k + 1:05d}-of-{n:05d}.safetensors" for k in range(n)]
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # an existing out_dir (allowed by force) stays until the new one is in place
         _write_tensors(plan, plans, shards, files, tmp, progress)
         if n > 1:
             index = {
@@ -154,11 +143,6 @@ def materialize(
             if src.is_file():
                 shutil.copyfile(src, tmp / fname)
         _write_card(recipe, tmp, out_dtype, pool.numel(), out_dir.name)
-        _fsync_dir(tmp)
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -187,33 +171,15 @@ def _write_config(src_dir: Path, tmp: Path, out_dtype: torch.dtype) -> None:
 
 
 def _write_card(recipe, tmp: Path, out_dtype: torch.dtype, n_params: int, title: str) -> None:
-    from evomerge.merge.model_card import model_card
-
-    text = recipe.to_yaml() if hasattr(recipe, "to_yaml") else str(recipe)
+    text = recipe.to_yaml()
     card = model_card(recipe, recipe_yaml=text, dtype=dtype_name(out_dtype), n_params=n_params, title=title)
     (tmp / "README.md").write_text(card)
 
 
-def _fsync_dir(directory: Path) -> None:
-    for path in directory.iterdir():
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def load_merged(recipe, workdir: str | os.PathLike, *, device: str = "cpu", dtype=None):
+    """``(model, tokenizer)`` of ``recipe`` merged into ``workdir/merged`` (as :func:`materialize`
+    writes it, in the recipe's dtype) and loaded back in ``dtype`` (default float32) on ``device``."""
+    from transformers import AutoTokenizer
 
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / "content")
-    os.replace(tmp, out_dir)
-    # mkdtemp creates 0o700; give the directory the mode a plain mkdir would have.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out_dir, 0o777 & ~umask)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    out = materialize(recipe, Path(workdir) / "merged", device=device, progress=False)
+    return load_causal_lm(str(out), device=device, dtype=torch_dtype(dtype)), AutoTokenizer.from_pretrained(str(out))

@@ -11,6 +11,11 @@ What mergekit ignores but a round trip needs (``seed``, ``options``, the base mo
 ``linear`` merge) travels in a top-level ``evomerge:`` block; mergekit's config model ignores
 unknown keys. A mergekit file without that block gets ``seed: 0`` and, when it holds a
 gradient, ``options.layerless_gradient: ends`` (mergekit's rule for embeddings and head).
+
+This module works on our recipe's plain form and duck-typed recipes: :func:`read_mergekit` turns a
+mergekit config into our recipe dict, :func:`evomerge.merge.formats.from_mergekit` validates it into
+a :class:`~evomerge.merge.recipes.parameter.Recipe`, and ``Recipe.to_mergekit()`` calls
+:func:`to_mergekit`. Which options mergekit cannot express: :mod:`evomerge.merge.parameters`.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from evomerge.errors import ConfigError, EvomergeError
+from evomerge.dtypes import DTYPE_NAMES
+from evomerge.errors import ConfigError
 from evomerge.merge.methods import method_names
-from evomerge.merge.recipe import DTYPES, Recipe, dump_yaml, parse_yaml
+from evomerge.merge.parameters import OPTIONS
+from evomerge.merge.yaml_text import dump_yaml
 
 MERGEKIT_KEYS = (
     "merge_method",
@@ -46,22 +53,18 @@ _DTYPE_ALIASES = {
     "bfloat16": "bfloat16",
     "bf16": "bfloat16",
 }
-_NON_MERGEKIT_OPTIONS = {
-    "ties_scope": "mergekit trims each tensor separately, not the whole model",
-    "rescale_mode": "mergekit rescales survivors to keep each tensor's L1 norm, not by 1/p",
-    "consensus": "mergekit's TIES-family methods elect signs by weighted sum only",
-}
 
 
 # --------------------------------------------------------------------------- export
 
 
-def to_mergekit(recipe: Recipe) -> dict[str, Any]:
+def to_mergekit(recipe) -> dict[str, Any]:
     """The mergekit config (a dict ready for ``yaml.dump``) that rebuilds ``recipe``'s weights."""
     spec = recipe.spec
     for name, value in recipe.options.items():
-        if name in _NON_MERGEKIT_OPTIONS and value != spec.options[name][0]:
-            raise ConfigError(f"options.{name} = {value}: cannot export to mergekit ({_NON_MERGEKIT_OPTIONS[name]})")
+        option = OPTIONS[name]
+        if option.mergekit is not None and value != option.default:
+            raise ConfigError(f"options.{name} = {value}: cannot export to mergekit ({option.mergekit})")
     data = recipe.to_dict()
     block: dict[str, Any] = {}
     if recipe.seed != 0:
@@ -85,14 +88,15 @@ def to_mergekit(recipe: Recipe) -> dict[str, Any]:
     return copy.deepcopy(out)
 
 
-def to_mergekit_yaml(recipe: Recipe) -> str:
+def to_mergekit_yaml(recipe) -> str:
     return dump_yaml(to_mergekit(recipe))
 
 
 # --------------------------------------------------------------------------- import
 
 
-def _refuse(source: str | None, message: str) -> ConfigError:
+def refuse(source: str | None, message: str) -> ConfigError:
+    """The one-line error about the mergekit config ``source`` (when named)."""
     return ConfigError(f"{source}: {message}" if source else message)
 
 
@@ -100,14 +104,14 @@ def _check_setting(value: Any, where: str, source: str | None) -> Any:
     """Refuse string values (mergekit allows them; no method of ours takes one) and drop
     conditional entries after a filter-less one (mergekit never reaches them)."""
     if isinstance(value, str):
-        raise _refuse(source, f"{where} = {value!r}: string parameter values are not supported; expected a number")
+        raise refuse(source, f"{where} = {value!r}: string parameter values are not supported; expected a number")
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, list):
         out = []
         for i, item in enumerate(value):
             if isinstance(item, str):
-                raise _refuse(source, f"{where}[{i}] = {item!r}: string parameter values are not supported")
+                raise refuse(source, f"{where}[{i}] = {item!r}: string parameter values are not supported")
             if isinstance(item, dict):
                 item = dict(item)
                 if "value" in item:
@@ -121,61 +125,58 @@ def _check_setting(value: Any, where: str, source: str | None) -> Any:
     return value
 
 
-def from_mergekit(data: dict[str, Any] | str, source_name: str | None = None) -> Recipe:
-    """A :class:`Recipe` from a mergekit config (dict or YAML text); refuses what we cannot express."""
-    source = source_name
-    if isinstance(data, str):
-        source = source or "<mergekit config>"
-        data = parse_yaml(data, source)
+def read_mergekit(data: Any, source: str | None = None) -> tuple[dict[str, Any], dict | None]:
+    """Our recipe's plain form (without ``options``) for the mergekit config ``data`` (parsed YAML),
+    and the options its ``evomerge:`` block carries (None: no such key). Refuses, in one line naming
+    ``source``, whatever a parameter-space recipe cannot express; the values are validated by the
+    recipe (:func:`evomerge.merge.formats.from_mergekit`)."""
     if not isinstance(data, dict):
-        raise _refuse(source, f"expected a mapping of mergekit keys, got {type(data).__name__}")
+        raise refuse(source, f"expected a mapping of mergekit keys, got {type(data).__name__}")
     unknown = [k for k in data if k not in MERGEKIT_KEYS]
     if unknown:
-        raise _refuse(source, f"{unknown[0]}: unknown key; expected one of: {', '.join(MERGEKIT_KEYS)}")
+        raise refuse(source, f"{unknown[0]}: unknown key; expected one of: {', '.join(MERGEKIT_KEYS)}")
     method = data.get("merge_method")
     if method is None:
-        raise _refuse(source, "merge_method: missing required key")
+        raise refuse(source, "merge_method: missing required key")
     if method == "passthrough":
-        raise _refuse(
+        raise refuse(
             source,
             "merge_method = 'passthrough': layer stacking is a data-flow recipe (merge_method: dataflow), "
             "not a parameter-space one",
         )
     if method not in method_names():
-        raise _refuse(
+        raise refuse(
             source,
             f"merge_method = {method!r}: mergekit method with no evomerge equivalent; expected one of: "
             f"{', '.join(method_names())}",
         )
     for key in ("slices", "modules"):
         if data.get(key):
-            raise _refuse(source, f"{key}: mergekit {key} cannot be expressed in a parameter-space recipe; use models:")
+            raise refuse(source, f"{key}: mergekit {key} cannot be expressed in a parameter-space recipe; use models:")
     if data.get("tokenizer") is not None:
-        raise _refuse(
-            source, "tokenizer: tokenizer surgery is not supported; the merge uses the base model's tokenizer"
-        )
+        raise refuse(source, "tokenizer: tokenizer surgery is not supported; the merge uses the base model's tokenizer")
     if data.get("tokenizer_source") not in (None, "base"):
-        raise _refuse(
+        raise refuse(
             source,
             f"tokenizer_source = {data['tokenizer_source']!r}: only the base model's tokenizer is supported",
         )
     if data.get("chat_template") is not None:
-        raise _refuse(source, "chat_template: not supported; the merge keeps the base model's chat template")
+        raise refuse(source, "chat_template: not supported; the merge keeps the base model's chat template")
 
     models = data.get("models")
     if not isinstance(models, list):
-        raise _refuse(source, "models: missing; expected a list of {model, parameters}")
+        raise refuse(source, "models: missing; expected a list of {model, parameters}")
     recipe: dict[str, Any] = {"merge_method": method, "models": []}
     base = data.get("base_model")
     if base is not None:
         recipe["base_model"] = _model_ref(base, "base_model", source)
     for i, entry in enumerate(models):
         if not isinstance(entry, dict) or "model" not in entry:
-            raise _refuse(source, f"models[{i}]: expected a mapping with a model key")
+            raise refuse(source, f"models[{i}]: expected a mapping with a model key")
         item: dict[str, Any] = {"model": _model_ref(entry["model"], f"models[{i}].model", source)}
         extra = [k for k in entry if k not in ("model", "parameters")]
         if extra:
-            raise _refuse(source, f"models[{i}].{extra[0]}: unknown key; expected model, parameters")
+            raise refuse(source, f"models[{i}].{extra[0]}: unknown key; expected model, parameters")
         params = entry.get("parameters") or {}
         item["parameters"] = {k: _check_setting(v, f"models[{i}].parameters.{k}", source) for k, v in params.items()}
         recipe["models"].append(item)
@@ -186,34 +187,23 @@ def from_mergekit(data: dict[str, Any] | str, source_name: str | None = None) ->
 
     dtype_name = data.get("out_dtype") or data.get("dtype") or "float32"
     dtype = _DTYPE_ALIASES.get(str(dtype_name))
-    if dtype not in DTYPES:
+    if dtype not in DTYPE_NAMES:
         key = "out_dtype" if data.get("out_dtype") else "dtype"
-        raise _refuse(source, f"{key} = {dtype_name!r}: expected one of: {', '.join(DTYPES)}")
+        raise refuse(source, f"{key} = {dtype_name!r}: expected one of: {', '.join(DTYPE_NAMES)}")
     recipe["dtype"] = dtype
 
     block = data.get("evomerge") or {}
     if not isinstance(block, dict) or set(block) - {"seed", "options", "base_model"}:
-        raise _refuse(source, "evomerge: expected a mapping with seed, options, base_model")
+        raise refuse(source, "evomerge: expected a mapping with seed, options, base_model")
     recipe["seed"] = block.get("seed", 0)
     if "base_model" in block:
         recipe["base_model"] = block["base_model"]
-    try:
-        parsed = Recipe.model_validate(recipe)
-    except EvomergeError as exc:
-        raise _refuse(source, str(exc)) from None
-    if "options" in block:
-        options = dict(block["options"] or {})
-    else:
-        options = {"layerless_gradient": "ends"} if parsed.has_gradient() else {}
-    try:
-        return Recipe.model_validate({**parsed.to_dict(), "options": options})
-    except EvomergeError as exc:
-        raise _refuse(source, str(exc)) from None
+    return recipe, (dict(block["options"] or {}) if "options" in block else None)
 
 
 def _model_ref(value: Any, where: str, source: str | None) -> str:
     if not isinstance(value, str):
-        raise _refuse(source, f"{where}: expected a path or hub id string, got {type(value).__name__}")
+        raise refuse(source, f"{where}: expected a path or hub id string, got {type(value).__name__}")
     if "+" in value:
-        raise _refuse(source, f"{where} = {value!r}: LoRA-augmented model references (model+lora) are not supported")
+        raise refuse(source, f"{where} = {value!r}: LoRA-augmented model references (model+lora) are not supported")
     return value

@@ -15,6 +15,9 @@ Precedence for a per-model parameter: the model's own setting, then the recipe's
 (embeddings, final norm, head) is an error naming the tensor and key, unless
 ``options.layerless_gradient: ends`` (mergekit's rule: embeddings take ``x = 0``, the other
 layer-less tensors ``x = 1``).
+
+What each parameter is (scope, default, bounds, search range): :mod:`evomerge.merge.parameters`;
+which ones a method reads: its :class:`~evomerge.merge.methods.registry.MethodSpec`.
 """
 
 from __future__ import annotations
@@ -25,16 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 from evomerge.errors import ConfigError
 from evomerge.merge.methods import get_method
+from evomerge.merge.parameters import OPTIONS
 
 if TYPE_CHECKING:
-    from evomerge.merge.recipe import Recipe
+    from evomerge.merge.recipes.parameter import Recipe
 
 # `model.layers.7.`, `transformer.h.7.`, `encoder.layer.7.`, `blocks.7.`
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
 # Tensors mergekit evaluates at x = 0 ("pre" weights); the other layer-less ones at x = 1.
 _PRE_RE = re.compile(r"embed|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings")
-
-COMMON_OPTIONS: dict[str, tuple[str, ...]] = {"layerless_gradient": ("error", "ends")}
 
 
 def layer_index(tensor_name: str) -> int | None:
@@ -108,7 +110,7 @@ def resolve(
     model dict as ``_threshold``.
     """
     spec = get_method(recipe.merge_method)
-    layerless = recipe.options.get("layerless_gradient", COMMON_OPTIONS["layerless_gradient"][0])
+    layerless = recipe.options.get("layerless_gradient", OPTIONS["layerless_gradient"].default)
     position = _Position(tensor_name, layer_index, num_layers, layerless)
     model_params: list[dict[str, Any]] = []
     for i, entry in recipe.indexed_experts():

@@ -14,12 +14,8 @@ with ``cache=False`` (one-shot merges, e.g. :func:`evomerge.merge.materialize.ma
 tensors stream one at a time from the memory-mapped files and nothing is kept. ``preload=True``
 reads every tensor of every model into memory up front.
 
-``search_cache`` (default: on when ``cache`` is): keep the recipe-independent state of the
-sparsifiers — sorted magnitudes for TIES/Breadcrumbs, the uniform draws of DARE/DELLA, DELLA's
-row ranks — in :attr:`search_cache` (:class:`~evomerge.pool.search_cache.SearchCache`), so that
-every candidate after the first trims by lookup and masks by one comparison. Memory: up to one
-more copy of the task vectors per kind in use (table in that module); ``search_cache_bytes``
-caps it. Results are bit-identical with and without it.
+The pool is models on disk and their tensors only: what the merge engine derives from them across
+merges (sparsifier state, whole-model thresholds) is the engine's (:mod:`evomerge.merge.cache`).
 
 Validation happens in the constructor, before any merge: every model has the base's architecture
 (``config.architectures`` and ``model_type``), the same tensor names, and the same shapes; the first
@@ -61,8 +57,6 @@ class ModelPool:
         dtype: torch.dtype = torch.float32,
         preload: bool = False,
         cache: bool = True,
-        search_cache: bool | None = None,
-        search_cache_bytes: int | None = None,
     ):
         ids = [str(m) for m in models]
         if base is not None:
@@ -88,13 +82,6 @@ class ModelPool:
 
         self._tensors: dict[tuple[str, str], torch.Tensor] = {}
         self._deltas: dict[tuple[str, str], torch.Tensor] = {}
-        # Whole-model quantities engines derive from the weights (e.g. TIES' global trim threshold).
-        self.memo: dict = {}
-        # Recipe-independent sparsification state (sorted magnitudes, uniforms, ranks) for searches.
-        from evomerge.pool.search_cache import SearchCache
-
-        use_search_cache = cache if search_cache is None else bool(search_cache)
-        self.search_cache: SearchCache | None = SearchCache(self, search_cache_bytes) if use_search_cache else None
         if preload:
             for m in self.ids:
                 for name in self.tensor_names:
@@ -225,12 +212,9 @@ class ModelPool:
     def clear_cache(self) -> None:
         self._tensors.clear()
         self._deltas.clear()
-        self.memo.clear()
-        if self.search_cache is not None:
-            self.search_cache.clear()
 
     def cached_bytes(self) -> int:
-        """Bytes of cached tensors and task vectors (the search cache: ``search_cache.nbytes()``)."""
+        """Bytes of cached tensors and task vectors."""
         seen = {}
         for t in list(self._tensors.values()) + list(self._deltas.values()):
             seen[t.data_ptr()] = t.numel() * t.element_size()

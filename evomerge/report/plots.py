@@ -1,57 +1,61 @@
-"""The report's figures, each drawn from log records alone (no models are loaded).
+"""The report's search figures, each drawn from log records alone (no models are loaded).
 
 - :func:`plot_progress`: every evaluation's objective value against its evaluation number, and
   the best-so-far curve, per objective; several runs (drivers) overlay for comparison.
+- :func:`plot_stage_progress`: the same for a staged run (sequential PS+DFS, see
+  :mod:`evomerge.report.stages`): one colour and one best-so-far curve per stage, the stage
+  boundaries marked, each stage's best starred, and the previous stages' best carried on as a
+  dotted line, so a later stage's gain (or none) can be read off.
 - :func:`plot_pareto`: all ok candidates in the plane of two objectives; the non-dominated ones
   highlighted and joined by the staircase that bounds what they dominate (:func:`front_staircase`),
   with optional reference points (base, experts) and overlaid point sets (an untuned grid).
-- :func:`plot_recipe_heatmap`: the best parameter-space recipe as a (model × parameter) × layer
-  matrix — each value resolved per layer with mergekit's gradient rule (a list [v_0 … v_k] is
-  interpolated linearly at x = ℓ / (L − 1)).
-- :func:`plot_layer_path`: a data-flow recipe's path: position on the path → (model, layer), with
-  the input scale of each position.
+  Three or more objectives: :mod:`evomerge.report.pareto_matrix`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only; never a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from evomerge.runs.store import as_float  # noqa: E402
-from evomerge.runs.summary import nondominated  # noqa: E402
+from evomerge.pareto import hypervolume, nondominated
+from evomerge.report.common import DPI, PAGE_WIDTH, finite, plt, save
+from evomerge.report.stages import Stage
 
 
-def _finite(v: Any) -> float:
-    try:
-        f = as_float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-    return f
+def _series(records: list[dict], name: str, offset: int = 0) -> tuple[np.ndarray, np.ndarray, list]:
+    """(evaluation numbers, values, records) of the ok records scoring ``name``; numbers count
+    every record (failed ones too) from ``offset + 1``."""
+    xs, ys, rs = [], [], []
+    for i, r in enumerate(records):
+        o = r.get("objectives")
+        if r.get("status") == "ok" and isinstance(o, dict) and name in o:
+            xs.append(offset + i + 1)
+            ys.append(finite(o[name]))
+            rs.append(r)
+    return np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), rs
+
+
+def _best_so_far(ys: np.ndarray, sign: float) -> np.ndarray:
+    return sign * np.maximum.accumulate(sign * np.nan_to_num(ys, nan=-np.inf * sign))
 
 
 def plot_progress(
     runs: dict[str, list[dict]], objective_names: list[str], directions: dict[str, str], out: Path
 ) -> Path:
     n = max(1, len(objective_names))
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.8), squeeze=False)
-    for ax, name in zip(axes[0], objective_names):
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH, (3.9 if cols < 3 else 3.3) * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, objective_names):
         sign = -1.0 if directions.get(name) == "minimize" else 1.0
         for label, records in runs.items():
-            xs, ys = [], []
-            for i, r in enumerate(records):
-                if r.get("status") == "ok" and r.get("objectives") and name in r["objectives"]:
-                    xs.append(i + 1)
-                    ys.append(_finite(r["objectives"][name]))
-            if not xs:
+            xs, ys, _ = _series(records, name)
+            if not len(xs):
                 continue
-            ys_arr = np.asarray(ys)
-            best = sign * np.maximum.accumulate(sign * np.nan_to_num(ys_arr, nan=-np.inf * sign))
+            best = _best_so_far(ys, sign)
             pts = ax.scatter(xs, ys, s=8, alpha=0.35)
             ax.plot(xs, best, lw=2, color=pts.get_facecolor()[0][:3], label=f"{label} (best {best[-1]:.3g})")
         ax.set_xlabel("evaluation")
@@ -60,9 +64,82 @@ def plot_progress(
         ax.legend(fontsize=8)
     fig.suptitle("objective vs evaluations (dots: candidates, line: best so far)")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, out)
+
+
+def stage_spans(stages: list[Stage]) -> list[tuple[int, int]]:
+    """(first, last) evaluation number of each stage, numbered across the stages: stage k's
+    record i is number first_k + i (for one log, its line number). A finished stage spans its
+    records; the running stage (the last with records) and those not started yet span their
+    budget (``max_evals``, at least 1), so the page shows what is left."""
+    started = max((k for k, st in enumerate(stages) if st.records), default=-1)
+    spans, first = [], 1
+    for k, st in enumerate(stages):
+        width = len(st.records) if k < started else max(len(st.records), st.max_evals or 0, 1)
+        spans.append((first, first + width - 1))
+        first += width
+    return spans
+
+
+def plot_stage_progress(stages: list[Stage], objective_names: list[str], directions: dict[str, str], out: Path) -> Path:
+    """One panel per objective; stage k's evaluations are numbered after stage k − 1's."""
+    n = max(1, len(objective_names))
+    fig, axes = plt.subplots(n, 1, figsize=(PAGE_WIDTH, 3.6 * n), squeeze=False)
+    for ax, name in zip(axes[:, 0], objective_names):
+        sign = -1.0 if directions.get(name) == "minimize" else 1.0
+        carried = None  # the best of the stages so far, carried into the next
+        spans = stage_spans(stages)
+        for k, (st, (first, last)) in enumerate(zip(stages, spans)):
+            color = f"C{k}"
+            lo, hi = first - 0.5, last + 0.5
+            ax.axvspan(lo, hi, color=color, alpha=0.06, lw=0)
+            if k:
+                ax.axvline(lo, color="k", ls="--", lw=1)
+            xs, ys, rs = _series(st.records, name, first - 1)
+            ax.text(
+                (lo + hi) / 2,
+                1.01,
+                f"{st.label}: {len(st.records)}{f' / {st.max_evals}' if st.max_evals else ''} evaluations",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=9,
+                color=color,
+                fontweight="bold",
+            )
+            if carried is not None:
+                ax.hlines(carried, lo, hi, colors="0.35", linestyles=":", lw=1.3)
+            if len(xs):
+                best = _best_so_far(ys, sign)
+                ax.scatter(xs, ys, s=9, alpha=0.35, color=color)
+                ax.plot(xs, best, lw=2, color=color, drawstyle="steps-post")
+                i = int(np.nanargmax(sign * np.nan_to_num(ys, nan=-np.inf)))
+                ax.scatter([xs[i]], [ys[i]], s=160, marker="*", color=color, edgecolor="k", lw=0.6, zorder=5)
+                ax.annotate(
+                    f"best of {st.label}: {ys[i]:.3g} (#{rs[i].get('id')})",
+                    (xs[i], ys[i]),
+                    textcoords="offset points",
+                    xytext=(-8, 7),
+                    ha="right",
+                    fontsize=8,
+                    color=color,
+                    fontweight="bold",
+                )
+                stage_best = best[-1]
+                if np.isfinite(stage_best):
+                    carried = stage_best if carried is None else sign * max(sign * carried, sign * stage_best)
+        ax.set_xlim(0.5, spans[-1][1] + 0.5)
+        lo_y, hi_y = ax.get_ylim()
+        ax.set_ylim(lo_y, hi_y + 0.12 * (hi_y - lo_y))  # room for the stars' labels
+        ax.set_xlabel("evaluation (numbered across stages)")
+        ax.set_ylabel(f"{name} ({directions.get(name, 'maximize')})")
+        ax.grid(alpha=0.3)
+    axes[-1, 0].plot([], [], ":", color="0.35", label="best of the earlier stages")
+    axes[-1, 0].plot([], [], "-", color="0.2", lw=2, label="best so far within a stage")
+    axes[-1, 0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("search progress by stage (dots: candidates; ★ the best of each stage)", y=0.995)
+    fig.tight_layout()
+    return save(fig, out)
 
 
 def front_staircase(points: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +173,7 @@ def plot_pareto(
     references: dict[str, tuple[float, float]] | None = None,
     overlay: dict[str, list[tuple[float, float]]] | None = None,
     title: str | None = None,
-    dpi: int = 110,
+    dpi: int = DPI,
 ) -> Path | None:
     """Every ok candidate in the plane of the first two objectives; the non-dominated ones
     highlighted, labelled with their candidate ids and joined by the boundary of the region they
@@ -111,15 +188,15 @@ def plot_pareto(
     for r in records:
         o = r.get("objectives") or {}
         if r.get("status") == "ok" and a in o and b in o:
-            pts.append((_finite(o[a]), _finite(o[b])))
+            pts.append((finite(o[a]), finite(o[b])))
             ids.append(r["id"])
     if not pts:
         return None
     pts_arr = np.asarray(pts)
     ids_arr = np.asarray(ids)
     signs = np.array([-1.0 if directions.get(n) == "minimize" else 1.0 for n in (a, b)])
-    finite = np.all(np.isfinite(pts_arr), axis=1)
-    fin_pts, fin_ids = pts_arr[finite], ids_arr[finite]
+    rows = np.all(np.isfinite(pts_arr), axis=1)
+    fin_pts, fin_ids = pts_arr[rows], ids_arr[rows]
     front_mask = np.zeros(len(fin_pts), dtype=bool)
     front_mask[nondominated(fin_pts * signs)] = True
     front_pts, stairs = front_staircase(fin_pts[front_mask], signs)
@@ -205,127 +282,10 @@ def plot_pareto(
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     ax.set_title(title or f"Pareto front: {a} vs {b}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return save(fig, out, dpi)
 
 
 def _hv_label(front: np.ndarray, signs: np.ndarray) -> str:
-    from evomerge.drivers.pareto import hypervolume
-
     if len(front) == 0 or np.any(signs < 0) or np.any(front < 0):
         return ""
     return f", HV {hypervolume(front, np.zeros(2)):.3f}"
-
-
-def resolve_over_layers(value: Any, num_layers: int) -> np.ndarray | None:
-    """A parameter value per layer: scalar → constant; gradient list → linear interpolation at
-    ℓ/(L−1); ``[{filter, value}]`` → its filter-less entry (the fallback), else the first."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return np.full(num_layers, float(value))
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
-        if len(value) == 1:
-            return np.full(num_layers, float(value[0]))
-        x = np.linspace(0.0, 1.0, num_layers) if num_layers > 1 else np.zeros(1)
-        return np.interp(x, np.linspace(0.0, 1.0, len(value)), np.asarray(value, dtype=float))
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        fallback = [v for v in value if not v.get("filter")] or value
-        return resolve_over_layers(fallback[0].get("value"), num_layers)
-    return None
-
-
-def recipe_matrix(recipe: dict, num_layers: int | None) -> tuple[np.ndarray, list[str], int] | None:
-    models = recipe.get("models") or []
-    rows, labels = [], []
-    if num_layers is None:
-        lengths = [
-            len(v)
-            for m in models
-            for v in (m.get("parameters") or {}).values()
-            if isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v)
-        ]
-        num_layers = max(lengths) if lengths else 1
-    for m in models:
-        name = Path(str(m.get("model", "?"))).name
-        for key, value in sorted((m.get("parameters") or {}).items()):
-            row = resolve_over_layers(value, num_layers)
-            if row is not None:
-                rows.append(row)
-                labels.append(f"{name} · {key}")
-    if not rows:
-        return None
-    return np.vstack(rows), labels, num_layers
-
-
-def plot_recipe_heatmap(recipe: dict, num_layers: int | None, out: Path) -> Path | None:
-    got = recipe_matrix(recipe, num_layers)
-    if got is None:
-        return None
-    mat, labels, L = got
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.5 * L + 3), 0.45 * len(labels) + 1.6))
-    im = ax.imshow(mat, aspect="auto", cmap="viridis")
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xticks(range(L), [str(i) for i in range(L)], fontsize=7)
-    ax.set_xlabel("layer")
-    if L * len(labels) <= 160:
-        for i in range(mat.shape[0]):
-            for j in range(mat.shape[1]):
-                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    ax.set_title(f"best recipe: {recipe.get('merge_method', '?')} parameters per layer")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def layer_path(recipe: dict) -> list[tuple[str, int, float]] | None:
-    """[(model, layer, input scale)] of a data-flow recipe dict, whatever its exact spelling:
-    a ``path`` / ``layers`` list of ``{model, layer, scale}`` mappings or ``[model, layer, scale]``."""
-    steps = recipe.get("path") or recipe.get("layers") or recipe.get("layer_path")
-    if not isinstance(steps, list) or not steps:
-        return None
-    out = []
-    for s in steps:
-        if isinstance(s, dict):
-            model = s.get("model", s.get("source", "?"))
-            layer = s.get("layer", s.get("index"))
-            scale = s.get("scale", 1.0)
-        elif isinstance(s, (list, tuple)) and len(s) >= 2:
-            model, layer = s[0], s[1]
-            scale = s[2] if len(s) > 2 else 1.0
-        else:
-            return None
-        if layer is None:
-            return None
-        out.append((str(model), int(layer), float(scale if scale is not None else 1.0)))
-    return out
-
-
-def plot_layer_path(path: list[tuple[str, int, float]], out: Path) -> Path:
-    models = sorted({m for m, _, _ in path}, key=[m for m, _, _ in path].index)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(path) + 2), 3.8))
-    xs = np.arange(len(path))
-    ax.plot(xs, [l for _, l, _ in path], color="0.7", lw=1, zorder=1)
-    for k, m in enumerate(models):
-        idx = [i for i, (mm, _, _) in enumerate(path) if mm == m]
-        ax.scatter(
-            idx,
-            [path[i][1] for i in idx],
-            s=[30 + 40 * abs(path[i][2]) for i in idx],
-            color=f"C{k}",
-            label=Path(m).name,
-            zorder=2,
-        )
-    for i, (_, l, sc) in enumerate(path):
-        if abs(sc - 1.0) > 1e-6:
-            ax.annotate(f"×{sc:.2f}", (i, l), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=6)
-    ax.set_xlabel("position on the inference path")
-    ax.set_ylabel("source layer")
-    ax.set_title(f"data-flow path ({len(path)} layers; marker size ~ input scale)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out

@@ -5,8 +5,9 @@ number of evaluations told, …) framed as::
 
     MAGIC (8 bytes) | sha256(payload) (32 bytes) | payload
 
-and written the only way that survives a kill at any instant: temporary file in the same
-directory, ``fsync``, ``os.replace`` onto ``ckpt-<n>.pkl``, ``fsync`` of the directory. Only the
+and written the only way that survives a kill at any instant (:func:`evomerge.io.atomic_write_bytes`):
+temporary file in the same directory, ``fsync``, ``os.replace`` onto ``ckpt-<n>.pkl``, ``fsync`` of the
+directory. Only the
 newest ``keep`` (default 2) are kept, so that a latest checkpoint that is nevertheless unreadable
 (a disk that lied about fsync, a user's editor) leaves the previous one to fall back on.
 """
@@ -14,49 +15,17 @@ newest ``keep`` (default 2) are kept, so that a latest checkpoint that is nevert
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from evomerge.io import atomic_write_bytes
 from evomerge.runs.crash import maybe_crash
 
 MAGIC = b"EVMCKPT1"
 _NAME = re.compile(r"^ckpt-(\d+)\.pkl$")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, *, crash_point: str | None = None) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        if crash_point is not None:
-            half = len(data) // 2
-            f.write(data[:half])
-            f.flush()
-            os.fsync(f.fileno())
-            maybe_crash(crash_point)
-            f.write(data[half:])
-        else:
-            f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 class CorruptCheckpoint(Exception):
@@ -101,7 +70,7 @@ class CheckpointDir:
     def save(self, n: int, state: dict[str, Any]) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.path / f"ckpt-{n:08d}.pkl"
-        atomic_write_bytes(target, encode(state), crash_point="checkpoint-write")
+        atomic_write_bytes(target, encode(state), midway=lambda: maybe_crash("checkpoint-write"))
         maybe_crash("checkpoint-rename")
         for _, old in self.list()[self.keep :]:
             old.unlink(missing_ok=True)

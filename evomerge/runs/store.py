@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import RunDirError
-from evomerge.runs.checkpoint import CheckpointDir, atomic_write_text
+from evomerge.io import atomic_write_json, atomic_write_text
+from evomerge.runs.checkpoint import CheckpointDir
 from evomerge.runs.crash import maybe_crash
 
 LOG_NAME = "evaluations.jsonl"
@@ -193,7 +194,7 @@ class RunStore:
         if per_ex is not None and _count_values(per_ex) > INLINE_PER_EXAMPLE_MAX:
             self.per_example_dir.mkdir(exist_ok=True)
             rel = f"per_example/{record['id']}.json"
-            atomic_write_text(self.root / rel, json.dumps(per_ex))
+            atomic_write_json(self.root / rel, per_ex)
             record["per_example"] = {"path": rel}
         line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
         if self._log_file is None:
@@ -223,16 +224,14 @@ class RunStore:
     def write_best(self, record: dict[str, Any], recipe_yaml: str) -> None:
         self.best_dir.mkdir(exist_ok=True)
         atomic_write_text(self.best_dir / "recipe.yaml", recipe_yaml)
-        atomic_write_text(self.best_dir / "candidate.json", json.dumps(to_jsonable(record), indent=2, sort_keys=True))
+        atomic_write_json(self.best_dir / "candidate.json", to_jsonable(record), indent=2, sort_keys=True)
 
     def write_pareto(self, objective_names: list[str], records: Iterable[dict[str, Any]]) -> None:
         front = [
             {"id": r["id"], "objectives": r.get("objectives"), "score": r.get("score"), "recipe": r.get("recipe")}
             for r in records
         ]
-        atomic_write_text(
-            self.pareto_path, json.dumps(to_jsonable({"objectives": objective_names, "front": front}), indent=2)
-        )
+        atomic_write_json(self.pareto_path, to_jsonable({"objectives": objective_names, "front": front}), indent=2)
 
     def read_json(self, path: Path) -> Any:
         try:
@@ -243,7 +242,7 @@ class RunStore:
             raise RunDirError(f"{path} is not valid JSON") from None
 
     def write_json(self, path: Path, obj: Any) -> None:
-        atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True))
+        atomic_write_json(path, to_jsonable(obj), indent=2, sort_keys=True)
 
 
 def _count_values(obj: Any) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from evomerge.pareto import nondominated
 from evomerge.runs.store import RunStore, as_float
 
 
@@ -30,24 +31,6 @@ def best_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         if best is None or as_float(r["score"]) > as_float(best["score"]):
             best = r
     return best
-
-
-def nondominated(values: np.ndarray) -> np.ndarray:
-    """Indices of the rows of ``values`` (maximised) that no other row dominates.
-
-    Row a dominates b when a ≥ b in every column and a > b in at least one. Duplicate rows are all
-    kept (none dominates another). O(n² m), fine for the thousands of rows a run logs.
-    """
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return np.zeros(0, dtype=int)
-    keep = []
-    for i, v in enumerate(values):
-        ge = np.all(values >= v, axis=1)
-        gt = np.any(values > v, axis=1)
-        if not np.any(ge & gt):
-            keep.append(i)
-    return np.asarray(keep, dtype=int)
 
 
 def pareto_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,6 +9,8 @@ layer-group boundaries); always includes 0 and ``dim``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -25,7 +27,7 @@ class SearchSpace(Protocol):
     group_boundaries: list[int]
 
     def to_recipe(self, genome: np.ndarray) -> Any:
-        """A recipe (:class:`evomerge.merge.recipe.Recipe` or a data-flow recipe) for the genome."""
+        """A recipe (a kind of :data:`evomerge.merge.recipes.AnyRecipe`) for the genome."""
         ...
 
     def from_recipe(self, recipe: Any) -> np.ndarray:
@@ -35,3 +37,17 @@ class SearchSpace(Protocol):
     def describe(self) -> dict[str, Any]:
         """JSON-able summary (kind, dim, names) for logs and reports."""
         ...
+
+
+@dataclass(frozen=True)
+class SpaceInputs:
+    """What a config ``space`` section is built over (each kind's ``build(options, inputs)``):
+    the base and the experts (``{name: path}``, in order) with ``num_layers`` layers each, the
+    run's seed and dtype, and ``source``, the config's name for errors."""
+
+    base: str | None
+    experts: Mapping[str, str]
+    num_layers: int
+    seed: int
+    dtype: str
+    source: str = "config"

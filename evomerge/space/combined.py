@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import ConfigError
-from evomerge.space.dataflow import DataFlowRecipe, DataFlowSpace
-from evomerge.space.parameter import ParameterSpace
+from evomerge.merge.recipes.dataflow import DataFlowRecipe
+from evomerge.space.base import SpaceInputs
+from evomerge.space.dataflow import DataFlowSpace, DataFlowSpaceOptions, frame_expert
+from evomerge.space.parameter import ParameterSpace, ParameterSpaceOptions
 
 
 def _as_dict(recipe) -> dict:
@@ -46,8 +48,35 @@ def sequential_space(
     return DataFlowSpace(source_layers, sources=sources, **dfs_options)
 
 
+class JointSpaceOptions(ParameterSpaceOptions, DataFlowSpaceOptions):
+    """The ``space`` options of ``kind: psdfs``: the PS half's and the DFS half's. ``embed_from``
+    names the expert whose place (and frame) the PS merge takes."""
+
+
 class JointSpace:
     """Concatenated genome of a :class:`ParameterSpace` and a :class:`DataFlowSpace`."""
+
+    Options = JointSpaceOptions
+
+    @classmethod
+    def build(cls, options: JointSpaceOptions, inputs: SpaceInputs) -> JointSpace:
+        """The joint space of a config ``space`` section: model A is a PS merge of every expert
+        (in place of ``embed_from``); the other experts keep their own layers."""
+        ps_options = ParameterSpaceOptions.model_validate(
+            options.model_dump(include=set(ParameterSpaceOptions.model_fields))
+        )
+        ps = ParameterSpace.build(ps_options, inputs)
+        embed = frame_expert(options, inputs)
+        experts = inputs.experts
+        names = ["merged"] + [n for n in experts if n != embed]
+        sources = {
+            "merged": ps.to_recipe(ps.x0).model_dump(mode="json", exclude_none=True),
+            **{n: experts[n] for n in names[1:]},
+        }
+        settings = options.model_dump(include=set(DataFlowSpaceOptions.model_fields))
+        settings["embed_from"] = "merged"
+        dfs = DataFlowSpace({n: inputs.num_layers for n in names}, sources=sources, dtype=inputs.dtype, **settings)
+        return cls(ps, dfs, ps_source="merged")
 
     def __init__(self, ps: ParameterSpace, dfs: DataFlowSpace, *, ps_source: str | None = None):
         self.ps = ps

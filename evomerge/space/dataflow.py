@@ -28,153 +28,46 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from evomerge.errors import ConfigError, EvomergeError
+from evomerge.errors import ConfigError
+from evomerge.merge.recipes.dataflow import DataFlowRecipe
+from evomerge.space.base import SpaceInputs
+from evomerge.validation import parse_options
 
 ScaleMode = Literal["matrix", "per_layer", "none"]
 
 
-def _one_line(exc: ValidationError, where: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
-    return f"{where}: key {loc!r}: {err.get('msg', 'invalid value')}"
+def _scale_range(r: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = r
+    if not (0 < lo <= 1 <= hi and lo < hi):
+        raise ValueError(f"expected [lo, hi] with 0 < lo <= 1 <= hi and lo < hi, got [{lo:g}, {hi:g}]")
+    return r
 
 
-class PathStep(BaseModel):
-    """One step of the path: ``layer`` of source ``model``, its input multiplied by ``scale``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
-    layer: int = Field(ge=0)
-    scale: float = 1.0
-
-    @field_validator("scale")
-    @classmethod
-    def _positive_finite(cls, v: float) -> float:
-        # Folding divides by the running product of scales and norm(c·x) = norm(x) needs c > 0.
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"scale must be a finite number > 0, got {v}")
-        return v
-
-
-class DataFlowRecipe(BaseModel):
-    """A layer path through one or more source models (``merge_method: dataflow``).
-
-    ``sources`` maps a name to a model path / hub id, or to a nested parameter-space recipe dict
-    (the PS+DFS sequence: source A is itself a merge). Tokenizer, embeddings, final norm and head
-    come from ``embed_from``.
-    """
+class DataFlowSpaceOptions(BaseModel):
+    """The ``space`` options of ``kind: dataflow`` (and the DFS half of ``psdfs``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    merge_method: Literal["dataflow"] = "dataflow"
-    sources: dict[str, str | dict[str, Any]]
-    embed_from: str
-    path: list[PathStep] = Field(min_length=1)
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-
-    @model_validator(mode="after")
-    def _names_known(self) -> DataFlowRecipe:
-        if not self.sources:
-            raise ValueError("sources must name at least one model")
-        if self.embed_from not in self.sources:
-            raise ValueError(f"embed_from {self.embed_from!r} is not a source; expected one of {sorted(self.sources)}")
-        for k, step in enumerate(self.path):
-            if step.model not in self.sources:
-                raise ValueError(
-                    f"path[{k}].model {step.model!r} is not a source; expected one of {sorted(self.sources)}"
-                )
-        for name, src in self.sources.items():
-            if isinstance(src, dict):
-                _validate_nested(name, src)
-        return self
-
-    # ---- YAML -------------------------------------------------------------------------------
-    @classmethod
-    def from_yaml(cls, text_or_path: str | Path) -> DataFlowRecipe:
-        where = "<string>"
-        text = text_or_path
-        if isinstance(text_or_path, str) and "\n" not in text_or_path and text_or_path.endswith((".yaml", ".yml")):
-            if not Path(text_or_path).is_file():
-                raise ConfigError(f"{text_or_path}: data-flow recipe file not found")
-        if isinstance(text_or_path, Path) or ("\n" not in str(text_or_path) and Path(str(text_or_path)).is_file()):
-            where = str(text_or_path)
-            try:
-                text = Path(text_or_path).read_text()
-            except OSError as exc:
-                raise ConfigError(f"{where}: cannot read data-flow recipe: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping with keys merge_method, sources, embed_from, path")
-        return cls.validate_dict(data, where=where)
-
-    @classmethod
-    def validate_dict(cls, data: dict, where: str = "data-flow recipe") -> DataFlowRecipe:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(_one_line(exc, where)) from None
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-    # ---- helpers ----------------------------------------------------------------------------
-    def layer_sequence(self) -> list[tuple[str, int]]:
-        return [(s.model, s.layer) for s in self.path]
-
-    def scales(self) -> list[float]:
-        return [s.scale for s in self.path]
-
-    def cumulative_scales(self) -> list[float]:
-        """``C_k = s_0·s_1⋯s_k``: the residual stream after step k is ``C_k`` times the stream of
-        the same layers without scales (pre-norm models, norm eps = 0)."""
-        out, c = [], 1.0
-        for s in self.path:
-            c *= s.scale
-            out.append(c)
-        return out
-
-    def nested_recipe(self, name: str):
-        """The parameter-space :class:`~evomerge.merge.recipe.Recipe` of a nested source, else None."""
-        src = self.sources[name]
-        if not isinstance(src, dict):
-            return None
-        from evomerge.merge.recipe import Recipe
-
-        return Recipe.model_validate(src)
-
-    def check_layers(self, num_layers: Mapping[str, int]) -> None:
-        """Raise ConfigError naming the step when a layer index is out of range for its source."""
-        for k, step in enumerate(self.path):
-            n = num_layers[step.model]
-            if step.layer >= n:
-                raise ConfigError(
-                    f"data-flow recipe: path[{k}] uses layer {step.layer} of source {step.model!r}, "
-                    f"which has layers 0..{n - 1}"
-                )
+    repeats: int = Field(default=2, ge=1)
+    embed_from: str | None = None  # the source whose embeddings / head / end layers frame the path
+    fix_ends: bool = True
+    scale_mode: ScaleMode = "matrix"
+    scale_range: Annotated[tuple[float, float], AfterValidator(_scale_range)] = (0.5, 2.0)
+    indicator_margin: float = Field(default=0.25, gt=0, le=0.5)
 
 
-def _validate_nested(name: str, src: dict) -> None:
-    try:
-        from evomerge.merge.recipe import Recipe
-    except ModuleNotFoundError:  # merge engine not importable: keep the dict, validated when used
-        return
-    try:
-        Recipe.model_validate(src)
-    except ValidationError as exc:
-        raise ValueError(f"nested recipe of source {name!r}: {_one_line(exc, 'recipe')}") from None
-    except EvomergeError as exc:
-        raise ValueError(f"nested recipe of source {name!r}: {exc}") from None
+def frame_expert(options: DataFlowSpaceOptions, inputs: SpaceInputs) -> str:
+    """``options.embed_from`` (default: the first expert), which must name an expert."""
+    embed = options.embed_from or next(iter(inputs.experts))
+    if embed not in inputs.experts:
+        known = ", ".join(inputs.experts)
+        raise ConfigError(f"{inputs.source}: space.embed_from: {embed!r} is not an expert (known: {known})")
+    return embed
 
 
 class DataFlowSpace:
@@ -182,37 +75,29 @@ class DataFlowSpace:
 
     Genes, in order: ``T = M·r`` slot indicators (repetition-major, layout order inside), then the
     scale genes (``W`` row-major: gene ``T + i·M + j`` is ``W[i, j]``; or one per layer).
+    ``settings`` are :class:`DataFlowSpaceOptions` fields (``repeats=3``, ``scale_mode="none"``,
+    ...), validated as in the run config.
     """
+
+    Options = DataFlowSpaceOptions
 
     def __init__(
         self,
         source_layers: Mapping[str, int],
-        repeats: int = 2,
         *,
-        embed_from: str | None = None,
-        fix_ends: bool = True,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        scale_mode: ScaleMode = "matrix",
         sources: Mapping[str, str | dict] | None = None,
-        indicator_margin: float = 0.25,
         dtype: str = "float32",
+        **settings: Any,
     ):
+        opts = parse_options(self.Options, {k: v for k, v in settings.items() if v is not None}, prefix="space.")
+        self.settings = opts
         if not source_layers:
             raise ConfigError("data-flow space: source_layers must name at least one model")
         for name, n in source_layers.items():
             if int(n) < 1:
                 raise ConfigError(f"data-flow space: source {name!r} has {n} layers; expected >= 1")
-        if int(repeats) < 1:
-            raise ConfigError(f"data-flow space: repeats must be >= 1, got {repeats}")
-        lo, hi = (float(v) for v in scale_range)
-        if not (0 < lo <= 1 <= hi and lo < hi):
-            raise ConfigError(
-                f"data-flow space: scale_range must satisfy 0 < lo <= 1 <= hi, lo < hi; got {scale_range}"
-            )
-        if scale_mode not in ("matrix", "per_layer", "none"):
-            raise ConfigError(f"data-flow space: scale_mode must be matrix, per_layer or none; got {scale_mode!r}")
-        if not 0 < indicator_margin <= 0.5:
-            raise ConfigError(f"data-flow space: indicator_margin must be in (0, 0.5], got {indicator_margin}")
+        embed_from, fix_ends, repeats, scale_mode = opts.embed_from, opts.fix_ends, opts.repeats, opts.scale_mode
+        lo, hi = opts.scale_range
         self.source_layers = {str(k): int(v) for k, v in source_layers.items()}
         self.embed_from = embed_from if embed_from is not None else next(iter(self.source_layers))
         if self.embed_from not in self.source_layers:
@@ -228,7 +113,7 @@ class DataFlowSpace:
         self.repeats = int(repeats)
         self.scale_range = (lo, hi)
         self.scale_mode = scale_mode
-        self.indicator_margin = float(indicator_margin)
+        self.indicator_margin = opts.indicator_margin
         self.dtype = dtype
         self.sources = dict(sources) if sources is not None else {k: k for k in self.source_layers}
         if list(self.sources) != list(self.source_layers):
@@ -266,6 +151,15 @@ class DataFlowSpace:
             bounds |= {self.T + i * self.M for i in range(self.M + 1)}
         bounds.add(self.dim)
         self.group_boundaries = sorted(bounds)
+
+    @classmethod
+    def build(cls, options: DataFlowSpaceOptions, inputs: SpaceInputs) -> DataFlowSpace:
+        """The space of a config ``space`` section: a path through the experts' layers, framed by
+        ``embed_from`` (default: the first expert)."""
+        settings = options.model_dump(include=set(DataFlowSpaceOptions.model_fields))
+        settings["embed_from"] = frame_expert(options, inputs)
+        layers = {name: inputs.num_layers for name in inputs.experts}
+        return cls(layers, sources=dict(inputs.experts), dtype=inputs.dtype, **settings)
 
     # ---- scalar maps ------------------------------------------------------------------------
     def scale_to_gene(self, s: float) -> float:

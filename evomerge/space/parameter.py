@@ -23,29 +23,44 @@ to the recipe's global ``parameters``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from evomerge.errors import ConfigError
-
-#: Ranges of well-known parameters in recipe space; others must be given in ``ranges``.
-DEFAULT_RANGES: dict[str, tuple[float, float]] = {
-    "weight": (0.0, 1.0),
-    "density": (0.1, 1.0),
-    "t": (0.0, 1.0),
-    "gamma": (0.0, 0.1),
-    "epsilon": (0.0, 0.2),
-    "lambda": (0.5, 1.5),
-}
+from evomerge.space.base import SpaceInputs
+from evomerge.validation import parse_options
 
 #: Substrings naming the non-layer tensors of the supported families (Llama / Mistral / Qwen,
 #: GPT-2). A non-layer tensor matched by neither list would receive the per-layer gradient and
 #: the merge engine rejects that with an error naming the tensor, so nothing is silently wrong.
 EMBED_FILTERS = ("embed_tokens", "wte", "wpe")
 HEAD_FILTERS = ("lm_head", "model.norm.", "ln_f")
+
+
+def _ordered(r: tuple[float, float]) -> tuple[float, float]:
+    if not r[0] <= r[1]:
+        raise ValueError(f"expected [lo, hi] with lo <= hi, got [{r[0]:g}, {r[1]:g}]")
+    return r
+
+
+Range = Annotated[tuple[float, float], AfterValidator(_ordered)]
+
+
+def _merge_method(name: str) -> str:
+    from evomerge.merge.methods import get_method  # the registry imports torch: only when validating
+
+    try:
+        get_method(name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return name
+
+
+MethodName = Annotated[str, AfterValidator(_merge_method)]
 
 
 def _layer_boundaries(num_layers: int, layer_groups: int | Sequence[int]) -> list[int]:
@@ -69,8 +84,29 @@ def _short_names(models: Sequence[str]) -> list[str]:
     return names
 
 
+class ParameterSpaceOptions(BaseModel):
+    """The ``space`` options of ``kind: parameter`` (and the PS half of ``psdfs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: MethodName = "task_arithmetic"
+    method_choices: list[MethodName] | None = None  # the method itself searched as a categorical gene
+    layer_groups: int | list[int] = 1  # k near-equal groups, or explicit boundaries [0, …, L]
+    params: list[str] | None = None  # which method parameters are genes (default weight, density)
+    ranges: dict[str, Range] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)  # global method parameters held constant
+    non_layer: Literal["separate", "fold"] = "separate"
+    options: dict[str, Any] = Field(default_factory=dict)  # recipe options (e.g. ties_scope)
+
+
 class ParameterSpace:
-    """Genome ↔ :class:`evomerge.merge.recipe.Recipe` over layer groups × experts × parameters."""
+    """Genome ↔ :class:`evomerge.merge.recipes.parameter.Recipe` over layer groups × experts × parameters.
+
+    ``settings`` are :class:`ParameterSpaceOptions` fields but ``method`` (``layer_groups=4``,
+    ``ranges={"weight": (0, 1.5)}``, ...), validated as in the run config.
+    """
+
+    Options = ParameterSpaceOptions
 
     def __init__(
         self,
@@ -79,24 +115,22 @@ class ParameterSpace:
         models: Sequence[str],
         num_layers: int,
         *,
-        layer_groups: int | Sequence[int] = 1,
-        params: Sequence[str] | None = None,
-        ranges: Mapping[str, tuple[float, float]] | None = None,
-        method_choices: Sequence[str] | None = None,
-        fixed: Mapping[str, Any] | None = None,
-        non_layer: Literal["separate", "fold"] = "separate",
         embed_filters: Sequence[str] = EMBED_FILTERS,
         head_filters: Sequence[str] = HEAD_FILTERS,
         seed: int = 0,
         dtype: str = "float32",
-        options: Mapping[str, Any] | None = None,
+        **settings: Any,
     ):
         from evomerge.merge.methods import get_method
+        from evomerge.merge.parameters import search_range, value_bounds
 
+        given = {k: v for k, v in settings.items() if v is not None}  # None: the default
+        opts = parse_options(self.Options, {"method": method, **given}, prefix="space.")
+        layer_groups, params, ranges, fixed = opts.layer_groups, opts.params, opts.ranges, opts.fixed
+        method_choices, non_layer, options = opts.method_choices, opts.non_layer, opts.options
+        self.settings = opts
         if int(num_layers) < 1:
             raise ConfigError(f"parameter space: num_layers must be >= 1, got {num_layers}")
-        if non_layer not in ("separate", "fold"):
-            raise ConfigError(f"parameter space: non_layer must be 'separate' or 'fold', got {non_layer!r}")
         self.method = method
         self.method_choices = list(method_choices) if method_choices else None
         if self.method_choices and method not in self.method_choices:
@@ -144,20 +178,17 @@ class ParameterSpace:
                 raise ConfigError(f"parameter space: fixed: {p!r} is not a parameter of method(s) {self.methods}")
         self.ranges: dict[str, tuple[float, float]] = {}
         for p in self.params:
-            r = (ranges or {}).get(p, DEFAULT_RANGES.get(p))
+            r = (ranges or {}).get(p, search_range(p))
             if r is None:
                 raise ConfigError(
                     f"parameter space: ranges: no range for parameter {p!r}; give ranges={{{p!r}: (lo, hi)}}"
                 )
             lo, hi = float(r[0]), float(r[1])
-            if not lo <= hi:
-                raise ConfigError(f"parameter space: ranges[{p!r}] must have lo <= hi, got {tuple(r)}")
             # Checked here, not at the first genome that lands outside (mid-run, after the run
             # directory exists): every value of the range must be one the recipe accepts.
-            from evomerge.merge.recipe import VALUE_RANGES
-
-            if p in VALUE_RANGES and not VALUE_RANGES[p][0] <= lo <= hi <= VALUE_RANGES[p][1]:
-                vlo, vhi = VALUE_RANGES[p]
+            bounds = value_bounds(p)
+            if bounds is not None and not bounds[0] <= lo <= hi <= bounds[1]:
+                vlo, vhi = bounds
                 raise ConfigError(
                     f"parameter space: ranges[{p!r}] = [{lo:g}, {hi:g}] goes outside the valid range of {p}, [{vlo:g}, {vhi:g}]"
                 )
@@ -205,6 +236,20 @@ class ParameterSpace:
                 raise ConfigError(
                     f"parameter space: method {m!r} cannot be used with these models/params: {exc}"
                 ) from None
+
+    @classmethod
+    def build(cls, options: ParameterSpaceOptions, inputs: SpaceInputs) -> ParameterSpace:
+        """The space of a config ``space`` section: every expert merged into ``base``."""
+        settings = options.model_dump(include=set(ParameterSpaceOptions.model_fields) - {"method"})
+        return cls(
+            options.method,
+            inputs.base,
+            list(inputs.experts.values()),
+            inputs.num_layers,
+            seed=inputs.seed,
+            dtype=inputs.dtype,
+            **settings,
+        )
 
     # ---- value maps -------------------------------------------------------------------------
     def _to_value(self, p: str, x: float) -> float:
@@ -254,7 +299,7 @@ class ParameterSpace:
     # ---- protocol ---------------------------------------------------------------------------
     def to_recipe(self, genome: np.ndarray):
         """The recipe for ``genome`` (genes clipped into the box first)."""
-        from evomerge.merge.recipe import Recipe
+        from evomerge.merge.recipes.parameter import Recipe
 
         x = np.asarray(genome, dtype=float).reshape(-1)
         if x.shape[0] != self.dim:
@@ -330,7 +375,7 @@ class ParameterSpace:
         elsewhere is projected: each group reads the value at its first layer, clipped to the
         range). Parameters the recipe's method does not use stay at 0.5; the chosen method's gene
         is 2/3 and the others 1/3 (a margin of two ``sigma0``)."""
-        from evomerge.merge.recipe import Recipe
+        from evomerge.merge.recipes.parameter import Recipe
 
         if isinstance(recipe, dict):
             recipe = Recipe.model_validate(recipe)

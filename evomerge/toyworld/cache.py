@@ -8,8 +8,8 @@ model file it lists is there; anything else is rebuilt.
 
 Building is atomic and exclusive: an ``fcntl`` lock on ``<dir>.lock`` keeps a second process
 from building the same world at once (it waits and then finds the first one's), and the models
-are trained into a temporary sibling directory that is renamed into place only when complete,
-so an interrupted build never leaves a world that looks finished.
+are trained into a temporary sibling directory that is renamed into place only when complete
+(:func:`evomerge.io.atomic_dir`), so an interrupted build never leaves a world that looks finished.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from evomerge.errors import EvomergeError
+from evomerge.io import atomic_dir
 
 MANIFEST = "manifest.json"
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -82,19 +81,7 @@ def build_atomically(root: Path, key: str, build, *, force: bool = False) -> boo
             raise EvomergeError(
                 f"{root}: exists and is not a toy world (no {MANIFEST}); choose an empty or new directory"
             )
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.build-", dir=root.parent))
-        try:
+        # The old world (a forced rebuild) stays in place until the new one is complete.
+        with atomic_dir(root) as tmp:
             build(tmp)
-            if root.exists():
-                # Move the old world aside first so the swap leaves no moment without a world
-                # directory that claims to be complete.
-                old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-                os.replace(root, old / "world")
-                os.replace(tmp, root)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return True

@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from evomerge.cli import main
-from evomerge.merge.recipe import Recipe
+from evomerge.merge.recipes.parameter import Recipe
 
 
 def write(path, doc) -> str:

@@ -38,11 +38,11 @@ def test_bad_inputs_one_line_each(tmp_path, capsys, tiny_llama_family, tiny_gpt2
         (lambda d: d["models"]["experts"].__setitem__("e2", str(tiny_gpt2_family["experts"][0])), "error: "),
         (
             lambda d: d["driver"].__setitem__("name", "cmaess"),
-            f"error: {cfg}: driver.name: unknown driver 'cmaess' (known: cmaes, m2n2, optuna, random)",
+            f"error: {cfg}: key 'driver.name': unknown driver 'cmaess' (did you mean 'cmaes'?)",
         ),
         (
             lambda d: d["space"].__setitem__("method", "tie"),
-            f"error: {cfg}: space.method: unknown merge method 'tie' (known: ",
+            f"error: {cfg}: key 'space.method': unknown merge method 'tie' (did you mean 'ties'?)",
         ),
         (
             lambda d: d["space"].__setitem__("layer_group", 2),

@@ -80,11 +80,13 @@ def test_failed_candidates_rank_last():
     assert d.generation == 2 and seen[1] == [0.0] * 6
 
 
-def test_weighted_scalarisation_of_two_objectives():
-    # objective 1 is the sphere, objective 2 pulls to the origin; weight (1, 0) must ignore it
-    d = make_driver("cmaes", BoxSpace(6), seed=2, n_objectives=2, weights=[1.0, 0.0])
-    drive(d, lambda x: [sphere(x), -float(np.sum(x**2))], 900, batch=d.population_size)
-    assert np.max(np.abs(d.mean - OPT)) < 1e-2
+def test_is_single_objective():
+    # the run tells CMA-ES its scalarisation (evomerge.objectives); the driver weighs nothing itself
+    with pytest.raises(ConfigError) as exc:
+        make_driver("cmaes", BoxSpace(6), n_objectives=2)
+    assert str(exc.value) == (
+        "drivers.cmaes: cmaes is single-objective (it is told the run's scalarisation), got n_objectives=2"
+    )
 
 
 def test_separable_auto_threshold():
@@ -114,18 +116,30 @@ def test_ipop_restarts_when_cmaes_stops():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"population_size": 2}, "drivers.cmaes: population_size must be >= 4"),
-        ({"restarts": "bipop"}, "drivers.cmaes: restarts must be 'ipop' or none, got 'bipop'"),
+        (
+            {"population_size": 2},
+            "key 'driver.options.population_size': Input should be greater than or equal to 4 (got 2)",
+        ),
+        ({"restarts": "bipop"}, "key 'driver.options.restarts': Input should be 'ipop' or 'none' (got 'bipop')"),
+        ({"sigma0": 0}, "key 'driver.options.sigma0': Input should be greater than 0 (got 0)"),
+        ({"inc_popsize": 0}, "key 'driver.options.inc_popsize': Input should be greater than or equal to 1 (got 0)"),
+        ({"separable": "maybe"}, "key 'driver.options.separable': Input should be 'auto' (got 'maybe')"),
         ({"x0": [0.5, 0.5]}, "drivers.cmaes: x0 must have 3 values, got 2"),
         ({"x0": [0.5, 0.5, 2.0]}, "drivers.cmaes: x0 lies outside the space's bounds"),
-        ({"weights": [1, -1]}, "drivers.cmaes: weights must be 1 non-negative numbers"),
-        ({"sigma": 0.3}, "driver 'cmaes': unknown option 'sigma' (known: population_size, sigma0,"),
+        ({"weights": [1, 1]}, "unknown key 'driver.options.weights' (known keys: population_size, sigma0, x0,"),
+        ({"sigma": 0.3}, "unknown key 'driver.options.sigma' (did you mean 'driver.options.sigma0'?)"),
     ],
 )
 def test_option_errors_are_one_line(options, message):
     with pytest.raises(ConfigError) as exc:
         make_driver("cmaes", BoxSpace(3), **options)
     assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+def test_separable_needs_two_genes():
+    with pytest.raises(ConfigError) as exc:
+        make_driver("cmaes", BoxSpace(1), separable=True)
+    assert str(exc.value) == "drivers.cmaes: separable CMA-ES needs a genome of dimension >= 2, got 1"
 
 
 def test_unknown_driver_lists_known():

@@ -108,13 +108,15 @@ def test_split_points_at_group_boundaries():
 
 
 def test_scalar_fallback_and_negative_scores():
-    d = make_driver("m2n2", BoxSpace(2), seed=0, initial="random", archive_size=3, n_objectives=2)
+    # without per-example scores the told value (the run's scalarisation) is a one-example row
+    d = make_driver("m2n2", BoxSpace(2), seed=0, initial="random", archive_size=3)
     c = d.ask(2)
-    d.tell(c, [Outcome(x.id, np.array([0.3, 0.7])) for x in c])
-    assert d.n_examples == 2 and np.allclose(d.archive[0][2], [0.3, 0.7])
+    d.tell(c, [Outcome(x.id, np.array([v])) for x, v in zip(c, [0.3, 0.7])])
+    assert d.n_examples == 1 and np.allclose(d.archive[0][2], [0.3]) and np.allclose(d.archive[1][2], [0.7])
+    assert d.best_id == c[1].id and d.best_value == pytest.approx(0.7)
     c = d.ask(1)
     with pytest.raises(ConfigError, match=r"^drivers.m2n2: per-example scores must be finite and >= 0"):
-        d.tell(c, [Outcome(c[0].id, np.array([-1.0, 0.5]))])
+        d.tell(c, [Outcome(c[0].id, np.array([-1.0]))])
 
 
 # -- the niche benefit ---------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from conftest import BoxSpace, drive, evaluate
 
 from evomerge.drivers import make_driver
 from evomerge.drivers.base import Outcome
-from evomerge.drivers.pareto import hypervolume
 from evomerge.errors import ConfigError
+from evomerge.pareto import hypervolume
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -87,11 +87,19 @@ def test_sqlite_mirror_follows_the_study_and_resyncs(tmp_path):
     [
         (
             {"sampler": "cmaes", "n_objectives": 2},
-            "drivers.optuna: sampler 'cmaes' is single-objective, got n_objectives=2 (use tpe, nsga2, nsga3, gp or random)",
+            "drivers.optuna: sampler 'cmaes' is single-objective (it is told the run's scalarisation), got n_objectives=2",
         ),
-        ({"sampler": "bohb"}, "drivers.optuna: unknown sampler 'bohb' (known: tpe, cmaes, nsga2, nsga3, gp, random)"),
+        (
+            {"sampler": "bohb"},
+            "key 'driver.options.sampler': Input should be 'tpe', 'cmaes', 'nsga2', 'nsga3', 'gp' or 'random' "
+            "(got 'bohb')",
+        ),
         ({"sampler": "tpe", "sampler_options": {"popsize": 3}}, "drivers.optuna: bad sampler_options for tpe:"),
-        ({"study": "x"}, "driver 'optuna': unknown option 'study' (known: sampler, sampler_options, storage)"),
+        ({"study": "x"}, "unknown key 'driver.options.study' (known keys: sampler, sampler_options, storage)"),
+        (
+            {"sampler_option": {}},
+            "unknown key 'driver.options.sampler_option' (did you mean 'driver.options.sampler_options'?)",
+        ),
     ],
 )
 def test_errors_are_one_line(kwargs, message):

@@ -32,26 +32,38 @@ def test_latin_hypercube_blocks_hit_every_stratum_once():
 
 
 def test_incumbent_tracks_the_best_and_skips_failures():
-    d = make_driver("random", BoxSpace(2), seed=0, n_objectives=2, weights=[0.5, 0.5])
+    d = make_driver("random", BoxSpace(2), seed=0)
     c = d.ask(3)
     d.tell(
         c,
         [
-            Outcome(c[0].id, np.array([1.0, 1.0])),
-            Outcome(c[1].id, np.array([9.0, 9.0]), failed=True),
-            Outcome(c[2].id, np.array([3.0, 0.0])),
+            Outcome(c[0].id, np.array([1.0])),
+            Outcome(c[1].id, np.array([9.0]), failed=True),
+            Outcome(c[2].id, np.array([1.5])),
         ],
     )
     assert d.best_id == c[2].id and d.best_value == pytest.approx(1.5)
-    cands = drive(d, lambda x: [float(x.sum()), 0.0], 50)
-    assert d.best_value >= max(0.5 * float(x.genome.sum()) for x in cands)
+    cands = drive(d, lambda x: float(x.sum()), 50)
+    assert d.best_value == max([1.5] + [float(x.genome.sum()) for x in cands])
+
+
+def test_multi_objective_keeps_no_incumbent():
+    # several objectives: nothing is scalarised in the driver; the run's Pareto front is the answer
+    d = make_driver("random", BoxSpace(2), seed=0, n_objectives=2)
+    c = d.ask(2)
+    d.tell(c, [Outcome(x.id, np.array([1.0, 2.0])) for x in c])
+    assert d.best_id is None and d.pending_ids == []
 
 
 def test_needs_a_finite_box_and_known_sampling():
     with pytest.raises(ConfigError, match=r"^drivers.random: needs a finite box"):
         make_driver("random", BoxSpace(2, lower=-np.inf))
-    with pytest.raises(ConfigError, match=r"^drivers.random: sampling must be 'uniform' or 'lhs', got 'sobol'$"):
+    with pytest.raises(ConfigError) as exc:
         make_driver("random", BoxSpace(2), sampling="sobol")
+    assert str(exc.value) == "key 'driver.options.sampling': Input should be 'uniform' or 'lhs' (got 'sobol')"
+    with pytest.raises(ConfigError) as exc:
+        make_driver("random", BoxSpace(2), lhs_size=0)
+    assert str(exc.value) == "key 'driver.options.lhs_size': Input should be greater than or equal to 1 (got 0)"
 
 
 def test_tell_checks_ids():

@@ -106,7 +106,6 @@ def test_result_json_round_trip_is_exact():
         1.25,
         "ray-1.0@h",
         1,
-        [0.1, 0.2],
     )
     line = json.dumps(r.to_json())
     back = EvalResult.from_json(json.loads(line))
@@ -114,16 +113,38 @@ def test_result_json_round_trip_is_exact():
     assert EvalResult.from_json({**r.to_json(), "written_by_a_newer_version": 1}) == r
 
 
-def test_make_backend_errors_are_one_line():
-    with pytest.raises(ConfigError, match=r"^unknown backend 'slurm': expected one of inprocess, ray$"):
-        make_backend("slurm", SPHERE)
-    with pytest.raises(
-        ConfigError, match=r"^backend 'inprocess' does not take num_gpus \(Ray options need --backend ray\)$"
-    ):
-        make_backend("inprocess", SPHERE, num_gpus=1)
-    assert isinstance(make_backend("inprocess", SPHERE, timeout=3.0), InProcessBackend)
-    with pytest.raises(ConfigError, match=r"^evaluator.num_workers must be >= 1, got 0$"):
-        make_backend("inprocess", SPHERE, num_workers=0)
+@pytest.mark.parametrize(
+    "kind, options, message",
+    [
+        ("slurm", {}, "unknown backend 'slurm' (known: inprocess, ray)"),
+        ("inproces", {}, "unknown backend 'inproces' (did you mean 'inprocess'?)"),
+        ("inprocess", {"num_gpus": 1}, "unknown key 'evaluator.num_gpus' (known keys: num_workers, timeout)"),
+        ("inprocess", {"num_worker": 2}, "unknown key 'evaluator.num_worker' (did you mean 'evaluator.num_workers'?)"),
+        (
+            "inprocess",
+            {"num_workers": 0},
+            "key 'evaluator.num_workers': Input should be greater than or equal to 1 (got 0)",
+        ),
+        ("inprocess", {"timeout": -1}, "key 'evaluator.timeout': Input should be greater than 0 (got -1)"),
+        (
+            "ray",
+            {"max_attempts": 0},
+            "key 'evaluator.max_attempts': Input should be greater than or equal to 1 (got 0)",
+        ),
+        ("ray", {"num_gpu": 1}, "unknown key 'evaluator.num_gpu' (did you mean 'evaluator.num_gpus'?)"),
+    ],
+)
+def test_make_backend_errors_are_one_line(kind, options, message):
+    # Ray's options are checked before Ray is imported or started
+    with pytest.raises(ConfigError) as exc:
+        make_backend(kind, SPHERE, **options)
+    assert str(exc.value) == message
+
+
+def test_make_backend_builds_with_the_options():
+    backend = make_backend("inprocess", SPHERE, timeout=3.0, num_workers=2)
+    assert isinstance(backend, InProcessBackend)
+    assert (backend.num_workers, backend.worker.timeout) == (2, 3.0)
 
 
 def test_inprocess_slots_stand_in_for_a_pool_deterministically():

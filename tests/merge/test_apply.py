@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from evomerge.errors import ModelError
 from evomerge.merge.apply import InPlaceMerger, merged_tensors, pool_for_recipe
 from evomerge.merge.materialize import materialize
-from evomerge.merge.recipe import Recipe
+from evomerge.merge.recipes.parameter import Recipe
 
 METHODS = ["linear", "task_arithmetic", "ties", "dare_ties", "slerp"]
 IDS = torch.tensor([[1, 8, 9, 10, 11, 12, 13, 14], [1, 20, 21, 22, 5, 6, 7, 2]])
@@ -208,8 +208,9 @@ def test_ties_model_scope_trims_over_the_whole_model(tiny_llama_family, tmp_path
     recipe = Recipe.model_validate(doc)
     model = live_model(tiny_llama_family)
     pool = pool_for_recipe(recipe)
-    InPlaceMerger(pool, model).apply(recipe)
-    thresholds = [v for k, v in pool.memo.items() if k[0] == "ties_threshold"]
+    merger = InPlaceMerger(pool, model)
+    merger.apply(recipe)
+    thresholds = [v for _, v in merger.cache.thresholds.items()]
     assert len(thresholds) == 2
     # expert 1 (density 0.6): exactly int(0.6 N) entries of |τ| over the whole model reach its threshold
     taus = torch.cat([pool.delta(str(tiny_llama_family["experts"][0]), n).abs().flatten() for n in pool.tensor_names])

@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from evomerge.errors import EvomergeError, ModelError
 from evomerge.merge.materialize import materialize, plan_shards
-from evomerge.merge.recipe import Recipe
+from evomerge.merge.recipes.parameter import Recipe
 
 
 def ta_recipe(family, *, experts=None, base=None, dtype="float32") -> Recipe:

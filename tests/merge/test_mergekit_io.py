@@ -5,7 +5,8 @@ import yaml
 
 from evomerge.errors import ConfigError
 from evomerge.merge import Recipe, load_recipe
-from evomerge.merge.mergekit_io import from_mergekit, to_mergekit, to_mergekit_yaml
+from evomerge.merge.formats import from_mergekit
+from evomerge.merge.mergekit_io import to_mergekit, to_mergekit_yaml
 from evomerge.merge.params import resolve
 
 # As a user would write it for mergekit-yaml (comments, base listed among models, filters, "*").

@@ -50,3 +50,29 @@ def test_plot_pareto_writes_a_png_with_references_and_overlay(tmp_path):
 def test_no_figure_without_two_objectives_or_ok_points(tmp_path, names, records):
     assert plot_pareto(records, names, {}, tmp_path / "p.png") is None
     assert not (tmp_path / "p.png").exists()
+
+
+def _rec3(i, a, b, c):
+    return {"id": i, "status": "ok", "objectives": {"a": a, "b": b, "c": c}}
+
+
+def test_front_in_three_objectives_is_not_a_projection():
+    from evomerge.report.pareto_matrix import front_points
+
+    # #2 is dominated in the (a, b) plane by #0 but wins on c; #3 is dominated by #0 in all three
+    records = [_rec3(0, 0.9, 0.9, 0.1), _rec3(1, 0.1, 0.2, 0.3), _rec3(2, 0.5, 0.5, 0.9), _rec3(3, 0.8, 0.8, 0.05)]
+    records.append({"id": 4, "status": "ok", "objectives": {"a": 1.0, "b": "nan", "c": 1.0}})  # not finite: left out
+    pts, mask, ids = front_points(records, ["a", "b", "c"], {})
+    assert ids == [0, 1, 2, 3] and mask.tolist() == [True, False, True, False]
+    # minimising c: #3 (c = 0.05) is no longer dominated by #0
+    _, mask, _ = front_points(records, ["a", "b", "c"], {"c": "minimize"})
+    assert mask.tolist() == [True, False, False, True]
+
+
+def test_pareto_matrix_png_only_for_three_or_more(tmp_path):
+    from evomerge.report.pareto_matrix import plot_pareto_matrix
+
+    records = [_rec3(i, i / 10, 1 - i / 10, (i % 3) / 3) for i in range(10)]
+    assert plot_pareto_matrix(records, ["a", "b"], {}, tmp_path / "two.png") is None
+    out = plot_pareto_matrix(records, ["a", "b", "c"], {}, tmp_path / "three.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

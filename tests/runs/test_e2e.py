@@ -9,7 +9,7 @@ import yaml
 
 from evomerge.cli import main
 from evomerge.config import load_config
-from evomerge.runs.loop import run
+from evomerge.runs.api import run
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record
 
@@ -18,18 +18,18 @@ from evomerge.runs.summary import best_record
 def finished_run(tmp_path_factory, tiny_llama_family):
     from runs_helpers import tiny_config
 
-    from evomerge.runs.loop import Plan
+    from evomerge.runs.merge import MergeProblem
 
     root = tmp_path_factory.mktemp("e2e")
     cfg_path = tiny_config(root, tiny_llama_family)
-    real = Plan.to_recipe
+    real = MergeProblem.to_recipe
 
     def counting(self, genome):
         TO_RECIPE_CALLS.append(tuple(np.asarray(genome, dtype=float)))
         return real(self, genome)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Plan, "to_recipe", counting)
+        mp.setattr(MergeProblem, "to_recipe", counting)
         run(load_config(cfg_path), root / "run", config_path=cfg_path, progress=False)
     return root, root / "run"
 
@@ -88,8 +88,8 @@ def test_three_exports_and_the_hf_model_scores_what_the_log_says(finished_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evomerge.fitness import Fitness, parse_fitness_config
-    from evomerge.merge.mergekit_io import from_mergekit
-    from evomerge.merge.recipe import Recipe
+    from evomerge.merge.formats import from_mergekit
+    from evomerge.merge.recipes.parameter import Recipe
 
     root, run_dir = finished_run
     best = best_record(RunStore(run_dir).read_log())
@@ -114,6 +114,8 @@ def test_report_is_one_self_contained_page(finished_run):
     _, run_dir = finished_run
     index = _cli_out(["report", str(run_dir)]).strip()
     html = open(index).read()
-    assert html.count("data:image/png;base64,") == 3  # progress, Pareto front, recipe heatmap
+    # held-out scores of the evolved candidate (validation.json), progress, Pareto front, recipe heatmap
+    assert html.count("data:image/png;base64,") == 4
     assert 'src="http' not in html and "<link" not in html
-    assert (run_dir / "report" / "pareto.png").exists()
+    for name in ("heldout.png", "progress.png", "pareto.png", "recipe_heatmap.png"):
+        assert (run_dir / "report" / name).exists()

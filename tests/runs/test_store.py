@@ -12,7 +12,7 @@ from evomerge.errors import ConfigError, RunDirError
 from evomerge.runs.checkpoint import CheckpointDir, decode, encode
 from evomerge.runs.lock import RunLock
 from evomerge.runs.store import RunStore, comparable
-from evomerge.runs.summary import nondominated, summarize
+from evomerge.runs.summary import summarize
 
 
 def _rec(i, score, values=None, status="ok"):
@@ -147,11 +147,6 @@ def test_summary_counts_best_and_pareto(tmp_path):
     assert s["throughput_per_hour"] == pytest.approx(4 / 4.0 * 3600)
 
 
-def test_nondominated_hand_example():
-    v = [[1, 0], [0, 1], [0.5, 0.5], [0.4, 0.4], [1, 0]]
-    assert nondominated(v).tolist() == [0, 1, 2, 4]
-
-
 BASE = {"toyworld": {"preset": "test"}, "budget": {"max_evals": 3}}
 
 
@@ -190,7 +185,8 @@ def test_durations():
 
 def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     from evomerge.errors import RunDirError
-    from evomerge.runs.loop import build_plan, load_run_config, record_genome, result_from_record
+    from evomerge.runs.api import load_run_config
+    from evomerge.runs.records import known_from_record, record_genome
     from evomerge.runs.store import RunStore
 
     store = RunStore(tmp_path)
@@ -214,19 +210,24 @@ def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     with pytest.raises(
         RunDirError, match=rf"^{tmp_path}: cannot read the per-example scores of candidate 4 \(FileNotFoundError: "
     ):
-        result_from_record(store, record)
+        known_from_record(store, record)
 
-    cfg = parse_config(
-        {"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2}, "digits": {"seed": "three"}},
-        "d.yaml",
-    )
-    with pytest.raises(ConfigError, match=r"^d.yaml: digits.seed: expected an integer, got 'three'$"):
-        build_plan(cfg, source="d.yaml")
+    digits = {"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2}}
+    for seed, line in [
+        ("three", "d.yaml: key 'digits.seed': Input should be a valid integer (got 'three')"),
+        (True, "d.yaml: key 'digits.seed': Input should be a valid integer (got true)"),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            parse_config({**digits, "digits": {"seed": seed}}, "d.yaml")
+        assert str(exc.value) == line
+    with pytest.raises(ConfigError) as exc:
+        parse_config({**digits, "digits": {"sed": 1}}, "d.yaml")
+    assert str(exc.value) == "d.yaml: unknown key 'digits.sed' (did you mean 'digits.seed'?)"
 
 
 def test_run_dir_that_cannot_be_created_is_one_line(tmp_path):
     from evomerge.errors import RunDirError
-    from evomerge.runs.loop import run
+    from evomerge.runs.api import run
 
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a directory")

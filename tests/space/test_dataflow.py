@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evomerge.errors import ConfigError, ModelError
-from evomerge.space import DataFlowRecipe, DataFlowSpace
-from evomerge.space.path_model import build_path_model
+from evomerge.merge.dataflow.path_model import build_path_model
+from evomerge.merge.recipes import DataFlowRecipe
+from evomerge.space import DataFlowSpace
 from evomerge.testing import build_model
 
 
@@ -165,8 +166,25 @@ def test_from_recipe_outside_image():
 
 
 def test_space_validation_errors():
-    with pytest.raises(ConfigError, match="scale_range must satisfy"):
-        DataFlowSpace({"A": 2}, scale_range=(0.0, 2.0))
+    for options, line in [
+        (
+            {"scale_range": (0.0, 2.0)},
+            "key 'space.scale_range': expected [lo, hi] with 0 < lo <= 1 <= hi and lo < hi, got [0, 2]",
+        ),
+        ({"repeats": 0}, "key 'space.repeats': Input should be greater than or equal to 1 (got 0)"),
+        (
+            {"scale_mode": "full"},
+            "key 'space.scale_mode': Input should be 'matrix', 'per_layer' or 'none' (got 'full')",
+        ),
+        (
+            {"indicator_margin": 0.6},
+            "key 'space.indicator_margin': Input should be less than or equal to 0.5 (got 0.6)",
+        ),
+        ({"repeat": 2}, "unknown key 'space.repeat' (did you mean 'space.repeats'?)"),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            DataFlowSpace({"A": 2}, **options)
+        assert str(exc.value) == line
     with pytest.raises(ConfigError, match="embed_from 'Z' is not a source"):
         DataFlowSpace({"A": 2}, embed_from="Z")
     with pytest.raises(ConfigError, match="fix_ends needs model 'A' to have >= 2 layers"):
@@ -225,9 +243,7 @@ def test_path_model_matches_hand_loop(llamas):
         h = a.model.embed_tokens(ids)
         pos = torch.arange(ids.shape[1]).unsqueeze(0)
         pe = a.model.rotary_emb(h, position_ids=pos)
-        mask = create_causal_mask(
-            config=a.config, inputs_embeds=h, attention_mask=None, past_key_values=None, position_ids=pos
-        )
+        mask = create_causal_mask(config=a.config, inputs_embeds=h, attention_mask=None, cache=None, position_ids=pos)
         for step in r.path:
             layer = llamas[step.model].model.layers[step.layer]
             h = layer(h * step.scale, attention_mask=mask, position_embeddings=pe, position_ids=pos)
@@ -329,7 +345,7 @@ def test_nested_source_is_merged_in_memory(tiny_llama_family):
     expert 1's logits."""
     from transformers import AutoModelForCausalLM
 
-    from evomerge.space.path_model import load_dataflow_sources, tokenizer_source
+    from evomerge.merge.dataflow.path_model import load_dataflow_sources, tokenizer_source
 
     base, (e1, e2) = str(tiny_llama_family["base"]), [str(p) for p in tiny_llama_family["experts"]]
     nested = {

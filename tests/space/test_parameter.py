@@ -114,7 +114,7 @@ def test_round_trip(groups, non_layer, method, seed):
     x = np.random.default_rng(seed).uniform(0, 1, s.dim)
     r = s.to_recipe(x)
     np.testing.assert_allclose(s.from_recipe(r), x, atol=1e-12)
-    from evomerge.merge.recipe import Recipe
+    from evomerge.merge.recipes.parameter import Recipe
 
     r2 = Recipe.from_yaml(r.to_yaml())
     np.testing.assert_allclose(s.from_recipe(r2), x, atol=1e-12)
@@ -193,6 +193,28 @@ def test_errors():
         _space().from_recipe(
             {"merge_method": "ties", "base_model": "base", "models": [{"model": "x/e1", "parameters": {"weight": 1}}]}
         )
+
+
+@pytest.mark.parametrize(
+    "settings, line",
+    [
+        ({"method": "tie"}, "key 'space.method': unknown merge method 'tie' (did you mean 'ties'?)"),
+        (
+            {"method_choices": ["ties", "slerpp"]},
+            "key 'space.method_choices.1': unknown merge method 'slerpp' (did you mean 'slerp'?)",
+        ),
+        (
+            {"ranges": {"weight": (1.0, 0.5)}},
+            "key 'space.ranges.weight': expected [lo, hi] with lo <= hi, got [1, 0.5]",
+        ),
+        ({"non_layer": "merge"}, "key 'space.non_layer': Input should be 'separate' or 'fold' (got 'merge')"),
+        ({"layer_group": 2}, "unknown key 'space.layer_group' (did you mean 'space.layer_groups'?)"),
+    ],
+)
+def test_option_errors_are_one_line(settings, line):
+    with pytest.raises(ConfigError) as exc:
+        _space(**settings)
+    assert str(exc.value) == line
 
 
 def test_wrong_genome_length():

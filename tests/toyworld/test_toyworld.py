@@ -188,7 +188,7 @@ def test_incomplete_world_is_rebuilt_and_foreign_dir_refused(tmp_path):
     (w.experts["math"] / "model.safetensors").unlink()
     again = build_toyworld(dir=tmp_path / "w", settings=_micro(), log=None)
     assert again.built and (again.experts["math"] / "model.safetensors").is_file()
-    assert not list(tmp_path.glob(".w.build-*")) and not list(tmp_path.glob(".w.old-*"))
+    assert not list(tmp_path.glob(".w.tmp-*")) and not list(tmp_path.glob(".w.old-*"))
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -204,7 +204,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
 
     with pytest.raises(RuntimeError):
         cache.build_atomically(tmp_path / "w", "k", broken)
-    assert not (tmp_path / "w").exists() and not list(tmp_path.glob(".w.build-*"))
+    assert not (tmp_path / "w").exists() and not list(tmp_path.glob(".w.tmp-*"))
 
 
 def test_concurrent_builders_build_once(tmp_path):

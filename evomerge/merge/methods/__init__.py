@@ -1,18 +1,23 @@
 """Merge methods: one small module per method family, each registering pure tensor functions.
 
-See :mod:`evomerge.merge.methods.registry` for the calling convention.
+See :mod:`evomerge.merge.methods.registry` for the calling convention. Importing this package
+(which importing any of its modules does first) registers every built-in method.
+
+Shared machinery: :mod:`.workspace` (scratch buffers, output buffers), :mod:`.thresholds` (exact
+k-th selection, TIES' whole-model thresholds), :mod:`.fused` (the cache-blocked merge of the
+task-arithmetic family) and :mod:`.selection` (what its sparsifiers need, cached or not).
 """
 
-import importlib
-
+from evomerge.merge.methods import (  # noqa: F401 - each family module registers its methods
+    breadcrumbs,
+    dare,
+    della,
+    linear,
+    model_stock,
+    slerp,
+    task_arithmetic,
+    ties,
+)
 from evomerge.merge.methods.registry import MethodSpec, get_method, method_names, register
-
-# Each family module calls `register(...)` at import time.
-for _family in ("linear", "task_arithmetic", "ties", "dare", "breadcrumbs", "della", "slerp", "model_stock"):
-    try:
-        importlib.import_module(f"evomerge.merge.methods.{_family}")
-    except ModuleNotFoundError as _exc:  # a family not written yet
-        if _exc.name != f"evomerge.merge.methods.{_family}":
-            raise
 
 __all__ = ["MethodSpec", "get_method", "method_names", "register"]

@@ -10,7 +10,7 @@ gta_method(
     consensus=False,
     normalize=False,
     rescale=False,
-    extra_model_params={"gamma": 0.01},
+    extra_params=("gamma",),
     doc="Magnitude band, then task arithmetic.",
 )
 gta_method(
@@ -19,6 +19,6 @@ gta_method(
     consensus=True,
     normalize=False,
     rescale=False,
-    extra_model_params={"gamma": 0.01},
+    extra_params=("gamma",),
     doc="Magnitude band, then TIES sign election.",
 )

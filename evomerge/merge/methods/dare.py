@@ -6,7 +6,7 @@ divides by the keep probability ``1/density`` (``rescale_mode: inverse_p``)."""
 
 from evomerge.merge.methods.task_arithmetic import gta_method
 
-_OPTIONS = {"rescale_mode": ("l1", "inverse_p")}
+_OPTIONS = ("rescale_mode",)
 
 gta_method(
     "dare_linear",

@@ -7,7 +7,7 @@ divides each survivor by its own keep probability ``p_i`` (``rescale_mode: inver
 
 from evomerge.merge.methods.task_arithmetic import gta_method
 
-_OPTIONS = {"rescale_mode": ("l1", "inverse_p")}
+_OPTIONS = ("rescale_mode",)
 
 gta_method(
     "della",
@@ -15,7 +15,7 @@ gta_method(
     consensus=True,
     normalize=True,
     rescale=True,
-    extra_model_params={"epsilon": 0.15},
+    extra_params=("epsilon",),
     options=_OPTIONS,
     doc="Rank-magnitude sampling, then TIES sign election.",
 )
@@ -25,7 +25,7 @@ gta_method(
     consensus=False,
     normalize=False,
     rescale=True,
-    extra_model_params={"epsilon": 0.15},
+    extra_params=("epsilon",),
     options=_OPTIONS,
     doc="Rank-magnitude sampling, then task arithmetic.",
 )

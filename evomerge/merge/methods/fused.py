@@ -1,15 +1,16 @@
 """Fused, cache-blocked evaluation of the generalized task-arithmetic family.
 
-The reference functions in :mod:`evomerge.merge.methods.sparsify` sparsify whole tensors and then
-combine them: a dozen passes over every tensor, each through main memory. Here each expert's
+The textbook way (the unfused reference the tests compare against, ``tests/merge/sparsify_reference.py``)
+sparsifies whole tensors and then combines them: a dozen passes over every tensor, each through main
+memory. Here each expert's
 sparsification is described by a :class:`Selector` (a magnitude cut, a uniform-draw comparison, a
 rank-probability comparison — all *known before* the pass), and the whole merge of one tensor runs
 over chunks of ``chunk_size(device)`` entries: every step of the merge is done on one chunk while it
 is in the CPU cache, then the next chunk. Elementwise arithmetic is unchanged, op for op, so the
-result is bit-identical to :func:`evomerge.merge.methods.sparsify.combine` on the sparsifiers'
-outputs (up to the sign of zeros, which ``torch.equal`` and every later use ignore).
+result is bit-identical to the reference's ``combine`` on its sparsifiers' outputs (up to the sign
+of zeros, which ``torch.equal`` and every later use ignore). The formulas: docs/merge-methods.md.
 
-Notation (see :mod:`sparsify`): per expert t a selector gives ``τ̂_t = s_t · m_t ⊙ τ_t`` with
+Notation: per expert t a selector gives ``τ̂_t = s_t · m_t ⊙ τ_t`` with
 ``m_t`` the 0/1 mask (``1/p_i`` for DELLA's paper rescale) and ``s_t`` the rescale factor.
 
 Costs per chunk for N experts: a magnitude mask is 3 elementwise ops (``|τ|``, ``≥ h``, ``· τ``), a
@@ -27,10 +28,13 @@ agree bit for bit.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from evomerge.merge.methods.workspace import work_dtype, workspace
 
 _CPU_CHUNK = 1 << 16  # entries; ~8 chunk-sized buffers (2–4 MB) stay in L2/L3 between the ops
 _ROW = 1024  # entries per partial sum of an L1 norm (a multiple of every chunk size)
@@ -41,10 +45,6 @@ def chunk_size(device: torch.device, n: int) -> int:
     """Entries per chunk: cache-sized on CPU; one chunk on accelerators (their kernels are already
     bandwidth-bound and every extra launch costs more than it saves)."""
     return _CPU_CHUNK if device.type == "cpu" else max(n, 1)
-
-
-def work_dtype(t: torch.Tensor) -> torch.dtype:
-    return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
 
 
 # --------------------------------------------------------------------------- L1 norm
@@ -85,6 +85,25 @@ def l1_norm(x: torch.Tensor) -> float:
         b = min(n, a + step)
         _row_partials(flat[a:b], scratch[: b - a], partials)
     return _fsum(partials)
+
+
+_L1_CACHE: dict[int, tuple[weakref.ref, int, int, float]] = {}
+
+
+def cached_l1_norm(tau: torch.Tensor) -> float:
+    """:func:`l1_norm` of ``tau``, remembered per tensor (the pool keeps the task vectors; every
+    candidate reuses them). Keyed on the tensor's identity (a weak reference) and checked against
+    its version counter and storage, so a tensor written in place is measured again."""
+    stamp = (tau._version, tau.data_ptr())
+    hit = _L1_CACHE.get(id(tau))
+    if hit is not None and hit[0]() is tau and hit[1:3] == stamp:
+        return hit[3]
+    value = l1_norm(tau)
+    if len(_L1_CACHE) > 4096:  # drop entries of tensors that are gone
+        for key in [k for k, v in _L1_CACHE.items() if v[0]() is None]:
+            del _L1_CACHE[key]
+    _L1_CACHE[id(tau)] = (weakref.ref(tau), *stamp, value)
+    return value
 
 
 def rescale_factor(before: float, after: float) -> float:
@@ -236,16 +255,14 @@ def merge(
     lam: float,
     out: torch.Tensor,
     tau_l1: Sequence[float | None] | None = None,
-    workspace=None,
+    ws=None,
 ) -> torch.Tensor:
-    """``θ_0 + λ · mixed`` (see :mod:`sparsify`) written into ``out``, chunk by chunk.
+    """``θ_0 + λ · mixed`` (docs/merge-methods.md) written into ``out``, chunk by chunk.
 
     ``tau_l1[t]``: ``‖τ_t‖₁`` when known (computed with :func:`l1_norm` otherwise; only selectors
     with ``rescale == "l1"`` need it). Never writes into ``base`` or ``taus``.
     """
-    from evomerge.merge.methods.sparsify import workspace as _ws
-
-    ws = workspace or _ws()
+    ws = ws or workspace()
     n = base.numel()
     dtype = work_dtype(base)
     device = base.device

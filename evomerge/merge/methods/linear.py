@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from evomerge.merge.methods.registry import MethodSpec, register
-from evomerge.merge.methods.sparsify import output_buffer
+from evomerge.merge.methods.workspace import output_buffer
 
 
 def linear(base, tensors, model_params, params, generator=None) -> torch.Tensor:
@@ -36,8 +36,8 @@ register(
         fn=linear,
         needs_base=False,
         uses_deltas=False,
-        model_params={"weight": None},
-        global_params={"normalize": True},
+        params=("weight", "normalize"),
+        defaults={"normalize": True},
         doc="Weighted average of the models' tensors.",
     )
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from evomerge.merge.methods.registry import MethodSpec, register
-from evomerge.merge.methods.sparsify import output_buffer
+from evomerge.merge.methods.workspace import output_buffer
 
 
 def model_stock(base, tensors, model_params, params, generator=None) -> torch.Tensor:
@@ -49,7 +49,7 @@ register(
         fn=model_stock,
         needs_base=True,
         uses_deltas=True,
-        global_params={"filter_wise": False},
+        params=("filter_wise",),
         min_models=2,
         doc="Interpolate towards the experts' mean by the angle between their offsets.",
     )

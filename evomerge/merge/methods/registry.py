@@ -1,7 +1,12 @@
 """Registry of merge methods.
 
 A merge method is a pure function on tensors (no I/O, no globals) plus a :class:`MethodSpec`
-that says what it needs. Methods are looked up by their mergekit name.
+that says what it needs. Methods are looked up by their mergekit name; importing
+:mod:`evomerge.merge.methods` (which importing this module does first) registers the built-in ones.
+
+A new method is one module in this package that calls :func:`register` (plus its name in the
+package's import list), and, if it reads a parameter or option no method had before, its
+definition in :mod:`evomerge.merge.parameters`.
 
 Calling convention of ``spec.fn``::
 
@@ -14,7 +19,7 @@ Calling convention of ``spec.fn``::
 - ``model_params``: one dict per model with every name in ``spec.model_params`` resolved to a
   float for this tensor (defaults filled in). With ``options.ties_scope: model`` each dict also
   carries ``_threshold``: that model's global magnitude threshold
-  (:func:`evomerge.merge.methods.sparsify.global_trim_thresholds`).
+  (:func:`evomerge.merge.methods.thresholds.global_trim_thresholds`).
 - ``params``: the global parameters with defaults filled in (``lambda``, ``normalize``, ...) and
   the recipe's ``options`` that apply to the method (``ties_scope``, ``consensus``,
   ``rescale_mode``), each with its default (mergekit's behaviour) filled in. The caller may add
@@ -37,7 +42,8 @@ from typing import Any
 
 import torch
 
-from evomerge.errors import ConfigError
+from evomerge.merge.parameters import OPTIONS, PARAMETERS
+from evomerge.registry import Registry
 
 MergeFn = Callable[
     [torch.Tensor | None, list[torch.Tensor], list[dict[str, float]], dict[str, Any], torch.Generator | None],
@@ -47,45 +53,61 @@ MergeFn = Callable[
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """What a method reads. ``params`` names parameters of :mod:`evomerge.merge.parameters` (their
+    scope, bounds and search range are defined there, once); ``defaults`` overrides a parameter's
+    default where the method's own differs (TIES normalises, DARE rescales); ``method_options``
+    names the options of that module the method takes besides the common ones.
+
+    Derived, for lookups: ``model_params`` / ``global_params`` (name → default, None = required,
+    in declaration order) and ``options`` (name → allowed values, the first the default).
+    """
+
     name: str
     fn: MergeFn
     needs_base: bool
     uses_deltas: bool
-    model_params: dict[str, float | None] = field(default_factory=dict)  # None = required
-    global_params: dict[str, Any] = field(default_factory=dict)  # None = required
+    params: tuple[str, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
     randomized: bool = False
     min_models: int = 1
     max_models: int | None = None
     doc: str = ""
-    # Recipe options where the papers and mergekit differ: name -> allowed values, the first
-    # being the default (mergekit's behaviour).
-    options: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    method_options: tuple[str, ...] = ()
     # Parameters accepted for mergekit compatibility that have no effect on this method.
     inert_params: frozenset[str] = frozenset()
+    model_params: dict[str, Any] = field(init=False, repr=False, compare=False)
+    global_params: dict[str, Any] = field(init=False, repr=False, compare=False)
+    options: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in (*self.params, *self.defaults) if p not in PARAMETERS]
+        unknown += [o for o in self.method_options if o not in OPTIONS]
+        if unknown or set(self.defaults) - set(self.params):  # a bug in a method module
+            raise ValueError(
+                f"merge method {self.name!r}: unknown or unlisted parameter/option {unknown or self.defaults}"
+            )
+        values = {p: self.defaults.get(p, PARAMETERS[p].default) for p in self.params}
+        object.__setattr__(self, "model_params", {p: v for p, v in values.items() if PARAMETERS[p].scope == "model"})
+        object.__setattr__(self, "global_params", {p: v for p, v in values.items() if PARAMETERS[p].scope == "global"})
+        object.__setattr__(self, "options", {o: OPTIONS[o].values for o in self.method_options})
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
+_METHODS = Registry("merge method")
 
 
 def register(spec: MethodSpec) -> MethodSpec:
-    if spec.name in _REGISTRY:
+    if spec.name in _METHODS:
         raise ValueError(f"merge method {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _METHODS.register(spec.name, spec)
 
 
 def get_method(name: str) -> MethodSpec:
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ConfigError(f"unknown merge method {name!r}; expected one of: {known}") from None
+    """The method registered as ``name``; an unknown name raises a one-line ConfigError."""
+    return _METHODS.get(name)
 
 
 def method_names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(_METHODS.names())
 
 
 def tensor_generator(seed: int, tensor_name: str, device: str | torch.device = "cpu") -> torch.Generator:
@@ -101,8 +123,3 @@ def tensor_generator(seed: int, tensor_name: str, device: str | torch.device = "
     generator = torch.Generator(device=device)
     generator.manual_seed(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
     return generator
-
-
-def _load_builtin() -> None:
-    # Importing the package registers every built-in method module exactly once.
-    import evomerge.merge.methods  # noqa: F401

@@ -21,7 +21,7 @@ recipe-independent part of every sparsifier can be computed once per (expert, te
   by their luck, which also makes their fitness comparisons less noisy).
 
 A cache is any object with the :class:`TensorCache` methods, passed to a method as
-``params['_cache']`` (the pool's :class:`~evomerge.pool.search_cache.SearchCache` hands one out per
+``params['_cache']`` (the engine's :class:`~evomerge.merge.cache.SearchCache` hands one out per
 tensor). Without one, :class:`ScratchCache` computes everything for this call only.
 """
 
@@ -31,6 +31,8 @@ import torch
 
 from evomerge.merge.methods import fused
 from evomerge.merge.methods.fused import Cut
+from evomerge.merge.methods.thresholds import kth_largest_count
+from evomerge.merge.methods.workspace import work_dtype, workspace
 
 _TABLE_STRIDE = 256
 
@@ -42,7 +44,7 @@ class MagnitudeIndex:
     def __init__(self, tau: torch.Tensor):
         flat = tau.reshape(-1)
         self.n = n = flat.numel()
-        magnitudes = flat.abs().to(fused.work_dtype(flat))
+        magnitudes = flat.abs().to(work_dtype(flat))
         if magnitudes.dtype == torch.float32 and n < 2**32:
             # One int64 key per entry, (descending magnitude, ascending position): the bits of a
             # non-negative float32 order like the float, and unique keys need no stable sort
@@ -90,8 +92,6 @@ class MagnitudeIndex:
 
 def cut_from_scratch(tau: torch.Tensor, k: int, scratch: torch.Tensor | None = None) -> Cut:
     """The top-``k`` cut of ``|tau|`` by exact selection (one call, nothing kept)."""
-    from evomerge.merge.methods.sparsify import _kth_largest, workspace
-
     flat = tau.reshape(-1)
     n = flat.numel()
     if k >= n:
@@ -99,9 +99,9 @@ def cut_from_scratch(tau: torch.Tensor, k: int, scratch: torch.Tensor | None = N
     if k <= 0:
         return Cut.nothing()
     ws = workspace()
-    magnitudes = scratch if scratch is not None else ws.get("cut_abs", (n,), fused.work_dtype(flat), flat.device)
+    magnitudes = scratch if scratch is not None else ws.get("cut_abs", (n,), work_dtype(flat), flat.device)
     fused.abs_into(flat, magnitudes)
-    threshold_t, at_least = _kth_largest(magnitudes, k, ws)
+    threshold_t, at_least = kth_largest_count(magnitudes, k, ws)
     if at_least is None:
         at_least = int(torch.count_nonzero(magnitudes >= threshold_t))
     threshold = float(threshold_t)
@@ -137,7 +137,7 @@ def della_ramp(density: float, epsilon: float, width: int, dtype: torch.dtype, d
 class TensorCache:
     """What the fused methods ask a cache for, for one tensor (expert positions in recipe order).
 
-    Implementations: :class:`ScratchCache` (this call only) and the pool's search cache.
+    Implementations: :class:`ScratchCache` (this call only) and the engine's search cache.
     """
 
     def cut(self, i: int, tau: torch.Tensor, k: int) -> Cut:
@@ -169,6 +169,4 @@ class ScratchCache(TensorCache):
         if j != self._drawn:  # blocks are asked for in order; a bug otherwise
             raise RuntimeError(f"uniform block {j} requested after {self._drawn} blocks")
         self._drawn += 1
-        from evomerge.merge.methods.sparsify import workspace
-
         return workspace().get(("uniforms", j), (n,), dtype, device).uniform_(generator=self.generator)

@@ -15,7 +15,7 @@ import math
 import torch
 
 from evomerge.merge.methods.registry import MethodSpec, register
-from evomerge.merge.methods.sparsify import output_buffer
+from evomerge.merge.methods.workspace import output_buffer
 
 DOT_THRESHOLD = 0.9995
 _NORM_EPS = 1e-8
@@ -46,7 +46,7 @@ register(
         fn=slerp,
         needs_base=True,
         uses_deltas=False,
-        global_params={"t": None},
+        params=("t",),
         min_models=1,
         max_models=1,
         doc="Spherical interpolation from the base (t=0) to the other model (t=1).",

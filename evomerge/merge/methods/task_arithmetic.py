@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from evomerge.merge.methods import fused
-from evomerge.merge.methods import sparsify as sp
 from evomerge.merge.methods.registry import MethodSpec, register
 from evomerge.merge.methods.selection import ScratchCache, TensorCache, della_ramp
+from evomerge.merge.methods.workspace import output_buffer, work_dtype
 
 _GTA_GLOBALS_INERT = frozenset({"int8_mask"})
 
@@ -27,7 +27,7 @@ def _selectors(
     params: dict[str, Any],
     cache: TensorCache,
 ) -> list[fused.Selector]:
-    """One selector per expert, with the reference sparsifiers' semantics (:mod:`sparsify`): the
+    """One selector per expert, with the reference sparsifiers' semantics (docs/merge-methods.md): the
     same cuts, the same uniform blocks in the same order (only experts with 0 < d < 1 draw)."""
     rescale = bool(params.get("rescale", False))
     mode = params.get("rescale_mode", "l1")
@@ -37,7 +37,7 @@ def _selectors(
     for i, (tau, mp) in enumerate(zip(tensors, model_params)):
         density = float(mp.get("density", 1.0))
         n = tau.numel()
-        dtype = fused.work_dtype(tau)
+        dtype = work_dtype(tau)
         if kind is None:
             selectors.append(fused.KeepAll())
         elif kind == "magnitude":
@@ -46,7 +46,7 @@ def _selectors(
                 if threshold is None:
                     raise ValueError(
                         "options.ties_scope=model needs model_params[i]['_threshold'] "
-                        "(evomerge.merge.methods.sparsify.global_trim_thresholds)"
+                        "(evomerge.merge.methods.thresholds.global_trim_thresholds)"
                     )
                 selectors.append(fused.Magnitude(fused.Cut("threshold", float(threshold)), rescale=l1))
             elif density >= 1:
@@ -97,18 +97,22 @@ def gta_method(
     consensus: bool,
     normalize: bool,
     rescale: bool,
-    extra_model_params: dict[str, float] | None = None,
-    options: dict[str, tuple[str, ...]] | None = None,
+    extra_params: tuple[str, ...] = (),
+    options: tuple[str, ...] = (),
     doc: str = "",
 ) -> MethodSpec:
-    """Register one member of the family; ``sparsification`` ∈ {None, magnitude, random, band, rank}."""
+    """Register one member of the family; ``sparsification`` ∈ {None, magnitude, random, band, rank}.
+
+    ``extra_params``: per-model parameters the sparsifier reads besides weight and density (gamma,
+    epsilon); ``options``: the member's options (sign election adds ``consensus``). Parameters and
+    options are defined in :mod:`evomerge.merge.parameters`."""
 
     def fn(base, tensors, model_params, params, generator=None) -> torch.Tensor:
-        out = sp.output_buffer(params, base)
+        out = output_buffer(params, base)
         weights = [float(mp["weight"]) for mp in model_params]
         cache = params.get("_cache") or ScratchCache(generator)
         selectors = _selectors(sparsification, tensors, model_params, params, cache)
-        tau_l1 = [sp._l1(t) if s.rescale == "l1" else None for t, s in zip(tensors, selectors)]
+        tau_l1 = [fused.cached_l1_norm(t) if s.rescale == "l1" else None for t, s in zip(tensors, selectors)]
         return fused.merge(
             base,
             tensors,
@@ -123,9 +127,7 @@ def gta_method(
 
     fn.__name__ = name
     fn.__qualname__ = name
-    all_options = dict(options or {})
-    if consensus:
-        all_options.setdefault("consensus", ("sum", "count"))
+    all_options = tuple(options) + (("consensus",) if consensus and "consensus" not in options else ())
     inert = set(_GTA_GLOBALS_INERT)
     if sparsification is None:
         inert |= {"density", "rescale"}  # accepted by mergekit for every member, no effect here
@@ -135,10 +137,10 @@ def gta_method(
             fn=fn,
             needs_base=True,
             uses_deltas=True,
-            model_params={"weight": None, "density": 1.0, **(extra_model_params or {})},
-            global_params={"normalize": normalize, "rescale": rescale, "lambda": 1.0, "int8_mask": False},
+            params=("weight", "density", *extra_params, "normalize", "rescale", "lambda", "int8_mask"),
+            defaults={"normalize": normalize, "rescale": rescale},
             randomized=sparsification in ("random", "rank"),
-            options=all_options,
+            method_options=all_options,
             inert_params=frozenset(inert),
             doc=doc,
         )

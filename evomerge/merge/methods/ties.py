@@ -3,7 +3,7 @@ a sign per entry by the weighted sum, average the agreeing entries (``normalize:
 
 mergekit trims per tensor (default, ``options.ties_scope: tensor``); the paper trims over the
 whole flattened model (``ties_scope: model``: the engine supplies one threshold per model from
-:func:`evomerge.merge.methods.sparsify.global_trim_thresholds`)."""
+:func:`evomerge.merge.methods.thresholds.global_trim_thresholds`)."""
 
 from evomerge.merge.methods.task_arithmetic import gta_method
 
@@ -13,6 +13,6 @@ gta_method(
     consensus=True,
     normalize=True,
     rescale=False,
-    options={"ties_scope": ("tensor", "model")},
+    options=("ties_scope",),
     doc="Trim, elect sign, disjoint mean.",
 )

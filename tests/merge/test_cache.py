@@ -1,0 +1,268 @@
+"""The search cache (sorted magnitudes, common random numbers, DELLA ranks) and the fused merge:
+bit-identical to the uncached path and to the unfused reference sparsifiers, memory accounted,
+draws replaced when the recipe's seed changes."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import sparsify_reference as sp
+import torch
+
+from evomerge.merge.apply import InPlaceMerger, merged_tensors, pool_for_recipe
+from evomerge.merge.cache import MergeCache, SearchCache
+from evomerge.merge.methods import get_method
+from evomerge.merge.methods.registry import tensor_generator
+from evomerge.merge.recipes.parameter import Recipe
+
+METHODS = ["ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear"]
+SPARSIFIER = {
+    "ties": "magnitude",
+    "dare_ties": "random",
+    "dare_linear": "random",
+    "breadcrumbs": "band",
+    "breadcrumbs_ties": "band",
+    "della": "rank",
+    "della_linear": "rank",
+}
+
+
+def full_params(name, **params):
+    spec = get_method(name)
+    full = dict(spec.global_params)
+    full.update({k: v[0] for k, v in spec.options.items()})
+    full.update(params)
+    return full
+
+
+def call(name, base, taus, mps, params, generator=None, cache=None):
+    spec = get_method(name)
+    mps = [{**{k: v for k, v in spec.model_params.items() if v is not None}, **mp} for mp in mps]
+    if cache is not None:
+        params = {**params, "_cache": cache}
+    return spec.fn(base, taus, mps, params, generator)
+
+
+def reference(name, base, taus, mps, params, generator):
+    """The unfused path: whole-tensor sparsifiers of `sparsify`, then `combine`."""
+    spec = get_method(name)
+    kind = SPARSIFIER[name]
+    rescale, mode = bool(params["rescale"]), params.get("rescale_mode", "l1")
+    sparse = []
+    for tau, mp in zip(taus, mps):
+        d = mp["density"]
+        if kind == "magnitude":
+            sparse.append(sp.magnitude(tau, d, rescale=rescale))
+        elif kind == "random":
+            sparse.append(sp.random_drop(tau, d, generator, rescale=rescale, mode=mode))
+        elif kind == "band":
+            sparse.append(sp.magnitude_band(tau, d, mp["gamma"], rescale=rescale))
+        else:
+            sparse.append(sp.rank_sampling(tau, d, mp["epsilon"], generator, rescale=rescale, mode=mode))
+        if sparse[-1].values is not None:  # the next sparsifier reuses no buffer
+            sparse[-1] = sp.Sparse(sparse[-1].values.clone(), sparse[-1].scale)
+    consensus = params.get("consensus", "sum") if "consensus" in spec.options else None
+    return sp.combine(
+        base,
+        taus,
+        sparse,
+        [mp["weight"] for mp in mps],
+        consensus=consensus,
+        normalize=bool(params["normalize"]),
+        lam=float(params["lambda"]),
+    )
+
+
+def random_case(name, trial):
+    r = random.Random(trial)
+    mps = []
+    for _ in range(3):
+        d = r.choice([0.0, 1.0, r.random(), r.random(), r.random()])
+        mp = {"weight": r.choice([r.uniform(0.05, 1.5), r.uniform(-0.5, 1.5)]), "density": d}
+        if name.startswith("breadcrumbs"):
+            mp["gamma"] = r.choice([0.0, 0.01, 0.2])
+        if name.startswith("della"):
+            mp["epsilon"] = 0.0 if d in (0.0, 1.0) else 0.9 * min(d, 1 - d) * r.random()
+        mps.append(mp)
+    params = {"rescale": r.random() < 0.6, "lambda": r.uniform(0.5, 1.5), "normalize": r.random() < 0.5}
+    spec = get_method(name)
+    if "consensus" in spec.options:
+        params["consensus"] = r.choice(["sum", "sum", "count"])
+    if "rescale_mode" in spec.options:
+        params["rescale_mode"] = r.choice(["l1", "inverse_p"])
+    return mps, full_params(name, **params), r.randrange(1000)
+
+
+@pytest.fixture(scope="module")
+def tensors():
+    g = torch.Generator().manual_seed(0)
+    shape = (270, 257)  # 69,390 entries: more than one fused chunk
+    base = torch.randn(shape, generator=g)
+    taus = [torch.randn(shape, generator=g) * 0.01 for _ in range(3)]
+    taus[1] = (taus[1] * 400).round() / 400  # few distinct magnitudes: ties at every threshold
+    taus[2][:, :3] = 0.0
+    return base, taus
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_cached_equals_uncached_and_reference(name, tensors):
+    base, taus = tensors
+    cache = SearchCache()
+    for trial in range(8):
+        mps, params, seed = random_case(name, trial)
+        view = cache.view("w", ["a", "b", "c"], seed)
+        cached = call(name, base, taus, mps, params, cache=view)
+        uncached = call(name, base, taus, mps, params, tensor_generator(seed, "w"))
+        ref = reference(name, base, taus, mps, params, tensor_generator(seed, "w"))
+        assert torch.equal(cached, uncached), (trial, mps, params)
+        assert torch.equal(cached, ref), (trial, mps, params)
+    # the same draws serve every density: built once per (seed, block), reused after
+    built = dict(cache.builds)
+    mps, params, seed = random_case(name, 0)
+    for density in (0.3, 0.7):
+        mps = [{**mp, "density": density, **({"epsilon": 0.1} if name.startswith("della") else {})} for mp in mps]
+        cached = call(name, base, taus, mps, params, cache=cache.view("w", ["a", "b", "c"], seed))
+        assert torch.equal(cached, call(name, base, taus, mps, params, tensor_generator(seed, "w")))
+    assert cache.builds == built or SPARSIFIER[name] in ("random", "rank")  # seed 0's blocks may be new
+    again = dict(cache.builds)
+    call(name, base, taus, mps, params, cache=cache.view("w", ["a", "b", "c"], seed))
+    assert cache.builds == again
+
+
+def test_magnitude_index_cut_matches_exact_selection():
+    from evomerge.merge.methods.selection import MagnitudeIndex, cut_from_scratch
+
+    g = torch.Generator().manual_seed(5)
+    tau = (torch.randn(3001, generator=g) * 8).round()  # heavy ties, zeros included
+    index = MagnitudeIndex(tau)
+    for k in [-1, 0, 1, 2, 17, 255, 256, 257, 1500, 2999, 3000, 3001, 4000]:
+        a, b = index.cut(tau, k), cut_from_scratch(tau, k)
+        assert (a.kind, a.threshold) == (b.kind, b.threshold), k
+        assert (a.drop is None) == (b.drop is None) and (a.drop is None or torch.equal(a.drop, b.drop)), k
+        if a.kind == "threshold":  # exactly k survive, ties to earlier positions
+            keep = tau.abs() >= a.threshold
+            if a.drop is not None:
+                keep[a.drop] = False
+            assert int(keep.sum()) == k or a.threshold == 0.0
+
+
+# ----------------------------------------------------------------------------- on a pool
+
+
+def recipe(family, method, seed=7, densities=(0.6, 0.4), weights=(0.7, 0.5)):
+    e1, e2 = (str(e) for e in family["experts"])
+    extra = (
+        {"gamma": 0.05} if method.startswith("breadcrumbs") else {"epsilon": 0.1} if method.startswith("della") else {}
+    )
+    models = [
+        {"model": e, "parameters": {"weight": w, "density": d, **extra}}
+        for e, w, d in zip((e1, e2), weights, densities)
+    ]
+    return Recipe.model_validate(
+        {"merge_method": method, "base_model": str(family["base"]), "models": models, "seed": seed}
+    )
+
+
+def live_model(family):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(family["base"], dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("method", ["dare_linear", "breadcrumbs_ties", "della"])
+def test_inplace_with_cache_equals_one_shot_merge(method, tiny_llama_family):
+    model = live_model(tiny_llama_family)
+    pool = pool_for_recipe(recipe(tiny_llama_family, method))
+    merger = InPlaceMerger(pool, model)
+    for densities in ((0.6, 0.4), (0.3, 0.8)):  # the second candidate reuses the cache
+        r = recipe(tiny_llama_family, method, densities=densities)
+        merger.apply(r)
+        one_shot = pool_for_recipe(r, cache=False)
+        state = model.state_dict()
+        for name, tensor in merged_tensors(r, one_shot):
+            assert torch.equal(state[name], tensor), name
+
+
+def floats(pool):
+    return [n for n in pool.tensor_names if pool.stored_dtype(n).is_floating_point]
+
+
+def test_memory_accounting(tiny_llama_family):
+    model = live_model(tiny_llama_family)
+    sizes = None
+    for method, kind in (("ties", "magnitude"), ("dare_ties", "uniforms"), ("della", "ranks")):
+        pool = pool_for_recipe(recipe(tiny_llama_family, method))
+        merger = InPlaceMerger(pool, model)
+        merger.apply(recipe(tiny_llama_family, method))
+        sizes = [math.prod(pool.shape(n)) for n in floats(pool)]
+        usage = merger.cache.search.usage()
+        if kind == "magnitude":  # int32 order + one float per 256 entries, per expert
+            assert usage == {
+                "magnitude": 2 * sum(4 * n + 4 * math.ceil(n / 256) for n in sizes),
+                "ranks": 0,
+                "uniforms": 0,
+            }
+        elif kind == "uniforms":  # one float32 block per drawing expert
+            assert usage == {"magnitude": 0, "ranks": 0, "uniforms": 2 * 4 * sum(sizes)}
+        else:  # int16 ranks (rows are narrow) and the uniforms
+            assert usage == {"magnitude": 0, "ranks": 2 * 2 * sum(sizes), "uniforms": 2 * 4 * sum(sizes)}
+        assert merger.cache.nbytes() == sum(usage.values())
+        merger.cache.clear()
+        assert merger.cache.nbytes() == 0
+
+
+def test_byte_cap_bounds_memory_and_keeps_results(tiny_llama_family):
+    from evomerge.pool import ModelPool
+
+    r = recipe(tiny_llama_family, "dare_ties")
+    cap = 60_000
+    capped = MergeCache(search_bytes=cap)
+    pool = ModelPool(str(r.base_model), [str(m) for m in r.expert_ids])
+    model = live_model(tiny_llama_family)
+    InPlaceMerger(pool, model, cache=capped).apply(r)
+    assert 0 < capped.nbytes() <= cap
+    state = model.state_dict()
+    for name, tensor in merged_tensors(r, pool_for_recipe(r, cache=False)):
+        assert torch.equal(state[name], tensor), name
+
+
+def test_seed_change_replaces_the_draws(tiny_llama_family):
+    model = live_model(tiny_llama_family)
+    pool = pool_for_recipe(recipe(tiny_llama_family, "dare_ties"))
+    merger = InPlaceMerger(pool, model)
+    merger.apply(recipe(tiny_llama_family, "dare_ties", seed=7))
+    held = merger.cache.nbytes()
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+
+    reseeded = recipe(tiny_llama_family, "dare_ties", seed=8)
+    merger.apply(reseeded)
+    assert merger.cache.nbytes() == held  # seed 7's blocks are gone, not kept beside
+    name = floats(pool)[1]
+    n = math.prod(pool.shape(name))
+    g = tensor_generator(8, name)
+    expected = [torch.empty(n).uniform_(generator=g) for _ in range(2)]
+    for j in range(2):
+        assert torch.equal(merger.cache.search.uniforms(name, 8, j, n, torch.float32, "cpu"), expected[j])
+    state = model.state_dict()
+    assert not torch.equal(state[name], first[name])
+    for tname, tensor in merged_tensors(reseeded, pool_for_recipe(reseeded, cache=False)):
+        assert torch.equal(state[tname], tensor), tname
+
+
+def test_l1_norm_does_not_depend_on_threads_or_chunking():
+    from evomerge.merge.methods import fused
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(200_001, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fused.l1_norm(x)
+        torch.set_num_threads(2)
+        two = fused.l1_norm(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert one == two
+    assert abs(one - float(x.double().abs().sum())) < 1e-6 * one
