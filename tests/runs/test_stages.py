@@ -351,3 +351,19 @@ def test_model_a_run_dir_must_hold_a_finished_run(world, tmp_path):
         run(load_config(cfg_path), tmp_path / "run", config_path=cfg_path, progress=False)
     assert str(exc.value) == f"{cfg_path}: space.model_a.run_dir: run directory {tmp_path / 'nowhere'} does not exist"
     assert not (tmp_path / "run").exists()
+
+
+def test_status_lists_the_stages(reference, ps_run, tmp_path, world):
+    from evomerge.runs.summary import format_status, summarize
+
+    _, run_dir, records = reference
+    s = summarize(RunStore(run_dir))
+    ps, dfs = best_record(records[:N_PS]), best_record(records[N_PS:])
+    assert [(st["name"], st["evaluations"], st["max_evals"], st["best"]["id"]) for st in s["stages"]] == [
+        ("ps", N_PS, N_PS, ps["id"]),
+        ("dfs", N_DFS, N_DFS, dfs["id"]),
+    ]
+    lines = format_status(s).splitlines()
+    assert f"stage PS   {N_PS} / {N_PS}  best #{ps['id']}  target={ps['objectives']['target']:.4g}" in lines
+    assert f"stage DFS  {N_DFS} / {N_DFS}  best #{dfs['id']}  target={dfs['objectives']['target']:.4g}" in lines
+    assert "stages" not in summarize(RunStore(ps_run[0]))  # a one-stage run has none
