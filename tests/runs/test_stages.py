@@ -178,6 +178,7 @@ def _cli(*args, env=None):
         ("after-append:6", "ps"),  # within PS, mid-generation
         ("stage-start:1", "boundary"),  # model A recorded in meta.json, the DFS stage's checkpoint not written
         ("checkpoint-rename:4", "dfs-checkpoint"),  # the DFS stage's first checkpoint written, nothing evaluated
+        ("after-append:9", "dfs-identity"),  # model A's identity path logged, not yet told nor checkpointed
         ("after-append:11", "dfs"),  # within DFS, mid-generation
     ],
 )
@@ -195,9 +196,18 @@ def test_kill_anywhere_then_resume_equals_uninterrupted(reference, tmp_path, cra
         assert len(logged) == 6 and state["stage"]["name"] == "ps" and n == 4
     else:  # PS is finished; model A is recorded
         assert "model_a" in meta["stages"][1]
-        stage, told = {"boundary": ("ps", N_PS), "dfs-checkpoint": ("dfs", N_PS), "dfs": ("dfs", N_PS + 1)}[where]
-        assert (state["stage"]["name"], n) == (stage, told)
-        assert len(logged) == (11 if where == "dfs" else N_PS)
+        stage, told, identity = {
+            "boundary": ("ps", N_PS, None),
+            "dfs-checkpoint": ("dfs", N_PS, "due"),
+            "dfs-identity": ("dfs", N_PS, "due"),
+            "dfs": ("dfs", N_PS + 1, "told"),
+        }[where]
+        assert (state["stage"]["name"], n, state["stage"].get("identity") if identity else None) == (
+            stage,
+            told,
+            identity,
+        )
+        assert len(logged) == {"dfs": 11, "dfs-identity": N_PS + 1}.get(where, N_PS)
     resume(run_dir, progress=False)
     assert _log(run_dir) == _log(ref_dir)
     assert json.loads((run_dir / "meta.json").read_text()) == json.loads((ref_dir / "meta.json").read_text())
