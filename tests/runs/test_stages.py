@@ -377,3 +377,19 @@ def test_status_lists_the_stages(reference, ps_run, tmp_path, world):
     assert f"stage PS   {N_PS} / {N_PS}  best #{ps['id']}  target={ps['objectives']['target']:.4g}" in lines
     assert f"stage DFS  {N_DFS} / {N_DFS}  best #{dfs['id']}  target={dfs['objectives']['target']:.4g}" in lines
     assert "stages" not in summarize(RunStore(ps_run[0]))  # a one-stage run has none
+
+
+def test_a_ps_stage_stopped_by_its_target_ends_the_run(reference, world, tmp_path):
+    """``budget.target`` reached in the PS stage: the run ends there (no DFS stage), finished, with
+    the PS best scored on held-out data."""
+    _, _, ref_records = reference
+    space = {"kind": "psdfs", "mode": "sequential", **PS_OPTIONS, **DFS_OPTIONS}
+    target = ref_records[0]["objectives"]["target"]  # the first candidate reaches it
+    cfg_path = _config(tmp_path, world, "seq", space, {"stages": {"ps": N_PS, "dfs": N_DFS}, "target": target})
+    run(load_config(cfg_path), tmp_path / "run", config_path=cfg_path, progress=False)
+    records = RunStore(tmp_path / "run").read_log()
+    assert 1 <= len(records) < N_PS and {_stage(r) for r in records} == {"ps"}
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert (progress["state"], progress["stop_reason"], progress["stage"]) == ("finished", "target", "ps")
+    assert json.loads((tmp_path / "run" / "validation.json").read_text())["id"] == best_record(records)["id"]
+    assert "model_a" not in json.loads((tmp_path / "run" / "meta.json").read_text())["stages"][1]
