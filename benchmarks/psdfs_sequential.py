@@ -6,6 +6,9 @@ Every search is a real run of the product (:func:`evomerge.runs.api.run`, in-pro
   then a DFS stage of ``--dfs`` over its winner (model A) and the other expert;
 * ``ps`` — the same parameter space and driver alone, ``--ps + --dfs`` evaluations;
 * ``joint`` (``--joint``) — the joint PS+DFS space (``mode: joint``), ``--ps + --dfs`` evaluations.
+* ``on_top`` (``--on-top``) — the paper's reading: a DFS stage alone (``space.model_a``) of
+  ``--dfs`` evaluations over the finished ``ps`` run's winner (``--ps + --dfs + --dfs`` evaluations
+  in all); it reuses the ``ps`` run of the same seed in ``--work-dir``.
 
 Reported per run (one JSON line each): the best candidate's calibration score and its held-out
 score (the run's own ``validation.json``: the validation split, disjoint from calibration); for the
@@ -39,7 +42,7 @@ EXPERIMENT = _ROOT / "experiments" / "toy-psdfs-sequential.yaml"
 PS_KEYS = ("method", "layer_groups", "params", "ranges")
 
 
-def configs(args, seed: int) -> dict[str, dict]:
+def configs(args, seed: int, work: Path) -> dict[str, dict]:
     """The run configs of one seed, all from the experiment file (its PS options for ``ps``)."""
     seq = yaml.safe_load(EXPERIMENT.read_text())
     seq["toyworld"]["preset"] = args.preset
@@ -53,6 +56,10 @@ def configs(args, seed: int) -> dict[str, dict]:
     out = {"sequential": seq, "ps": ps}
     if args.joint:
         out["joint"] = {**seq, "space": {**seq["space"], "mode": "joint"}, "budget": total}
+    if args.on_top:
+        dfs_space = {k: v for k, v in seq["space"].items() if k not in PS_KEYS}
+        dfs_space["model_a"] = {"run_dir": str(work / f"ps-s{seed}")}
+        out["on_top"] = {**seq, "space": dfs_space, "budget": {"max_evals": args.dfs}}
     return out
 
 
@@ -84,10 +91,17 @@ def one_run(name: str, data: dict, run_dir: Path) -> dict:
     if "dfs" in stages:
         from evomerge.runs.session import validate_record
 
-        ps = best_record([r for r, s in zip(records, stages) if s == "ps"])
+        ps_store = store
+        if "ps" not in stages:  # model A from a finished run (space.model_a)
+            ps_store = RunStore(json.loads((run_dir / "meta.json").read_text())["stages"][1]["model_a"]["run_dir"])
+        ps = best_record([r for r in ps_store.read_log() if (r.get("meta") or {}).get("stage", "ps") == "ps"])
         dfs = [r for r, s in zip(records, stages) if s == "dfs"]
-        plan = build_run_plan(cfg, log=lambda m: None)
-        ps_held = held if ps["id"] == best["id"] else validate_record(plan.problem, store, ps)
+        plan = build_run_plan(cfg, log=lambda m: None, store=store)
+        if ps_store is not store:
+            ps_held = json.loads(ps_store.validation_path.read_text())
+            assert ps_held["id"] == ps["id"], "the PS run's validation.json is not about its best"
+        else:
+            ps_held = held if ps["id"] == best["id"] else validate_record(plan.problem, store, ps)
         out["ps_winner"] = {
             "id": ps["id"],
             "calibration": ps["objectives"][target],
@@ -95,7 +109,7 @@ def one_run(name: str, data: dict, run_dir: Path) -> dict:
         }
         out["dfs"] = {
             "identity_equals_ps_winner": dfs[0]["per_example"] == ps["per_example"],
-            "improved": best["id"] != ps["id"],
+            "improved": best["score"] > ps["score"],
             "best_dfs_calibration": best_record(dfs)["objectives"][target],
             "path": [f"{s['model']}.{s['layer']}×{s['scale']:.3g}" for s in best_record(dfs)["recipe"]["path"]],
         }
@@ -132,7 +146,8 @@ def main(argv=None) -> int:
     p.add_argument("--dfs", type=int, default=100, help="evaluations of the DFS stage")
     p.add_argument("--layer-groups", type=int, default=None, help="PS layer groups (default: the experiment's 4)")
     p.add_argument("--joint", action="store_true", help="also the joint PS+DFS space at the same budget")
-    p.add_argument("--forms", nargs="+", default=None, help="only these forms (sequential, ps, joint)")
+    p.add_argument("--on-top", action="store_true", help="also a DFS stage over the finished ps run's winner")
+    p.add_argument("--forms", nargs="+", default=None, help="only these forms (sequential, ps, joint, on_top)")
     p.add_argument("--jsonl", default=None, help="also write the JSON lines here")
     p.add_argument("--work-dir", default=None, help="keep the run directories here")
     p.add_argument("--from-jsonl", default=None, help="only print the summary of the runs in this file")
@@ -151,7 +166,7 @@ def main(argv=None) -> int:
     sink = open(args.jsonl, "a") if args.jsonl else None
     runs = []
     for seed in args.seeds:
-        for name, data in configs(args, seed).items():
+        for name, data in configs(args, seed, work).items():
             if args.forms and name not in args.forms:
                 continue
             r = one_run(name, data, work / f"{name}-s{seed}")
