@@ -24,6 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "-o", "--out", required=True, metavar="OUT", help="output file (recipe, mergekit) or directory (hf, or pareto)"
     )
     p.add_argument(
+        "--stage",
+        default=None,
+        metavar="NAME",
+        help="choose among one stage's candidates of a staged run (sequential PS+DFS: ps = the PS winner alone, dfs)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="replace OUT when it is an earlier evomerge output of this format (never anything in a run directory, "
@@ -35,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from evomerge.export import export
 
-    for path in export(args.run_dir, which=args.which, format=args.format, out=args.out, force=args.force):
+    for path in export(
+        args.run_dir, which=args.which, format=args.format, out=args.out, force=args.force, stage=args.stage
+    ):
         print(path)
     return 0
