@@ -215,3 +215,38 @@ def test_random_llama_choice_task(tmp_path, random_llama, tok):
     h, n = res.tasks["harness"], res.tasks["native"]
     assert h.example_ids == n.example_ids and h.scores == n.scores
     assert h.tokens > 0 and fit.tasks["harness"].bounded
+
+
+def test_a_search_on_the_harness_task_equals_the_search_on_the_native_task(toy, world, tmp_path):
+    """``evomerge run`` with the toy world's target as a harness ``loglikelihood`` task and with the
+    native teacher-forced exact match: the same candidates, the same per-example scores, the same best."""
+    import yaml
+
+    from evomerge.cli import main
+
+    folder, _, _ = toy
+    logs = {}
+    for side in ("h", "n"):
+        task = next(
+            t for t in paired_tasks(["ll"], {"calibration": 48, "validation": 32, "seed": 1}) if t["name"][0] == side
+        )
+        task = {**task, "name": "target"}
+        if side == "h":
+            task["source"] = {**task["source"], "include_path": str(folder / "tasks")}
+        else:
+            task["source"] = {**task["source"], "path": str(folder / "rows.jsonl")}
+        cfg = {
+            "models": {"base": str(world.base), "experts": {k: str(v) for k, v in world.experts.items()}},
+            "space": {"kind": "parameter", "method": "task_arithmetic", "layer_groups": 1, "params": ["weight"]},
+            "driver": {"name": "cmaes", "options": {}},
+            "fitness": {"tasks": [task]},
+            "budget": {"max_evals": 8},
+            "run": {"seed": 0},
+        }
+        path = tmp_path / f"{side}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert main(["run", str(path), "--run-dir", str(tmp_path / side)]) == 0
+        rows = [json.loads(line) for line in (tmp_path / side / "evaluations.jsonl").read_text().splitlines()]
+        logs[side] = [(r["genome"], r["values"], r["per_example"]) for r in rows]
+    assert len(logs["h"]) == 8 and logs["h"] == logs["n"]
+    assert len({str(v) for _, v, _ in logs["n"]}) > 1  # candidates differ in fitness
