@@ -1,8 +1,9 @@
 """Objectives over tasks, and the one call the evaluator makes: :func:`evaluate_objectives`.
 
 An objective is (task, metric, direction, weight). The candidate's scalar fitness is
-``F = Σ_k w_k s_k m_k`` with s_k = +1 for maximise and −1 for minimise (drivers maximise);
-multi-objective drivers take the per-objective values instead (``FitnessResult.maximize_values``).
+``F = Σ_k w_k s_k m_k`` with s_k = +1 for maximise and −1 for minimise (drivers maximise): the
+run's one scalarisation, :class:`evomerge.objectives.Objectives`; multi-objective drivers take the
+per-objective values instead (``FitnessResult.maximize_values``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from evomerge.fitness.config import EarlyStoppingConfig, FitnessConfig, load_fit
 from evomerge.fitness.engines import InferenceEngine, build_engine, is_engine
 from evomerge.fitness.result import FitnessResult, ObjectiveValue, TaskScores
 from evomerge.fitness.task import Task, load_task
+from evomerge.objectives import Objectives, direction_sign
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Objective:
 
     @property
     def sign(self) -> float:
-        return 1.0 if self.direction == "maximize" else -1.0
+        return direction_sign(self.direction)
 
     @property
     def raceable(self) -> bool:
@@ -177,13 +179,14 @@ def evaluate_objectives(
         totals = {name: len(ex) for name, ex in examples.items()}
         sizes = early_stop.stage_sizes(max(totals.values()), early_stopping.min_examples, early_stopping.growth)
         n_looks = len(sizes) - 1
+        coefficients = [o.weight * o.sign for o in Objectives.from_fitness(objectives)]
         delta = early_stop.per_look_delta(early_stopping.confidence, len(objectives), n_looks)
         for size in sizes:
             for name in tasks:
                 score_upto(name, min(size, totals[name]))
             if all(len(scored[n]["scores"]) == totals[n] for n in tasks):
                 break
-            terms = [(o.weight * o.sign, scored[o.task.name]["scores"], totals[o.task.name]) for o in objectives]
+            terms = [(c, scored[o.task.name]["scores"], totals[o.task.name]) for c, o in zip(coefficients, objectives)]
             upper = early_stop.fitness_upper_bound(terms, delta, early_stopping.bound)
             if upper < must_beat:
                 done = ", ".join(f"{n}: {len(scored[n]['scores'])}/{totals[n]}" for n in tasks)
