@@ -193,8 +193,16 @@ def report(root: Path, run_dir: Path) -> list[dict]:
     entries = [("base", root / "base"), *((f"expert {n}", root / "experts" / n) for n in EXPERTS)]
     entries += list(untuned(root).items())
     entries.append(("evolved (best of the search)", yaml.safe_load((run_dir / "best" / "recipe.yaml").read_text())))
+    done_file = run_dir.with_name(run_dir.name + "-report.jsonl")  # rows already measured: a killed report goes on
+    done = {}
+    if done_file.exists():
+        done = {r["model"]: r for r in map(json.loads, done_file.read_text().splitlines()) if r.get("n")}
     rows = []
     for label, what in entries:
+        if label in done:
+            emit(**done[label])
+            rows.append(done[label])
+            continue
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="real-lm-") as work:
             if isinstance(what, dict):
@@ -209,6 +217,8 @@ def report(root: Path, run_dir: Path) -> list[dict]:
         row["sample"] = (res.tasks["target"].outputs or [""])[0]
         emit(**row)
         rows.append(row)
+        with done_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
     cols = ("target", "target_json", "target_number", "arith", "json")
     log("| model | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     for r in rows:

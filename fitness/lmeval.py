@@ -43,6 +43,7 @@ from evomerge.fitness.config import TaskConfig
 from evomerge.fitness.lmeval_requests import RequestAnswerer
 from evomerge.fitness.scorers.base import Example, ScoreBatch, Scorer
 from evomerge.fitness.sources import resolve_path
+from evomerge.fitness.task import SPLITS, Task
 
 BOUNDED_METRICS = ("acc", "acc_norm", "exact_match", "acc_mutual_info", "f1_binary", "acc_bytes")
 FEWSHOT_SEED = 1234  # simple_evaluate's default fewshot_random_seed
@@ -187,8 +188,6 @@ class LMEvalScorer(Scorer):
 
 
 def load_lmeval_task(cfg: TaskConfig, *, base_dir: Path | None = None):
-    from evomerge.fitness.task import SPLITS, Task
-
     _, get_task_dict = lm_eval_modules()
     src = cfg.source
     include = str(resolve_path(src.include_path, base_dir)) if src.include_path else None
