@@ -19,11 +19,12 @@ from evomerge.fitness.config import (
     load_fitness_config,
     parse_fitness_config,
 )
+from evomerge.fitness.loading import load_task
 from evomerge.fitness.objectives import Fitness, Objective, build_objectives, evaluate_objectives
 from evomerge.fitness.result import FitnessResult, ObjectiveValue, TaskScores
 from evomerge.fitness.scorers import ScorerConfig, parse_scorer
 from evomerge.fitness.scorers.base import Example
-from evomerge.fitness.task import Task, load_task
+from evomerge.fitness.task import Task
 
 __all__ = [
     "EarlyStoppingConfig",

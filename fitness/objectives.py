@@ -17,8 +17,9 @@ from evomerge.errors import ConfigError
 from evomerge.fitness import early_stop
 from evomerge.fitness.config import EarlyStoppingConfig, FitnessConfig, load_fitness_config, parse_fitness_config
 from evomerge.fitness.engines import InferenceEngine, build_engine, is_engine
+from evomerge.fitness.loading import load_task
 from evomerge.fitness.result import FitnessResult, ObjectiveValue, TaskScores
-from evomerge.fitness.task import Task, load_task
+from evomerge.fitness.task import Task
 from evomerge.objectives import Objectives, direction_sign
 
 

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from evomerge.errors import ConfigError
 from evomerge.fitness import scorers
-from evomerge.fitness.config import TaskConfig, parse_task_config
+from evomerge.fitness.config import TaskConfig
 from evomerge.fitness.engines import InferenceEngine
 from evomerge.fitness.prompts import PromptFormat
 from evomerge.fitness.result import TaskScores
 from evomerge.fitness.scorers.base import Example, ScoreBatch
-from evomerge.fitness.sources import load_rows, row_place
+from evomerge.fitness.sources import row_place
 
 SPLITS = ("calibration", "validation")
 _DEFAULT_COLUMNS = {"id": "id", "prompt": "prompt", "answer": "answer", "choices": "choices", "label": "label"}
@@ -137,19 +136,6 @@ class Task:
             f"Task({self.name!r}, scorer={self.cfg.scorer.type}, calibration={self.split_size('calibration')}, "
             f"validation={self.split_size('validation')})"
         )
-
-
-def load_task(cfg: TaskConfig | dict, *, base_dir: str | Path | None = None) -> Task:
-    """Read the source, map fields, format prompts, validate every row; then draw the splits."""
-    if isinstance(cfg, dict):
-        cfg = parse_task_config(cfg, where=f"task {cfg.get('name', '?')!r}")
-    if cfg.source.type == "lmeval":
-        from evomerge.fitness.lmeval import load_lmeval_task
-
-        return load_lmeval_task(cfg, base_dir=Path(base_dir) if base_dir else None)
-    rows, where, lines = load_rows(cfg.source, task=cfg.name, base_dir=Path(base_dir) if base_dir else None)
-    pool = rows_to_examples(cfg, rows, where, lines)
-    return Task(cfg, pool, where)
 
 
 def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str, lines: list[int] | None = None) -> list[Example]:

@@ -66,7 +66,8 @@ def run(args) -> int:
     with contextlib.ExitStack() as stack:
         model, tokenizer = _load_model(target, device=args.device, dtype=dtype, stack=stack)
         with torch.inference_mode():
-            result = evaluate_objectives(model, tokenizer, fit.objectives, args.split, batch_size=args.batch_size)
+            engine = fit.engine(model, tokenizer)  # the config's ``engine:`` section (default: hf)
+            result = evaluate_objectives(engine, None, fit.objectives, args.split, batch_size=args.batch_size)
     result.meta["model"] = str(target)
     if args.json:
         print(result.to_json(indent=2))

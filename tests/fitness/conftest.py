@@ -89,3 +89,11 @@ def random_llama():
 @pytest.fixture(scope="session")
 def random_gpt2():
     return random_model("gpt2")
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The toy world's ``test`` preset (tiny; trained in seconds, once per session)."""
+    from evomerge.toyworld import build_toyworld
+
+    return build_toyworld(dir=tmp_path_factory.mktemp("toyworld") / "world", preset="test", log=None)

@@ -254,13 +254,6 @@ def test_continuous_batching_option_on_cpu(tok):
         assert engine.generate(prompts, max_new_tokens=6, stop_strings=stop, batch_size=4) == want
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from evomerge.toyworld import build_toyworld
-
-    return build_toyworld(dir=tmp_path_factory.mktemp("toyworld") / "world", preset="test", log=None)
-
-
 def test_toy_world_scores_equal_its_own_scorer(world):
     """On the toy world's test preset: the engine's forced exact match (``logits_to_keep`` on and
     off) equals the world's own teacher-forced scorer example by example, and greedy generation

@@ -137,6 +137,36 @@ def test_eval_recipe_merged_on_the_fly(tiny_llama_family, eval_config, tmp_path,
     assert merged["tasks"]["ppl"]["scores"] != base["tasks"]["ppl"]["scores"]  # the merge changed the weights
 
 
+def test_eval_uses_the_configs_engine_section(tiny_llama_family, eval_config, tmp_path, capsys, monkeypatch):
+    from evomerge.fitness import objectives
+    from evomerge.fitness.engines import HFOptions
+
+    built = []
+    real_build = objectives.build_engine
+
+    def spy(options, model, tokenizer):
+        built.append(options)
+        return real_build(options, model, tokenizer)
+
+    monkeypatch.setattr(objectives, "build_engine", spy)
+    base = str(tiny_llama_family["base"])
+    assert main(["eval", base, "--config", str(eval_config), "--json", "--limit", "4"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    cfg = yaml.safe_load(eval_config.read_text())
+    cfg["fitness"]["engine"] = {"generation": "loop", "logits_to_keep": False}
+    custom = tmp_path / "engine.yaml"
+    custom.write_text(yaml.safe_dump(cfg))
+    assert main(["eval", base, "--config", str(custom), "--json", "--limit", "4"]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    assert built == [HFOptions(), HFOptions(generation="loop", logits_to_keep=False)]
+    # the hand-written loop without logits_to_keep scores exactly what generate() with it does
+    assert {t: v["scores"] for t, v in chosen["tasks"].items()} == {t: v["scores"] for t, v in default["tasks"].items()}
+    cfg["fitness"]["engine"] = {"type": "vllm"}
+    custom.write_text(yaml.safe_dump(cfg))
+    assert main(["eval", base, "--config", str(custom)]) == 2
+    assert "unknown inference engine 'vllm'" in capsys.readouterr().err
+
+
 def test_eval_errors_are_one_line(tiny_llama_family, eval_config, tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope"), "--config", str(eval_config)]) == 2
     err = capsys.readouterr().err.strip()
