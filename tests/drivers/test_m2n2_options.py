@@ -1,0 +1,149 @@
+"""M2N2's mutation (fixed and the 1/5 rule), the seeded archive and the extra uniform draws."""
+
+import pickle
+
+import numpy as np
+import pytest
+from conftest import BoxSpace, SeededBox, evaluate
+
+from evomerge.drivers import make_driver
+from evomerge.drivers.base import Outcome
+from evomerge.drivers.m2n2 import ADAPT_DAMPING, SIGMA_MAX
+from evomerge.errors import ConfigError
+
+
+def tell_rows(driver, cands, rows):
+    driver.tell(cands, [Outcome(c.id, np.array([np.mean(r)]), np.asarray(r, float)) for c, r in zip(cands, rows)])
+
+
+def test_mutation_leaves_the_span_of_the_archive_and_stays_in_the_box():
+    init = [np.full(6, 0.2), np.full(6, 0.9)]
+    spans = {}
+    for sigma in (0.0, 0.1):
+        d = make_driver("m2n2", BoxSpace(6), seed=4, initial=init, crossover="linear", mutation_std=sigma)
+        tell_rows(d, d.ask(2), [[1, 0], [0, 1]])
+        kids = np.array([k.genome for k in d.ask(300)])
+        spans[sigma] = (kids.min(), kids.max())
+        assert np.all((kids >= 0.0) & (kids <= 1.0))
+    assert spans[0.0][0] >= 0.2 - 1e-12 and spans[0.0][1] <= 0.9 + 1e-12  # crossover alone: inside the span
+    assert spans[0.1][0] < 0.15 and spans[0.1][1] > 0.95
+
+
+def test_mutation_noise_has_the_given_sigma():
+    # identical parents: every crossover gives the parent itself, so child - parent is the noise
+    d = make_driver("m2n2", BoxSpace(8), seed=5, initial=[np.full(8, 0.5)] * 2, mutation_std=0.05)
+    tell_rows(d, d.ask(2), [[1, 0], [0, 1]])
+    kids = d.ask(250)
+    noise = np.array([k.genome for k in kids]) - 0.5
+    assert all(k.meta["sigma"] == 0.05 for k in kids)
+    assert abs(noise.mean()) < 0.005 and 0.047 < noise.std() < 0.053  # 2000 draws: ±3 standard errors
+
+
+def test_one_fifth_rule_by_hand():
+    s0 = 0.05
+    d = make_driver(
+        "m2n2",
+        BoxSpace(3),
+        seed=0,
+        archive_size=2,
+        initial=[[0.1, 0.1, 0.1], [0.9, 0.9, 0.9]],
+        mutation_std=s0,
+        mutation_adapt="one_fifth",
+    )
+    tell_rows(d, d.ask(2), [[1, 0, 0, 0], [0, 1, 0, 0]])  # the initial genomes: no step
+    assert d.mutation_std == s0 and d.adapt_counts == [0, 0]
+    (c,) = d.ask(1)
+    assert c.meta["origin"] == "crossover" and c.meta["sigma"] == s0
+    tell_rows(d, [c], [[0, 0, 1, 1]])  # f = (1, 1, 2): member 0 leaves, the child stays -> success
+    up = s0 * np.exp(1.0 / ADAPT_DAMPING)
+    assert d.mutation_std == pytest.approx(up) and d.adapt_counts == [1, 1]
+    (c,) = d.ask(1)
+    assert c.meta["sigma"] == pytest.approx(up)
+    tell_rows(d, [c], [[0, 0, 0, 0]])  # f = 0: the child leaves at once -> failure
+    down = up * np.exp(-0.25 / ADAPT_DAMPING)
+    assert d.mutation_std == pytest.approx(down) and d.adapt_counts == [1, 2]
+    (c,) = d.ask(1)
+    d.tell([c], [Outcome(c.id, np.zeros(1), failed=True)])  # a failed child is a failure too
+    assert d.mutation_std == pytest.approx(down * np.exp(-0.25 / ADAPT_DAMPING)) and d.adapt_counts == [1, 3]
+    for _ in range(30):  # successes all the way: σ stops at SIGMA_MAX
+        (c,) = d.ask(1)
+        tell_rows(d, [c], [[1, 1, 1, 1]])
+    assert d.mutation_std == SIGMA_MAX
+
+
+def test_one_fifth_rule_skips_empty_slots_and_needs_a_sigma():
+    d = make_driver("m2n2", BoxSpace(2), seed=0, archive_size=3, initial="random", mutation_std=0.1)
+    assert d.options.mutation_adapt == "none"
+    d = make_driver(
+        "m2n2", BoxSpace(2), seed=0, archive_size=3, initial=[[0.1, 0.1], [0.9, 0.9]], mutation_std=0.1,
+        mutation_adapt="one_fifth",
+    )  # fmt: skip
+    tell_rows(d, d.ask(2), [[1, 0], [0, 1]])
+    (c,) = d.ask(1)
+    tell_rows(d, [c], [[1, 1]])  # takes the empty third slot: not a trial
+    assert d.mutation_std == 0.1 and d.adapt_counts == [0, 0]
+    with pytest.raises(ConfigError) as exc:
+        make_driver("m2n2", BoxSpace(2), mutation_adapt="one_fifth")
+    assert str(exc.value) == "drivers.m2n2: mutation_adapt needs mutation_std > 0 (the starting σ)"
+
+
+def test_seeded_archive_then_uniform_draws_then_crosses():
+    d = make_driver("m2n2", SeededBox(3), seed=2, initial="seeded", initial_random=2, crossover="linear")
+    cands = d.ask(8)
+    assert [c.meta.get("seed") for c in cands[:4]] == ["low", "high", "q1", "q3"]
+    for c, v in zip(cands, [0.0, 1.0, 0.25, 0.75]):
+        np.testing.assert_array_equal(c.genome, np.full(3, v))
+    assert [c.meta["origin"] for c in cands] == ["initial"] * 6 + ["initial-crossover"] * 2
+    assert all("seed" not in c.meta for c in cands[4:])
+    draws = np.array([c.genome for c in cands[4:6]])
+    assert np.all((draws >= 0) & (draws <= 1)) and len({tuple(r) for r in draws}) == 2
+    # nothing told yet: the fillers cross two of the six initial genomes
+    assert all(len(set(c.meta["initial"])) == 2 and max(c.meta["initial"]) < 6 for c in cands[6:])
+
+
+def test_seeded_errors_are_one_line():
+    with pytest.raises(ConfigError) as exc:
+        make_driver("m2n2", BoxSpace(3), initial="seeded")
+    assert str(exc.value) == (
+        "drivers.m2n2: initial='seeded' needs a space with seed genomes (space kind parameter), got BoxSpace"
+    )
+    with pytest.raises(ConfigError) as exc:
+        make_driver("m2n2", BoxSpace(3, lower=-np.inf, upper=np.inf), initial_random=2)
+    assert str(exc.value) == "drivers.m2n2: initial_random needs a finite box"
+    with pytest.raises(ConfigError, match=r"driver.options.initial_random"):
+        make_driver("m2n2", BoxSpace(3), initial_random=-1)
+
+
+def test_seeded_from_a_parameter_space():
+    from evomerge.space import ParameterSpace
+
+    space = ParameterSpace("task_arithmetic", "b", ["x/e1", "x/e2"], 4, layer_groups=2, params=["weight"])
+    d = make_driver("m2n2", space, seed=0, initial="seeded")
+    seeds = space.seed_genomes()
+    cands = d.ask(len(seeds))
+    assert [c.meta["seed"] for c in cands] == list(seeds)
+    assert all(np.array_equal(c.genome, g) for c, g in zip(cands, seeds.values()))
+
+
+def test_a_checkpoint_from_before_seeds_and_adaptation_still_loads():
+    def build():
+        return make_driver("m2n2", BoxSpace(3), seed=9, initial="random", archive_size=4)
+
+    def objective(x):
+        per = (x > 0.5).astype(float)
+        return np.array([per.mean()]), per
+
+    ref, d = build(), build()
+    for drv in (ref, d):
+        c = drv.ask(6)
+        drv.tell(c, evaluate(objective, c))
+    state = pickle.loads(pickle.dumps(d.state_dict()))
+    for key in ("initial_names", "children", "mutation_std", "adapt_counts"):  # the keys added with them
+        del state[key]
+    fresh = build()
+    fresh.load_state_dict(state)
+    for _ in range(5):
+        a, b = ref.ask(2), fresh.ask(2)
+        assert all(np.array_equal(x.genome, y.genome) and x.id == y.id for x, y in zip(a, b))
+        ref.tell(a, evaluate(objective, a))
+        fresh.tell(b, evaluate(objective, b))
