@@ -304,6 +304,8 @@ def summarize(runs: list[dict], base: list[dict]) -> dict:
             "hv_calibration": [round(v, 4) for v in mean_std([r["hv_curve"]["calibration"][-1] for r in rs])],
             "hv_calibration_per_seed": [round(r["hv_curve"]["calibration"][-1], 4) for r in rs],
             "seconds_per_run": round(float(np.mean([r["seconds"]["run"] for r in rs])), 1),
+            # the run scores its best on the validation split itself: it must agree with the benchmark
+            "run_validation_agrees": all(_agrees(r["final"]) for r in rs),
         }
         for n in (50, 100):
             if n in rs[0]["heldout_curve"]["evals"]:
@@ -324,6 +326,11 @@ def summarize(runs: list[dict], base: list[dict]) -> dict:
         "rows": rows,
         "goals": goals(rows),
     }
+
+
+def _agrees(final: dict) -> bool:
+    own = final.get("run_validation") or {}
+    return all(abs(float(own.get(t, np.nan)) - float(final["heldout"][t])) < 1e-9 for t in OBJECTIVES)
 
 
 def goals(rows: list[dict]) -> dict:
