@@ -25,9 +25,10 @@ per-example scores s[i, j] ≥ 0 (member i on training example j; accuracy → 0
 * **Mutation** (optional): child += N(0, σ²) per gene, then clipped to the box; σ =
   ``mutation_std`` (the paper's 0.01 when evolving raw weights from scratch; 0 = none, as the
   paper from pre-trained models). ``mutation_adapt="one_fifth"`` adapts σ by Rechenberg's 1/5
-  success rule, one step per told crossover child once the archive is full: success = the child
-  stays in the archive; log σ += (1[success] − 1/5) / (1 − 1/5) / ``ADAPT_DAMPING``, σ kept in
-  [``SIGMA_MIN``, ``SIGMA_MAX``] (so at a success rate of 1/5 σ holds, above it grows).
+  success rule, one step per told crossover child: success = its told value beats both parents'
+  (a failed child fails); log σ += (1[success] − 1/5) / (1 − 1/5) / ``ADAPT_DAMPING``, σ kept in
+  [``SIGMA_MIN``, ``SIGMA_MAX``] (so at a success rate of 1/5 σ holds, above it grows). Children
+  asked with the old σ and told after a step still count, as in a steady-state ES.
 
 The first candidates are the ``initial`` genomes: ``"x0"``; ``"random"`` (``archive_size`` uniform
 draws); ``"seeded"`` (the space's :meth:`seed_genomes`: each source alone and the untuned merges,
@@ -152,11 +153,13 @@ class M2N2Driver(DriverBase):
             self._initial += [self._rng.uniform(self.lower, self.upper) for _ in range(opts.initial_random)]
             self._initial_names += [None] * opts.initial_random
         self._init_queue = [g.copy() for g in self._initial]
-        self._children: set[int] = set()  # crossover children asked, not yet told (for the 1/5 rule)
+        # crossover children asked, not yet told -> their better parent's told value (the 1/5 rule)
+        self._children: dict[int, float] = {}
         self.adapt_counts = [0, 0]  # (successes, trials) of the 1/5 rule
         self._genomes: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
         self._ids: list[int] = []
+        self._values: list[float] = []  # each member's told value
         self.n_examples: int | None = None
         self.best_id: int | None = None
         self.best_value = -np.inf
@@ -215,20 +218,18 @@ class M2N2Driver(DriverBase):
             )
         return row
 
-    def _admit(self, cid: int, genome: np.ndarray, row: np.ndarray) -> bool | None:
-        """Let the candidate in; True/False: it stays / leaves at once (a full archive), None: it
-        took an empty slot."""
+    def _admit(self, cid: int, genome: np.ndarray, row: np.ndarray, value: float) -> None:
         if len(self._ids) < self.archive_size:
             self._ids.append(cid)
             self._genomes.append(genome)
             self._scores.append(row)
-            return None
+            self._values.append(value)
+            return
         f, _ = shared_fitness(np.vstack(self._scores + [row]), self.alpha)
         loser = int(np.argmin(f))
         if loser < len(self._ids):
             self._ids[loser], self._genomes[loser], self._scores[loser] = cid, genome, row
-            return True
-        return False
+            self._values[loser] = value
 
     def _adapt(self, success: bool) -> None:
         """One step of the 1/5 success rule on σ."""
@@ -265,13 +266,14 @@ class M2N2Driver(DriverBase):
             child = child + self._rng.normal(0.0, self.mutation_std, self.dim)
         return self._clip(child), k, w
 
-    def _child(self) -> tuple[np.ndarray, dict[str, Any]]:
+    def _child(self) -> tuple[np.ndarray, dict[str, Any], float]:
+        """A crossover child, its meta and its better parent's told value."""
         a, b = self._choose_parents()
         child, k, w = self._crossover(self._genomes[a], self._genomes[b])
         meta = {"origin": "crossover", "parents": [self._ids[a], self._ids[b]], "split": k, "w": w}
         if self.mutation_std > 0:
             meta["sigma"] = self.mutation_std
-        return child, meta
+        return child, meta, max(self._values[a], self._values[b])
 
     def _filler(self) -> tuple[np.ndarray, dict[str, Any]]:
         # Fewer than two scored members (results still outstanding): cross two of the initial
@@ -288,18 +290,19 @@ class M2N2Driver(DriverBase):
     def ask(self, n: int) -> list[Candidate]:
         out = []
         for _ in range(int(n)):
+            parent_value = None
             if self._init_queue:
                 name = self._initial_names[len(self._initial) - len(self._init_queue)]
                 genome, meta = self._init_queue.pop(0), {"origin": "initial"}
                 if name is not None:
                     meta["seed"] = name
             elif len(self._ids) >= 2:
-                genome, meta = self._child()
+                genome, meta, parent_value = self._child()
             else:
                 genome, meta = self._filler()
             cand = self._new_candidate(genome, **meta)
-            if meta["origin"] == "crossover":
-                self._children.add(cand.id)
+            if parent_value is not None and self.mutation_adapt != "none":
+                self._children[cand.id] = parent_value
             out.append(cand)
         return out
 
@@ -307,11 +310,9 @@ class M2N2Driver(DriverBase):
         genomes = {c.id: self._pending.get(c.id) for c in candidates}
         self._take_pending(candidates, outcomes)
         for cand, out in zip(candidates, outcomes):
-            child = cand.id in self._children
-            self._children.discard(cand.id)
-            full = len(self._ids) >= self.archive_size
+            parent_value = self._children.pop(cand.id, None)
             if outcome_failed(out, self.n_objectives):
-                if child and full and self.mutation_adapt != "none":
+                if parent_value is not None:
                     self._adapt(False)
                 continue  # worst possible: it never enters the archive
             row = self._score_row(out)
@@ -319,9 +320,9 @@ class M2N2Driver(DriverBase):
             value = float(np.asarray(out.values, dtype=float).reshape(-1)[0])
             if value > self.best_value:
                 self.best_value, self.best_id, self.best_genome = value, cand.id, genome.copy()
-            stays = self._admit(cand.id, genome, row)
-            if child and stays is not None and self.mutation_adapt != "none":
-                self._adapt(stays)
+            if parent_value is not None:
+                self._adapt(value > parent_value)
+            self._admit(cand.id, genome, row, value)
 
     def state_dict(self) -> dict[str, Any]:
         state = self._base_state()
@@ -329,13 +330,14 @@ class M2N2Driver(DriverBase):
             rng=self._rng.bit_generator.state,
             initial=[g.copy() for g in self._initial],
             initial_names=list(self._initial_names),
-            children=sorted(self._children),
+            children=dict(self._children),
             mutation_std=self.mutation_std,
             adapt_counts=list(self.adapt_counts),
             init_queue=[g.copy() for g in self._init_queue],
             genomes=[g.copy() for g in self._genomes],
             scores=[s.copy() for s in self._scores],
             ids=list(self._ids),
+            values=list(self._values),
             n_examples=self.n_examples,
             best_id=self.best_id,
             best_value=self.best_value,
@@ -350,13 +352,14 @@ class M2N2Driver(DriverBase):
         self._initial = [np.array(g, dtype=float) for g in state["initial"]]
         # checkpoints written before seeds and the 1/5 rule: unnamed genomes, no σ adaptation
         self._initial_names = list(state.get("initial_names") or [None] * len(self._initial))
-        self._children = {int(i) for i in state.get("children", [])}
+        self._children = {int(k): float(v) for k, v in state.get("children", {}).items()}
         self.mutation_std = float(state.get("mutation_std", self.options.mutation_std))
         self.adapt_counts = [int(v) for v in state.get("adapt_counts", [0, 0])]
         self._init_queue = [np.array(g, dtype=float) for g in state["init_queue"]]
         self._genomes = [np.array(g, dtype=float) for g in state["genomes"]]
         self._scores = [np.array(s, dtype=float) for s in state["scores"]]
         self._ids = [int(i) for i in state["ids"]]
+        self._values = [float(v) for v in state.get("values", [-np.inf] * len(self._ids))]
         self.n_examples = state["n_examples"]
         self.best_id = state["best_id"]
         self.best_value = float(state["best_value"])

@@ -45,42 +45,40 @@ def test_one_fifth_rule_by_hand():
         "m2n2",
         BoxSpace(3),
         seed=0,
-        archive_size=2,
+        archive_size=3,
         initial=[[0.1, 0.1, 0.1], [0.9, 0.9, 0.9]],
         mutation_std=s0,
         mutation_adapt="one_fifth",
     )
-    tell_rows(d, d.ask(2), [[1, 0, 0, 0], [0, 1, 0, 0]])  # the initial genomes: no step
+    tell_rows(d, d.ask(2), [[1, 0, 0, 0], [0, 1, 0, 0]])  # values 0.25 each; initial genomes: no step
     assert d.mutation_std == s0 and d.adapt_counts == [0, 0]
     (c,) = d.ask(1)
     assert c.meta["origin"] == "crossover" and c.meta["sigma"] == s0
-    tell_rows(d, [c], [[0, 0, 1, 1]])  # f = (1, 1, 2): member 0 leaves, the child stays -> success
+    tell_rows(d, [c], [[0, 0, 1, 1]])  # 0.5 beats both parents (0.25): success
     up = s0 * np.exp(1.0 / ADAPT_DAMPING)
     assert d.mutation_std == pytest.approx(up) and d.adapt_counts == [1, 1]
     (c,) = d.ask(1)
     assert c.meta["sigma"] == pytest.approx(up)
-    tell_rows(d, [c], [[0, 0, 0, 0]])  # f = 0: the child leaves at once -> failure
+    tell_rows(d, [c], [[0, 1, 0, 0]])  # 0.25 beats no parent (each has >= 0.25): failure
     down = up * np.exp(-0.25 / ADAPT_DAMPING)
     assert d.mutation_std == pytest.approx(down) and d.adapt_counts == [1, 2]
     (c,) = d.ask(1)
     d.tell([c], [Outcome(c.id, np.zeros(1), failed=True)])  # a failed child is a failure too
     assert d.mutation_std == pytest.approx(down * np.exp(-0.25 / ADAPT_DAMPING)) and d.adapt_counts == [1, 3]
-    for _ in range(30):  # successes all the way: σ stops at SIGMA_MAX
-        (c,) = d.ask(1)
-        tell_rows(d, [c], [[1, 1, 1, 1]])
-    assert d.mutation_std == SIGMA_MAX
+    # two children asked at one σ, told later: both count; rising values: successes all the way
+    for k in range(15):
+        a, b = d.ask(2)
+        d.tell([a, b], [Outcome(x.id, np.array([1.0 + 2 * k + i]), np.ones(4)) for i, x in enumerate((a, b))])
+    assert d.adapt_counts == [31, 33] and d.mutation_std == SIGMA_MAX  # σ stops at SIGMA_MAX
 
 
-def test_one_fifth_rule_skips_empty_slots_and_needs_a_sigma():
-    d = make_driver("m2n2", BoxSpace(2), seed=0, archive_size=3, initial="random", mutation_std=0.1)
-    assert d.options.mutation_adapt == "none"
+def test_one_fifth_rule_counts_crossover_children_only():
     d = make_driver(
-        "m2n2", BoxSpace(2), seed=0, archive_size=3, initial=[[0.1, 0.1], [0.9, 0.9]], mutation_std=0.1,
-        mutation_adapt="one_fifth",
-    )  # fmt: skip
-    tell_rows(d, d.ask(2), [[1, 0], [0, 1]])
-    (c,) = d.ask(1)
-    tell_rows(d, [c], [[1, 1]])  # takes the empty third slot: not a trial
+        "m2n2", BoxSpace(2), seed=0, initial=[[0.1, 0.1], [0.9, 0.9]], mutation_std=0.1, mutation_adapt="one_fifth"
+    )
+    cands = d.ask(4)  # two initial genomes, then two crosses of them before any result: no parents' values
+    assert [c.meta["origin"] for c in cands] == ["initial"] * 2 + ["initial-crossover"] * 2
+    tell_rows(d, cands, [[1, 0], [0, 1], [1, 1], [1, 1]])
     assert d.mutation_std == 0.1 and d.adapt_counts == [0, 0]
     with pytest.raises(ConfigError) as exc:
         make_driver("m2n2", BoxSpace(2), mutation_adapt="one_fifth")
@@ -138,7 +136,7 @@ def test_a_checkpoint_from_before_seeds_and_adaptation_still_loads():
         c = drv.ask(6)
         drv.tell(c, evaluate(objective, c))
     state = pickle.loads(pickle.dumps(d.state_dict()))
-    for key in ("initial_names", "children", "mutation_std", "adapt_counts"):  # the keys added with them
+    for key in ("initial_names", "children", "mutation_std", "adapt_counts", "values"):  # the keys added with them
         del state[key]
     fresh = build()
     fresh.load_state_dict(state)
