@@ -1,5 +1,6 @@
 """M2N2's mutation (fixed and the 1/5 rule), the seeded archive and the extra uniform draws."""
 
+import json
 import pickle
 
 import numpy as np
@@ -143,5 +144,74 @@ def test_a_checkpoint_from_before_seeds_and_adaptation_still_loads():
     for _ in range(5):
         a, b = ref.ask(2), fresh.ask(2)
         assert all(np.array_equal(x.genome, y.genome) and x.id == y.id for x, y in zip(a, b))
+        ref.tell(a, evaluate(objective, a))
+        fresh.tell(b, evaluate(objective, b))
+
+
+def _plain(obj, path="state"):
+    """Assert ``obj`` is plain data (dict / list / str / int / float / bool / None, numpy float arrays)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            assert isinstance(k, (str, int)) and not isinstance(k, bool), f"{path}: key {k!r}"
+            _plain(v, f"{path}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _plain(v, f"{path}[{i}]")
+    elif isinstance(obj, np.ndarray):
+        assert obj.dtype.kind in "fiub", f"{path}: dtype {obj.dtype}"
+    else:
+        assert obj is None or type(obj) in (str, int, float, bool), f"{path}: {type(obj).__name__}"
+
+
+def _to_json(obj):
+    if isinstance(obj, dict):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def test_state_is_plain_data_and_survives_json_with_children_outstanding():
+    # mid-run: seeds, uniform draws, crossover children asked and not yet told (the 1/5 rule's
+    # pending parents' values), σ already adapted; the state as JSON (arrays as lists, int keys as
+    # strings, -inf as JSON's -Infinity) continues exactly as the live driver
+    def build():
+        return make_driver(
+            "m2n2",
+            SeededBox(3),
+            seed=3,
+            archive_size=4,
+            initial="seeded",
+            initial_random=1,
+            mutation_std=0.05,
+            mutation_adapt="one_fifth",
+        )
+
+    def objective(x):
+        per = np.concatenate([x, 1 - x])
+        return np.array([per.mean() + x[0]]), per
+
+    ref, d = build(), build()
+    waiting = {}
+    for key, drv in (("ref", ref), ("d", d)):
+        asked = drv.ask(9)
+        drv.tell(asked[:6], evaluate(objective, asked[:6]))
+        more = drv.ask(3)
+        drv.tell(more[:1], evaluate(objective, more[:1]))
+        waiting[key] = asked[6:] + more[1:]
+    state = d.state_dict()
+    _plain(state)
+    assert len(state["children"]) >= 2 and d.adapt_counts[1] >= 1 and d.mutation_std != 0.05
+    fresh = build()
+    fresh.load_state_dict(json.loads(json.dumps(_to_json(state))))
+    for drv, cands in ((ref, waiting["ref"]), (fresh, waiting["d"])):
+        drv.tell(cands, evaluate(objective, cands))
+    assert fresh.mutation_std == ref.mutation_std and fresh.adapt_counts == ref.adapt_counts
+    for _ in range(6):
+        a, b = ref.ask(3), fresh.ask(3)
+        assert [x.id for x in a] == [y.id for y in b]
+        assert all(np.array_equal(x.genome, y.genome) and x.meta == y.meta for x, y in zip(a, b))
         ref.tell(a, evaluate(objective, a))
         fresh.tell(b, evaluate(objective, b))
