@@ -196,11 +196,12 @@ def one_run(job: dict) -> dict:
     from search_efficiency import best_so_far, read_log
 
     run_dir = Path(job["run_dir"])
-    cfg_path = run_dir.with_suffix(".yaml")
+    # beside the run directory (not with_suffix: a label such as m2n2-seeded-s0.1 has a dot)
+    cfg_path, log_path = run_dir.parent / f"{run_dir.name}.yaml", run_dir.parent / f"{run_dir.name}.log"
     cfg_path.write_text(yaml.safe_dump(job["config"], sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     t0 = time.perf_counter()
-    with open(run_dir.with_suffix(".log"), "w") as log:
+    with open(log_path, "w") as log:
         rc = subprocess.run(
             [sys.executable, "-m", "evomerge", "run", str(cfg_path), "--run-dir", str(run_dir)],
             stdout=log,
@@ -210,7 +211,7 @@ def one_run(job: dict) -> dict:
         ).returncode
     wall = time.perf_counter() - t0
     if rc != 0:
-        raise RuntimeError(f"evomerge run failed (exit {rc}): see {run_dir.with_suffix('.log')}")
+        raise RuntimeError(f"evomerge run failed (exit {rc}): see {log_path}")
     records = read_log(run_dir)
     n_obj = len(OBJECTIVES)
     curve, inc = best_so_far(records)
