@@ -22,11 +22,18 @@ per-example scores s[i, j] ≥ 0 (member i on training example j; accuracy → 0
   k ~ U{0..D−1} (``split="any"``, the paper's raw-weight setting) or k uniform over the space's
   ``group_boundaries`` below D (``split="groups"``: over recipes, cut only between layer groups);
   ``split="auto"`` uses the groups when the space has interior boundaries.
-* **Mutation** (optional): child += N(0, ``mutation_std``²) per gene, then clipped to the box
-  (the paper mutates only when evolving from scratch).
+* **Mutation** (optional): child += N(0, σ²) per gene, then clipped to the box; σ =
+  ``mutation_std`` (the paper's 0.01 when evolving raw weights from scratch; 0 = none, as the
+  paper from pre-trained models). ``mutation_adapt="one_fifth"`` adapts σ by Rechenberg's 1/5
+  success rule, one step per told crossover child: success = its told value beats both parents'
+  (a failed child fails); log σ += (1[success] − 1/5) / (1 − 1/5) / ``ADAPT_DAMPING``, σ kept in
+  [``SIGMA_MIN``, ``SIGMA_MAX``] (so at a success rate of 1/5 σ holds, above it grows). Children
+  asked with the old σ and told after a step still count, as in a steady-state ES.
 
-The first candidates are the ``initial`` genomes (e.g. the source models as corner genomes,
-``"x0"`` or ``"random"`` — ``archive_size`` uniform draws); while fewer than two members are in
+The first candidates are the ``initial`` genomes: ``"x0"``; ``"random"`` (``archive_size`` uniform
+draws); ``"seeded"`` (the space's :meth:`seed_genomes`: each source alone and the untuned merges,
+see :mod:`evomerge.space.seeds`); ``"experts"`` (the problem's expert genomes, digits); or the
+genomes themselves — then ``initial_random`` uniform draws. While fewer than two members are in
 the archive (results outstanding), further candidates cross two initial genomes chosen uniformly
 (when there are at least two), else are uniform draws in the box (or x0 + N(0, σ0²) when the box
 is not finite). Outcomes should carry ``per_example``; without it the told value itself is the
@@ -43,6 +50,10 @@ from pydantic import Field, field_validator
 
 from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, derive_seed, outcome_failed
 from evomerge.errors import ConfigError
+
+#: The 1/5 rule's damping (log σ moves by 1/ADAPT_DAMPING on a success) and σ's bounds.
+ADAPT_DAMPING = 3.0
+SIGMA_MIN, SIGMA_MAX = 1e-3, 0.5
 
 
 def shared_fitness(scores: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -84,10 +95,13 @@ class M2N2Options(DriverOptions):
     attraction: bool = True
     crossover: Literal["slerp", "linear"] = "slerp"
     split: Literal["auto", "groups", "any"] = "auto"
-    mutation_std: float = Field(default=0.0, ge=0)
-    # "x0", "random" (archive_size uniform draws), "experts" (the problem's expert genomes, which
-    # the run puts in their place: problem digits), or the genomes themselves (k × dim)
-    initial: Literal["x0", "random", "experts"] | list[list[float]] = "x0"
+    mutation_std: float = Field(default=0.0, ge=0)  # σ of the Gaussian mutation (genome units)
+    mutation_adapt: Literal["none", "one_fifth"] = "none"
+    # "x0", "random" (archive_size uniform draws), "seeded" (the space's seed genomes: sources
+    # alone and untuned merges), "experts" (the problem's expert genomes, which the run puts in
+    # their place: problem digits), or the genomes themselves (k × dim)
+    initial: Literal["x0", "random", "seeded", "experts"] | list[list[float]] = "x0"
+    initial_random: int = Field(default=0, ge=0)  # uniform draws after the initial genomes
 
     @field_validator("initial", mode="before")
     @classmethod
@@ -118,7 +132,10 @@ class M2N2Driver(DriverBase):
         self.alpha = opts.alpha
         self.use_attraction = opts.attraction
         self.crossover = opts.crossover
-        self.mutation_std = opts.mutation_std
+        self.mutation_std = float(opts.mutation_std)
+        self.mutation_adapt = opts.mutation_adapt
+        if self.mutation_adapt != "none" and self.mutation_std <= 0:
+            raise ConfigError("drivers.m2n2: mutation_adapt needs mutation_std > 0 (the starting σ)")
         self.sigma0 = float(space.sigma0)
         self.x0 = np.array(space.x0, dtype=float).reshape(self.dim)
         self._finite_box = bool(np.all(np.isfinite(self.lower)) and np.all(np.isfinite(self.upper)))
@@ -129,29 +146,51 @@ class M2N2Driver(DriverBase):
         else:
             self.split_points = None  # any index 0..D-1
         self._rng = np.random.default_rng(derive_seed(self.seed))
-        self._initial = self._initial_genomes(opts.initial)
+        self._initial, self._initial_names = self._initial_genomes(opts.initial)
+        if opts.initial_random:
+            if not self._finite_box:
+                raise ConfigError("drivers.m2n2: initial_random needs a finite box")
+            self._initial += [self._rng.uniform(self.lower, self.upper) for _ in range(opts.initial_random)]
+            self._initial_names += [None] * opts.initial_random
         self._init_queue = [g.copy() for g in self._initial]
+        # crossover children asked, not yet told -> their better parent's told value (the 1/5 rule)
+        self._children: dict[int, float] = {}
+        self.adapt_counts = [0, 0]  # (successes, trials) of the 1/5 rule
         self._genomes: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
         self._ids: list[int] = []
+        self._values: list[float] = []  # each member's told value
         self.n_examples: int | None = None
         self.best_id: int | None = None
         self.best_value = -np.inf
         self.best_genome: np.ndarray | None = None
 
-    def _initial_genomes(self, initial: Any) -> list[np.ndarray]:
+    def _initial_genomes(self, initial: Any) -> tuple[list[np.ndarray], list[str | None]]:
+        """The initial genomes and their names (a seed's name, else None)."""
         if initial == "x0":
-            return [self.x0.copy()]
+            return [self.x0.copy()], [None]
         if initial == "random":
             if not self._finite_box:
                 raise ConfigError("drivers.m2n2: initial='random' needs a finite box")
-            return [self._rng.uniform(self.lower, self.upper) for _ in range(self.archive_size)]
+            return [self._rng.uniform(self.lower, self.upper) for _ in range(self.archive_size)], [
+                None
+            ] * self.archive_size
+        if initial == "seeded":
+            seeds = getattr(self.space, "seed_genomes", None)
+            if seeds is None:
+                raise ConfigError(
+                    f"drivers.m2n2: initial='seeded' needs a space with seed genomes (space kind parameter), "
+                    f"got {type(self.space).__name__}"
+                )
+            named = seeds()
+            rows = [self._clip(np.asarray(g, dtype=float).reshape(self.dim)) for g in named.values()]
+            return rows, list(named)
         if initial == "experts":
             raise ConfigError("drivers.m2n2: initial='experts' needs a problem with expert genomes (problem: digits)")
         arr = np.asarray(initial, dtype=float)
         if arr.ndim != 2 or arr.shape[1] != self.dim or arr.shape[0] < 1:
             raise ConfigError(f"drivers.m2n2: initial genomes must have shape (k, {self.dim}), got {arr.shape}")
-        return [self._clip(row) for row in arr]
+        return [self._clip(row) for row in arr], [None] * arr.shape[0]
 
     # -- archive -------------------------------------------------------------------------------
     @property
@@ -179,16 +218,25 @@ class M2N2Driver(DriverBase):
             )
         return row
 
-    def _admit(self, cid: int, genome: np.ndarray, row: np.ndarray) -> None:
+    def _admit(self, cid: int, genome: np.ndarray, row: np.ndarray, value: float) -> None:
         if len(self._ids) < self.archive_size:
             self._ids.append(cid)
             self._genomes.append(genome)
             self._scores.append(row)
+            self._values.append(value)
             return
         f, _ = shared_fitness(np.vstack(self._scores + [row]), self.alpha)
         loser = int(np.argmin(f))
         if loser < len(self._ids):
             self._ids[loser], self._genomes[loser], self._scores[loser] = cid, genome, row
+            self._values[loser] = value
+
+    def _adapt(self, success: bool) -> None:
+        """One step of the 1/5 success rule on σ."""
+        self.adapt_counts[0] += int(success)
+        self.adapt_counts[1] += 1
+        step = (float(success) - 0.2) / 0.8 / ADAPT_DAMPING
+        self.mutation_std = float(np.clip(self.mutation_std * np.exp(step), SIGMA_MIN, SIGMA_MAX))
 
     # -- proposals -----------------------------------------------------------------------------
     def _choose_parents(self) -> tuple[int, int]:
@@ -218,10 +266,14 @@ class M2N2Driver(DriverBase):
             child = child + self._rng.normal(0.0, self.mutation_std, self.dim)
         return self._clip(child), k, w
 
-    def _child(self) -> tuple[np.ndarray, dict[str, Any]]:
+    def _child(self) -> tuple[np.ndarray, dict[str, Any], float]:
+        """A crossover child, its meta and its better parent's told value."""
         a, b = self._choose_parents()
         child, k, w = self._crossover(self._genomes[a], self._genomes[b])
-        return child, {"origin": "crossover", "parents": [self._ids[a], self._ids[b]], "split": k, "w": w}
+        meta = {"origin": "crossover", "parents": [self._ids[a], self._ids[b]], "split": k, "w": w}
+        if self.mutation_std > 0:
+            meta["sigma"] = self.mutation_std
+        return child, meta, max(self._values[a], self._values[b])
 
     def _filler(self) -> tuple[np.ndarray, dict[str, Any]]:
         # Fewer than two scored members (results still outstanding): cross two of the initial
@@ -238,37 +290,54 @@ class M2N2Driver(DriverBase):
     def ask(self, n: int) -> list[Candidate]:
         out = []
         for _ in range(int(n)):
+            parent_value = None
             if self._init_queue:
+                name = self._initial_names[len(self._initial) - len(self._init_queue)]
                 genome, meta = self._init_queue.pop(0), {"origin": "initial"}
+                if name is not None:
+                    meta["seed"] = name
             elif len(self._ids) >= 2:
-                genome, meta = self._child()
+                genome, meta, parent_value = self._child()
             else:
                 genome, meta = self._filler()
-            out.append(self._new_candidate(genome, **meta))
+            cand = self._new_candidate(genome, **meta)
+            if parent_value is not None and self.mutation_adapt != "none":
+                self._children[cand.id] = parent_value
+            out.append(cand)
         return out
 
     def tell(self, candidates: list[Candidate], outcomes: list[Outcome]) -> None:
         genomes = {c.id: self._pending.get(c.id) for c in candidates}
         self._take_pending(candidates, outcomes)
         for cand, out in zip(candidates, outcomes):
+            parent_value = self._children.pop(cand.id, None)
             if outcome_failed(out, self.n_objectives):
+                if parent_value is not None:
+                    self._adapt(False)
                 continue  # worst possible: it never enters the archive
             row = self._score_row(out)
             genome = genomes[cand.id]
             value = float(np.asarray(out.values, dtype=float).reshape(-1)[0])
             if value > self.best_value:
                 self.best_value, self.best_id, self.best_genome = value, cand.id, genome.copy()
-            self._admit(cand.id, genome, row)
+            if parent_value is not None:
+                self._adapt(value > parent_value)
+            self._admit(cand.id, genome, row, value)
 
     def state_dict(self) -> dict[str, Any]:
         state = self._base_state()
         state.update(
             rng=self._rng.bit_generator.state,
             initial=[g.copy() for g in self._initial],
+            initial_names=list(self._initial_names),
+            children=dict(self._children),
+            mutation_std=self.mutation_std,
+            adapt_counts=list(self.adapt_counts),
             init_queue=[g.copy() for g in self._init_queue],
             genomes=[g.copy() for g in self._genomes],
             scores=[s.copy() for s in self._scores],
             ids=list(self._ids),
+            values=list(self._values),
             n_examples=self.n_examples,
             best_id=self.best_id,
             best_value=self.best_value,
@@ -281,10 +350,16 @@ class M2N2Driver(DriverBase):
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = state["rng"]
         self._initial = [np.array(g, dtype=float) for g in state["initial"]]
+        # checkpoints written before seeds and the 1/5 rule: unnamed genomes, no σ adaptation
+        self._initial_names = list(state.get("initial_names") or [None] * len(self._initial))
+        self._children = {int(k): float(v) for k, v in state.get("children", {}).items()}
+        self.mutation_std = float(state.get("mutation_std", self.options.mutation_std))
+        self.adapt_counts = [int(v) for v in state.get("adapt_counts", [0, 0])]
         self._init_queue = [np.array(g, dtype=float) for g in state["init_queue"]]
         self._genomes = [np.array(g, dtype=float) for g in state["genomes"]]
         self._scores = [np.array(s, dtype=float) for s in state["scores"]]
         self._ids = [int(i) for i in state["ids"]]
+        self._values = [float(v) for v in state.get("values", [-np.inf] * len(self._ids))]
         self.n_examples = state["n_examples"]
         self.best_id = state["best_id"]
         self.best_value = float(state["best_value"])

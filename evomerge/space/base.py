@@ -4,7 +4,9 @@ Genomes live in a normalised box: ``lower <= x <= upper`` elementwise (usually [
 maps them to recipe values (weights, densities, t, layer indicators, scales). ``x0`` and
 ``sigma0`` are the starting point and step the drivers use (the paper's 0.5 and 1/6).
 ``group_boundaries`` are indices where a genome may be cut for crossover (M2N2 splits at
-layer-group boundaries); always includes 0 and ``dim``.
+layer-group boundaries); always includes 0 and ``dim``. A space may also offer
+``seed_genomes() -> {name: genome}`` (the sources alone and the untuned merges: the parameter
+space's, :mod:`evomerge.space.seeds`), which M2N2's ``initial: seeded`` starts from.
 """
 
 from __future__ import annotations

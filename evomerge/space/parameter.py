@@ -11,7 +11,8 @@ Genes. Group-major: for each group, for each searched parameter, one gene per ex
 the method reads per model, e.g. weight, density) or one gene (global ones, e.g. SLERP's ``t``);
 then, with ``method_choices``, one gene per method (argmax picks; ties go to the first). Every
 gene lives in [0, 1] and maps linearly to its range: ``v = lo + x·(hi − lo)``. ``x0 = 0.5``,
-``sigma0 = 1/6`` (Akiba et al.). ``group_boundaries`` are the group edges (M2N2 cuts there).
+``sigma0 = 1/6`` (Akiba et al.). ``group_boundaries`` are the group edges (M2N2 cuts there). :meth:`ParameterSpace.seed_genomes`:
+the sources alone and the untuned merges as genomes (:mod:`evomerge.space.seeds`).
 
 Recipes. Each searched parameter becomes, per expert (or globally), the most compact value the
 recipe grammar has for it: a scalar when one value covers all tensors; otherwise a list of
@@ -32,6 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from evomerge.errors import ConfigError
 from evomerge.space.base import SpaceInputs
+from evomerge.space.seeds import seed_recipes
 from evomerge.validation import parse_options
 
 #: Substrings naming the non-layer tensors of the supported families (Llama / Mistral / Qwen,
@@ -204,7 +206,8 @@ class ParameterSpace:
         self._layer_group0 = 1 if non_layer == "separate" else 0
         self.n_layer_groups = n_groups
 
-        short = dict(zip(self.experts, _short_names(self.experts)))
+        self.expert_names = _short_names(self.experts)  # the experts' names in gene names and seeds
+        short = dict(zip(self.experts, self.expert_names))
         self._genes: list[tuple[int, str, str | None]] = []  # (group, param, expert or None)
         self.names: list[str] = []
         bounds = [0]
@@ -399,6 +402,16 @@ class ParameterSpace:
             x[self.n_param_genes :] = 1 / 3
             x[self.n_param_genes + self.method_choices.index(method)] = 2 / 3
         return x
+
+    def seed_genomes(self) -> dict[str, np.ndarray]:
+        """Named genomes of each source alone and of the untuned merges (:mod:`evomerge.space.seeds`),
+        a genome equal to an earlier one left out."""
+        out: dict[str, np.ndarray] = {}
+        for name, recipe in seed_recipes(self).items():
+            x = self.from_recipe(recipe)
+            if not any(np.array_equal(x, y) for y in out.values()):
+                out[name] = x
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -30,6 +30,14 @@ class BoxSpace:
         return {"kind": "box", "dim": self.dim}
 
 
+class SeededBox(BoxSpace):
+    """A box space with named seed genomes (as a parameter space has): the corners 0 and 1, then
+    0.25 and 0.75 on every gene."""
+
+    def seed_genomes(self):
+        return {name: np.full(self.dim, v) for name, v in [("low", 0.0), ("high", 1.0), ("q1", 0.25), ("q3", 0.75)]}
+
+
 def evaluate(objective, cands):
     """Outcomes for candidates; ``objective(x)`` returns a value, a vector, or (values, per_example)."""
     outs = []

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import optuna
 import pytest
-from conftest import BoxSpace, evaluate
+from conftest import BoxSpace, SeededBox, evaluate
 
 from evomerge.drivers import driver_class, make_driver
 
@@ -42,6 +42,16 @@ CASES = {
     "cmaes-sep-ipop": ("cmaes", {"population_size": 4, "separable": True, "restarts": "ipop", "patience": 1}),
     "m2n2": ("m2n2", {"archive_size": 4, "initial": "random", "mutation_std": 0.05}),
     "m2n2-corners": ("m2n2", {"archive_size": 5, "initial": np.eye(4), "crossover": "linear", "alpha": 0.0}),
+    "m2n2-seeded-adapt": (
+        "m2n2",
+        {
+            "archive_size": 4,
+            "initial": "seeded",
+            "initial_random": 2,
+            "mutation_std": 0.05,
+            "mutation_adapt": "one_fifth",
+        },
+    ),
     "random": ("random", {}),
     "random-lhs": ("random", {"sampling": "lhs", "lhs_size": 5}),
     "optuna-tpe": ("optuna", {"sampler": "tpe", "sampler_options": {"n_startup_trials": 4}}),
@@ -63,7 +73,7 @@ def test_save_load_continue_equals_uninterrupted(case, one_torch_thread):
     # a GP fit costs 0.5-2 s here: 3 random trials, save, then 2 GP-proposed trials
     steps = [(3, 3), (1, 1), (1, 1)] if case == "optuna-gp" else PATTERN * 3
     k = 1 if case == "optuna-gp" else len(steps) // 2 + 1
-    space = BoxSpace(4)
+    space = SeededBox(4) if "seeded" in case else BoxSpace(4)
 
     def build():
         return make_driver(name, space, n_objectives=n_obj, seed=7, **options)

@@ -40,7 +40,7 @@ BASE = {"toyworld": {"preset": "test"}, "budget": {"max_evals": 3}}
         ),
         (
             {"driver": {"name": "m2n2", "options": {"initial": "corners"}}},
-            "key 'driver.options.initial': Input should be 'x0', 'random' or 'experts' (got 'corners')",
+            "key 'driver.options.initial': Input should be 'x0', 'random', 'seeded' or 'experts' (got 'corners')",
         ),
         (
             {"driver": {"name": "m2n2", "options": {"initial": [[0.1, 0.2], [0.3]]}}},
