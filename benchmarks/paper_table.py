@@ -230,7 +230,7 @@ def markdown(worlds: list[dict], cells: list[dict], preset: str) -> str:
         f"| world ({preset}) seed | " + " | ".join(heads) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    for w in worlds:
+    for w in sorted(worlds, key=lambda w: w["seed"]):
         target = w["target"]
         mine = {c["column"]: c for c in cells if c["world_seed"] == w["seed"]}
         row = [f"{mine[c]['validation'].get(target, float('nan')):.3f}" if c in mine else "–" for c in cols]
