@@ -29,7 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="choose among one stage's candidates of a staged run (sequential PS+DFS: ps = the PS winner alone, dfs)",
     )
-    p.add_argument("--force", action="store_true", help="overwrite OUT")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT when it is an earlier evomerge output of this format (never anything in a run directory, "
+        "a source model, ., $HOME or /)",
+    )
     p.set_defaults(func=main)
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from evomerge.config import RunConfig, parse_config
 from evomerge.errors import RunDirError
+from evomerge.io.oserrors import wrap
 from evomerge.runs.lock import RunLock
 from evomerge.runs.plan import Plan
 from evomerge.runs.records import known_from_record
@@ -58,7 +59,7 @@ def run(
     try:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
+        raise wrap(exc, path=run_dir, doing="creating the run directory") from None
     with RunLock(run_dir):
         store.create(resolved_yaml(plan.cfg, config_dir))
         store.write_json(store.root / "meta.json", plan.problem.meta)
@@ -163,7 +164,7 @@ def validate_best(run_dir: str | Path) -> dict | None:
     cfg, base_dir = load_run_config(store)
     plan = build_run_plan(cfg, source=str(store.config_path), config_dir=base_dir, store=store)
     out = validate_record(plan.problem, store, best)
-    store.write_json(store.validation_path, out)
+    store.write_validation(out)  # a cache: a failed write warns, the scores are still shown
     return out
 
 

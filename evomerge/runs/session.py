@@ -232,8 +232,7 @@ class Session:
 
     def write_progress(self, state: str, **extra) -> None:
         b = self.plan.cfg.budget
-        self.store.write_json(
-            self.store.root / "progress.json",
+        self.store.write_progress(
             {
                 "state": state,
                 "max_evals": b.max_evals,
@@ -253,7 +252,7 @@ class Session:
         cached = self.store.read_json(self.store.validation_path)
         if cached and cached.get("id") == best["id"]:
             return
-        self.store.write_json(self.store.validation_path, validate_record(self.problem, self.store, best, backend))
+        self.store.write_validation(validate_record(self.problem, self.store, best, backend))
 
 
 def validate_record(problem, store: RunStore, record: dict, backend=None) -> dict:
