@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    from evomerge.space import DataFlowRecipe
+    from evomerge.merge.recipes import DataFlowRecipe
 
     t0 = time.perf_counter()
     world = load_world(args)

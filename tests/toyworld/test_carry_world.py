@@ -216,7 +216,7 @@ def test_carry_experiment_configs_parse():
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "experiments" / "toy-carry-ps-cmaes.yaml")
-    assert cfg.toyworld.preset == "carry" and cfg.budget.max_evals == 300
+    assert cfg.toyworld.preset == "carry" and cfg.budget.max_evals == 200
     multi = parse_config(
         {"toyworld": {"preset": "carry", "objectives": ["math", "lang", "target_hard"]}, "budget": {"max_evals": 9}}
     )
