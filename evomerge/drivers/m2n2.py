@@ -43,6 +43,7 @@ from pydantic import Field, field_validator
 
 from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, derive_seed, outcome_failed
 from evomerge.errors import ConfigError
+from evomerge.state import StateError, as_int, generator_data, generator_from_data
 
 
 def shared_fitness(scores: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +264,7 @@ class M2N2Driver(DriverBase):
     def state_dict(self) -> dict[str, Any]:
         state = self._base_state()
         state.update(
-            rng=self._rng.bit_generator.state,
+            rng=generator_data(self._rng),
             initial=[g.copy() for g in self._initial],
             init_queue=[g.copy() for g in self._init_queue],
             genomes=[g.copy() for g in self._genomes],
@@ -277,16 +278,22 @@ class M2N2Driver(DriverBase):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._load_base_state(state)
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = state["rng"]
-        self._initial = [np.array(g, dtype=float) for g in state["initial"]]
-        self._init_queue = [np.array(g, dtype=float) for g in state["init_queue"]]
-        self._genomes = [np.array(g, dtype=float) for g in state["genomes"]]
-        self._scores = [np.array(s, dtype=float) for s in state["scores"]]
-        self._ids = [int(i) for i in state["ids"]]
-        self.n_examples = state["n_examples"]
-        self.best_id = state["best_id"]
-        self.best_value = float(state["best_value"])
-        bg = state["best_genome"]
-        self.best_genome = None if bg is None else np.array(bg, dtype=float)
+        r = self._load_base_state(state)
+        rng = generator_from_data(r.get("rng"), "driver.rng")
+        genomes = r.arrays("genomes", (self.dim,))
+        n_examples = r.int("n_examples", optional=True, low=1)
+        scores = r.arrays("scores", (n_examples,) if n_examples is not None else None)
+        ids = [as_int(v, f"driver.ids[{i}]") for i, v in enumerate(r.list("ids"))]
+        if not (len(genomes) == len(scores) == len(ids) <= self.archive_size):
+            raise StateError(
+                f"driver: the archive has {len(genomes)} genomes, {len(scores)} score rows and {len(ids)} ids "
+                f"(at most archive_size={self.archive_size} each)"
+            )
+        self._rng = rng
+        self._initial = r.arrays("initial", (self.dim,))
+        self._init_queue = r.arrays("init_queue", (self.dim,))
+        self._genomes, self._scores, self._ids = genomes, scores, ids
+        self.n_examples = n_examples
+        self.best_id = r.int("best_id", optional=True)
+        self.best_value = r.float("best_value")
+        self.best_genome = r.array("best_genome", (self.dim,), optional=True)

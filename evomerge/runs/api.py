@@ -1,13 +1,18 @@
 """``run``, ``resume`` and ``validate_best``: what the CLI calls.
 
-Order of work in :func:`run`: the cheap refusals (a run directory that holds a run, an unreachable
-Ray cluster) → the plan (:func:`evomerge.runs.plan.build_plan`: every check that needs no
-evaluation) → only then create the run directory, take its lock, write the resolved config and
-``meta.json`` → the search (:class:`evomerge.runs.session.Session`). A user error therefore never
-leaves a run directory behind.
+Order of work in :func:`run`: the cheap refusals (a run directory that holds a run, a device this
+machine lacks, Ray not installed or its cluster unreachable: :mod:`evomerge.runs.guard`) → the plan
+(:func:`evomerge.runs.plan.build_plan`: every check that needs no evaluation) → only then create
+the run directory, take its lock, write the resolved config and ``meta.json`` (with the run's
+fingerprint: :mod:`evomerge.runs.fingerprint`) → the search (:class:`evomerge.runs.session.Session`).
+A user error therefore never leaves a run directory behind, and a backend that fails to start
+before any result is logged takes the directory back out (:func:`~evomerge.runs.guard.discard_new_run`).
 
-:func:`resume` restores the newest readable checkpoint into a fresh driver (falling back to the
-previous one, or to the start, when it is unreadable), reads the log, and hands the scheduler
+:func:`resume` first refuses what it must not continue: a v1 pickle checkpoint, a config or models
+changed since the run started (unless ``allow_config_change``). It then restores the newest
+readable checkpoint into a fresh driver (falling back to the previous one, or to the start, when
+one is unreadable — bad bytes or a malformed state), reads the log and ``attempts.json``
+(:mod:`evomerge.runs.attempts`), and hands the scheduler
 (:class:`~evomerge.scheduler.ResumePoint`) what it needs to continue exactly: the candidates that
 were in flight when the checkpoint was written, which it takes back before asking for new ones,
 and the records the checkpoint has not told yet, which are told from the log instead of being
@@ -24,16 +29,30 @@ from typing import Any
 
 import yaml
 
-from evomerge.config import RunConfig, parse_config
+from evomerge.config import RunConfig, parse_config, with_overrides
 from evomerge.errors import RunDirError
+from evomerge.runs.attempts import Attempts
+from evomerge.runs.fingerprint import fingerprint, short
+from evomerge.runs.guard import (
+    HINT,
+    change_message,
+    check_environment,
+    config_changed,
+    discard_new_run,
+    models_changed,
+    refuse_changed,
+)
 from evomerge.runs.lock import RunLock
 from evomerge.runs.plan import Plan, build_plan
 from evomerge.runs.records import known_from_record
-from evomerge.runs.session import Session, set_rng_state, validate_record
+from evomerge.runs.session import Session, parse_rng_state, validate_record
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record, summarize
-from evomerge.scheduler import Replay
+from evomerge.scheduler import InFlight, Replay
+from evomerge.state import Reader, StateError
 from evomerge.validation import parse_yaml
+
+META_NAME = "meta.json"
 
 
 def run(
@@ -49,21 +68,27 @@ def run(
     config_dir = Path(config_path).resolve().parent if config_path else None
     store = RunStore(run_dir)
     store.check_fresh()  # cheap refusals first: before the plan loads models and tasks
-    if cfg.evaluator.backend == "ray" and cfg.evaluator.address:
-        from evomerge.evaluator.ray_connect import check_reachable
-
-        check_reachable(cfg.evaluator.address)  # an unreachable cluster must not leave a run dir behind
+    check_environment(cfg, source)
     plan = plan or build_plan(cfg, source=source, config_dir=config_dir)
+    text = resolved_yaml(plan.cfg, config_dir)
+    fp = fingerprint(_parsed(text, str(store.config_path)), _models(plan))
+    root = Path(run_dir)
+    created = not root.exists()
     try:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
     with RunLock(run_dir):
-        store.create(resolved_yaml(plan.cfg, config_dir))
-        store.write_json(store.root / "meta.json", plan.problem.meta)
-        session = Session(plan, store, [], 0, 0.0)
+        store.create(text)
+        store.write_json(store.root / META_NAME, {**plan.problem.meta, "fingerprint": fp})
+        session = Session(plan, store, [], 0, 0.0, fingerprint=short(fp))
         try:
             session.search(plan.make_driver(), Replay(), progress=progress)
+        except BaseException:
+            store.close()
+            if not store.read_log(warn=lambda m: None):  # no result yet: not a run, a failed start
+                discard_new_run(store.root, created)
+            raise
         finally:
             store.close()
         return summarize(store)
@@ -71,11 +96,26 @@ def run(
 
 def resolved_yaml(cfg: RunConfig, config_dir: Path | None) -> str:
     """The run directory's ``config.yaml``: ``cfg`` in full, plus where relative task paths resolve."""
+    return yaml.safe_dump(resolved_dict(cfg, config_dir), sort_keys=False)
+
+
+def resolved_dict(cfg: RunConfig, config_dir: Path | None) -> dict[str, Any]:
     data = cfg.model_dump(mode="json", exclude_none=True)
     if cfg.fitness is not None and config_dir is not None:
         data.setdefault("fitness", {})
         data["_base_dir"] = str(config_dir)  # relative task paths keep resolving against the config's folder
-    return yaml.safe_dump(data, sort_keys=False)
+    return data
+
+
+def _parsed(text: str, source: str) -> dict[str, Any]:
+    """The resolved mapping of a config.yaml text, as :func:`resume` will read it back."""
+    data = dict(parse_yaml(text, source, error=RunDirError) or {})
+    base_dir = data.pop("_base_dir", None)
+    return resolved_dict(parse_config(data, source), Path(base_dir) if base_dir else None)
+
+
+def _models(plan: Plan) -> dict[str, Any]:
+    return dict(getattr(plan.problem, "models", None) or {})
 
 
 def load_run_config(store: RunStore) -> tuple[RunConfig, Path | None]:
@@ -86,36 +126,59 @@ def load_run_config(store: RunStore) -> tuple[RunConfig, Path | None]:
     return parse_config(data, str(store.config_path)), (Path(base_dir) if base_dir else None)
 
 
-def resume(run_dir: str | Path, *, progress: bool = True, warn=None) -> dict[str, Any]:
-    """Continue ``run_dir`` from its newest readable checkpoint and its log; see the module docstring."""
+def resume(
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    warn=None,
+    allow_config_change: bool = False,
+    overrides: dict[str, Any] | None = None,
+    plan: Plan | None = None,
+) -> dict[str, Any]:
+    """Continue ``run_dir`` from its newest readable checkpoint and its log; see the module docstring.
+
+    ``overrides``: :func:`~evomerge.config.with_overrides` keys for this process only (the CLI's
+    ``--eval-timeout``); ``plan``: a plan for the run's config built by the caller (tests)."""
     warn = warn or (lambda m: print(m, file=sys.stderr))
     store = RunStore(run_dir)
     store.require()
     cfg, base_dir = load_run_config(store)
-    plan = build_plan(cfg, source=str(store.config_path), config_dir=base_dir)
+    cfg = with_overrides(cfg, **(overrides or {}))
+    name = store.config_path.name
+    ckpts = store.checkpoints(cfg.run.keep_checkpoints)
+    ckpts.refuse_legacy(store.log_path.name)
+    meta = store.read_json(store.root / META_NAME)
+    if meta is not None and not isinstance(meta, dict):
+        raise RunDirError(f"{store.root / META_NAME}: expected a JSON object")
+    resolved = resolved_dict(cfg, base_dir)
+    changes = [f"{name}: {c}" for c in config_changed(meta, resolved)]
+    if not allow_config_change:
+        refuse_changed(changes)
+    check_environment(cfg, str(store.config_path))
+    plan = plan or build_plan(cfg, source=str(store.config_path), config_dir=base_dir)
+    fp = fingerprint(resolved, _models(plan))
+    changes += models_changed(meta, fp["models"])
+    if not allow_config_change:
+        refuse_changed(changes)
     with RunLock(run_dir):
         records = store.read_log(repair=True, warn=warn)
-        ckpts = store.checkpoints(cfg.run.keep_checkpoints)
         ckpts.remove_temporaries()
-        loaded = ckpts.load_latest(log=warn)
-        driver = plan.make_driver()
-        told, elapsed, in_flight = 0, 0.0, []
+        accepted = _accept(store, meta or {}, fp, changes, len(records), warn)
+        loaded = ckpts.load_latest(restore=lambda state: _restore(plan, state, accepted, allow_config_change), log=warn)
+        driver, told, elapsed, in_flight = plan.make_driver(), 0, 0.0, []
         if loaded is not None:
-            _, state = loaded
-            driver.load_state_dict(state["driver"])
-            told = int(state["n_told"])
-            in_flight = list(state.get("in_flight") or [])
-            _check_in_flight(driver, in_flight, warn)
-            elapsed = float(state.get("elapsed", 0.0))
-            set_rng_state(state.get("rng"))
+            _, (driver, told, in_flight, elapsed, apply_rng) = loaded
             if told > len(records):
                 raise RunDirError(
                     f"{store.root}: the checkpoint has told {told} evaluations but {store.log_path.name} holds only {len(records)}; the log was truncated"
                 )
+            apply_rng()
         elif ckpts.list():
             warn(f"warning: no readable checkpoint in {ckpts.path}; replaying the whole log from the start")
+        attempts = Attempts(store.root)
+        attempts.load((int(r["id"]) for r in records if isinstance(r.get("id"), int)), warn)
         replay = Replay(known_from_record(store, r) for r in records[told:])
-        session = Session(plan, store, records, told, elapsed)
+        session = Session(plan, store, records, told, elapsed, fingerprint=short(fp), attempts=attempts)
         session.refresh_outputs()
         try:
             session.search(driver, replay, in_flight=in_flight, progress=progress)
@@ -124,18 +187,50 @@ def resume(run_dir: str | Path, *, progress: bool = True, warn=None) -> dict[str
         return summarize(store)
 
 
-def _check_in_flight(driver, in_flight: list, warn) -> None:
-    """A driver that lists its pending candidates must hold exactly the checkpoint's in-flight
-    ones; a checkpoint written before in-flight candidates were recorded cannot bring them back."""
-    pending = getattr(driver, "pending_ids", None)
-    if pending is None:
-        return
-    missing = sorted(set(int(i) for i in pending) - {int(f["id"]) for f in in_flight})
-    if missing:
+def _accept(store: RunStore, meta: dict, fp: dict, changes: list[str], n_logged: int, warn) -> set[tuple[str, str]]:
+    """Record the run's fingerprint in meta.json (adopting it for an older run directory, or, after
+    ``--allow-config-change``, keeping the previous one in ``fingerprint_history``); returns every
+    (config, models) hash pair a checkpoint of this run may carry."""
+    old = meta.get("fingerprint")
+    history = [h for h in meta.get("fingerprint_history") or [] if isinstance(h, dict)]
+    if not isinstance(old, dict):
         warn(
-            f"warning: the checkpoint does not record candidate(s) {', '.join(map(str, missing[:10]))} that were in flight "
-            f"when it was written (an older evomerge wrote it); they are not evaluated again"
+            f"warning: {store.root / META_NAME} records no fingerprint (an older evomerge wrote it); "
+            "changes to the config or models before this resume cannot be detected"
         )
+    elif changes:
+        warn(f"warning: {change_message(changes, 'continuing (--allow-config-change)')}")
+        history.append({**short(old), "replaced_after": n_logged, "changes": changes})
+    if not isinstance(old, dict) or changes:
+        store.write_json(store.root / META_NAME, {**meta, "fingerprint": fp, "fingerprint_history": history})
+    pairs = {tuple(short(fp).values())} | {(str(h.get("config_sha256")), str(h.get("models_sha256"))) for h in history}
+    if isinstance(old, dict):
+        pairs.add(tuple(short(old).values()))
+    return pairs
+
+
+def _restore(plan: Plan, state: dict[str, Any], accepted: set[tuple[str, str]], allow: bool):
+    """A checkpoint's state as (driver, n_told, in-flight candidates, elapsed, apply the RNG
+    states); a malformed one raises :class:`StateError` (the caller falls back to an older one)."""
+    r = Reader(state, "checkpoint")
+    fp = r.sub("fingerprint")
+    pair = (fp.str("config_sha256"), fp.str("models_sha256"))
+    if pair not in accepted and not allow:
+        raise RunDirError(
+            "the newest checkpoint was written with a config or models that meta.json does not record "
+            f"(was meta.json edited?); {HINT}"
+        )
+    driver = plan.make_driver()
+    driver.load_state_dict(r.get("driver"))
+    told = r.int("n_told", low=0)
+    in_flight = [InFlight.from_state(f, f"checkpoint.in_flight[{i}]") for i, f in enumerate(r.list("in_flight"))]
+    pending = getattr(driver, "pending_ids", None)
+    if pending is not None and sorted(int(i) for i in pending) != sorted(int(f.candidate.id) for f in in_flight):
+        raise StateError(
+            f"checkpoint.in_flight: candidates {sorted(int(f.candidate.id) for f in in_flight)} are not the "
+            f"driver's pending {sorted(int(i) for i in pending)}"
+        )
+    return driver, told, in_flight, r.float("elapsed"), parse_rng_state(r.get("rng"))
 
 
 def validate_best(run_dir: str | Path) -> dict | None:
@@ -155,4 +250,4 @@ def validate_best(run_dir: str | Path) -> dict | None:
     return out
 
 
-__all__ = ["load_run_config", "resolved_yaml", "resume", "run", "validate_best"]
+__all__ = ["load_run_config", "resolved_dict", "resolved_yaml", "resume", "run", "validate_best"]
