@@ -103,6 +103,9 @@ def add_trials(study, data: Any) -> None:
             raise StateError(f"{where}.distributions: {exc}") from None
         params = {str(k): as_float(v, f"{where}.params.{k}") for k, v in r.sub("params").data.items()}
         system = dict(r.sub("system_attrs").data)
+        pickled = [k for k in system if _OPTIMIZER_KEY.match(str(k))]
+        if pickled:  # Optuna would unpickle these on the next ask: only cma_optimizer (data) may hold one
+            raise StateError(f"{where}.system_attrs.{pickled[0]}: a pickled optimiser, which is never loaded")
         if r.get("cma_optimizer") is not None:
             opt = r.sub("cma_optimizer")
             prefix = opt.str("prefix")
