@@ -2,7 +2,7 @@
 
 ``resume`` refuses, in one line and with exit status 2, a run whose config.yaml or models changed
 since it started (method, ranges, models, scorer, seed, …: anything but the budget and how the
-search is run — the evaluator's backend, address, workers and time limits, the checkpoint cadence,
+search is run — the evaluator's backend, device, address, workers and time limits, the checkpoint cadence,
 the failure breaker). Raising ``budget.max_evals`` or ``budget.time_limit`` in config.yaml is how a
 run is extended and needs no flag.
 

@@ -2,8 +2,8 @@
 
 * The **config view**: the resolved config (``config.yaml`` as parsed, defaults filled in) without
   the keys that only say how long or where the search runs — :data:`OPERATIONAL` (the budget, the
-  checkpoint cadence, the failure breaker, time limits, the evaluator's backend, address and
-  resources). Changing those is how a user extends or moves a run; anything else (method, ranges,
+  checkpoint cadence, the failure breaker, time limits, the evaluator's backend, device, address
+  and resources). Changing those is how a user extends or moves a run; anything else (method, ranges,
   models, scorer, seed, dtype, …) changes what the scores mean.
 * The **models**: per model of the run, a hash of its ``config.json``, of its tensor names, shapes
   and dtypes (from the headers), and of the names and sizes of its weight files — never of the
@@ -31,6 +31,7 @@ OPERATIONAL = (
     "run.max_attempts",
     "run.failure_breaker",
     "evaluator.backend",
+    "evaluator.device",
     "evaluator.address",
     "evaluator.num_workers",
     "evaluator.num_gpus",
@@ -145,8 +146,11 @@ def _same_number(a: Any, b: Any) -> bool:
 
 
 def _fmt(value: Any) -> str:
-    text = value if isinstance(value, str) and value and " " not in value else json.dumps(value, sort_keys=True)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A plain string (a path, a name) in full; anything else as JSON, cut at 80 characters."""
+    if isinstance(value, str) and value and " " not in value:
+        return value
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 __all__ = [

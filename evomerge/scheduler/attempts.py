@@ -13,7 +13,11 @@ evaluated again.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Mapping
+
 from evomerge.evaluator.base import EvalRequest, EvalResult
+from evomerge.scheduler.events import InFlight, Starting
 
 
 def given_up(request: EvalRequest, attempts: int, max_attempts: int) -> EvalResult:
@@ -27,4 +31,40 @@ def given_up(request: EvalRequest, attempts: int, max_attempts: int) -> EvalResu
     )
 
 
-__all__ = ["given_up"]
+class AttemptGate:
+    """The scheduler's bookkeeping of deaths: ``deaths`` (candidate id → times the process died
+    evaluating it, from the resume), the given-up results waiting to be recorded (``waiting``), and
+    the candidate of the last :class:`Starting` event."""
+
+    def __init__(self, deaths: Mapping[int, int], max_attempts: int | None):
+        self.max_attempts = max_attempts
+        self.deaths = {int(k): int(v) for k, v in dict(deaths).items()}
+        self.waiting: deque[EvalResult] = deque()
+        self._announced: int | None = None
+
+    def adopt(self, flights: Iterable[InFlight]) -> None:
+        """Raise each flight's ``attempts`` to the deaths noted for its candidate."""
+        for f in flights:
+            f.attempts = max(f.attempts, self.deaths.get(int(f.candidate.id), 0))
+
+    def admit(self, flight: InFlight, request: EvalRequest) -> bool:
+        """True: submit ``request``; False: its candidate reached ``max_attempts`` and its failed
+        result is queued in ``waiting`` instead."""
+        self.adopt([flight])
+        if self.max_attempts is not None and flight.attempts >= self.max_attempts:
+            self.waiting.append(given_up(request, flight.attempts, self.max_attempts))
+            return False
+        return True
+
+    def announce(self, backend) -> list[Starting]:
+        """:class:`Starting` for the request an in-process backend's next ``wait`` evaluates (once
+        per candidate; none for a backend without ``next_local``)."""
+        next_local = getattr(backend, "next_local", None)
+        request = next_local() if next_local is not None else None
+        if request is None or request.candidate_id == self._announced:
+            return []
+        self._announced = request.candidate_id
+        return [Starting(request.candidate_id, self.deaths.get(request.candidate_id, 0))]
+
+
+__all__ = ["AttemptGate", "given_up"]

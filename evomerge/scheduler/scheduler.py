@@ -32,22 +32,17 @@ scheduler's own work):
 prefix of the log — seeded at resume with :attr:`ResumePoint.incumbent`, so it is the same at the
 same point of a resumed run.
 
-**Resume** (:class:`ResumePoint`, documented there): the checkpoint's in-flight candidates are
-taken back first; the log's results after it are told, never evaluated again, in log order with
-the asks interleaved as they were (:mod:`evomerge.scheduler.replay`).
-
-**Budget** (:class:`Budget`): what stops the asking, and what then happens to the work in
-progress, is documented there. **Candidates that kill the process** (``max_attempts``):
-:mod:`evomerge.scheduler.attempts`.
-
-What a driver is told: :mod:`evomerge.scheduler.outcome`.
+**Resume** (:class:`ResumePoint`): the checkpoint's in-flight candidates are taken back first; the
+log's results after it are told, never evaluated again, in log order with the asks interleaved as
+they were (:mod:`evomerge.scheduler.replay`). **Budget**: :class:`Budget` (what stops the asking,
+and what happens to work in progress). **Candidates that kill the process** (``max_attempts``):
+:mod:`evomerge.scheduler.attempts`. What a driver is told: :mod:`evomerge.scheduler.outcome`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -57,18 +52,8 @@ from evomerge.drivers.base import Candidate, Driver, Outcome
 from evomerge.errors import ConfigError, RunDirError
 from evomerge.evaluator.base import EvalRequest, EvalResult, EvaluatorBackend
 from evomerge.objectives import Objectives, Target
-from evomerge.scheduler.attempts import given_up
-from evomerge.scheduler.events import (
-    Budget,
-    Evaluated,
-    Event,
-    InFlight,
-    ResumePoint,
-    SchedulerSummary,
-    Scored,
-    Starting,
-    Told,
-)
+from evomerge.scheduler.attempts import AttemptGate
+from evomerge.scheduler.events import Budget, Evaluated, Event, InFlight, ResumePoint, SchedulerSummary, Scored, Told
 from evomerge.scheduler.interrupt import two_stage_sigint
 from evomerge.scheduler.outcome import PerExampleLayout, to_outcome
 
@@ -120,11 +105,9 @@ class Scheduler:
         resume = resume or ResumePoint()
         self._replay = resume.replay
         self._incumbent = resume.incumbent
-        self.max_attempts = max_attempts
-        self._attempts = {int(k): int(v) for k, v in dict(resume.attempts).items()}
+        self._gate = AttemptGate(resume.attempts, max_attempts)
         self._resubmit = [InFlight.from_state(f) for f in resume.in_flight]
-        for f in self._resubmit:
-            f.attempts = max(f.attempts, self._attempts.get(int(f.candidate.id), 0))
+        self._gate.adopt(self._resubmit)
         # asked and not yet told, in asking order (what a checkpoint must carry over)
         self._untold: dict[int, InFlight] = {int(f.candidate.id): f for f in self._resubmit}
         if len(self._untold) != len(self._resubmit):
@@ -134,8 +117,6 @@ class Scheduler:
         self._budget_spent = int(resume.told_before)
 
         self._outstanding: dict[int, tuple[Candidate, dict[str, Any]]] = {}  # submitted: (candidate, recipe)
-        self._given_up: deque[EvalResult] = deque()  # failed at max_attempts, not submitted
-        self._announced: int | None = None  # the last Starting event's candidate
         self._batch: list[Candidate] = []  # generational: the generation being evaluated
         self._batch_outcomes: dict[int, Outcome] = {}
         self._pending_scores: dict[int, float] = {}  # scores of results not told yet (incumbent)
@@ -239,8 +220,8 @@ class Scheduler:
                 self._stats["reused"] += 1
                 yield from self._record(taken[0], taken[1].result)
                 continue
-            if self._given_up:
-                yield from self._on_new_result(self._given_up.popleft())
+            if self._gate.waiting:  # failed at max_attempts, never submitted
+                yield from self._on_new_result(self._gate.waiting.popleft())
                 continue
             if self.backend.pending() == 0:
                 if not self._asking or self._exhausted:
@@ -248,17 +229,9 @@ class Scheduler:
                 if self.generational and self._batch:  # cannot happen: a batch in flight is pending
                     raise RuntimeError("generation incomplete but nothing is pending in the backend")
                 continue  # the driver was told something: ask again
-            yield from self._announce()
+            yield from self._gate.announce(self.backend)
             for result in self.backend.wait(timeout=self._wait_step()):
                 yield from self._on_new_result(result)
-
-    def _announce(self) -> Iterator[Event]:
-        """:class:`Starting` for the request an in-process backend's next ``wait`` evaluates."""
-        next_local = getattr(self.backend, "next_local", None)
-        request = next_local() if next_local is not None else None
-        if request is not None and request.candidate_id != self._announced:
-            self._announced = request.candidate_id
-            yield Starting(request.candidate_id, self._attempts.get(request.candidate_id, 0))
 
     def _wait_step(self) -> float:
         step = self.poll_interval
@@ -289,7 +262,7 @@ class Scheduler:
         return max(0, self.budget.max_evals - self._budget_spent)
 
     def _in_flight_count(self) -> int:
-        return self.backend.pending() + self._replay.waiting + len(self._given_up)
+        return self.backend.pending() + self._replay.waiting + len(self._gate.waiting)
 
     def _ask_size(self, left: int | None) -> int:
         """How many candidates to ask for now (0: none)."""
@@ -360,14 +333,11 @@ class Scheduler:
         if not flight.submitted:
             flight.must_beat = self._incumbent if self.early_stopping else None
             flight.submitted = True
-        flight.attempts = max(flight.attempts, self._attempts.get(cid, 0))
         recipe = self.to_recipe(candidate)
         self._outstanding[cid] = (candidate, recipe)
         request = EvalRequest(cid, recipe, self.split, flight.must_beat)
-        if self.max_attempts is not None and flight.attempts >= self.max_attempts:
-            self._given_up.append(given_up(request, flight.attempts, self.max_attempts))
-            return
-        self.backend.submit(request)
+        if self._gate.admit(flight, request):
+            self.backend.submit(request)
 
     def _on_new_result(self, result: EvalResult) -> Iterator[Event]:
         entry = self._outstanding.pop(result.candidate_id, None)
