@@ -2,12 +2,12 @@
 
 A merge of a damaged checkpoint is NaN everywhere it touches, and a search over it fails every
 candidate; both are caught here, before any merge. Each floating tensor is read as stored (memory
-mapped, in its file dtype) and reduced in chunks of :data:`CHUNK` values to one float32 sum, which
-is finite exactly when every value is, barring an overflow of huge finite values — only a
-non-finite sum is checked value by value (to rule that out, and to say where). No copy in another
-dtype, no mask the size of a tensor: about 0.2 s for a 135M-parameter model on one CPU core
-(``benchmarks/finite_check.py``). A checkpoint already found clean in this process (same files,
-sizes and mtimes) is not read again.
+mapped, in its file dtype) and reduced to its minimum and maximum (``torch.aminmax``, which
+propagates NaN, and ±inf are their own extremes): finite exactly when both are. No copy in another
+dtype, no mask the size of a tensor; only a damaged tensor is scanned again to say where. 0.07 s
+for a 135M-parameter bfloat16 model on one CPU core, where ``isfinite(t).all()`` per tensor takes
+1.4 s (``benchmarks/finite_check.py``). A checkpoint already found clean in this process
+(same files, sizes and mtimes) is not read again.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import torch
 
 from evomerge.errors import ModelError
 
-CHUNK = 1 << 22
 _clean: set[tuple] = set()
 
 
@@ -40,21 +39,17 @@ def check_finite(
         return
     for name in names:
         t = get(name)
-        if not t.is_floating_point():
+        if not t.is_floating_point() or t.numel() == 0:
             continue
-        flat = t.reshape(-1)
-        acc = torch.float64 if t.dtype == torch.float64 else torch.float32
-        for start in range(0, flat.numel(), CHUNK):
-            if not torch.isfinite(flat[start : start + CHUNK].sum(dtype=acc)):
-                bad = ~torch.isfinite(flat)
-                if bool(bad.any()):
-                    first = int(bad.nonzero()[0, 0])
-                    index = list(_unravel(first, tuple(t.shape)))
-                    raise ModelError(
-                        f"model '{label}': tensor '{name}' holds {int(bad.sum())} NaN or inf value(s) "
-                        f"(the first at index {index}); the checkpoint is damaged"
-                    )
-                break  # huge finite values overflowed the sum: nothing wrong
+        low, high = torch.aminmax(t.reshape(-1))
+        if bool(torch.isfinite(low)) and bool(torch.isfinite(high)):
+            continue
+        bad = ~torch.isfinite(t.reshape(-1))
+        first = int(bad.nonzero()[0, 0])
+        raise ModelError(
+            f"model '{label}': tensor '{name}' holds {int(bad.sum())} NaN or inf value(s) "
+            f"(the first at index {list(_unravel(first, tuple(t.shape)))}); the checkpoint is damaged"
+        )
     if stamp is not None:
         _clean.add(stamp)
 
@@ -73,4 +68,4 @@ def _unravel(i: int, shape: tuple[int, ...]):
     return reversed(out)
 
 
-__all__ = ["CHUNK", "check_finite", "check_pool_finite"]
+__all__ = ["check_finite", "check_pool_finite"]

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from battery import Case, case_id, edit_yaml, run_case
 from safetensors.torch import load_file, save_file
 
@@ -461,45 +460,3 @@ def test_a_budget_change_needs_no_flag_and_allow_config_change_lets_a_change_thr
     assert main(["resume", str(run)]) == 0
     assert capsys.readouterr().err == ""
     assert len(env["log"].read_text().splitlines()) == 5
-
-
-def test_nan_check_reads_each_clean_model_once(tmp_path, tiny_llama_family, monkeypatch):
-    """Pool validation of a clean model is remembered (same files, sizes, mtimes) and damage found."""
-    import shutil
-
-    from evomerge.errors import ModelError
-    from evomerge.pool import finite
-
-    model = tmp_path / "m"
-    shutil.copytree(tiny_llama_family["base"], model)
-    reads = []
-    tensors = load_file(model / "model.safetensors")
-
-    def get(name):
-        reads.append(name)
-        return tensors[name]
-
-    finite.check_finite("m", list(tensors), get, model)
-    assert len(reads) == len(tensors)
-    finite.check_finite("m", list(tensors), get, model)
-    assert len(reads) == len(tensors)  # not read again
-    bad = tensors["model.embed_tokens.weight"].clone()
-    bad[2, 5] = torch.nan
-    bad[4, 0] = torch.inf
-    tensors["model.embed_tokens.weight"] = bad
-    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ModelError) as exc:
-        finite.check_finite("m", list(tensors), get, model)
-    assert str(exc.value) == (
-        "model 'm': tensor 'model.embed_tokens.weight' holds 2 NaN or inf value(s) (the first at index [2, 5]); "
-        "the checkpoint is damaged"
-    )
-
-
-def test_huge_finite_values_that_overflow_the_sum_are_not_damage():
-    from evomerge.pool.finite import check_finite
-
-    t = torch.full((1000,), 3.0e38, dtype=torch.float32)  # the float32 sum overflows to inf
-    check_finite("m", ["w"], lambda n: t)
-    t16 = torch.full((70000,), 60000.0, dtype=torch.float16)
-    check_finite("m", ["w"], lambda n: t16)
