@@ -25,6 +25,7 @@ import argparse
 import json
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import torch
@@ -66,15 +67,6 @@ def build(root: Path, dtype: torch.dtype) -> Path:
     return root
 
 
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
@@ -100,7 +92,7 @@ def main() -> None:
         for n in names:
             ckpt.get(n)
 
-    check_s, naive_s, read_s = best(check, args.repeats), best(naive, args.repeats), best(read, args.repeats)
+    check_s, naive_s, read_s = (min(timeit.repeat(fn, number=1, repeat=args.repeats)) for fn in (check, naive, read))
     t0 = time.perf_counter()
     finite.check_finite("bench", names, ckpt.get, root)  # memo: not read again
     cached_s = time.perf_counter() - t0

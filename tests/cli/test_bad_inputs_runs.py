@@ -149,6 +149,54 @@ def _fresh_run_models_changed(env):
     (env["base"] / "config.json").write_text(json.dumps(cfg))
 
 
+def _digits_cfg(env, **run_section):
+    """A digits run config in ``{tmp}/digits.yaml``."""
+    import yaml
+
+    doc = {
+        "problem": "digits",
+        "driver": {"name": "random"},
+        "budget": {"max_evals": 6},
+        "run": {"seed": 1, **run_section},
+    }
+    path = env["tmp"] / "digits.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return env.add("digits", path)
+
+
+def _every_candidate_fails(**run_section):
+    """The digits run's plan with a worker whose results lack the objective: every candidate fails."""
+
+    def setup(env):
+        import evomerge.runs.api as api
+        from evomerge.evaluator import FunctionWorkerSpec, InProcessBackend
+
+        real = api.build_plan
+
+        def failing(*args, **kw):
+            plan = real(*args, **kw)
+            plan.make_backend = lambda: InProcessBackend(FunctionWorkerSpec("evomerge.evaluator.synthetic:sphere"))
+            return plan
+
+        _digits_cfg(env, **run_section)
+        env.monkeypatch.setattr(api, "build_plan", failing)
+
+    return setup
+
+
+def _failed_run_then_resume(env):
+    _every_candidate_fails(failure_breaker={"first": 2})(env)
+    assert main(["run", str(env["digits"]), "--run-dir", str(env["tmp"] / "failed")]) == 1
+
+
+def _no_ray(env):
+    import sys
+
+    env.monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+
+
+NO_OBJECTIVE = "result has no objective train_accuracy (got score)"
+
 CONFIG_CHANGES = [
     ("method", ("space", "method", "dare_ties"), "space.method changed from ties to dare_ties"),
     ("seed", ("run", "seed", 7), "run.seed changed from 0 to 7"),
@@ -352,6 +400,45 @@ CASES = [
         "run {cfg} --run-dir {tmp}/new --backend ray --address ray://127.0.0.1:1",
         re.compile(r"error: .*ray://127\.0\.0\.1:1.*"),
         absent=["{tmp}/new"],
+    ),
+    Case(
+        "run-ray-not-installed",
+        "run {cfg} --run-dir {tmp}/new --backend ray",
+        "error: {cfg}: evaluator.backend: ray needs the ray package, which is not installed (pip install 'ray[default]')",
+        setup=_no_ray,
+        absent=["{tmp}/new"],
+    ),
+    # -- a run that cannot succeed says so ----------------------------------------------------
+    Case(
+        "run-first-candidates-all-fail",
+        "run {digits} --run-dir {tmp}/new",
+        f"error: the run stopped: the first 3 candidates all failed; most common error (3 of 3): {NO_OBJECTIVE}; "
+        "fix the cause, then resume it",
+        code=1,
+        setup=_every_candidate_fails(failure_breaker={"first": 3}),
+    ),
+    Case(
+        "run-no-candidate-succeeded",
+        "run {digits} --run-dir {tmp}/new",
+        f"error: no candidate succeeded in 6 evaluations; most common error (6 of 6): {NO_OBJECTIVE}",
+        code=1,
+        setup=_every_candidate_fails(failure_breaker={"first": 0, "window": 0}),
+    ),
+    Case(
+        "run-breaker-window",
+        "run {digits} --run-dir {tmp}/new",
+        f"error: the run stopped: 4 of the last 4 candidates failed (more than 50%); most common error (4 of 4): "
+        f"{NO_OBJECTIVE}; fix the cause, then resume it",
+        code=1,
+        setup=_every_candidate_fails(failure_breaker={"first": 0, "window": 4, "fraction": 0.5}),
+    ),
+    Case(
+        "resume-still-failing",
+        "resume {tmp}/failed",
+        f"error: the run stopped: the first 2 candidates all failed; most common error (2 of 2): {NO_OBJECTIVE}; "
+        "fix the cause, then resume it",
+        code=1,
+        setup=_failed_run_then_resume,
     ),
     # -- limits out of range ------------------------------------------------------------------
     Case(
