@@ -1,10 +1,11 @@
 """``evomerge resume RUN_DIR``: continue a stopped or killed run exactly where its checkpoint and log leave off.
 
 ``resume`` refuses, in one line and with exit status 2, a run whose config.yaml or models changed
-since it started (method, ranges, models, scorer, seed, …: anything but the budget and how the
-search is run — the evaluator's backend, device, address, workers and time limits, the checkpoint cadence,
-the failure breaker). Raising ``budget.max_evals`` or ``budget.time_limit`` in config.yaml is how a
-run is extended and needs no flag.
+since it started (method, ranges, models, scorer, seed, dtype, …: anything but the budget and how
+the search is run — the evaluator's backend, device, address, workers, GPUs/CPUs per worker, time
+limits and attempts, run.max_attempts, the checkpoint cadence, the failure breaker, the
+description). Raising ``budget.max_evals`` or ``budget.time_limit`` in config.yaml is how a run is
+extended and needs no flag.
 
 ``--allow-config-change`` continues anyway: the log then holds results of two configs (scores
 before and after may not be comparable; the best candidate and the Pareto front are taken over
