@@ -402,6 +402,12 @@ CASES = [
         absent=["{tmp}/new"],
     ),
     Case(
+        "run-address-with-inprocess-backend",
+        "run {cfg} --run-dir {tmp}/new --backend inprocess --address auto",
+        "error: --address auto names a Ray cluster, but --backend is inprocess; drop --address or use --backend ray",
+        absent=["{tmp}/new"],
+    ),
+    Case(
         "run-ray-not-installed",
         "run {cfg} --run-dir {tmp}/new --backend ray",
         "error: {cfg}: evaluator.backend: ray needs the ray package, which is not installed (pip install 'ray[default]')",
