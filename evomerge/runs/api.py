@@ -2,7 +2,8 @@
 
 Order of work in :func:`run`: the cheap refusals (a run directory that holds a run, a device this
 machine lacks, Ray not installed or its cluster unreachable: :mod:`evomerge.runs.guard`) → the plan
-(:func:`evomerge.runs.plan.build_plan`: every check that needs no evaluation) → only then create
+(:func:`evomerge.runs.stages.build_run_plan`: every check that needs no evaluation; a staged
+run's plan is a :class:`~evomerge.runs.stages.StagedPlan`) → only then create
 the run directory, take its lock, write the resolved config and ``meta.json`` (with the run's
 fingerprint: :mod:`evomerge.runs.fingerprint`) → the search (:class:`evomerge.runs.session.Session`).
 A user error therefore never leaves a run directory behind, and a backend that fails to start
@@ -43,9 +44,10 @@ from evomerge.runs.guard import (
     refuse_changed,
 )
 from evomerge.runs.lock import RunLock
-from evomerge.runs.plan import Plan, build_plan
+from evomerge.runs.plan import Plan
 from evomerge.runs.records import known_from_record
 from evomerge.runs.session import Session, parse_rng_state, validate_record
+from evomerge.runs.stages import StagedPlan, build_run_plan, search_stages
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record, summarize
 from evomerge.scheduler import InFlight, Replay
@@ -61,7 +63,7 @@ def run(
     *,
     config_path: str | Path | None = None,
     progress: bool = True,
-    plan: Plan | None = None,
+    plan: Plan | StagedPlan | None = None,
 ) -> dict[str, Any]:
     """Start a fresh run in ``run_dir`` (which must not hold one). Returns the status summary."""
     source = str(config_path) if config_path else "config"
@@ -69,7 +71,7 @@ def run(
     store = RunStore(run_dir)
     store.check_fresh()  # cheap refusals first: before the plan loads models and tasks
     check_environment(cfg, source)
-    plan = plan or build_plan(cfg, source=source, config_dir=config_dir)
+    plan = plan or build_run_plan(cfg, source=source, config_dir=config_dir)
     text = resolved_yaml(plan.cfg, config_dir)
     fp = fingerprint(_parsed(text, str(store.config_path)), _models(plan))
     root = Path(run_dir)
@@ -81,9 +83,12 @@ def run(
     with RunLock(run_dir):
         store.create(text)
         store.write_json(store.root / META_NAME, {**plan.problem.meta, "fingerprint": fp})
-        session = Session(plan, store, [], 0, 0.0, fingerprint=short(fp))
         try:
-            session.search(plan.make_driver(), Replay(), progress=progress)
+            if isinstance(plan, StagedPlan):
+                search_stages(plan, store, [], None, restore=restore_driver, progress=progress)
+            else:
+                session = Session(plan, store, [], 0, 0.0, fingerprint=short(fp))
+                session.search(plan.make_driver(), Replay(), progress=progress)
         except BaseException:
             store.close()
             if not store.read_log(warn=lambda m: None):  # no result yet: not a run, a failed start
@@ -155,7 +160,7 @@ def resume(
     if not allow_config_change:
         refuse_changed(changes)
     check_environment(cfg, str(store.config_path))
-    plan = plan or build_plan(cfg, source=str(store.config_path), config_dir=base_dir)
+    plan = plan or build_run_plan(cfg, source=str(store.config_path), config_dir=base_dir, store=store)
     fp = fingerprint(resolved, _models(plan))
     changes += models_changed(meta, fp["models"])
     if not allow_config_change:
@@ -164,27 +169,88 @@ def resume(
         records = store.read_log(repair=True, warn=warn)
         ckpts.remove_temporaries()
         accepted = _accept(store, meta or {}, fp, changes, len(records), warn)
-        loaded = ckpts.load_latest(restore=lambda state: _restore(plan, state, accepted, allow_config_change), log=warn)
-        driver, told, elapsed, in_flight = plan.make_driver(), 0, 0.0, []
-        if loaded is not None:
-            _, (driver, told, in_flight, elapsed, apply_rng) = loaded
-            if told > len(records):
-                raise RunDirError(
-                    f"{store.root}: the checkpoint has told {told} evaluations but {store.log_path.name} holds only {len(records)}; the log was truncated"
-                )
-            apply_rng()
-        elif ckpts.list():
+        if isinstance(plan, StagedPlan):  # each stage's driver is built by search_stages
+            loaded = ckpts.load_latest(
+                restore=lambda state: _check_fingerprint(state, accepted, allow_config_change), log=warn
+            )
+        else:
+            loaded = ckpts.load_latest(
+                restore=lambda state: _restore(plan, state, accepted, allow_config_change), log=warn
+            )
+        if loaded is None and ckpts.list():
             warn(f"warning: no readable checkpoint in {ckpts.path}; replaying the whole log from the start")
         attempts = Attempts(store.root)
         attempts.load((int(r["id"]) for r in records if isinstance(r.get("id"), int)), warn)
-        replay = Replay(known_from_record(store, r) for r in records[told:])
-        session = Session(plan, store, records, told, elapsed, fingerprint=short(fp), attempts=attempts)
-        session.refresh_outputs()
         try:
-            session.search(driver, replay, in_flight=in_flight, progress=progress)
+            if isinstance(plan, StagedPlan):
+                state = None if loaded is None else loaded[1]
+                search_stages(plan, store, records, state, restore=restore_driver, warn=warn, progress=progress)
+            else:
+                driver, told, elapsed, in_flight = plan.make_driver(), 0, 0.0, []
+                if loaded is not None:
+                    _, (driver, told, in_flight, elapsed, apply_rng) = loaded
+                    _check_told(told, store, records)
+                    apply_rng()
+                replay = Replay(known_from_record(store, r) for r in records[told:])
+                session = Session(plan, store, records, told, elapsed, fingerprint=short(fp), attempts=attempts)
+                session.refresh_outputs()
+                session.search(driver, replay, in_flight=in_flight, progress=progress)
         finally:
             store.close()
         return summarize(store)
+
+
+def _check_told(told: int, store: RunStore, records: list[dict]) -> None:
+    if told > len(records):
+        raise RunDirError(
+            f"{store.root}: the checkpoint has told {told} evaluations but {store.log_path.name} holds only "
+            f"{len(records)}; the log was truncated"
+        )
+
+
+def restore_driver(driver, state: dict | None, store: RunStore, records: list[dict], warn) -> tuple[int, float, list]:
+    """Load checkpoint ``state`` (``None``: no readable one) into a fresh ``driver`` (a staged run's
+    stage driver) and the global RNGs; returns ``(n_told, elapsed, in_flight)`` (``(0, 0.0, [])``
+    without a checkpoint). A malformed state is one line (a staged run does not fall back)."""
+    if state is None:
+        return 0, 0.0, []
+    try:
+        r = Reader(state, "checkpoint")
+        driver.load_state_dict(r.get("driver"))
+        told = r.int("n_told", low=0)
+        in_flight = [InFlight.from_state(f, f"checkpoint.in_flight[{i}]") for i, f in enumerate(r.list("in_flight"))]
+        _check_pending(driver, in_flight)
+        apply_rng = parse_rng_state(r.get("rng"))
+        elapsed = r.float("elapsed")
+    except StateError as exc:
+        raise RunDirError(f"{store.root}: the newest checkpoint is malformed ({exc})") from None
+    _check_told(told, store, records)
+    apply_rng()
+    return told, elapsed, in_flight
+
+
+def _check_pending(driver, in_flight: list) -> None:
+    pending = getattr(driver, "pending_ids", None)
+    if pending is not None and sorted(int(i) for i in pending) != sorted(int(f.candidate.id) for f in in_flight):
+        raise StateError(
+            f"checkpoint.in_flight: candidates {sorted(int(f.candidate.id) for f in in_flight)} are not the "
+            f"driver's pending {sorted(int(i) for i in pending)}"
+        )
+
+
+def _check_fingerprint(state: dict[str, Any], accepted: set[tuple[str, str]], allow: bool) -> dict[str, Any]:
+    """``state``, unless its fingerprint is one meta.json does not record (and no ``allow``).
+    A staged run's checkpoints carry none (an empty section): only meta.json's is checked."""
+    fp = Reader(state, "checkpoint").sub("fingerprint")
+    if not fp.data:
+        return state
+    pair = (fp.str("config_sha256"), fp.str("models_sha256"))
+    if pair not in accepted and not allow:
+        raise RunDirError(
+            "the newest checkpoint was written with a config or models that meta.json does not record "
+            f"(was meta.json edited?); {HINT}"
+        )
+    return state
 
 
 def _accept(store: RunStore, meta: dict, fp: dict, changes: list[str], n_logged: int, warn) -> set[tuple[str, str]]:
@@ -212,24 +278,13 @@ def _accept(store: RunStore, meta: dict, fp: dict, changes: list[str], n_logged:
 def _restore(plan: Plan, state: dict[str, Any], accepted: set[tuple[str, str]], allow: bool):
     """A checkpoint's state as (driver, n_told, in-flight candidates, elapsed, apply the RNG
     states); a malformed one raises :class:`StateError` (the caller falls back to an older one)."""
+    _check_fingerprint(state, accepted, allow)
     r = Reader(state, "checkpoint")
-    fp = r.sub("fingerprint")
-    pair = (fp.str("config_sha256"), fp.str("models_sha256"))
-    if pair not in accepted and not allow:
-        raise RunDirError(
-            "the newest checkpoint was written with a config or models that meta.json does not record "
-            f"(was meta.json edited?); {HINT}"
-        )
     driver = plan.make_driver()
     driver.load_state_dict(r.get("driver"))
     told = r.int("n_told", low=0)
     in_flight = [InFlight.from_state(f, f"checkpoint.in_flight[{i}]") for i, f in enumerate(r.list("in_flight"))]
-    pending = getattr(driver, "pending_ids", None)
-    if pending is not None and sorted(int(i) for i in pending) != sorted(int(f.candidate.id) for f in in_flight):
-        raise StateError(
-            f"checkpoint.in_flight: candidates {sorted(int(f.candidate.id) for f in in_flight)} are not the "
-            f"driver's pending {sorted(int(i) for i in pending)}"
-        )
+    _check_pending(driver, in_flight)
     return driver, told, in_flight, r.float("elapsed"), parse_rng_state(r.get("rng"))
 
 
@@ -244,10 +299,10 @@ def validate_best(run_dir: str | Path) -> dict | None:
     if cached and cached.get("id") == best["id"]:
         return cached
     cfg, base_dir = load_run_config(store)
-    plan = build_plan(cfg, source=str(store.config_path), config_dir=base_dir)
+    plan = build_run_plan(cfg, source=str(store.config_path), config_dir=base_dir, store=store)
     out = validate_record(plan.problem, store, best)
     store.write_json(store.validation_path, out)
     return out
 
 
-__all__ = ["load_run_config", "resolved_dict", "resolved_yaml", "resume", "run", "validate_best"]
+__all__ = ["load_run_config", "resolved_dict", "resolved_yaml", "restore_driver", "resume", "run", "validate_best"]

@@ -22,6 +22,11 @@ exactly what a resume reads back:
 Per in-process evaluation (a :class:`Starting` event) the session notes the candidate in
 ``attempts.json`` (:mod:`evomerge.runs.attempts`); per new result it feeds the failure breaker
 (:mod:`evomerge.runs.breaker`), which may stop the search.
+
+A run in stages (:mod:`evomerge.runs.stages`) runs one session per stage over the same log, each
+given its :class:`Segment`: ``n_told`` then counts the earlier stages' records too (the log's
+first ``n_told`` records are told or closed), the scheduler's counters are the stage's own, and
+the checkpoint carries the segment's ``stage`` entry.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -85,11 +91,29 @@ def parse_rng_state(state: Any, where: str = "checkpoint.rng") -> Callable[[], N
     return apply
 
 
+@dataclass(frozen=True)
+class Segment:
+    """The part of the run a session searches: the whole run, or one stage of a staged run.
+
+    ``log_start``: records of the earlier stages (this stage's records follow them in the log);
+    ``stage``: the checkpoint's ``stage`` entry, read when each checkpoint is written (``None``:
+    no entry); ``progress``: extra keys of ``progress.json``; ``last``: the run's last stage (its
+    end scores the best on held-out data and writes ``finished``); ``label``: the progress bar's.
+    """
+
+    log_start: int = 0
+    stage: Callable[[], dict[str, Any]] | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    last: bool = True
+    label: str = "search"
+
+
 class Session:
     """The records, best, Pareto front, checkpoints and progress of one stint on ``store``.
 
     ``records``: the log read back (``[]`` for a fresh run); ``told_total``: results the restored
-    driver has been told (the checkpoint's ``n_told``); ``elapsed``: search seconds before now.
+    driver has been told (the checkpoint's ``n_told``), plus the earlier stages' records in a
+    staged run (``segment``); ``elapsed``: search seconds before now.
     """
 
     def __init__(
@@ -99,11 +123,13 @@ class Session:
         records: list[dict],
         told_total: int,
         elapsed: float,
+        segment: Segment | None = None,
         *,
         fingerprint: dict[str, str] | None = None,
         attempts: Attempts | None = None,
     ):
         self.plan = plan
+        self.segment = segment or Segment()
         self.fingerprint = dict(fingerprint or {})
         self.attempts = attempts or Attempts(store.root)
         breaker = plan.cfg.run.failure_breaker
@@ -140,12 +166,13 @@ class Session:
             if cfg.budget.time_limit is not None:
                 time_left = max(0.0, cfg.budget.time_limit - self.elapsed_before)
             budget = Budget(max_evals=cfg.budget.max_evals, time_limit=time_left, target=self.plan.target)
-            # the incumbent: best score among the told records (a prefix of the log)
+            # the incumbent: best score among the told records (a prefix of the segment's log)
+            start = self.segment.log_start
             resume = ResumePoint(
-                self.told_total,
+                self.told_total - start,
                 list(in_flight or []),
                 replay,
-                best_score(self.records[: self.told_total]),
+                best_score(self.records[start : self.told_total]),
                 attempts=dict(self.attempts.deaths),
             )
             problem = self.problem
@@ -163,8 +190,8 @@ class Session:
             self.write_progress("running")
             self._bar = tqdm(
                 total=cfg.budget.max_evals,
-                initial=len(self.records),
-                desc="search",
+                initial=len(self.records) - self.segment.log_start,
+                desc=self.segment.label,
                 unit="eval",
                 disable=not progress or None,
                 file=sys.stderr,
@@ -187,11 +214,13 @@ class Session:
                 self._bar = None
             if summary.told or not self.ckpts.list():
                 self.checkpoint(driver, sched.in_flight())
-            self.validate_on(backend)
+            if self.segment.last:
+                self.validate_on(backend)
         finally:
             backend.close()
         extra = {"message": self.breaker_reason} if self.breaker_reason else {}
-        self.write_progress("finished", stop_reason=summary.stop_reason, **extra)
+        if self.segment.last or self.breaker_reason:  # a tripped breaker ends a staged run too
+            self.write_progress("finished", stop_reason=summary.stop_reason, **extra)
         return summary
 
     def _observe(self, event: Evaluated, sched: Scheduler) -> None:
@@ -218,7 +247,7 @@ class Session:
                 self._bar.set_postfix_str(f"best {self.best['score']:.4g} (#{self.best['id']})", refresh=False)
 
     def _told(self, event: Told, driver, sched: Scheduler) -> None:
-        self.told_total = event.told_total
+        self.told_total = self.segment.log_start + event.told_total
         every = self.plan.cfg.run.checkpoint_every
         if every == "generation" or self.told_total - self._last_ckpt_told >= int(every):
             self.checkpoint(driver, sched.in_flight())
@@ -251,6 +280,8 @@ class Session:
             "elapsed": self.elapsed(),
             "fingerprint": dict(self.fingerprint),
         }
+        if self.segment.stage is not None:
+            state["stage"] = self.segment.stage()  # a staged run's position (evomerge.runs.stages)
         self.ckpts.save(self.told_total, state)
         self._last_ckpt_told = self.told_total
         self.write_progress("running")
@@ -265,6 +296,7 @@ class Session:
                 "time_limit": b.time_limit,
                 "elapsed": self.elapsed(),
                 "pid": os.getpid(),
+                **self.segment.progress,
                 **extra,
             },
         )
@@ -286,4 +318,4 @@ def validate_record(problem, store: RunStore, record: dict, backend=None) -> dic
     return problem.validate(record, genome, backend)
 
 
-__all__ = ["Session", "parse_rng_state", "rng_state", "validate_record"]
+__all__ = ["Segment", "Session", "parse_rng_state", "rng_state", "validate_record"]
