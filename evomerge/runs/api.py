@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from evomerge.config import RunConfig, parse_config, with_overrides
-from evomerge.errors import RunDirError
+from evomerge.errors import ConfigError, RunDirError
 from evomerge.runs.attempts import Attempts
 from evomerge.runs.fingerprint import fingerprint, short
 from evomerge.runs.guard import (
@@ -116,7 +116,10 @@ def _parsed(text: str, source: str) -> dict[str, Any]:
     """The resolved mapping of a config.yaml text, as :func:`resume` will read it back."""
     data = dict(parse_yaml(text, source, error=RunDirError) or {})
     base_dir = data.pop("_base_dir", None)
-    return resolved_dict(parse_config(data, source), Path(base_dir) if base_dir else None)
+    try:
+        return resolved_dict(parse_config(data, source), Path(base_dir) if base_dir else None)
+    except ConfigError:  # a staged config's resolved form does not parse as written (main's stages)
+        return {**data, **({"_base_dir": base_dir} if base_dir else {})}
 
 
 def _models(plan: Plan) -> dict[str, Any]:
