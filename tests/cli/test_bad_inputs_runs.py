@@ -171,7 +171,7 @@ def _every_candidate_fails(**run_section):
         import evomerge.runs.api as api
         from evomerge.evaluator import FunctionWorkerSpec, InProcessBackend
 
-        real = api.build_plan
+        real = api.build_run_plan
 
         def failing(*args, **kw):
             plan = real(*args, **kw)
@@ -179,7 +179,7 @@ def _every_candidate_fails(**run_section):
             return plan
 
         _digits_cfg(env, **run_section)
-        env.monkeypatch.setattr(api, "build_plan", failing)
+        env.monkeypatch.setattr(api, "build_run_plan", failing)
 
     return setup
 
