@@ -13,7 +13,7 @@ Sections::
     fitness:   fitness.FitnessConfig (tasks, objectives, early_stopping)
     budget:    {max_evals, time_limit, target, stages: {ps, dfs}}   # stages: sequential PS+DFS
     evaluator: {backend: inprocess|ray, device, dtype, batch_size, ...that backend's options}
-    run:       {seed, checkpoint_every, keep_checkpoints}
+    run:       {seed, checkpoint_every, keep_checkpoints, max_attempts, failure_breaker: {first, window, fraction}}
     problem:   merge (default) | digits
     digits:    {seed}   # problem: digits
 
@@ -226,10 +226,22 @@ class DigitsSection(_Strict):
     seed: StrictInt | None = None  # the world's seed (data split, experts); default: run.seed
 
 
+class FailureBreakerSection(_Strict):
+    """``run.failure_breaker``: stop a run that cannot succeed (counted over one process's new
+    results, so a resume after a fix starts afresh)."""
+
+    first: int = Field(default=10, ge=0)  # the first `first` results all failed (0: off)
+    window: int = Field(default=50, ge=0)  # more than `fraction` of the last `window` failed (0: off)
+    fraction: float = Field(default=0.9, gt=0, le=1)
+
+
 class RunSection(_Strict):
     seed: int = 0
     checkpoint_every: int | Literal["generation"] = "generation"
     keep_checkpoints: int = Field(default=2, ge=1)
+    # the process died this often while evaluating a candidate in-process: record it as failed
+    max_attempts: int = Field(default=2, ge=1)
+    failure_breaker: FailureBreakerSection = Field(default_factory=FailureBreakerSection)
 
 
 class RunConfig(_Strict):
@@ -360,17 +372,27 @@ def resolve_paths(cfg: RunConfig, base_dir: Path) -> RunConfig:
 
 
 def with_overrides(cfg: RunConfig, **overrides: Any) -> RunConfig:
-    """Apply CLI flags (``max_evals``, ``time_limit``, ``seed``, ``backend``, ``address``) when given.
+    """Apply CLI flags (``max_evals``, ``time_limit``, ``seed``, ``backend``, ``address``,
+    ``eval_timeout``) when given.
 
     Only the keys the config sets are carried over, so ``--backend ray`` on an in-process config
-    gets Ray's own defaults."""
+    gets Ray's own defaults. ``--address`` names a Ray cluster, so it implies ``--backend ray``;
+    with another ``--backend`` it is refused."""
     data = cfg.model_dump(mode="python", exclude_unset=True)
+    if overrides.get("address") is not None:
+        if overrides.get("backend") not in (None, "ray"):
+            raise ConfigError(
+                f"--address {overrides['address']} names a Ray cluster, but --backend is {overrides['backend']}; "
+                "drop --address or use --backend ray"
+            )
+        overrides = {**overrides, "backend": "ray"}
     where = {
         "max_evals": ("budget", "max_evals"),
         "time_limit": ("budget", "time_limit"),
         "seed": ("run", "seed"),
         "backend": ("evaluator", "backend"),
         "address": ("evaluator", "address"),
+        "eval_timeout": ("evaluator", "timeout"),
     }
     for key, value in overrides.items():
         if value is None:

@@ -82,9 +82,11 @@ def _load_model(target: Path, *, device: str, dtype, stack: contextlib.ExitStack
     if target.is_dir():
         if not (target / "config.json").is_file():
             raise ModelError(f"{target}: not a Hugging Face checkpoint (no config.json)")
+        from evomerge.pool.finite import check_finite
         from evomerge.pool.lazy import LazyCheckpoint
 
-        LazyCheckpoint(target, label=str(target))  # no weights file: one line, not transformers' OSError
+        ckpt = LazyCheckpoint(target, label=str(target))  # no weights file: one line, not transformers' OSError
+        check_finite(str(target), ckpt.keys(), ckpt.get, target)
         model = AutoModelForCausalLM.from_pretrained(str(target), dtype=dtype).to(device).eval()
         return model, AutoTokenizer.from_pretrained(str(target))
 

@@ -1,8 +1,15 @@
-"""``evomerge run CONFIG.yaml``: start a search; the run directory then holds everything."""
+"""``evomerge run CONFIG.yaml``: start a search; the run directory then holds everything.
+
+Exit status: 0 when the search ran and some candidate succeeded; 1 when no candidate succeeded or
+the failure breaker (``run.failure_breaker``) stopped it, with one ``error:`` line naming the most
+common error (the run directory is kept and resumable); 2 for a user error (nothing written);
+3 when an evaluation was stuck in code that cannot be interrupted past ``evaluator.timeout`` (the
+run is resumable); 130 after Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -11,10 +18,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", metavar="CONFIG.yaml", help="run config (see experiments/ for examples)")
     p.add_argument("--run-dir", metavar="DIR", help="where the run writes (default: runs/<config name>-<time>)")
     p.add_argument("--backend", choices=["inprocess", "ray"], help="override evaluator.backend")
-    p.add_argument("--address", metavar="ADDR", help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT")
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (implies --backend ray)",
+    )
     p.add_argument("--max-evals", type=int, metavar="N", help="override budget.max_evals")
     p.add_argument("--time-limit", metavar="T", help="override budget.time_limit (seconds, or 90m, 2h)")
     p.add_argument("--seed", type=int, metavar="S", help="override run.seed")
+    p.add_argument(
+        "--eval-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="override evaluator.timeout: a longer evaluation is failed (the run goes on)",
+    )
     p.set_defaults(func=main)
 
 
@@ -27,7 +44,7 @@ def default_run_dir(config_path: str) -> Path:
 def main(args: argparse.Namespace) -> int:
     from evomerge.config import load_config, with_overrides
     from evomerge.runs.api import run
-    from evomerge.runs.summary import format_status
+    from evomerge.runs.summary import format_status, outcome
 
     cfg = load_config(args.config)
     cfg = with_overrides(
@@ -37,9 +54,13 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         backend=args.backend,
         address=args.address,
+        eval_timeout=args.eval_timeout,
     )
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
     status = run(cfg, run_dir, config_path=args.config)
     print(format_status(status))
     print(f"run directory: {run_dir}")
-    return 0
+    code, line = outcome(status)
+    if line:
+        print(line, file=sys.stderr)
+    return code

@@ -5,9 +5,12 @@ vectors in the search space's normalised box (see :class:`evomerge.space.base.Se
 Drivers **maximise**. A driver class says whether it is natively multi-objective with
 ``multi_objective(options)``: if so it is told one signed value per objective, otherwise one
 value, the run's scalarisation (:mod:`evomerge.objectives`) — drivers never weigh objectives
-themselves. Everything a driver needs to continue exactly where it was is in ``state_dict()``
-(plain Python / numpy, picklable): a driver saved after any ``tell`` and loaded into a fresh
-instance built with the same options proposes exactly what the uninterrupted one would have.
+themselves. Everything a driver needs to continue exactly where it was is in ``state_dict()``, as
+data (:mod:`evomerge.state`: dicts, lists, numbers, strings, numpy arrays — never an object that
+would have to be pickled): a driver saved after any ``tell`` and loaded into a fresh instance
+built with the same options proposes exactly what the uninterrupted one would have.
+``load_state_dict`` checks the structure of what it reads and raises
+:class:`~evomerge.state.StateError` for a malformed state (a checkpoint that is then skipped).
 
 Options: each driver class declares them as a pydantic model ``Options`` (a
 :class:`DriverOptions`: unknown keys refused, bounds as field constraints), which is also the
@@ -28,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from evomerge.errors import ConfigError
+from evomerge.state import Reader, as_array
 from evomerge.validation import parse_options
 
 
@@ -189,15 +193,20 @@ class DriverBase:
             "pending": {k: v.copy() for k, v in self._pending.items()},
         }
 
-    def _load_base_state(self, state: dict[str, Any]) -> None:
+    def _load_base_state(self, state: dict[str, Any]) -> Reader:
+        """Check and load what :meth:`_base_state` wrote; returns a :class:`~evomerge.state.Reader`
+        over ``state`` for the subclass's own keys. A state of another driver, dimension or number
+        of objectives is a ConfigError (the config changed); a malformed one a StateError."""
+        r = Reader(state, "driver")
         for key, mine in (("driver", self.name), ("dim", self.dim), ("n_objectives", self.n_objectives)):
             if state.get(key) != mine:
                 raise ConfigError(
                     f"drivers.{self.name}: checkpoint was saved with {key}={state.get(key)!r}, "
                     f"this driver has {key}={mine!r}"
                 )
-        self._next_id = int(state["next_id"])
-        self._pending = {int(k): np.array(v, dtype=float) for k, v in state["pending"].items()}
+        self._next_id = r.int("next_id", low=0)
+        self._pending = r.int_map("pending", lambda v, where: as_array(v, where, (self.dim,)))
+        return r
 
     @property
     def pending_ids(self) -> list[int]:

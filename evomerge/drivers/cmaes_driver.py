@@ -17,23 +17,25 @@ maximise. Defaults follow Akiba et al.: m_0 = ``space.x0``, σ_0 = ``space.sigma
 * **IPOP** (``restarts="ipop"``): when ``cmaes`` reports ``should_stop()`` (or the best f of the
   current restart has not improved for ``patience`` generations), start again from a uniform
   random mean in the box with λ multiplied by ``inc_popsize`` (2), at most ``max_restarts`` times.
-* **Determinism / resume**: ``cmaes`` optimisers drop their RNG when pickled. The driver reseeds
-  the optimizer at the start of *every* generation with ``derive_seed(seed, generation)`` and
-  samples the whole generation at once, so an uninterrupted run and a run restored from
-  ``state_dict`` (pickled optimizer + the generation's buffer) draw identical genomes.
+* **Determinism / resume**: the driver reseeds the optimizer at the start of *every* generation
+  with ``derive_seed(seed, generation)`` and samples the whole generation at once;
+  ``state_dict`` holds the optimizer as data (:mod:`evomerge.drivers.cma_state`: m, C, σ, the
+  paths, counters and RNG state) and the generation's members, so a run restored from it draws
+  identical genomes.
 """
 
 from __future__ import annotations
 
 import math
-import pickle
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, derive_seed, outcome_failed
+from evomerge.drivers.cma_state import cma_data, cma_from_data
 from evomerge.errors import ConfigError
+from evomerge.state import StateError, as_float, as_int
 
 _RESTART_SALT = 0x1905  # keeps restart means independent of generation seeds
 
@@ -182,11 +184,7 @@ class CMAESDriver(DriverBase):
     def state_dict(self) -> dict[str, Any]:
         state = self._base_state()
         state.update(
-            optimizer=pickle.dumps(self._optimizer),
-            # CMA's pickle keeps only the upper triangle of C and mirrors it back, but after a
-            # tell C is symmetric only up to rounding (~1e-16): keep the exact matrix, or a
-            # resumed run drifts from the uninterrupted one.
-            exact_cov=np.array(self._optimizer._C, copy=True) if isinstance(self._optimizer, _cmaes().CMA) else None,
+            optimizer=cma_data(self._optimizer),  # every attribute and its RNG: rebuilt, never unpickled
             generation=self._generation,
             restart=self._restart,
             restart_best=self._restart_best,
@@ -199,18 +197,27 @@ class CMAESDriver(DriverBase):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._load_base_state(state)
-        self._optimizer = pickle.loads(state["optimizer"])
-        if state.get("exact_cov") is not None:
-            self._optimizer._C = np.array(state["exact_cov"], copy=True)
-        self._generation = int(state["generation"])
-        self._restart = int(state["restart"])
-        self._restart_best = float(state["restart_best"])
-        self._stale = int(state["stale"])
-        self._members = [np.array(m, dtype=float) for m in state["members"]]
-        self._buffer = list(state["buffer"])
-        self._id_to_slot = {int(k): int(v) for k, v in state["id_to_slot"].items()}
-        self._values = dict(state["values"])
-        # The pickle has no RNG; the next generation reseeds anyway, this only keeps the object
-        # in the same state as the uninterrupted one (reseeded for the generation in progress).
-        self._optimizer.reseed_rng(derive_seed(self.seed, self._generation))
+        r = self._load_base_state(state)
+        optimizer = cma_from_data(r.get("optimizer"), "driver.optimizer")
+        if optimizer.dim != self.dim:
+            raise StateError(f"driver.optimizer: dimension {optimizer.dim}, the genome has {self.dim}")
+        members = r.arrays("members", (self.dim,))
+        slots = range(len(members))
+
+        def slot(v: Any, where: str) -> int:
+            k = as_int(v, where)
+            if k not in slots:
+                raise StateError(f"{where}: slot {k} is not in a generation of {len(members)}")
+            return k
+
+        buffer = [slot(v, f"driver.buffer[{i}]") for i, v in enumerate(r.list("buffer"))]
+        id_to_slot = r.int_map("id_to_slot", slot)
+        values = r.int_map("values", lambda v, where: None if v is None else as_float(v, where))
+        if any(k not in slots for k in values):
+            raise StateError(f"driver.values: slots {sorted(values)} are not in a generation of {len(members)}")
+        self._optimizer = optimizer
+        self._generation = r.int("generation", low=0)
+        self._restart = r.int("restart", low=0)
+        self._restart_best = r.float("restart_best")
+        self._stale = r.int("stale", low=0)
+        self._members, self._buffer, self._id_to_slot, self._values = members, buffer, id_to_slot, values

@@ -50,6 +50,7 @@ from pydantic import Field, field_validator
 
 from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, derive_seed, outcome_failed
 from evomerge.errors import ConfigError
+from evomerge.state import StateError, as_float, as_int, generator_data, generator_from_data
 
 #: The 1/5 rule's damping (log σ moves by 1/ADAPT_DAMPING on a success) and σ's bounds.
 ADAPT_DAMPING = 3.0
@@ -327,7 +328,7 @@ class M2N2Driver(DriverBase):
     def state_dict(self) -> dict[str, Any]:
         state = self._base_state()
         state.update(
-            rng=self._rng.bit_generator.state,
+            rng=generator_data(self._rng),
             initial=[g.copy() for g in self._initial],
             initial_names=list(self._initial_names),
             children=dict(self._children),
@@ -346,22 +347,37 @@ class M2N2Driver(DriverBase):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._load_base_state(state)
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = state["rng"]
-        self._initial = [np.array(g, dtype=float) for g in state["initial"]]
+        r = self._load_base_state(state)
+        rng = generator_from_data(r.get("rng"), "driver.rng")
+        genomes = r.arrays("genomes", (self.dim,))
+        n_examples = r.int("n_examples", optional=True, low=1)
+        scores = r.arrays("scores", (n_examples,) if n_examples is not None else None)
+        ids = [as_int(v, f"driver.ids[{i}]") for i, v in enumerate(r.list("ids"))]
+        if not (len(genomes) == len(scores) == len(ids) <= self.archive_size):
+            raise StateError(
+                f"driver: the archive has {len(genomes)} genomes, {len(scores)} score rows and {len(ids)} ids "
+                f"(at most archive_size={self.archive_size} each)"
+            )
+        self._rng = rng
+        self._initial = r.arrays("initial", (self.dim,))
         # checkpoints written before seeds and the 1/5 rule: unnamed genomes, no σ adaptation
-        self._initial_names = list(state.get("initial_names") or [None] * len(self._initial))
-        self._children = {int(k): float(v) for k, v in state.get("children", {}).items()}
-        self.mutation_std = float(state.get("mutation_std", self.options.mutation_std))
-        self.adapt_counts = [int(v) for v in state.get("adapt_counts", [0, 0])]
-        self._init_queue = [np.array(g, dtype=float) for g in state["init_queue"]]
-        self._genomes = [np.array(g, dtype=float) for g in state["genomes"]]
-        self._scores = [np.array(s, dtype=float) for s in state["scores"]]
-        self._ids = [int(i) for i in state["ids"]]
-        self._values = [float(v) for v in state.get("values", [-np.inf] * len(self._ids))]
-        self.n_examples = state["n_examples"]
-        self.best_id = state["best_id"]
-        self.best_value = float(state["best_value"])
-        bg = state["best_genome"]
-        self.best_genome = None if bg is None else np.array(bg, dtype=float)
+        names = r.list("initial_names") if r.has("initial_names") else [None] * len(self._initial)
+        if len(names) != len(self._initial) or not all(n is None or isinstance(n, str) for n in names):
+            raise StateError(f"driver.initial_names: expected {len(self._initial)} names (strings or null)")
+        self._initial_names = names
+        self._children = r.int_map("children", as_float) if r.has("children") else {}
+        self.mutation_std = r.float("mutation_std") if r.has("mutation_std") else float(self.options.mutation_std)
+        counts = r.list("adapt_counts") if r.has("adapt_counts") else [0, 0]
+        if len(counts) != 2:
+            raise StateError(f"driver.adapt_counts: expected 2 counts, got {len(counts)}")
+        self.adapt_counts = [as_int(v, f"driver.adapt_counts[{i}]", low=0) for i, v in enumerate(counts)]
+        values = r.list("values") if r.has("values") else [-np.inf] * len(ids)
+        if len(values) != len(ids):
+            raise StateError(f"driver.values: expected {len(ids)} values, got {len(values)}")
+        self._values = [as_float(v, f"driver.values[{i}]") for i, v in enumerate(values)]
+        self._init_queue = r.arrays("init_queue", (self.dim,))
+        self._genomes, self._scores, self._ids = genomes, scores, ids
+        self.n_examples = n_examples
+        self.best_id = r.int("best_id", optional=True)
+        self.best_value = r.float("best_value")
+        self.best_genome = r.array("best_genome", (self.dim,), optional=True)

@@ -16,10 +16,12 @@ work natively with every sampler but ``cmaes``.
   correctness.
 * **Failures** are told as ``TrialState.FAIL``: kept in the study (and the dashboard), never
   used as a parent or model point by any Optuna sampler — Optuna's own notion of "worst".
-* **Exact resume**: ``state_dict`` holds every trial (``FrozenTrial``, running ones included,
-  with the system attributes samplers keep there), the study's system/user attributes, and the
-  pickled sampler with its RNG. ``load_state_dict`` rebuilds an in-memory study in the same order
-  (same trial numbers and ids), so the next ``ask`` is what the uninterrupted run would ask.
+* **Exact resume**: ``state_dict`` holds, as data (:mod:`evomerge.drivers.optuna_state`), every
+  trial (running ones included, with the system attributes samplers keep there), the study's
+  system/user attributes, and the sampler's random states (plus GPSampler's kernel warm start).
+  ``load_state_dict`` builds a fresh sampler with the same options, restores those states and
+  rebuilds an in-memory study with ``create_trial`` + ``add_trial`` in the same order (same trial
+  numbers and ids), so the next ``ask`` is what the uninterrupted run would ask.
 * **Dashboard**: with ``storage="RUN_DIR/optuna.db"`` every finished trial is mirrored into that
   SQLite file (study ``evomerge``), so ``optuna-dashboard sqlite:///RUN_DIR/optuna.db`` shows the
   run; ``load_state_dict`` rewrites the mirror from the checkpoint (dropping trials a crashed
@@ -29,7 +31,6 @@ work natively with every sampler but ``cmaes``.
 from __future__ import annotations
 
 import copy
-import pickle
 import typing
 import warnings
 from pathlib import Path
@@ -39,7 +40,9 @@ import numpy as np
 from pydantic import Field
 
 from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, outcome_failed
+from evomerge.drivers.optuna_state import add_trials, load_sampler_data, sampler_data, trials_data
 from evomerge.errors import ConfigError
+from evomerge.state import StateError, as_int
 
 Sampler = Literal["tpe", "cmaes", "nsga2", "nsga3", "gp", "random"]
 SAMPLERS = typing.get_args(Sampler)
@@ -68,6 +71,10 @@ class OptunaDriver(DriverBase):
         self._require_finite_box()
         self.sampler_name = self.options.sampler
         self.sampler_options = dict(self.options.sampler_options)
+        if self.sampler_name == "cmaes" and self.sampler_options.get("with_margin"):
+            raise ConfigError(
+                "drivers.optuna: sampler_options.with_margin is for discrete parameters, and every gene is continuous"
+            )
         names = list(getattr(space, "names", []) or [])
         if len(names) != self.dim or len(set(names)) != self.dim:
             names = [f"g{i:04d}" for i in range(self.dim)]
@@ -181,12 +188,11 @@ class OptunaDriver(DriverBase):
 
     def state_dict(self) -> dict[str, Any]:
         state = self._base_state()
-        storage = self._study._storage
-        sid = self._study._study_id
+        storage, sid = self._study._storage, self._study._study_id
         state.update(
             sampler_name=self.sampler_name,
-            sampler=pickle.dumps(self._study.sampler),
-            trials=copy.deepcopy(self._study.get_trials(deepcopy=False)),
+            sampler=sampler_data(self._study.sampler),
+            trials=trials_data(self._study.get_trials(deepcopy=False)),
             study_system_attrs=copy.deepcopy(storage.get_study_system_attrs(sid)),
             study_user_attrs=copy.deepcopy(storage.get_study_user_attrs(sid)),
             id_to_number=dict(self._id_to_number),
@@ -194,21 +200,27 @@ class OptunaDriver(DriverBase):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._load_base_state(state)
-        if state["sampler_name"] != self.sampler_name:
+        r = self._load_base_state(state)
+        if r.get("sampler_name") != self.sampler_name:
             raise ConfigError(
                 f"drivers.optuna: checkpoint was saved with sampler {state['sampler_name']!r}, "
                 f"this driver has {self.sampler_name!r}"
             )
-        study = self._new_study(pickle.loads(state["sampler"]))
+        sampler = self._make_sampler()
+        load_sampler_data(sampler, r.get("sampler"))
+        study = self._new_study(sampler)
         storage, sid = study._storage, study._study_id
-        for key, value in state["study_system_attrs"].items():
-            storage.set_study_system_attr(sid, key, copy.deepcopy(value))
-        for key, value in state["study_user_attrs"].items():
-            storage.set_study_user_attr(sid, key, copy.deepcopy(value))
-        for ft in state["trials"]:
-            storage.create_new_trial(sid, template_trial=copy.deepcopy(ft))
+        for key, value in r.sub("study_system_attrs").data.items():
+            storage.set_study_system_attr(sid, str(key), copy.deepcopy(value))
+        for key, value in r.sub("study_user_attrs").data.items():
+            storage.set_study_user_attr(sid, str(key), copy.deepcopy(value))
+        add_trials(study, r.get("trials"))
+        id_to_number = r.int_map("id_to_number", as_int)
+        if sorted(id_to_number) != sorted(self._pending):
+            raise StateError(
+                f"driver.id_to_number: ids {sorted(id_to_number)} are not the pending {sorted(self._pending)}"
+            )
         self._study = study
-        self._id_to_number = {int(k): int(v) for k, v in state["id_to_number"].items()}
+        self._id_to_number = id_to_number
         if self.storage_path is not None:
             self._resync_mirror()

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, derive_seed, outcome_failed
+from evomerge.state import generator_data, generator_from_data
 
 
 class RandomOptions(DriverOptions):
@@ -76,7 +77,7 @@ class RandomDriver(DriverBase):
     def state_dict(self) -> dict[str, Any]:
         state = self._base_state()
         state.update(
-            rng=self._rng.bit_generator.state,
+            rng=generator_data(self._rng),
             block=None if self._block is None else self._block.copy(),
             best_id=self.best_id,
             best_value=self.best_value,
@@ -84,9 +85,8 @@ class RandomDriver(DriverBase):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._load_base_state(state)
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = state["rng"]
-        self._block = None if state["block"] is None else np.array(state["block"], dtype=float)
-        self.best_id = state["best_id"]
-        self.best_value = float(state["best_value"])
+        r = self._load_base_state(state)
+        self._rng = generator_from_data(r.get("rng"), "driver.rng")
+        self._block = r.array("block", (None, self.dim), optional=True)
+        self.best_id = r.int("best_id", optional=True)
+        self.best_value = r.float("best_value")

@@ -1,9 +1,17 @@
 """The in-process backend: one worker in this process, strict FIFO — the deterministic default.
 
 Evaluation happens inside :meth:`InProcessBackend.wait` (each call evaluates the oldest queued
-request and returns its result), so a seeded run produces the same log line for line every time,
-and a ``timeout`` given to ``wait`` cannot interrupt an evaluation already running (the worker's
-own ``timeout`` can: see :class:`~evomerge.evaluator.worker.Worker`).
+request — :meth:`InProcessBackend.next_local` — and returns its result), so a seeded run produces
+the same log line for line every time, and a ``timeout`` given to ``wait`` cannot interrupt an
+evaluation already running (the worker's own ``timeout`` can: see
+:class:`~evomerge.evaluator.worker.Worker`).
+
+**Stuck evaluations.** The worker's ``timeout`` interrupts Python code, not native code that never
+returns to the interpreter. A watchdog thread therefore waits ``timeout + hard_timeout_grace``
+seconds per evaluation; if the evaluation is still running then, nothing in this process can stop
+it: the watchdog prints one line and ends the process (exit status :data:`EXIT_STUCK`). A run
+stays resumable (its log and checkpoints are always consistent) and counts that candidate's
+attempt (``run.max_attempts``).
 
 ``num_workers > 1`` makes it a deterministic stand-in for a pool of that many workers: the
 scheduler keeps that many requests outstanding (a steady-state driver is asked for a new
@@ -14,6 +22,10 @@ tells, reproducibly — the search follows the trajectory a pool of that size wo
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +44,11 @@ class InProcessOptions(BaseModel):
 
     num_workers: int = Field(default=1, ge=1)  # deterministic slots (see the module docstring)
     timeout: float | None = Field(default=None, gt=0)  # seconds per evaluation (the worker's limit)
+    hard_timeout_grace: float = Field(default=30.0, ge=0)  # then the watchdog ends the process
+
+
+#: Exit status of a process ended by the watchdog (an evaluation stuck in native code).
+EXIT_STUCK = 3
 
 
 class InProcessBackend:
@@ -59,11 +76,26 @@ class InProcessBackend:
             raise RuntimeError("submit() on a closed InProcessBackend")
         self._queue.append(request)
 
+    def next_local(self) -> EvalRequest | None:
+        """The request the next :meth:`wait` evaluates, in this process (``None``: none queued)."""
+        return self._queue[0] if self._queue else None
+
     def wait(self, timeout: float | None = None) -> list[EvalResult]:
         if not self._queue:
             return []
         request = self._queue.popleft()
-        return [self.worker.evaluate(request)]
+        limit = self.options.timeout
+        if limit is None:
+            return [self.worker.evaluate(request)]
+        done = threading.Event()
+        watchdog = threading.Thread(
+            target=_watch, args=(done, request.candidate_id, limit, self.options.hard_timeout_grace), daemon=True
+        )
+        watchdog.start()
+        try:
+            return [self.worker.evaluate(request)]
+        finally:
+            done.set()
 
     def pending(self) -> int:
         return len(self._queue)
@@ -82,3 +114,16 @@ class InProcessBackend:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _watch(done: threading.Event, candidate_id: int, limit: float, grace: float) -> None:
+    start = time.monotonic()
+    if done.wait(limit + grace):
+        return
+    sys.stderr.write(
+        f"error: candidate {candidate_id} has run {time.monotonic() - start:.0f} s, past evaluator.timeout={limit:g} s, "
+        "in code that cannot be interrupted; the process stops here and the run can be resumed "
+        "(the candidate counts one attempt; after run.max_attempts it is recorded as failed)\n"
+    )
+    sys.stderr.flush()
+    os._exit(EXIT_STUCK)

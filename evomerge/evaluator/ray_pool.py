@@ -9,7 +9,9 @@ Failures, by kind:
 
 * a candidate that raises (OOM, NaN, its own time limit) comes back from the actor as a failed
   :class:`EvalResult` — the actor lives on, nothing is retried (the same candidate would fail
-  again);
+  again) — unless the error leaves the actor's CUDA context unusable (an illegal memory access, a
+  device-side assert, any "CUDA error": :func:`~evomerge.evaluator.worker.is_sticky_error`): then
+  the candidate is failed and the actor replaced, or every later candidate on it would fail too;
 * an actor that dies (process killed, node lost, ``os._exit``, segfault) is killed for good and
   replaced by a fresh actor in the same slot; the request it was running goes back to the *front*
   of the queue with ``attempt + 1``. After ``max_attempts`` deaths on one candidate the candidate
@@ -40,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evomerge.errors import EvomergeError
 from evomerge.evaluator.base import EvalRequest, EvalResult, WorkerSpec
 from evomerge.evaluator.ray_connect import connect_ray
-from evomerge.evaluator.worker import Worker
+from evomerge.evaluator.worker import Worker, is_sticky_error
 from evomerge.validation import parse_options
 
 log = logging.getLogger(__name__)
@@ -157,6 +159,7 @@ class RayPoolBackend:
         self.timeout = opts.timeout
         self.hard_timeout_grace = opts.hard_timeout_grace
         self.deaths = 0  # actors lost (for reports and tests)
+        self.sticky = 0  # actors replaced after an error that poisons their CUDA context
         self._spec = spec
         self._options = dict(actor_options or {})
         self._queue: deque[EvalRequest] = deque()
@@ -273,6 +276,17 @@ class RayPoolBackend:
                 raise cause from None
             raise RuntimeError(f"Ray worker ray-{slot.index} could not be built: {cause!r}") from exc
         slot.request = slot.ref = None
+        if not result.ok and is_sticky_error(result.error_line):
+            self.sticky += 1
+            log.warning(
+                "Ray worker ray-%d.%d: candidate %d hit an error that leaves its CUDA context unusable (%s); "
+                "replacing the actor",
+                slot.index,
+                slot.incarnation,
+                request.candidate_id,
+                result.error_line,
+            )
+            self._replace(slot)
         return result
 
     def _on_death(self, slot: _Slot, request: EvalRequest, exc: BaseException) -> EvalResult | None:

@@ -13,7 +13,11 @@ Recipes are plain dicts built by the caller: ``{"genome": [...], ...}`` plus opt
   the process exactly once across every worker, so a re-queued candidate succeeds);
 * ``"die"``: true — ``os._exit(1)`` every time (a candidate that always kills its worker);
 * ``"stuck"``: seconds to sleep with ``SIGALRM`` blocked (native code that ignores the worker's
-  time limit).
+  time limit);
+* ``"sticky"``: a message — raise ``RuntimeError(message)``, and so does every later call in this
+  process (an error that poisons a CUDA context, on a CPU);
+* ``"exit"``: an exit status — raise ``SystemExit`` (a library calling ``sys.exit``);
+* ``"interrupt"``: true — raise ``KeyboardInterrupt`` with no signal (a library raising it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 import numpy as np
 
 SPHERE_TARGET = 0.3
+_poisoned: list[str] = []  # "sticky": the error every later call in this process raises
 
 
 def sphere(recipe: dict, n_examples: int = 8) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -31,6 +36,14 @@ def sphere(recipe: dict, n_examples: int = 8) -> tuple[dict[str, float], dict[st
     ``1 - |x_{j mod d} - 0.3|`` so different genomes are good at different examples."""
     if recipe.get("die"):
         os._exit(1)
+    if recipe.get("sticky"):
+        _poisoned.append(str(recipe["sticky"]))
+    if _poisoned:
+        raise RuntimeError(_poisoned[0])
+    if recipe.get("exit") is not None:
+        raise SystemExit(recipe["exit"])
+    if recipe.get("interrupt"):
+        raise KeyboardInterrupt
     if recipe.get("die_once"):
         path = recipe["die_once"]
         try:

@@ -1,10 +1,16 @@
 """The worker: builds the evaluate function once, then turns requests into results.
 
 The worker's one promise: **an evaluation never crashes the worker.** Whatever a candidate does —
-raise, run out of memory, score NaN, exceed its time limit — comes back as an ``EvalResult`` with
-``status == "failed"`` and the error, and the worker is ready for the next request. Only the death
-of the process itself (killed, segfault, ``os._exit``) escapes, and the Ray backend handles that by
-replacing the actor.
+raise, run out of memory, score NaN, exceed its time limit, raise ``SystemExit`` or a
+``KeyboardInterrupt`` of its own — comes back as an ``EvalResult`` with ``status == "failed"`` and
+the error, and the worker is ready for the next request. Only the user's Ctrl-C
+(:mod:`evomerge.evaluator.sigint`) and the death of the process itself (killed, segfault,
+``os._exit``) escape: the Ray backend replaces a dead actor, a run counts the deaths of its own
+process per candidate (``run.max_attempts``).
+
+:func:`is_sticky_error`: the errors after which a process's CUDA context is unusable (an illegal
+memory access, a device-side assert): every later candidate in that process would fail too, so the
+Ray backend replaces the actor.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from evomerge.evaluator import sigint
 from evomerge.evaluator.base import STATUS_OK, EvalRequest, EvalResult, WorkerSpec
 
 
@@ -87,6 +94,7 @@ class Worker:
 
     def evaluate(self, request: EvalRequest) -> EvalResult:
         start = time.perf_counter()
+        presses = sigint.presses()
         try:
             with _time_limit(self.timeout):
                 evaluation = self._evaluate(request)
@@ -95,7 +103,9 @@ class Worker:
                 raise FloatingPointError(
                     "objective " + ", ".join(f"{n}={evaluation.objectives[n]}" for n in bad) + " is not finite"
                 )
-        except Exception as exc:  # every failure of a candidate is a result, never a crash
+        except BaseException as exc:  # every failure of a candidate is a result, never a crash
+            if sigint.is_user_interrupt(exc, presses) or isinstance(exc, GeneratorExit):
+                raise
             elapsed = time.perf_counter() - start
             error = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
             reset = getattr(self._evaluate, "reset", None)
@@ -125,6 +135,24 @@ class Worker:
             worker=self.worker_id,
             attempt=request.attempt,
         )
+
+
+#: Lower-cased fragments of the errors that leave a CUDA context unusable for the rest of the process.
+STICKY_ERRORS = (
+    "illegal memory access",
+    "device-side assert",
+    "cuda error",
+    "cublas_status_execution_failed",
+    "cudnn_status_execution_failed",
+    "unspecified launch failure",
+    "misaligned address",
+)
+
+
+def is_sticky_error(error: str | None) -> bool:
+    """The error (a result's first line) poisons the process's CUDA context: replace the process."""
+    text = (error or "").lower()
+    return any(fragment in text for fragment in STICKY_ERRORS)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

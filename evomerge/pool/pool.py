@@ -20,6 +20,7 @@ merges (sparsifier state, whole-model thresholds) is the engine's (:mod:`evomerg
 Validation happens in the constructor, before any merge: every model has the base's architecture
 (``config.architectures`` and ``model_type``), the same tensor names, and the same shapes; the first
 mismatch raises :class:`~evomerge.errors.ModelError` naming the model, the tensor and both shapes.
+No weight is NaN or inf (:mod:`evomerge.pool.finite`: one chunked pass over the mapped files).
 
 Tied embeddings: when the config ties the output embedding to the input one (GPT-2's ``lm_head``
 to ``transformer.wte``), a checkpoint may or may not store the alias; the pool drops it so that the
@@ -35,6 +36,7 @@ from pathlib import Path
 import torch
 
 from evomerge.errors import ModelError
+from evomerge.pool.finite import check_pool_finite
 from evomerge.pool.lazy import LazyCheckpoint
 from evomerge.pool.resolve import resolve_model
 
@@ -79,6 +81,7 @@ class ModelPool:
         self.tied = _tied_aliases(self.config, self._config_dicts[self.reference])
         self.tensor_names: list[str] = self._validate_tensors()
         self.num_layers = self._num_layers()
+        check_pool_finite(self)  # NaN or inf in a source weight: one line now, not NaN merges later
 
         self._tensors: dict[tuple[str, str], torch.Tensor] = {}
         self._deltas: dict[tuple[str, str], torch.Tensor] = {}

@@ -1,13 +1,19 @@
 """``run``, ``resume`` and ``validate_best``: what the CLI calls.
 
-Order of work in :func:`run`: the cheap refusals (a run directory that holds a run, an unreachable
-Ray cluster) → the plan (:func:`evomerge.runs.stages.build_run_plan`: every check that needs no
-evaluation; a staged run's plan is a :class:`~evomerge.runs.stages.StagedPlan`) → only then create the run directory, take its lock, write the resolved config and
-``meta.json`` → the search (:class:`evomerge.runs.session.Session`). A user error therefore never
-leaves a run directory behind.
+Order of work in :func:`run`: the cheap refusals (a run directory that holds a run, a device this
+machine lacks, Ray not installed or its cluster unreachable: :mod:`evomerge.runs.guard`) → the plan
+(:func:`evomerge.runs.stages.build_run_plan`: every check that needs no evaluation; a staged
+run's plan is a :class:`~evomerge.runs.stages.StagedPlan`) → only then create
+the run directory, take its lock, write the resolved config and ``meta.json`` (with the run's
+fingerprint: :mod:`evomerge.runs.fingerprint`) → the search (:class:`evomerge.runs.session.Session`).
+A user error therefore never leaves a run directory behind, and a backend that fails to start
+before any result is logged takes the directory back out (:func:`~evomerge.runs.guard.discard_new_run`).
 
-:func:`resume` restores the newest readable checkpoint into a fresh driver (falling back to the
-previous one, or to the start, when it is unreadable), reads the log, and hands the scheduler
+:func:`resume` first refuses what it must not continue: a v1 pickle checkpoint, a config or models
+changed since the run started (unless ``allow_config_change``). It then restores the newest
+readable checkpoint into a fresh driver (falling back to the previous one, or to the start, when
+one is unreadable — bad bytes or a malformed state), reads the log and ``attempts.json``
+(:mod:`evomerge.runs.attempts`), and hands the scheduler
 (:class:`~evomerge.scheduler.ResumePoint`) what it needs to continue exactly: the candidates that
 were in flight when the checkpoint was written, which it takes back before asking for new ones,
 and the records the checkpoint has not told yet, which are told from the log instead of being
@@ -24,18 +30,32 @@ from typing import Any
 
 import yaml
 
-from evomerge.config import RunConfig, parse_config
-from evomerge.errors import RunDirError
+from evomerge.config import RunConfig, parse_config, with_overrides
+from evomerge.errors import ConfigError, RunDirError
 from evomerge.io.oserrors import wrap
+from evomerge.runs.attempts import Attempts
+from evomerge.runs.fingerprint import fingerprint, short
+from evomerge.runs.guard import (
+    HINT,
+    change_message,
+    check_environment,
+    config_changed,
+    discard_new_run,
+    models_changed,
+    refuse_changed,
+)
 from evomerge.runs.lock import RunLock
 from evomerge.runs.plan import Plan
 from evomerge.runs.records import known_from_record
-from evomerge.runs.session import Session, set_rng_state, validate_record
+from evomerge.runs.session import Session, parse_rng_state, validate_record
 from evomerge.runs.stages import StagedPlan, build_run_plan, search_stages
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record, summarize
-from evomerge.scheduler import Replay
+from evomerge.scheduler import InFlight, Replay
+from evomerge.state import Reader, StateError
 from evomerge.validation import parse_yaml
+
+META_NAME = "meta.json"
 
 
 def run(
@@ -51,23 +71,30 @@ def run(
     config_dir = Path(config_path).resolve().parent if config_path else None
     store = RunStore(run_dir)
     store.check_fresh()  # cheap refusals first: before the plan loads models and tasks
-    if cfg.evaluator.backend == "ray" and cfg.evaluator.address:
-        from evomerge.evaluator.ray_connect import check_reachable
-
-        check_reachable(cfg.evaluator.address)  # an unreachable cluster must not leave a run dir behind
+    check_environment(cfg, source)
     plan = plan or build_run_plan(cfg, source=source, config_dir=config_dir)
+    text = resolved_yaml(plan.cfg, config_dir)
+    fp = fingerprint(_parsed(text, str(store.config_path)), _models(plan))
+    root = Path(run_dir)
+    created = not root.exists()
     try:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise wrap(exc, path=run_dir, doing="creating the run directory") from None
     with RunLock(run_dir):
-        store.create(resolved_yaml(plan.cfg, config_dir))
-        store.write_json(store.root / "meta.json", plan.problem.meta)
+        store.create(text)
+        store.write_json(store.root / META_NAME, {**plan.problem.meta, "fingerprint": fp})
         try:
             if isinstance(plan, StagedPlan):
                 search_stages(plan, store, [], None, restore=restore_driver, progress=progress)
             else:
-                Session(plan, store, [], 0, 0.0).search(plan.make_driver(), Replay(), progress=progress)
+                session = Session(plan, store, [], 0, 0.0, fingerprint=short(fp))
+                session.search(plan.make_driver(), Replay(), progress=progress)
+        except BaseException:
+            store.close()
+            if not store.read_log(warn=lambda m: None):  # no result yet: not a run, a failed start
+                discard_new_run(store.root, created)
+            raise
         finally:
             store.close()
         return summarize(store)
@@ -75,11 +102,29 @@ def run(
 
 def resolved_yaml(cfg: RunConfig, config_dir: Path | None) -> str:
     """The run directory's ``config.yaml``: ``cfg`` in full, plus where relative task paths resolve."""
+    return yaml.safe_dump(resolved_dict(cfg, config_dir), sort_keys=False)
+
+
+def resolved_dict(cfg: RunConfig, config_dir: Path | None) -> dict[str, Any]:
     data = cfg.model_dump(mode="json", exclude_none=True)
     if cfg.fitness is not None and config_dir is not None:
         data.setdefault("fitness", {})
         data["_base_dir"] = str(config_dir)  # relative task paths keep resolving against the config's folder
-    return yaml.safe_dump(data, sort_keys=False)
+    return data
+
+
+def _parsed(text: str, source: str) -> dict[str, Any]:
+    """The resolved mapping of a config.yaml text, as :func:`resume` will read it back."""
+    data = dict(parse_yaml(text, source, error=RunDirError) or {})
+    base_dir = data.pop("_base_dir", None)
+    try:
+        return resolved_dict(parse_config(data, source), Path(base_dir) if base_dir else None)
+    except ConfigError:  # a staged config's resolved form does not parse as written (main's stages)
+        return {**data, **({"_base_dir": base_dir} if base_dir else {})}
+
+
+def _models(plan: Plan) -> dict[str, Any]:
+    return dict(getattr(plan.problem, "models", None) or {})
 
 
 def load_run_config(store: RunStore) -> tuple[RunConfig, Path | None]:
@@ -90,29 +135,68 @@ def load_run_config(store: RunStore) -> tuple[RunConfig, Path | None]:
     return parse_config(data, str(store.config_path)), (Path(base_dir) if base_dir else None)
 
 
-def resume(run_dir: str | Path, *, progress: bool = True, warn=None) -> dict[str, Any]:
-    """Continue ``run_dir`` from its newest readable checkpoint and its log; see the module docstring."""
+def resume(
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    warn=None,
+    allow_config_change: bool = False,
+    overrides: dict[str, Any] | None = None,
+    plan: Plan | None = None,
+) -> dict[str, Any]:
+    """Continue ``run_dir`` from its newest readable checkpoint and its log; see the module docstring.
+
+    ``overrides``: :func:`~evomerge.config.with_overrides` keys for this process only (the CLI's
+    ``--eval-timeout``); ``plan``: a plan for the run's config built by the caller (tests)."""
     warn = warn or (lambda m: print(m, file=sys.stderr))
     store = RunStore(run_dir)
     store.require()
     cfg, base_dir = load_run_config(store)
-    plan = build_run_plan(cfg, source=str(store.config_path), config_dir=base_dir, store=store)
+    cfg = with_overrides(cfg, **(overrides or {}))
+    name = store.config_path.name
+    ckpts = store.checkpoints(cfg.run.keep_checkpoints)
+    ckpts.refuse_legacy(store.log_path.name)
+    meta = store.read_json(store.root / META_NAME)
+    if meta is not None and not isinstance(meta, dict):
+        raise RunDirError(f"{store.root / META_NAME}: expected a JSON object")
+    resolved = resolved_dict(cfg, base_dir)
+    changes = [f"{name}: {c}" for c in config_changed(meta, resolved)]
+    if not allow_config_change:
+        refuse_changed(changes)
+    check_environment(cfg, str(store.config_path))
+    plan = plan or build_run_plan(cfg, source=str(store.config_path), config_dir=base_dir, store=store)
+    fp = fingerprint(resolved, _models(plan))
+    changes += models_changed(meta, fp["models"])
+    if not allow_config_change:
+        refuse_changed(changes)
     with RunLock(run_dir):
         records = store.read_log(repair=True, warn=warn)
-        ckpts = store.checkpoints(cfg.run.keep_checkpoints)
         ckpts.remove_temporaries()
-        loaded = ckpts.load_latest(log=warn)
+        accepted = _accept(store, meta or {}, fp, changes, len(records), warn)
+        if isinstance(plan, StagedPlan):  # each stage's driver is built by search_stages
+            loaded = ckpts.load_latest(
+                restore=lambda state: _check_fingerprint(state, accepted, allow_config_change), log=warn
+            )
+        else:
+            loaded = ckpts.load_latest(
+                restore=lambda state: _restore(plan, state, accepted, allow_config_change), log=warn
+            )
         if loaded is None and ckpts.list():
             warn(f"warning: no readable checkpoint in {ckpts.path}; replaying the whole log from the start")
-        state = None if loaded is None else loaded[1]
+        attempts = Attempts(store.root)
+        attempts.load((int(r["id"]) for r in records if isinstance(r.get("id"), int)), warn)
         try:
             if isinstance(plan, StagedPlan):
+                state = None if loaded is None else loaded[1]
                 search_stages(plan, store, records, state, restore=restore_driver, warn=warn, progress=progress)
             else:
-                driver = plan.make_driver()
-                told, elapsed, in_flight = restore_driver(driver, state, store, records, warn)
+                driver, told, elapsed, in_flight = plan.make_driver(), 0, 0.0, []
+                if loaded is not None:
+                    _, (driver, told, in_flight, elapsed, apply_rng) = loaded
+                    _check_told(told, store, records)
+                    apply_rng()
                 replay = Replay(known_from_record(store, r) for r in records[told:])
-                session = Session(plan, store, records, told, elapsed)
+                session = Session(plan, store, records, told, elapsed, fingerprint=short(fp), attempts=attempts)
                 session.refresh_outputs()
                 session.search(driver, replay, in_flight=in_flight, progress=progress)
         finally:
@@ -120,35 +204,92 @@ def resume(run_dir: str | Path, *, progress: bool = True, warn=None) -> dict[str
         return summarize(store)
 
 
-def restore_driver(driver, state: dict | None, store: RunStore, records: list[dict], warn) -> tuple[int, float, list]:
-    """Load checkpoint ``state`` (``None``: no readable one) into a fresh ``driver`` and the global
-    RNGs; returns ``(n_told, elapsed, in_flight)`` (``(0, 0.0, [])`` without a checkpoint)."""
-    if state is None:
-        return 0, 0.0, []
-    driver.load_state_dict(state["driver"])
-    told = int(state["n_told"])
-    in_flight = list(state.get("in_flight") or [])
-    _check_in_flight(driver, in_flight, warn)
-    set_rng_state(state.get("rng"))
+def _check_told(told: int, store: RunStore, records: list[dict]) -> None:
     if told > len(records):
         raise RunDirError(
-            f"{store.root}: the checkpoint has told {told} evaluations but {store.log_path.name} holds only {len(records)}; the log was truncated"
+            f"{store.root}: the checkpoint has told {told} evaluations but {store.log_path.name} holds only "
+            f"{len(records)}; the log was truncated"
         )
-    return told, float(state.get("elapsed", 0.0)), in_flight
 
 
-def _check_in_flight(driver, in_flight: list, warn) -> None:
-    """A driver that lists its pending candidates must hold exactly the checkpoint's in-flight
-    ones; a checkpoint written before in-flight candidates were recorded cannot bring them back."""
+def restore_driver(driver, state: dict | None, store: RunStore, records: list[dict], warn) -> tuple[int, float, list]:
+    """Load checkpoint ``state`` (``None``: no readable one) into a fresh ``driver`` (a staged run's
+    stage driver) and the global RNGs; returns ``(n_told, elapsed, in_flight)`` (``(0, 0.0, [])``
+    without a checkpoint). A malformed state is one line (a staged run does not fall back)."""
+    if state is None:
+        return 0, 0.0, []
+    try:
+        r = Reader(state, "checkpoint")
+        driver.load_state_dict(r.get("driver"))
+        told = r.int("n_told", low=0)
+        in_flight = [InFlight.from_state(f, f"checkpoint.in_flight[{i}]") for i, f in enumerate(r.list("in_flight"))]
+        _check_pending(driver, in_flight)
+        apply_rng = parse_rng_state(r.get("rng"))
+        elapsed = r.float("elapsed")
+    except StateError as exc:
+        raise RunDirError(f"{store.root}: the newest checkpoint is malformed ({exc})") from None
+    _check_told(told, store, records)
+    apply_rng()
+    return told, elapsed, in_flight
+
+
+def _check_pending(driver, in_flight: list) -> None:
     pending = getattr(driver, "pending_ids", None)
-    if pending is None:
-        return
-    missing = sorted(set(int(i) for i in pending) - {int(f["id"]) for f in in_flight})
-    if missing:
-        warn(
-            f"warning: the checkpoint does not record candidate(s) {', '.join(map(str, missing[:10]))} that were in flight "
-            f"when it was written (an older evomerge wrote it); they are not evaluated again"
+    if pending is not None and sorted(int(i) for i in pending) != sorted(int(f.candidate.id) for f in in_flight):
+        raise StateError(
+            f"checkpoint.in_flight: candidates {sorted(int(f.candidate.id) for f in in_flight)} are not the "
+            f"driver's pending {sorted(int(i) for i in pending)}"
         )
+
+
+def _check_fingerprint(state: dict[str, Any], accepted: set[tuple[str, str]], allow: bool) -> dict[str, Any]:
+    """``state``, unless its fingerprint is one meta.json does not record (and no ``allow``).
+    A staged run's checkpoints carry none (an empty section): only meta.json's is checked."""
+    fp = Reader(state, "checkpoint").sub("fingerprint")
+    if not fp.data:
+        return state
+    pair = (fp.str("config_sha256"), fp.str("models_sha256"))
+    if pair not in accepted and not allow:
+        raise RunDirError(
+            "the newest checkpoint was written with a config or models that meta.json does not record "
+            f"(was meta.json edited?); {HINT}"
+        )
+    return state
+
+
+def _accept(store: RunStore, meta: dict, fp: dict, changes: list[str], n_logged: int, warn) -> set[tuple[str, str]]:
+    """Record the run's fingerprint in meta.json (adopting it for an older run directory, or, after
+    ``--allow-config-change``, keeping the previous one in ``fingerprint_history``); returns every
+    (config, models) hash pair a checkpoint of this run may carry."""
+    old = meta.get("fingerprint")
+    history = [h for h in meta.get("fingerprint_history") or [] if isinstance(h, dict)]
+    if not isinstance(old, dict):
+        warn(
+            f"warning: {store.root / META_NAME} records no fingerprint (an older evomerge wrote it); "
+            "changes to the config or models before this resume cannot be detected"
+        )
+    elif changes:
+        warn(f"warning: {change_message(changes, 'continuing (--allow-config-change)')}")
+        history.append({**short(old), "replaced_after": n_logged, "changes": changes})
+    if not isinstance(old, dict) or changes:
+        store.write_json(store.root / META_NAME, {**meta, "fingerprint": fp, "fingerprint_history": history})
+    pairs = {tuple(short(fp).values())} | {(str(h.get("config_sha256")), str(h.get("models_sha256"))) for h in history}
+    if isinstance(old, dict):
+        pairs.add(tuple(short(old).values()))
+    return pairs
+
+
+def _restore(plan: Plan, state: dict[str, Any], accepted: set[tuple[str, str]], allow: bool):
+    """A checkpoint's state as (driver, n_told, in-flight candidates, elapsed, apply the RNG
+    states); a malformed one raises :class:`StateError` (the caller falls back to an older one)."""
+    _check_fingerprint(state, accepted, allow)
+    r = Reader(state, "checkpoint")
+    driver = plan.make_driver()
+    driver.load_state_dict(r.get("driver"))
+    told = r.int("n_told", low=0)
+    in_flight = [InFlight.from_state(f, f"checkpoint.in_flight[{i}]") for i, f in enumerate(r.list("in_flight"))]
+    _check_pending(driver, in_flight)
+    return driver, told, in_flight, r.float("elapsed"), parse_rng_state(r.get("rng"))
 
 
 def validate_best(run_dir: str | Path) -> dict | None:
@@ -168,4 +309,4 @@ def validate_best(run_dir: str | Path) -> dict | None:
     return out
 
 
-__all__ = ["load_run_config", "resolved_yaml", "restore_driver", "resume", "run", "validate_best"]
+__all__ = ["load_run_config", "resolved_dict", "resolved_yaml", "restore_driver", "resume", "run", "validate_best"]

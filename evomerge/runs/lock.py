@@ -73,6 +73,24 @@ class RunLock:
         self.release()
 
 
+def is_held(run_dir: str | Path) -> bool:
+    """Whether a live process holds ``run_dir``'s lock (probed with a non-blocking flock, released
+    at once; a missing lock file means nobody). Never creates the lock file."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing drops a flock this probe took
+    return False
+
+
 def _read_owner(fd: int) -> str:
     try:
         os.lseek(fd, 0, os.SEEK_SET)

@@ -9,7 +9,8 @@ writes it; JSON with sorted keys, NaN/inf as strings):
                     :data:`INLINE_GENOME_MAX` values
 ``meta``            the driver's metadata for the candidate
 ``recipe``          the request recipe the problem keeps (``None`` when the genome is the recipe)
-``status``          ``ok`` | ``failed``; ``error``: the first line of the error, or ``None``
+``status``          ``ok`` | ``failed`` (also when the result lacks an objective or one is not
+                    finite); ``error``: the first line of the error, or ``None``
 ``objectives``      ``{name: value}`` in each objective's own direction
 ``values``          signed objective values, ``score``: their scalarisation
                     (:meth:`evomerge.objectives.Objectives.record_fields`); ``None`` unless ok
@@ -85,15 +86,17 @@ def make_record(
     if isinstance(fitness, dict):
         fitness = {k: v for k, v in fitness.items() if k != "tasks"}  # per-example scores live in per_example
     finished = time.time()
+    ok = result.ok and not scored.outcome.failed  # evaluated but not scorable (an objective missing, NaN): failed
+    error = result.error_line if result.error else (None if ok else scored.outcome.error)
     return {
         "id": int(candidate.id),
         "genome": genome_field,
         "meta": to_jsonable(candidate.meta or {}),
         "recipe": recipe,
-        "status": result.status,
-        "error": result.error_line if result.error else None,
+        "status": result.status if result.ok == ok else "failed",
+        "error": error,
         "objectives": values,
-        **objectives.record_fields(values, result.ok),
+        **objectives.record_fields(values, ok),
         "per_example": result.per_example,
         "fitness": fitness,
         "split": "calibration",

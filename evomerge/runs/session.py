@@ -6,14 +6,22 @@ append its record to ``evaluations.jsonl`` (fsync) → update ``best/`` and ``pa
 driver is told) → :class:`Told` → checkpoint, every generation or every ``run.checkpoint_every``
 tells. A kill at any instant therefore loses nothing the driver has seen.
 
-A checkpoint (:mod:`evomerge.runs.checkpoint`) holds exactly what a resume reads back:
+A checkpoint (:mod:`evomerge.runs.checkpoint`) is data, one named section per concern, and holds
+exactly what a resume reads back:
 
 * ``driver`` — the driver's ``state_dict()``;
 * ``n_told`` — results the driver has been told (the scheduler's ``told_total``); the first
   ``n_told`` log records are those results;
-* ``in_flight`` — candidates handed out and not told (``InFlight.to_state()`` dicts);
-* ``rng`` — Python's, NumPy's and torch's global random states;
-* ``elapsed`` — search seconds so far (``budget.time_limit`` spans resumes).
+* ``in_flight`` — candidates handed out and not told (``InFlight.to_state()`` dicts, each with its
+  ``attempts``);
+* ``rng`` — Python's, NumPy's and torch's global random states, as arrays;
+* ``elapsed`` — search seconds so far (``budget.time_limit`` spans resumes);
+* ``fingerprint`` — hashes of the config and the models it was written with
+  (:mod:`evomerge.runs.fingerprint`).
+
+Per in-process evaluation (a :class:`Starting` event) the session notes the candidate in
+``attempts.json`` (:mod:`evomerge.runs.attempts`); per new result it feeds the failure breaker
+(:mod:`evomerge.runs.breaker`), which may stop the search.
 
 A run in stages (:mod:`evomerge.runs.stages`) runs one session per stage over the same log, each
 given its :class:`Segment`: ``n_told`` then counts the earlier stages' records too (the log's
@@ -35,27 +43,52 @@ from typing import Any
 import numpy as np
 
 from evomerge.pareto import ParetoArchive
+from evomerge.runs.attempts import Attempts
+from evomerge.runs.breaker import FailureBreaker
 from evomerge.runs.plan import Plan
 from evomerge.runs.records import best_score, make_record, record_genome
 from evomerge.runs.store import RunStore, as_float
 from evomerge.runs.summary import best_record
-from evomerge.scheduler import Budget, Evaluated, Replay, ResumePoint, Scheduler, SchedulerSummary, Told
+from evomerge.scheduler import Budget, Evaluated, Replay, ResumePoint, Scheduler, SchedulerSummary, Starting, Told
+from evomerge.state import Reader, StateError, random_state_data, set_random_state
 
 
 def rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's global random states, as data."""
     import torch
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, internal, gauss = random.getstate()
+    return {
+        "python": {"version": int(version), "internal": np.array(internal, dtype=np.int64), "gauss": gauss},
+        "numpy": random_state_data(np.random),  # the module's functions are its global RandomState's
+        "torch": torch.get_rng_state().numpy().copy(),
+    }
 
 
-def set_rng_state(state: dict[str, Any] | None) -> None:
-    if not state:
-        return
+def parse_rng_state(state: Any, where: str = "checkpoint.rng") -> Callable[[], None]:
+    """Check ``state`` (:func:`rng_state`'s) and return what sets the global random states to it."""
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    r = Reader(state, where)
+    py = r.sub("python")
+    internal = py.array("internal", (625,), dtype=np.int64)
+    if internal.min() < 0 or internal[:-1].max() >= 2**32 or internal[-1] > 624:
+        raise StateError(f"{where}.python.internal: not a Mersenne Twister state")
+    python = (py.int("version"), tuple(int(v) for v in internal), py.float("gauss", optional=True))
+    numpy_state = r.get("numpy")
+    set_random_state(np.random.RandomState(), numpy_state, f"{where}.numpy")  # checked on a scratch generator
+    torch_state = torch.from_numpy(r.array("torch", (None,), dtype=np.uint8))
+    try:
+        torch.Generator().set_state(torch_state)
+    except RuntimeError as exc:
+        raise StateError(f"{where}.torch: not a torch generator state ({str(exc).splitlines()[0]})") from None
+
+    def apply() -> None:
+        random.setstate(python)
+        set_random_state(np.random, numpy_state, f"{where}.numpy")
+        torch.set_rng_state(torch_state)
+
+    return apply
 
 
 @dataclass(frozen=True)
@@ -91,9 +124,17 @@ class Session:
         told_total: int,
         elapsed: float,
         segment: Segment | None = None,
+        *,
+        fingerprint: dict[str, str] | None = None,
+        attempts: Attempts | None = None,
     ):
         self.plan = plan
         self.segment = segment or Segment()
+        self.fingerprint = dict(fingerprint or {})
+        self.attempts = attempts or Attempts(store.root)
+        breaker = plan.cfg.run.failure_breaker
+        self.breaker = FailureBreaker(breaker.first, breaker.window, breaker.fraction)
+        self.breaker_reason: str | None = None
         self.problem = plan.problem
         self.store = store
         self.records = records
@@ -132,6 +173,7 @@ class Session:
                 list(in_flight or []),
                 replay,
                 best_score(self.records[start : self.told_total]),
+                attempts=dict(self.attempts.deaths),
             )
             problem = self.problem
             sched = Scheduler(
@@ -143,6 +185,7 @@ class Session:
                 per_example=problem.per_example_layout(),
                 early_stopping=problem.early_stopping,
                 resume=resume,
+                max_attempts=cfg.run.max_attempts,
             )
             self.write_progress("running")
             self._bar = tqdm(
@@ -157,12 +200,16 @@ class Session:
             try:
                 with closing(sched.events()) as events:
                     for event in events:
-                        if isinstance(event, Evaluated):
+                        if isinstance(event, Starting):
+                            self.attempts.start(event.candidate_id)
+                        elif isinstance(event, Evaluated):
                             self._log(event)
+                            self._observe(event, sched)
                         elif isinstance(event, Told):
                             self._told(event, driver, sched)
                 summary = sched.summary()
             finally:
+                self.attempts.stop()  # this process leaves the search alive: nothing died mid-evaluation
                 self._bar.close()
                 self._bar = None
             if summary.told or not self.ckpts.list():
@@ -171,9 +218,17 @@ class Session:
                 self.validate_on(backend)
         finally:
             backend.close()
-        if self.segment.last:
-            self.write_progress("finished", stop_reason=summary.stop_reason)
+        extra = {"message": self.breaker_reason} if self.breaker_reason else {}
+        if self.segment.last or self.breaker_reason:  # a tripped breaker ends a staged run too
+            self.write_progress("finished", stop_reason=summary.stop_reason, **extra)
         return summary
+
+    def _observe(self, event: Evaluated, sched: Scheduler) -> None:
+        result = event.scored.result
+        reason = self.breaker.observe(not event.scored.outcome.failed, event.scored.outcome.error or result.error_line)
+        if reason is not None and self.breaker_reason is None:
+            self.breaker_reason = reason
+            sched.stop(reason="failure_breaker")
 
     def _log(self, event: Evaluated) -> None:
         recipe = self.problem.record_recipe(event.scored.recipe)
@@ -223,6 +278,7 @@ class Session:
             # asked but not told: the driver holds them as pending and will not propose them again
             "in_flight": [f.to_state() if hasattr(f, "to_state") else dict(f) for f in in_flight],
             "elapsed": self.elapsed(),
+            "fingerprint": dict(self.fingerprint),
         }
         if self.segment.stage is not None:
             state["stage"] = self.segment.stage()  # a staged run's position (evomerge.runs.stages)
@@ -261,4 +317,4 @@ def validate_record(problem, store: RunStore, record: dict, backend=None) -> dic
     return problem.validate(record, genome, backend)
 
 
-__all__ = ["Segment", "Session", "rng_state", "set_rng_state", "validate_record"]
+__all__ = ["Segment", "Session", "parse_rng_state", "rng_state", "validate_record"]

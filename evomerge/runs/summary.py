@@ -8,18 +8,28 @@
   --validate``);
 - ``pareto_size``: the number of non-dominated ok candidates (on the maximised ``values``);
 - ``throughput``: evaluations per hour between the first start and the last finish in the log;
+- ``state``: ``progress.json``'s (``running``, ``finished``), except that a run that says
+  ``running`` while nobody holds its lock (:func:`evomerge.runs.lock.is_held`) was killed: ``dead``,
+  with ``last_written`` (when its log or progress was last written); ``stop_reason`` and
+  ``message`` (the failure breaker's) of a finished run.
 - ``stages`` (a run in stages, :mod:`evomerge.runs.stages`: meta.json lists ``stages``): per stage
   its name, label, evaluations (records whose ``meta.stage`` names it), ``max_evals``, best
   (``{id, objectives}``) and ``run_dir`` (a stage that ran in another run directory).
+
+:func:`outcome` turns a summary into the CLI's exit status: 1 with one ``error:`` line when no
+candidate succeeded or the failure breaker stopped the run.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
 from evomerge.pareto import nondominated
+from evomerge.runs.breaker import failure_summary
+from evomerge.runs.lock import is_held
 from evomerge.runs.store import RunStore, as_float
 
 
@@ -58,6 +68,12 @@ def summarize(store: RunStore, records: list[dict[str, Any]] | None = None) -> d
     ends = [r["finished"] for r in records if isinstance(r.get("finished"), (int, float))]
     span = (max(ends) - min(starts)) if starts and ends else 0.0
     progress = store.read_json(store.root / "progress.json") or {}
+    state = progress.get("state", "unknown")
+    last_written = None
+    if state == "running" and not is_held(store.root):
+        state = "dead"
+        stamps = [p.stat().st_mtime for p in (store.log_path, store.root / "progress.json") if p.exists()]
+        last_written = max(stamps) if stamps else None
     out = {
         "run_dir": str(store.root),
         "evaluations": len(records),
@@ -73,9 +89,14 @@ def summarize(store: RunStore, records: list[dict[str, Any]] | None = None) -> d
         "pareto_size": len(pareto_records(records)),
         "throughput_per_hour": (len(records) / span * 3600.0) if span > 0 else None,
         "wall_seconds": span,
-        "state": progress.get("state", "unknown"),
+        "state": state,
+        "last_written": last_written,
+        "stop_reason": progress.get("stop_reason"),
+        "message": progress.get("message"),
         "max_evals": progress.get("max_evals"),
     }
+    if out["best"] is None and records:
+        out["failures"] = failure_summary(records)
     meta = store.read_json(store.root / "meta.json")
     if isinstance(meta, dict) and isinstance(meta.get("stages"), list):
         out["stages"] = stage_summaries(meta["stages"], records)
@@ -103,8 +124,25 @@ def stage_summaries(stages: list[Any], records: list[dict[str, Any]]) -> list[di
     return out
 
 
+def outcome(s: dict[str, Any]) -> tuple[int, str | None]:
+    """(exit status, the ``error:`` line or None) of a run or resume that returned ``s``."""
+    if s.get("stop_reason") == "failure_breaker":
+        return 1, f"error: the run stopped: {s.get('message')}; fix the cause, then resume it"
+    if s["best"] is None and s["evaluations"]:
+        return 1, f"error: no candidate succeeded in {s['evaluations']} evaluations; {s.get('failures')}"
+    return 0, None
+
+
 def format_status(s: dict[str, Any]) -> str:
-    lines = [f"run        {s['run_dir']}  ({s['state']})"]
+    state = s["state"]
+    if state == "dead":
+        when = (
+            "unknown"
+            if s.get("last_written") is None
+            else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["last_written"]))
+        )
+        state = f"dead: last written {when}; resume it with `evomerge resume {s['run_dir']}`"
+    lines = [f"run        {s['run_dir']}  ({state})"]
     total = f" / {s['max_evals']}" if s.get("max_evals") else ""
     lines.append(f"evaluated  {s['evaluations']}{total}  ({s['failed']} failed)")
     if s["best"] is None:

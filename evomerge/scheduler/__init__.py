@@ -9,6 +9,7 @@ from evomerge.scheduler.events import (
     ResumePoint,
     SchedulerSummary,
     Scored,
+    Starting,
     Told,
 )
 from evomerge.scheduler.outcome import PerExampleLayout
@@ -27,5 +28,6 @@ __all__ = [
     "Scheduler",
     "SchedulerSummary",
     "Scored",
+    "Starting",
     "Told",
 ]

@@ -20,6 +20,7 @@ from evomerge.drivers.base import Candidate, Outcome
 from evomerge.evaluator.base import EvalResult
 from evomerge.objectives import Target
 from evomerge.scheduler.replay import Replay
+from evomerge.state import Reader, StateError
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,15 @@ class Evaluated:
 
 
 @dataclass(frozen=True)
+class Starting:
+    """The backend is about to evaluate ``candidate_id`` in this process (in-process backends
+    only); ``attempts``: how often this process died during its evaluation before."""
+
+    candidate_id: int
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
 class Told:
     """The driver was told ``candidate_ids``; ``told_total`` results since the run began."""
 
@@ -52,7 +62,7 @@ class Told:
     told_total: int
 
 
-Event = Evaluated | Told
+Event = Starting | Evaluated | Told
 
 
 @dataclass
@@ -61,11 +71,13 @@ class InFlight:
 
     ``submitted``: a request went to the backend, with ``must_beat`` as its early-stopping bar (a
     resubmission after resume sends the same bar, so an early-stopped score is reproduced).
+    ``attempts``: how often the run's process died while evaluating it (``run.max_attempts``).
     """
 
     candidate: Candidate
     must_beat: float | None = None
     submitted: bool = False
+    attempts: int = 0
 
     def to_state(self) -> dict[str, Any]:
         """Plain data for a checkpoint."""
@@ -76,38 +88,65 @@ class InFlight:
             "meta": dict(c.meta or {}),
             "must_beat": self.must_beat,
             "submitted": self.submitted,
+            "attempts": self.attempts,
         }
 
     @classmethod
-    def from_state(cls, state: InFlight | Candidate | Mapping[str, Any]) -> InFlight:
+    def from_state(cls, state: InFlight | Candidate | Mapping[str, Any], where: str = "in_flight") -> InFlight:
+        """From :meth:`to_state`'s dict (checked: :class:`~evomerge.state.StateError` when malformed)."""
         if isinstance(state, InFlight):
             return state
         if isinstance(state, Candidate):
             return cls(state)
-        genome = np.asarray(state["genome"], dtype=np.float64)
-        cand = Candidate(int(state["id"]), genome, dict(state.get("meta") or {}))
-        return cls(cand, state.get("must_beat"), bool(state.get("submitted", False)))
+        r = Reader(state, where)
+        meta = r.get("meta") if r.has("meta") else {}
+        if not isinstance(meta, dict):
+            raise StateError(f"{where}.meta: expected a mapping, got {type(meta).__name__}")
+        cand = Candidate(r.int("id", low=0), r.array("genome", (None,)), dict(meta))
+        must_beat = r.float("must_beat", optional=True) if r.has("must_beat") else None
+        submitted = r.bool("submitted") if r.has("submitted") else False
+        attempts = r.int("attempts", low=0) if r.has("attempts") else 0
+        return cls(cand, must_beat, submitted, attempts)
 
 
 @dataclass
 class ResumePoint:
-    """Where a resumed scheduler starts: ``told_before`` results told at the checkpoint, its
-    ``in_flight`` candidates (:meth:`InFlight.to_state` dicts), the log's results after it
-    (``replay``) and ``incumbent``, the best score among the told results (early stopping's
-    ``must_beat`` carries on from it)."""
+    """Where a resumed scheduler starts, from a checkpoint (the driver's state after
+    ``told_before`` tells) and the log: its ``in_flight`` candidates (:meth:`InFlight.to_state`
+    dicts: every candidate handed out and not told — running, queued, dropped by a stop, cut from
+    a generation by the budget, or waiting for the rest of its generation — with the ``must_beat``
+    it was sent with; the restored driver holds these as pending and never proposes them again,
+    so the scheduler takes them back first), the log's results after it
+    (``replay``), ``incumbent``, the best score among the told results (early stopping's
+    ``must_beat`` carries on from it), and ``attempts``: per candidate id, how often the run's
+    process died while evaluating it (a candidate at the scheduler's ``max_attempts`` is failed
+    without being evaluated again)."""
 
     told_before: int = 0
     in_flight: Sequence[InFlight | Candidate | Mapping[str, Any]] = ()
     replay: Replay = field(default_factory=Replay)
     incumbent: float | None = None
+    attempts: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass
 class Budget:
-    """When to stop asking. ``max_evals``: candidates charged since the run began (see "Counters"
-    in :mod:`evomerge.scheduler.scheduler`); ``time_limit``: seconds from the start of
-    :meth:`~evomerge.scheduler.scheduler.Scheduler.events`; ``target``: built by
-    :meth:`evomerge.objectives.Objectives.target`."""
+    """When to stop asking. ``max_evals``: candidates charged since the run began (the scheduler's
+    ``budget_spent``, see "Counters" in :mod:`evomerge.scheduler.scheduler`); ``time_limit``:
+    seconds from the start of :meth:`~evomerge.scheduler.scheduler.Scheduler.events`; ``target``:
+    built by :meth:`evomerge.objectives.Objectives.target`. What happens to work in progress when
+    the loop stops:
+
+    * ``max_evals`` reached — every candidate already asked is evaluated (it is within budget);
+    * ``time_limit``, ``target``, ``Scheduler.stop`` (first Ctrl-C) — requests not yet started are
+      dropped; evaluations already running are **waited for** and recorded and told as usual;
+    * ``Scheduler.stop(drop=True)`` (second Ctrl-C) — the loop returns at once; running
+      evaluations are abandoned (the caller closes the backend). ``KeyboardInterrupt`` is re-raised.
+
+    A generation larger than the budget left is evaluated as far as the budget goes and never told.
+    Dropped candidates and a generation cut short stay in ``Scheduler.in_flight()``; a checkpoint
+    written now and resumed with a larger budget takes them back (the logged ones from the replay,
+    never evaluated twice)."""
 
     max_evals: int | None = None
     time_limit: float | None = None
@@ -145,5 +184,6 @@ __all__ = [
     "ResumePoint",
     "SchedulerSummary",
     "Scored",
+    "Starting",
     "Told",
 ]

@@ -32,31 +32,11 @@ scheduler's own work):
 prefix of the log — seeded at resume with :attr:`ResumePoint.incumbent`, so it is the same at the
 same point of a resumed run.
 
-**Resume** (:class:`ResumePoint`): from a checkpoint (the driver's state after ``told_before``
-tells) and the log. ``in_flight`` — :meth:`Scheduler.in_flight` at the checkpoint: every candidate
-handed out and not told (running, queued, dropped by a stop, cut from a generation by the budget,
-or waiting for the rest of its generation), with the ``must_beat`` it was sent with. The restored
-driver holds these as pending and never proposes them again, so the scheduler takes them back
-first. ``replay`` — the log's results after the checkpoint (:mod:`evomerge.scheduler.replay`):
-never evaluated again (no :class:`Evaluated` event), told in log order with the asks interleaved
-as they were. With the in-process backend and a seed the finished log equals an uninterrupted run's.
-
-**Budget** (:class:`Budget`): ``max_evals`` bounds :attr:`budget_spent`; ``time_limit`` (seconds
-from the start of :meth:`events`) and ``target`` stop asking. What happens to work in progress
-when the loop stops:
-
-* ``max_evals`` reached — every candidate already asked is evaluated (it is within budget);
-* ``time_limit``, ``target``, :meth:`Scheduler.stop` (first Ctrl-C) — requests not yet started are
-  dropped; evaluations already running are **waited for** and recorded and told as usual;
-* :meth:`Scheduler.stop` with ``drop=True`` (second Ctrl-C) — the loop returns at once; running
-  evaluations are abandoned (the caller closes the backend). ``KeyboardInterrupt`` is re-raised.
-
-A generation larger than the budget left is evaluated as far as the budget goes and never told.
-Dropped candidates and a generation cut short stay in :meth:`Scheduler.in_flight`; a checkpoint
-written now and resumed with a larger budget takes them back (the logged ones from the replay,
-never evaluated twice).
-
-What a driver is told: :mod:`evomerge.scheduler.outcome`.
+**Resume** (:class:`ResumePoint`): the checkpoint's in-flight candidates are taken back first; the
+log's results after it are told, never evaluated again, in log order with the asks interleaved as
+they were (:mod:`evomerge.scheduler.replay`). **Budget**: :class:`Budget` (what stops the asking,
+and what happens to work in progress). **Candidates that kill the process** (``max_attempts``):
+:mod:`evomerge.scheduler.attempts`. What a driver is told: :mod:`evomerge.scheduler.outcome`.
 """
 
 from __future__ import annotations
@@ -72,6 +52,7 @@ from evomerge.drivers.base import Candidate, Driver, Outcome
 from evomerge.errors import ConfigError, RunDirError
 from evomerge.evaluator.base import EvalRequest, EvalResult, EvaluatorBackend
 from evomerge.objectives import Objectives, Target
+from evomerge.scheduler.attempts import AttemptGate
 from evomerge.scheduler.events import Budget, Evaluated, Event, InFlight, ResumePoint, SchedulerSummary, Scored, Told
 from evomerge.scheduler.interrupt import two_stage_sigint
 from evomerge.scheduler.outcome import PerExampleLayout, to_outcome
@@ -103,6 +84,7 @@ class Scheduler:
         resume: ResumePoint | None = None,
         split: str = "calibration",
         poll_interval: float = 0.25,
+        max_attempts: int | None = None,
     ):
         self.driver, self.backend, self.objectives = driver, backend, objectives
         self.budget = budget or Budget()
@@ -123,7 +105,9 @@ class Scheduler:
         resume = resume or ResumePoint()
         self._replay = resume.replay
         self._incumbent = resume.incumbent
+        self._gate = AttemptGate(resume.attempts, max_attempts)
         self._resubmit = [InFlight.from_state(f) for f in resume.in_flight]
+        self._gate.adopt(self._resubmit)
         # asked and not yet told, in asking order (what a checkpoint must carry over)
         self._untold: dict[int, InFlight] = {int(f.candidate.id): f for f in self._resubmit}
         if len(self._untold) != len(self._resubmit):
@@ -236,12 +220,16 @@ class Scheduler:
                 self._stats["reused"] += 1
                 yield from self._record(taken[0], taken[1].result)
                 continue
+            if self._gate.waiting:  # failed at max_attempts, never submitted
+                yield from self._on_new_result(self._gate.waiting.popleft())
+                continue
             if self.backend.pending() == 0:
                 if not self._asking or self._exhausted:
                     return
                 if self.generational and self._batch:  # cannot happen: a batch in flight is pending
                     raise RuntimeError("generation incomplete but nothing is pending in the backend")
                 continue  # the driver was told something: ask again
+            yield from self._gate.announce(self.backend)
             for result in self.backend.wait(timeout=self._wait_step()):
                 yield from self._on_new_result(result)
 
@@ -274,7 +262,7 @@ class Scheduler:
         return max(0, self.budget.max_evals - self._budget_spent)
 
     def _in_flight_count(self) -> int:
-        return self.backend.pending() + self._replay.waiting
+        return self.backend.pending() + self._replay.waiting + len(self._gate.waiting)
 
     def _ask_size(self, left: int | None) -> int:
         """How many candidates to ask for now (0: none)."""
@@ -347,7 +335,9 @@ class Scheduler:
             flight.submitted = True
         recipe = self.to_recipe(candidate)
         self._outstanding[cid] = (candidate, recipe)
-        self.backend.submit(EvalRequest(cid, recipe, self.split, flight.must_beat))
+        request = EvalRequest(cid, recipe, self.split, flight.must_beat)
+        if self._gate.admit(flight, request):
+            self.backend.submit(request)
 
     def _on_new_result(self, result: EvalResult) -> Iterator[Event]:
         entry = self._outstanding.pop(result.candidate_id, None)

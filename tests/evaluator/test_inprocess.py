@@ -118,7 +118,11 @@ def test_result_json_round_trip_is_exact():
     [
         ("slurm", {}, "unknown backend 'slurm' (known: inprocess, ray)"),
         ("inproces", {}, "unknown backend 'inproces' (did you mean 'inprocess'?)"),
-        ("inprocess", {"num_gpus": 1}, "unknown key 'evaluator.num_gpus' (known keys: num_workers, timeout)"),
+        (
+            "inprocess",
+            {"num_gpus": 1},
+            "unknown key 'evaluator.num_gpus' (known keys: num_workers, timeout, hard_timeout_grace)",
+        ),
         ("inprocess", {"num_worker": 2}, "unknown key 'evaluator.num_worker' (did you mean 'evaluator.num_workers'?)"),
         (
             "inprocess",

@@ -56,9 +56,9 @@ def test_run_directory_holds_log_checkpoints_best_and_pareto(finished_run):
         assert r["score"] == pytest.approx(-r["objectives"]["add"] - 0.5 * r["objectives"]["copy"])
         assert len(r["per_example"]["add"]) == 12 and len(r["per_example"]["copy"]) == 6
         assert r["recipe"]["merge_method"] == "ties"
-    assert [p.name for p in sorted((run_dir / "checkpoints").glob("ckpt-*.pkl"))] == [
-        "ckpt-00000004.pkl",
-        "ckpt-00000008.pkl",
+    assert [p.name for p in sorted((run_dir / "checkpoints").glob("ckpt-*.ckpt"))] == [
+        "ckpt-00000004.ckpt",
+        "ckpt-00000008.ckpt",
     ]
     best = best_record(records)
     assert yaml.safe_load((run_dir / "best" / "recipe.yaml").read_text()) == best["recipe"]

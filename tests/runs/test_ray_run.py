@@ -32,6 +32,6 @@ def test_digits_run_on_two_ray_actors(tmp_path, ray_session):
     assert status["evaluations"] == 10 and status["best"]["validation"]["test_accuracy"] > 0
     assert (tmp_path / "run" / "best" / "recipe.yaml").exists()
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("ckpt-*")) == [
-        "ckpt-00000008.pkl",
-        "ckpt-00000010.pkl",
+        "ckpt-00000008.ckpt",
+        "ckpt-00000010.ckpt",
     ]

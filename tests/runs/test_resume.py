@@ -148,13 +148,13 @@ def test_corrupted_latest_checkpoint_falls_back(reference, tmp_path):
         _cli("run", str(cfg_path), "--run-dir", str(run_dir), env={"EVOMERGE_CRASH_AT": "after-append:11"}).returncode
         == 137
     )
-    ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.pkl"))
-    assert [p.name for p in ckpts] == ["ckpt-00000004.pkl", "ckpt-00000008.pkl"]
+    ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.ckpt"))
+    assert [p.name for p in ckpts] == ["ckpt-00000004.ckpt", "ckpt-00000008.ckpt"]
     ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:-10])
     done = _cli("resume", str(run_dir))
     assert done.returncode == 0, done.stderr
     assert (
-        f"warning: checkpoint {ckpts[-1]} is corrupted (checksum mismatch); falling back to ckpt-00000004.pkl"
+        f"warning: checkpoint {ckpts[-1]} is corrupted (checksum mismatch); falling back to ckpt-00000004.ckpt"
         in done.stderr
     )
     assert _log(run_dir) == expected

@@ -104,7 +104,7 @@ def test_checkpoint_roundtrip_keep_two_and_fallback(tmp_path):
     said = []
     n, state = ck.load_latest(log=said.append)
     assert (n, state) == (6, {"n": 6})
-    assert said == [f"warning: checkpoint {path9} is corrupted (checksum mismatch); falling back to ckpt-00000006.pkl"]
+    assert said == [f"warning: checkpoint {path9} is corrupted (checksum mismatch); falling back to ckpt-00000006.ckpt"]
 
 
 def test_checkpoint_bad_header():

@@ -67,7 +67,7 @@ BASE = {"toyworld": {"preset": "test"}, "budget": {"max_evals": 3}}
         ),
         (
             {"evaluator": {"num_gpus": 1}},  # no backend: inprocess, which has no GPUs option
-            "unknown key 'evaluator.num_gpus' (known keys: backend, num_workers, timeout, device, dtype, batch_size)",
+            "unknown key 'evaluator.num_gpus' (known keys: backend, num_workers, timeout, hard_timeout_grace, device, dtype, batch_size)",
         ),
         (
             {"evaluator": {"backend": "ray", "num_gpu": 1}},
@@ -320,6 +320,11 @@ def test_backend_override_keeps_only_what_the_config_sets():
     ray = with_overrides(cfg, backend="ray", address="127.0.0.1:6379").evaluator
     # the in-process default num_workers=1 is not carried over: Ray sizes the pool itself
     assert (ray.backend, ray.address, ray.num_workers, ray.dtype) == ("ray", "127.0.0.1:6379", None, "bfloat16")
+    # --address names a Ray cluster: it implies the ray backend, and refuses another one
+    implied = with_overrides(cfg, address="auto").evaluator
+    assert (implied.backend, implied.address, implied.dtype) == ("ray", "auto", "bfloat16")
     with pytest.raises(ConfigError) as exc:
-        with_overrides(cfg, address="auto")
-    assert str(exc.value).startswith("command line: unknown key 'evaluator.address' (known keys: backend, num_workers")
+        with_overrides(cfg, backend="inprocess", address="auto")
+    assert str(exc.value) == (
+        "--address auto names a Ray cluster, but --backend is inprocess; drop --address or use --backend ray"
+    )
