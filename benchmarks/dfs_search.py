@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -58,7 +59,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from search_efficiency import HeldOut, baselines, best_so_far, mean_std, read_log  # noqa: E402
+from search_efficiency import HeldOut, baselines, best_so_far, default_checkpoints, mean_std, read_log  # noqa: E402
+
+#: Worlds of this benchmark, as changes to the demo preset's settings. ``v7``: the weak-base
+#: prototype of docs/toyworld.md ("v7": the base meets addition at weight 0.2 in L1 and 0.3 in L2
+#: instead of 0.4 / 0.6), where the base does the target at ≈ 0.05 and the experts at ≈ 0.01.
+WORLDS: dict[str, dict[str, Any]] = {
+    "v7": {"base_addition": {"L1.addition": 0.2, "L2.addition": 0.3}},
+}
 
 #: method label -> (space encoding, driver name, driver options)
 METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -73,6 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = p.add_mutually_exclusive_group()
     where.add_argument("--preset", default="demo", help="toy-world preset (default demo)")
+    where.add_argument(
+        "--world",
+        choices=sorted(WORLDS),
+        default=None,
+        help="a toy world of this benchmark's own, built and cached like a preset (see WORLDS)",
+    )
     where.add_argument("--world-dir", default=None, metavar="DIR", help="a complete toy world (manifest.json) in DIR")
     p.add_argument("--world-seed", type=int, default=0, help="the preset's world seed (default 0)")
     p.add_argument("--oracle", action="store_true", help="score the hand-made oracle paths first")
@@ -81,8 +95,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds (default 0 1 2)")
     p.add_argument("--embed-from", default="lang", help="model A: the expert that frames the path (default lang)")
     p.add_argument("--repeats", type=int, default=2, help="repetitions r of the layout (default 2)")
+    p.add_argument(
+        "--fix-ends",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="model A's first and last layers frame the path (default; --no-fix-ends: any path)",
+    )
     p.add_argument("--scale-mode", choices=["matrix", "per_layer", "none"], default="per_layer")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 2.0), metavar=("LO", "HI"))
+    p.add_argument(
+        "--checkpoints",
+        type=int,
+        nargs="*",
+        default=None,
+        help="evaluation counts at which the incumbent is scored held-out (default 10, 25, 50, 100, 200, ... --evals)",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--work-dir", default=None, help="where run directories go (default: a temporary directory)")
@@ -96,6 +123,13 @@ def load_world(args):
     from evomerge.toyworld.cache import read_manifest
 
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.world is not None:
+        from evomerge.toyworld import preset
+        from evomerge.toyworld.settings import BASE_MIX
+
+        demo = preset("demo", seed=args.world_seed)
+        base = dataclasses.replace(demo.base, mixture={**BASE_MIX, **WORLDS[args.world]["base_addition"]})
+        return build_toyworld(settings=demo.replace(base=base), log=log)
     if args.world_dir is None:
         return build_toyworld(preset=args.preset, seed=args.world_seed, log=log)
     manifest = read_manifest(Path(args.world_dir))
@@ -166,7 +200,7 @@ def run_oracle(world, held: HeldOut, emit) -> dict:
 # ---- searches --------------------------------------------------------------------------------
 def run_config(args, world, method: str, seed: int) -> dict[str, Any]:
     encoding, driver, options = METHODS[method]
-    if args.world_dir:
+    if args.world_dir or args.world:
         source = {
             "models": {"base": str(world.base), "experts": {k: str(v) for k, v in world.experts.items()}},
             "fitness": world.fitness_config([world.target_task]),
@@ -181,6 +215,7 @@ def run_config(args, world, method: str, seed: int) -> dict[str, Any]:
             "encoding": encoding,
             "repeats": args.repeats,
             "embed_from": args.embed_from,
+            "fix_ends": bool(args.fix_ends),
             "scale_mode": args.scale_mode,
             "scale_range": list(args.scale_range),
         },
@@ -209,6 +244,16 @@ def one_run(args, world, held: HeldOut, method: str, seed: int, work: Path) -> d
     curve, inc = best_so_far(records)
     best = records[inc[-1]] if inc and inc[-1] >= 0 else None
     start = records[0]
+    target = world.target_task
+    scored: dict[int, dict[str, float]] = {}
+
+    def heldout(i: int) -> dict[str, float]:
+        if i not in scored:
+            scored[i] = held.recipe(records[i]["recipe"])
+        return scored[i]
+
+    checkpoints = [n for n in (args.checkpoints or default_checkpoints(args.evals)) if 1 <= n <= len(records)]
+    held_curve = [heldout(inc[n - 1])[target] if inc[n - 1] >= 0 else None for n in checkpoints]
     return {
         "kind": "run",
         "method": method,
@@ -217,13 +262,14 @@ def one_run(args, world, held: HeldOut, method: str, seed: int, work: Path) -> d
         "dim": len(start["genome"]) if isinstance(start.get("genome"), list) else None,
         "start_calibration": start.get("score"),
         "curve": {"evals": list(range(1, len(records) + 1)), "best_calibration": [round(c, 6) for c in curve]},
+        "heldout_curve": {"evals": checkpoints, target: held_curve},
         "best": None
         if best is None
         else {
             "id": best["id"],
             "path": compact(best["recipe"]["path"]),
             "calibration": best["objectives"],
-            "validation": held.recipe(best["recipe"]),
+            "validation": heldout(inc[-1]),
         },
         "seconds": round(wall, 1),
         "run_dir": str(run_dir),
@@ -251,6 +297,11 @@ def summarize(world, base: list[dict], oracle: dict | None, runs: list[dict]) ->
                 "heldout_target_std": round(s, 4),
                 "heldout_target_per_seed": [round(v, 4) for v in vals],
                 "calibration_best_mean": round(float(np.mean([r["curve"]["best_calibration"][-1] for r in rs])), 4),
+                "heldout_target_at": {
+                    str(n): round(float(np.mean([r["heldout_curve"][t][k] for r in rs])), 4)
+                    for k, n in enumerate(rs[0]["heldout_curve"]["evals"])
+                    if all(k < len(r["heldout_curve"][t]) and r["heldout_curve"][t][k] is not None for r in rs)
+                },
                 "margin_over_best_source": round(m - best_source, 4),
                 "goal": bool(vals) and all(v >= best_source + 0.10 for v in vals),
             }
