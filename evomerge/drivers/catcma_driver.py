@@ -73,6 +73,8 @@ class CatCMADriver(GenerationalDriver):
             raise ConfigError("drivers.catcma: the space declares a gene with fewer than 2 categories")
         self.cat_idx = np.flatnonzero(self.categories >= 2)
         self.cont_idx = np.flatnonzero(self.categories == 0)
+        if np.any(self.lower[self.cat_idx] != 0.0) or np.any(self.upper[self.cat_idx] != 1.0):
+            raise ConfigError("drivers.catcma: categorical genes must live in [0, 1] (the space's box says otherwise)")
         x0 = np.array(space.x0 if opts.x0 is None else opts.x0, dtype=float).reshape(-1)
         if x0.shape != (self.dim,):
             raise ConfigError(f"drivers.catcma: x0 must have {self.dim} values, got {x0.shape[0]}")
@@ -119,10 +121,7 @@ class CatCMADriver(GenerationalDriver):
         if len(self.cat_idx):
             chosen = np.argmax(c, axis=1)
             ks = self.categories[self.cat_idx]
-            g[self.cat_idx] = [
-                self.lower[i] + (self.upper[i] - self.lower[i]) * category_value(int(k_), int(k))
-                for i, k_, k in zip(self.cat_idx, chosen, ks)
-            ]
+            g[self.cat_idx] = [category_value(int(k_), int(k)) for k_, k in zip(chosen, ks)]
         return g
 
     def _x0_member(self) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:

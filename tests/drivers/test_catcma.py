@@ -131,5 +131,7 @@ def test_space_errors():
         make_driver("catcma", BoxSpace(3, lower=-np.inf, upper=np.inf, x0=np.zeros(3)))
     with pytest.raises(ConfigError, match=r"^drivers.catcma: the space declares a gene with fewer than 2 categories$"):
         make_driver("catcma", BoxSpace(3, categories=[2, 1, 0]))
+    with pytest.raises(ConfigError, match=r"^drivers.catcma: categorical genes must live in \[0, 1\]"):
+        make_driver("catcma", BoxSpace(3, lower=-1.0, upper=1.0, categories=[2, 0, 0]))
     with pytest.raises(ConfigError, match=r"^drivers.catcma: catcma is single-objective"):
         make_driver("catcma", mixed_space(), n_objectives=2)
