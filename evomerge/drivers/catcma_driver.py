@@ -20,15 +20,16 @@ the sampled categories.
   data-flow space model A's own path — so the search never reports less than its start.
 * **Population** λ = 4 + ⌊3 ln n⌋ over all genes (``population_size``); a generation is told
   whole, as in :mod:`.cmaes_driver`; failed candidates rank last (min f − 1).
-* **Resume**: the optimizer's attributes are kept as plain data (arrays, floats) in
-  ``state_dict``; its RNG is reseeded with ``derive_seed(seed, generation)`` at the start of each
+* **Resume**: ``state_dict`` is plain data — dicts, lists, numbers, bools, None and numpy
+  arrays, nothing pickled: the optimizer's attributes (:func:`catcma_data`; restored onto a fresh
+  optimizer built with the same arguments, checked name by name, :func:`catcma_restore`) and the
+  generation in progress; its RNG is reseeded with ``derive_seed(seed, generation)`` at the start of each
   generation and the whole generation is sampled at once, so a resumed run draws exactly what an
   uninterrupted one draws.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -153,20 +154,78 @@ class CatCMADriver(GenerationalDriver):
         return np.array(self._optimizer._q, copy=True) if len(self.cat_idx) else np.zeros((0, 0))
 
     def state_dict(self) -> dict[str, Any]:
+        """Plain data only (dicts with str keys, lists, numbers, bools, None, numpy arrays): no pickle."""
         state = self._base_state()
         state.update(
-            optimizer={k: copy.deepcopy(v) for k, v in vars(self._optimizer).items() if k != "_rng"},
-            samples=copy.deepcopy(self._samples),
+            optimizer=catcma_data(self._optimizer),
+            samples=[{"x": _copy(x), "c": _copy(c), "v_raw": _copy(v)} for x, c, v in self._samples],
             **self._generation_state(),
         )
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._load_base_state(state)
-        cls = _catcma()
-        opt = cls.__new__(cls)
-        opt.__dict__.update(copy.deepcopy(state["optimizer"]))
-        opt._rng = np.random.RandomState(derive_seed(self.seed, int(state["generation"])))
+        opt = self._make_optimizer()  # the same constructor arguments; then the stored attributes
+        catcma_restore(opt, state["optimizer"])
+        opt.reseed_rng(derive_seed(self.seed, int(state["generation"])))
         self._optimizer = opt
         self._load_generation_state(state)
-        self._samples = copy.deepcopy(state["samples"])
+        self._samples = [
+            (_array(s["x"], float), _array(s["c"], bool), _array(s["v_raw"], float)) for s in state["samples"]
+        ]
+
+
+# -- the optimizer as data -----------------------------------------------------------------------
+def _copy(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.array(a, copy=True)
+
+
+def _array(a: Any, dtype: type) -> np.ndarray | None:
+    return None if a is None else np.array(a, dtype=dtype, copy=True)
+
+
+def catcma_data(optimizer: Any) -> dict[str, Any]:
+    """A ``cmaes.CatCMAwM``'s attributes as plain data: arrays copied, numpy scalars as Python
+    numbers (their names in ``numpy_scalars``, so they come back as numpy scalars), lists of numbers
+    as lists; the RNG is left out (each generation reseeds it)."""
+    attrs: dict[str, Any] = {}
+    numpy_scalars: list[str] = []
+    for key, value in vars(optimizer).items():
+        if key == "_rng":
+            continue
+        if isinstance(value, np.ndarray):
+            attrs[key] = value.copy()
+        elif isinstance(value, np.generic):
+            attrs[key] = value.item()
+            numpy_scalars.append(key)
+        elif isinstance(value, list):  # the termination history: numpy floats
+            attrs[key] = [float(v) for v in value]
+        elif value is None or isinstance(value, (bool, int, float)):
+            attrs[key] = value
+        else:
+            raise TypeError(f"drivers.catcma: cannot keep the optimizer's {key} ({type(value).__name__}) as data")
+    return {"attrs": attrs, "numpy_scalars": numpy_scalars}
+
+
+def catcma_restore(optimizer: Any, data: dict[str, Any]) -> None:
+    """Set ``optimizer``'s attributes (a fresh ``CatCMAwM`` built with the same arguments) from
+    :func:`catcma_data`: exactly the attributes it has, arrays of its dtypes and shapes."""
+    attrs, scalars = data["attrs"], set(data["numpy_scalars"])
+    mine = {k: v for k, v in vars(optimizer).items() if k != "_rng"}
+    if set(attrs) != set(mine):
+        odd = ", ".join(sorted(set(attrs) ^ set(mine)))
+        raise ConfigError(f"drivers.catcma: the checkpoint's optimizer differs from this one in {odd}")
+    for key, value in attrs.items():
+        now = mine[key]
+        if isinstance(value, np.ndarray):
+            if isinstance(now, np.ndarray) and (now.shape != value.shape or now.dtype != value.dtype):
+                raise ConfigError(
+                    f"drivers.catcma: checkpoint optimizer {key} is {value.dtype}{list(value.shape)}, "
+                    f"this optimizer's is {now.dtype}{list(now.shape)}"
+                )
+            value = value.copy()
+        elif isinstance(value, list):
+            value = [np.float64(v) for v in value]
+        elif key in scalars:
+            value = np.float64(value) if isinstance(value, float) else np.int64(value)
+        setattr(optimizer, key, value)

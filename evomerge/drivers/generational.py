@@ -85,13 +85,15 @@ class GenerationalDriver(DriverBase):
             "generation": self._generation,
             "members": [m.copy() for m in self._members],
             "buffer": list(self._buffer),
-            "id_to_slot": dict(self._id_to_slot),
-            "values": dict(self._values),
+            # pairs, not int-keyed dicts: a state is plain JSON-able data
+            "id_to_slot": [[int(k), int(v)] for k, v in self._id_to_slot.items()],
+            "values": [[int(k), v] for k, v in self._values.items()],
         }
 
     def _load_generation_state(self, state: dict[str, Any]) -> None:
         self._generation = int(state["generation"])
         self._members = [np.array(m, dtype=float) for m in state["members"]]
         self._buffer = list(state["buffer"])
-        self._id_to_slot = {int(k): int(v) for k, v in state["id_to_slot"].items()}
-        self._values = dict(state["values"])
+        pairs = lambda x: x.items() if isinstance(x, dict) else x  # noqa: E731 (older checkpoints: dicts)
+        self._id_to_slot = {int(k): int(v) for k, v in pairs(state["id_to_slot"])}
+        self._values = {int(k): (None if v is None else float(v)) for k, v in pairs(state["values"])}

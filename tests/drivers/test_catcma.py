@@ -1,5 +1,7 @@
 """CatCMA driver: categorical genes as categories, continuous genes as CMA-ES, x0 first, options."""
 
+import json
+
 import numpy as np
 import pytest
 from conftest import BoxSpace, drive, evaluate
@@ -135,3 +137,87 @@ def test_space_errors():
         make_driver("catcma", BoxSpace(3, lower=-1.0, upper=1.0, categories=[2, 0, 0]))
     with pytest.raises(ConfigError, match=r"^drivers.catcma: catcma is single-objective"):
         make_driver("catcma", mixed_space(), n_objectives=2)
+
+
+def _to_json(tree):
+    """``tree`` as JSON text, arrays as {"nd": dtype, "shape", "data"}; TypeError for anything else."""
+
+    def enc(o):
+        if isinstance(o, np.ndarray):
+            return {"nd": o.dtype.str, "shape": list(o.shape), "data": o.ravel().tolist()}
+        raise TypeError(f"not plain data: {type(o).__name__}")
+
+    return json.dumps(tree, default=enc)
+
+
+def _from_json(text):
+    def dec(d):
+        return np.array(d["data"], dtype=d["nd"]).reshape(d["shape"]) if set(d) == {"nd", "shape", "data"} else d
+
+    return json.loads(text, object_hook=dec)
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        assert all(isinstance(k, (str, int)) for k in tree)
+        for v in tree.values():
+            yield from _leaves(v)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _leaves(v)
+    else:
+        yield tree
+
+
+@pytest.mark.parametrize("space", ["mixed", "dataflow"])
+def test_state_is_plain_data_and_a_json_round_trip_resumes_exactly(space):
+    # a generation half told, after several full ones: through JSON + arrays (no pickle), a fresh
+    # driver continues with exactly the candidates of the uninterrupted one
+    if space == "mixed":
+        build = lambda: make_driver("catcma", mixed_space(), seed=5, population_size=6)  # noqa: E731
+        f = mixed
+    else:
+        s = DataFlowSpace({"A": 3, "B": 3}, repeats=2, encoding="indicator", scale_mode="per_layer")
+        build = lambda: make_driver("catcma", s, seed=5)  # noqa: E731
+        f = lambda x: -float(np.sum((x - 0.4) ** 2))  # noqa: E731
+    ref = build()
+    ref_cands = drive(ref, f, 40, batch=4)
+    d = build()
+    first = drive(d, f, 20, batch=4)
+    half = d.ask(2)
+    d.tell(half[:1], evaluate(f, half[:1]))
+    state = d.state_dict()
+    for leaf in _leaves(state):
+        assert leaf is None or isinstance(leaf, (str, int, float, bool, np.ndarray)), type(leaf)
+        assert not isinstance(leaf, (np.generic, bytes))
+    text = _to_json(state)
+    rest_live = [half[1]] + drive_rest(d, f, half[1:], 40 - 22)
+    resumed = build()
+    resumed.load_state_dict(_from_json(text))
+    rest = [half[1]] + drive_rest(resumed, f, half[1:], 40 - 22)
+    want = ref_cands[22:]
+    assert [c.id for c in first + half] == [c.id for c in ref_cands[:22]]
+    for got in (rest, rest_live):
+        assert [c.id for c in got[1:]] == [c.id for c in want]
+        assert all(np.array_equal(a.genome, b.genome) for a, b in zip(got[1:], want))
+    np.testing.assert_array_equal(resumed.category_probabilities(), ref.category_probabilities())
+
+
+def drive_rest(driver, f, outstanding, n_new):
+    """Tell ``outstanding``, then ask/tell ``n_new`` more in batches of 4; the new candidates."""
+    driver.tell(outstanding, evaluate(f, outstanding))
+    return drive(driver, f, n_new, batch=4)
+
+
+def test_a_checkpoint_of_another_optimizer_is_refused():
+    d = make_driver("catcma", mixed_space(), seed=0, population_size=6)
+    state = d.state_dict()
+    state["optimizer"]["attrs"].pop("_q")
+    with pytest.raises(ConfigError, match=r"^drivers.catcma: the checkpoint's optimizer differs from this one in _q$"):
+        make_driver("catcma", mixed_space(), seed=0, population_size=6).load_state_dict(state)
+    state = make_driver("catcma", mixed_space(), seed=0, population_size=6).state_dict()
+    state["optimizer"]["attrs"]["_q"] = np.zeros((3, 3))
+    with pytest.raises(
+        ConfigError, match=r"checkpoint optimizer _q is float64\[3, 3\], this optimizer's is float64\[10, 4\]"
+    ):
+        make_driver("catcma", mixed_space(), seed=0, population_size=6).load_state_dict(state)
