@@ -31,8 +31,12 @@ Output: JSON lines — ``world``, ``baseline`` (one per model), ``oracle_path`` 
 ``--oracle``), ``oracle`` (the best), ``run`` (one per search), ``summary``; ``--table`` prints the
 Markdown tables of ``docs/results.md`` to stderr.
 
-    nice -n 10 .venv/bin/python benchmarks/dfs_search.py --preset demo --oracle --evals 200 --seeds 0 1 2 --table
-    nice -n 10 .venv/bin/python benchmarks/dfs_search.py --world-dir DIR --methods choice-catcma --evals 300
+Defaults: the best set-up found (docs/results.md, "Data-flow search"): the ``carry`` world,
+model A = the math expert, free ends, r = 2, per-layer scales in [0.5, 2], 300 evaluations.
+
+    .venv/bin/python benchmarks/dfs_search.py --world-seed 0 --oracle --methods indicator-catcma --seeds 0 1 2 --table
+    .venv/bin/python benchmarks/dfs_search.py --preset demo --embed-from lang --fix-ends --evals 200
+    .venv/bin/python benchmarks/dfs_search.py --world v7 --world-seed 1 --methods indicator-catcma choice-catcma
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--preset", default="demo", help="toy-world preset (default demo)")
+    where.add_argument("--preset", default="carry", help="toy-world preset (default carry)")
     where.add_argument(
         "--world",
         choices=sorted(WORLDS),
@@ -91,15 +95,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--world-seed", type=int, default=0, help="the preset's world seed (default 0)")
     p.add_argument("--oracle", action="store_true", help="score the hand-made oracle paths first")
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS), help="searches to run")
-    p.add_argument("--evals", type=int, default=200, help="evaluations per search (default 200; 0: no search)")
+    p.add_argument("--evals", type=int, default=300, help="evaluations per search (default 300; 0: no search)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds (default 0 1 2)")
-    p.add_argument("--embed-from", default="lang", help="model A: the expert that frames the path (default lang)")
+    p.add_argument("--embed-from", default="math", help="model A: the expert that frames the path (default math)")
     p.add_argument("--repeats", type=int, default=2, help="repetitions r of the layout (default 2)")
     p.add_argument(
         "--fix-ends",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="model A's first and last layers frame the path (default; --no-fix-ends: any path)",
+        default=False,
+        help="model A's first and last layers frame the path (default: --no-fix-ends, any path)",
     )
     p.add_argument("--scale-mode", choices=["matrix", "per_layer", "none"], default="per_layer")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 2.0), metavar=("LO", "HI"))
@@ -355,7 +359,14 @@ def main(argv=None) -> int:
             sink.flush()
 
     emit(
-        {"kind": "world", "preset": None if args.world_dir else args.preset, "root": str(world.root), "key": world.key}
+        {
+            "kind": "world",
+            "preset": None if (args.world_dir or args.world) else args.preset,
+            "world": args.world,
+            "world_seed": args.world_seed,
+            "root": str(world.root),
+            "key": world.key,
+        }
     )
     tasks = [world.target_task] + sorted(set(world.expert_skills.values()) - {world.target_task})
     held = HeldOut(world, args.batch_size, tasks)
