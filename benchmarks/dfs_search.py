@@ -28,7 +28,8 @@ The goal (issue 11): DFS alone ≥ best source + 0.10 on the held-out target on 
 the sources are the base and the experts.
 
 Output: JSON lines — ``world``, ``baseline`` (one per model), ``oracle_path`` (one per path with
-``--oracle``), ``oracle`` (the best), ``run`` (one per search), ``summary``; ``--table`` prints the
+``--oracle``), ``oracle`` (the best), ``run`` (one per search; its best path is also scored with every scale
+set to 1), ``summary``; ``--table`` prints the
 Markdown tables of ``docs/results.md`` to stderr.
 
 Defaults: the best set-up found (docs/results.md, "Data-flow search"): the ``carry`` world,
@@ -174,6 +175,11 @@ def oracle_paths(a: str, b: str, n: int) -> list[tuple[str, str, list[dict]]]:
     return out
 
 
+def unit_scales(recipe: dict) -> dict:
+    """``recipe`` (a data-flow recipe) with every step's input scale set to 1."""
+    return {**recipe, "path": [{**step, "scale": 1.0} for step in recipe["path"]]}
+
+
 def compact(path: list[dict]) -> str:
     return " ".join(f"{s['model']}.{s['layer']}" + (f"*{s['scale']:.2f}" if s["scale"] != 1.0 else "") for s in path)
 
@@ -274,6 +280,8 @@ def one_run(args, world, held: HeldOut, method: str, seed: int, work: Path) -> d
             "path": compact(best["recipe"]["path"]),
             "calibration": best["objectives"],
             "validation": heldout(inc[-1]),
+            # the same path with every input scale 1: how much of the score the scales carry
+            "validation_unit_scales": held.recipe(unit_scales(best["recipe"])),
         },
         "seconds": round(wall, 1),
         "run_dir": str(run_dir),
