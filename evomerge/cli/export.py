@@ -23,6 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--out", required=True, metavar="OUT", help="output file (recipe, mergekit) or directory (hf, or pareto)"
     )
+    p.add_argument(
+        "--stage",
+        default=None,
+        metavar="NAME",
+        help="choose among one stage's candidates of a staged run (sequential PS+DFS: ps = the PS winner alone, dfs)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite OUT")
     p.set_defaults(func=main)
 
@@ -30,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from evomerge.export import export
 
-    for path in export(args.run_dir, which=args.which, format=args.format, out=args.out, force=args.force):
+    for path in export(
+        args.run_dir, which=args.which, format=args.format, out=args.out, force=args.force, stage=args.stage
+    ):
         print(path)
     return 0

@@ -1,7 +1,11 @@
 """``evomerge export``: a run's result as something a user takes away.
 
 ``which``: ``best`` (highest scalarised score), ``pareto`` (every non-dominated candidate, one
-output each under OUT/<id>…), or a candidate id. ``format``:
+output each under OUT/<id>…), or a candidate id; ``stage``: choose among one stage's candidates of
+a staged run (sequential PS+DFS: ``ps`` is the PS winner alone, ``dfs`` the data-flow stage's,
+whose recipes nest the PS winner as model A), read by the report's stage contract
+(:mod:`evomerge.report.stages`; a ps stage that ran elsewhere is read from its ``run_dir``).
+``format``:
 
 - ``recipe``: our recipe YAML (parameter-space :class:`~evomerge.merge.recipes.parameter.Recipe` or a
   data-flow recipe) — ``evomerge merge`` rebuilds the model from it;
@@ -24,8 +28,23 @@ from evomerge.runs.summary import best_record, pareto_records
 FORMATS = ("recipe", "mergekit", "hf")
 
 
-def select(store: RunStore, which: str | int) -> list[dict[str, Any]]:
-    records = store.read_log()
+def stage_records(store: RunStore, stage: str) -> list[dict[str, Any]]:
+    """The records of ``stage`` of a staged run (the report's stage contract)."""
+    from evomerge.report.stages import read_stages
+
+    meta = store.read_json(store.root / "meta.json")
+    stages = read_stages(store.root, meta if isinstance(meta, dict) else {}, store.read_log())
+    for st in stages:
+        if st.name == stage:
+            return st.records
+    known = ", ".join(st.name for st in stages)
+    raise ConfigError(
+        f"--stage: {store.root} has no stage {stage!r} ({'its stages: ' + known if known else 'it is not a staged run'})"
+    )
+
+
+def select(store: RunStore, which: str | int, stage: str | None = None) -> list[dict[str, Any]]:
+    records = store.read_log() if stage is None else stage_records(store, stage)
     ok = [r for r in records if r.get("status") == "ok"]
     if which == "best":
         best = best_record(records)
@@ -93,13 +112,15 @@ def export(
     out: str | Path = "export",
     *,
     force: bool = False,
+    stage: str | None = None,
 ) -> list[Path]:
-    """Export the selected candidate(s); returns the written paths (one per candidate)."""
+    """Export the selected candidate(s) (of ``stage`` only, when given); returns the written
+    paths (one per candidate)."""
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
     store = RunStore(run_dir)
     store.require()
-    chosen = select(store, which)
+    chosen = select(store, which, stage)
     out = Path(out)
     if which != "pareto":
         return [export_one(chosen[0], format, out, force=force)]
@@ -113,4 +134,4 @@ def export(
     return paths
 
 
-__all__ = ["FORMATS", "export", "export_one", "select"]
+__all__ = ["FORMATS", "export", "export_one", "select", "stage_records"]
