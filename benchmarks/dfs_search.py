@@ -35,7 +35,7 @@ Markdown tables of ``docs/results.md`` to stderr.
 Defaults: the best set-up found (docs/results.md, "Data-flow search"): the ``carry`` world,
 model A = the math expert, free ends, r = 2, per-layer scales in [0.5, 2], 300 evaluations.
 
-    .venv/bin/python benchmarks/dfs_search.py --world-seed 0 --oracle --methods indicator-catcma --seeds 0 1 2 --table
+    .venv/bin/python benchmarks/dfs_search.py --world-seed 1 --oracle --methods choice-catcma indicator-catcma --seeds 0 --table
     .venv/bin/python benchmarks/dfs_search.py --preset demo --embed-from lang --fix-ends --evals 200
     .venv/bin/python benchmarks/dfs_search.py --world v7 --world-seed 1 --methods indicator-catcma choice-catcma
 """
