@@ -234,14 +234,14 @@ class HeldOut:
         self.backend = InProcessBackend(world_worker_spec(world, cfg.model_dump(mode="json"), batch_size=batch_size))
         self._next_id = 0
 
-    def recipe(self, recipe: dict) -> dict[str, float]:
+    def recipe(self, recipe: dict, split: str = "validation") -> dict[str, float]:
         from evomerge.evaluator import EvalRequest
 
         self._next_id += 1
-        self.backend.submit(EvalRequest(self._next_id, recipe, "validation", None))
+        self.backend.submit(EvalRequest(self._next_id, recipe, split, None))
         (res,) = self.backend.wait()
         if not res.ok:
-            raise RuntimeError(f"held-out evaluation failed: {res.error_line}")
+            raise RuntimeError(f"{split} evaluation failed: {res.error_line}")
         return {k: float(v) for k, v in res.objectives.items()}
 
     def checkpoint(self, path: Path) -> dict[str, float]:

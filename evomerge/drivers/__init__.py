@@ -1,4 +1,5 @@
-"""Search drivers: CMA-ES, M2N2, Optuna samplers and random search behind one protocol.
+"""Search drivers: CMA-ES, mixed categorical CMA-ES (CatCMA), M2N2, Optuna samplers and random
+search behind one protocol.
 
 :data:`DRIVERS` names every driver class; each has ``Options`` (a pydantic model: the run
 config's ``driver.options``) and ``multi_objective(options)``. Adding a driver is its module plus
@@ -23,6 +24,7 @@ from evomerge.validation import parse_options
 # Lazy references keep `import evomerge.drivers` cheap.
 DRIVERS = Registry("driver")
 DRIVERS.register("cmaes", "evomerge.drivers.cmaes_driver:CMAESDriver")
+DRIVERS.register("catcma", "evomerge.drivers.catcma_driver:CatCMADriver")
 DRIVERS.register("m2n2", "evomerge.drivers.m2n2:M2N2Driver")
 DRIVERS.register("optuna", "evomerge.drivers.optuna_driver:OptunaDriver")
 DRIVERS.register("random", "evomerge.drivers.random_search:RandomDriver")

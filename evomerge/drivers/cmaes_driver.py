@@ -17,6 +17,9 @@ maximise. Defaults follow Akiba et al.: m_0 = ``space.x0``, σ_0 = ``space.sigma
 * **IPOP** (``restarts="ipop"``): when ``cmaes`` reports ``should_stop()`` (or the best f of the
   current restart has not improved for ``patience`` generations), start again from a uniform
   random mean in the box with λ multiplied by ``inc_popsize`` (2), at most ``max_restarts`` times.
+* **x0 first** (``include_x0``): the first candidate of the first generation is x0 itself instead
+  of a draw (told to ``cmaes`` like any member), so the search never reports less than its start
+  — for a data-flow space, the paper's initialisation at model A's own path.
 * **Determinism / resume**: the driver reseeds the optimizer at the start of *every* generation
   with ``derive_seed(seed, generation)`` and samples the whole generation at once;
   ``state_dict`` holds the optimizer as data (:mod:`evomerge.drivers.cma_state`: m, C, σ, the
@@ -32,10 +35,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from evomerge.drivers.base import Candidate, DriverBase, DriverOptions, Outcome, derive_seed, outcome_failed
+from evomerge.drivers.base import DriverOptions, derive_seed
 from evomerge.drivers.cma_state import cma_data, cma_from_data
+from evomerge.drivers.generational import GenerationalDriver
 from evomerge.errors import ConfigError
-from evomerge.state import StateError, as_float, as_int
+from evomerge.state import StateError
 
 _RESTART_SALT = 0x1905  # keeps restart means independent of generation seeds
 
@@ -58,13 +62,14 @@ class CMAESOptions(DriverOptions):
     max_restarts: int = Field(default=9, ge=0)
     inc_popsize: int = Field(default=2, ge=1)
     patience: int | None = Field(default=None, ge=1)  # generations without improvement before a restart
+    include_x0: bool = False  # the first candidate is x0 itself (a data-flow space: model A's own path)
 
 
-class CMAESDriver(DriverBase):
+class CMAESDriver(GenerationalDriver):
     """Generational CMA-ES; see the module docstring for the maths and the conventions."""
 
     name = "cmaes"
-    generational = True
+    label = "CMA-ES"
     Options = CMAESOptions
 
     def __init__(self, space: Any, options: CMAESOptions | dict | None = None, *, n_objectives: int = 1, seed: int = 0):
@@ -88,15 +93,12 @@ class CMAESDriver(DriverBase):
             raise ConfigError(f"drivers.cmaes: x0 must have {self.dim} values, got {mean.shape[0]}")
         if np.any(mean < self.lower) or np.any(mean > self.upper):
             raise ConfigError("drivers.cmaes: x0 lies outside the space's bounds")
+        self._x0 = mean.copy()
         self._optimizer = self._make_optimizer(mean, self.population_size, derive_seed(self.seed))
-        self._generation = 0  # counts generations over all restarts
+        self._init_generation()
         self._restart = 0
         self._restart_best = -math.inf
         self._stale = 0
-        self._buffer: list[np.ndarray] = []  # genomes of this generation not asked yet
-        self._members: list[np.ndarray] = []  # the whole current generation, sampling order
-        self._id_to_slot: dict[int, int] = {}
-        self._values: dict[int, float | None] = {}  # slot -> scalarised value (None = failed)
 
     # -- cmaes ---------------------------------------------------------------------------------
     def _make_optimizer(self, mean: np.ndarray, popsize: int, seed: int):
@@ -107,27 +109,24 @@ class CMAESDriver(DriverBase):
         cls = cmaes.SepCMA if self.separable else cmaes.CMA
         return cls(mean=mean, sigma=self.sigma0, bounds=bounds, seed=seed, population_size=popsize)
 
-    def _start_generation(self) -> None:
+    def _sample_generation(self) -> list[np.ndarray]:
         self._optimizer.reseed_rng(derive_seed(self.seed, self._generation))
         pop = self._optimizer.population_size
-        self._members = [np.asarray(self._optimizer.ask(), dtype=float) for _ in range(pop)]
-        self._buffer = list(range(pop))
-        self._id_to_slot = {}
-        self._values = {}
+        members = [np.asarray(self._optimizer.ask(), dtype=float) for _ in range(pop)]
+        if self.options.include_x0 and self._generation == 0:
+            members[0] = self._x0.copy()
+        return members
 
-    def _finish_generation(self) -> None:
-        pop = len(self._members)
-        finite = [v for v in self._values.values() if v is not None]
-        worst = (min(finite) - 1.0) if finite else 0.0
-        f = [self._values[k] if self._values[k] is not None else worst for k in range(pop)]
-        self._optimizer.tell([(self._members[k], -f[k]) for k in range(pop)])
-        self._generation += 1
+    def _candidate_meta(self) -> dict[str, Any]:
+        return {"generation": self._generation, "restart": self._restart}
+
+    def _told_generation(self, f: list[float]) -> None:
+        self._optimizer.tell([(m, -v) for m, v in zip(self._members, f)])
         best = max(f)
         if best > self._restart_best:
             self._restart_best, self._stale = best, 0
         else:
             self._stale += 1
-        self._members, self._buffer, self._id_to_slot, self._values = [], [], {}, {}
         if self.restarts == "ipop" and self._restart < self.max_restarts:
             stalled = self.patience is not None and self._stale >= self.patience
             if stalled or self._optimizer.should_stop():
@@ -142,10 +141,6 @@ class CMAESDriver(DriverBase):
 
     # -- protocol ------------------------------------------------------------------------------
     @property
-    def generation(self) -> int:
-        return self._generation
-
-    @property
     def restart(self) -> int:
         return self._restart
 
@@ -154,45 +149,14 @@ class CMAESDriver(DriverBase):
         """The current search distribution's mean m (a genome)."""
         return np.asarray(self._optimizer.mean, dtype=float).copy()
 
-    def ask(self, n: int) -> list[Candidate]:
-        if not self._members:
-            self._start_generation()
-        out = []
-        while self._buffer and len(out) < n:
-            slot = self._buffer.pop(0)
-            cand = self._new_candidate(
-                self._members[slot], generation=self._generation, restart=self._restart, index=slot
-            )
-            self._id_to_slot[cand.id] = slot
-            out.append(cand)
-        return out
-
-    def tell(self, candidates: list[Candidate], outcomes: list[Outcome]) -> None:
-        for cand in candidates:
-            if cand.id not in self._id_to_slot:
-                raise ValueError(f"tell: candidate {cand.id} is not in the current CMA-ES generation")
-        self._take_pending(candidates, outcomes)
-        for cand, out in zip(candidates, outcomes):
-            slot = self._id_to_slot[cand.id]
-            if outcome_failed(out, self.n_objectives):
-                self._values[slot] = None
-            else:
-                self._values[slot] = float(np.asarray(out.values, dtype=float).reshape(-1)[0])
-        if self._members and len(self._values) == len(self._members):
-            self._finish_generation()
-
     def state_dict(self) -> dict[str, Any]:
         state = self._base_state()
         state.update(
             optimizer=cma_data(self._optimizer),  # every attribute and its RNG: rebuilt, never unpickled
-            generation=self._generation,
             restart=self._restart,
             restart_best=self._restart_best,
             stale=self._stale,
-            members=[m.copy() for m in self._members],
-            buffer=list(self._buffer),
-            id_to_slot=dict(self._id_to_slot),
-            values=dict(self._values),
+            **self._generation_state(),
         )
         return state
 
@@ -201,23 +165,8 @@ class CMAESDriver(DriverBase):
         optimizer = cma_from_data(r.get("optimizer"), "driver.optimizer")
         if optimizer.dim != self.dim:
             raise StateError(f"driver.optimizer: dimension {optimizer.dim}, the genome has {self.dim}")
-        members = r.arrays("members", (self.dim,))
-        slots = range(len(members))
-
-        def slot(v: Any, where: str) -> int:
-            k = as_int(v, where)
-            if k not in slots:
-                raise StateError(f"{where}: slot {k} is not in a generation of {len(members)}")
-            return k
-
-        buffer = [slot(v, f"driver.buffer[{i}]") for i, v in enumerate(r.list("buffer"))]
-        id_to_slot = r.int_map("id_to_slot", slot)
-        values = r.int_map("values", lambda v, where: None if v is None else as_float(v, where))
-        if any(k not in slots for k in values):
-            raise StateError(f"driver.values: slots {sorted(values)} are not in a generation of {len(members)}")
+        self._load_generation_state(r)
         self._optimizer = optimizer
-        self._generation = r.int("generation", low=0)
         self._restart = r.int("restart", low=0)
         self._restart_best = r.float("restart_best")
         self._stale = r.int("stale", low=0)
-        self._members, self._buffer, self._id_to_slot, self._values = members, buffer, id_to_slot, values

@@ -7,10 +7,19 @@ maps them to recipe values (weights, densities, t, layer indicators, scales). ``
 layer-group boundaries); always includes 0 and ``dim``. A space may also offer
 ``seed_genomes() -> {name: genome}`` (the sources alone and the untuned merges: the parameter
 space's, :mod:`evomerge.space.seeds`), which M2N2's ``initial: seeded`` starts from.
+
+**Categorical genes.** A space may declare some genes discrete with an attribute ``categories``:
+one int per gene, 0 for a continuous gene, ``K >= 2`` for a gene that picks one of ``K``
+categories. Such a gene still lives in [0, 1]: category ``k`` is the interval ``(k/K, (k+1)/K]``
+(:func:`category_of`; 0 and below fall in category 0), so a continuous driver can search it as
+it is, and a mixed driver (``catcma``) samples the category and writes its centre
+(:func:`category_value`). ``K = 2`` is the data-flow indicator: on iff ``x > 0.5``.
+:func:`gene_categories` reads the attribute (all zeros when a space has none).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -39,6 +48,26 @@ class SearchSpace(Protocol):
     def describe(self) -> dict[str, Any]:
         """JSON-able summary (kind, dim, names) for logs and reports."""
         ...
+
+
+def gene_categories(space: Any) -> np.ndarray:
+    """The space's ``categories`` (0 = continuous gene, K = a gene with K categories) as an int
+    array of length ``space.dim``; all zeros when the space declares none."""
+    cats = getattr(space, "categories", None)
+    if cats is None:
+        return np.zeros(int(space.dim), dtype=int)
+    return np.asarray(cats, dtype=int).reshape(int(space.dim))
+
+
+def category_of(x: float, k: int) -> int:
+    """The category of gene value ``x`` for a gene with ``k`` categories: ``ceil(x·k) − 1`` clipped
+    to ``[0, k − 1]``; for ``k = 2``, 1 iff ``x > 0.5``."""
+    return min(max(math.ceil(float(x) * k) - 1, 0), k - 1)
+
+
+def category_value(c: int, k: int) -> float:
+    """The gene value of category ``c`` of ``k``: the centre of its interval, ``(c + ½)/k``."""
+    return (c + 0.5) / k
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,7 @@ class JointSpace:
         self.upper = np.concatenate([ps.upper, dfs.upper])
         self.x0 = np.concatenate([ps.x0, dfs.x0])
         self.sigma0 = 1.0 / 6.0
+        self.categories = [0] * ps.dim + list(dfs.categories)  # the DFS half's path genes are categorical
         self.names = [f"ps/{n}" for n in ps.names] + [f"dfs/{n}" for n in dfs.names]
         self.group_boundaries = sorted(set(ps.group_boundaries) | {ps.dim + b for b in dfs.group_boundaries})
 

@@ -4,9 +4,12 @@ Following Akiba et al. (2024), the ``M`` decoder layers of the source models are
 order (all of A's, then all of B's, …) and the layout is repeated ``r`` times, giving ``T = M·r``
 slots. Slot ``t`` holds layer ``g(t) = t mod M`` of the layout. A genome holds
 
-* an indicator per slot: the recipe-space indicator is ``I_t = 2·x_t − 1 ∈ [−1, 1]`` and slot
-  ``t`` is on the inference path iff ``I_t > 0``, i.e. iff ``x_t > 0.5``. The path is the "on"
-  slots in slot order (2^T possible paths);
+* the path genes of ``space.encoding`` (:mod:`evomerge.space.path_encoding`): with
+  ``"indicator"`` (the paper's) an indicator per slot: the recipe-space indicator is
+  ``I_t = 2·x_t − 1 ∈ [−1, 1]`` and slot ``t`` is on the inference path iff ``I_t > 0``, i.e.
+  iff ``x_t > 0.5``; the path is the "on" slots in slot order (2^T possible paths). With
+  ``"choice"`` one categorical gene per depth and repetition picks {skip, A.d, B.d, …} (``D·r``
+  genes). Both are categorical genes (``categories``) in :mod:`evomerge.space.base`'s sense;
 * scales: with ``scale_mode="matrix"`` an ``M×M`` matrix ``W`` where ``W[i, j]`` multiplies the
   input (residual stream) of layer ``j`` when layer ``i`` directly precedes it on the path; with
   ``"per_layer"`` one scale per layer ``j`` whatever precedes it (``M`` genes, for small budgets);
@@ -19,9 +22,11 @@ last steps and the slots choose what runs in between; the first step has no pred
 scale 1 (for a pre-norm model a scale on the first layer's input is a no-op anyway).
 
 ``x0`` turns on exactly the slots of A's layers in the first repetition (A's inner layers when the
-ends are fixed) and sets every scale to 1, so ``to_recipe(x0)`` is model A itself. Indicator genes
-start at ``0.5 ± indicator_margin`` (on / off), so that a step of ``sigma0 = 1/6`` flips a slot
-with probability ≈ 7 % at the default margin 0.25.
+ends are fixed) and sets every scale to 1, so ``to_recipe(x0)`` is model A itself (with
+``"choice"``: A's layer at each of those depths of the first repetition, skip elsewhere).
+Two-category genes start at ``0.5 ± indicator_margin`` (on / off), so that a step of
+``sigma0 = 1/6`` flips a slot with probability ≈ 7 % at the default margin 0.25; genes with more
+categories start at their category's centre.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from evomerge.errors import ConfigError
 from evomerge.merge.recipes.dataflow import DataFlowRecipe
 from evomerge.space.base import SpaceInputs
+from evomerge.space.path_encoding import build_encoding
 from evomerge.validation import parse_options
 
 ScaleMode = Literal["matrix", "per_layer", "none"]
+Encoding = Literal["indicator", "choice"]
 
 
 def _scale_range(r: tuple[float, float]) -> tuple[float, float]:
@@ -59,6 +66,7 @@ class DataFlowSpaceOptions(BaseModel):
     scale_mode: ScaleMode = "matrix"
     scale_range: Annotated[tuple[float, float], AfterValidator(_scale_range)] = (0.5, 2.0)
     indicator_margin: float = Field(default=0.25, gt=0, le=0.5)
+    encoding: Encoding = "indicator"  # the path genes: one per slot (the paper's) or one per depth
 
 
 def frame_expert(options: DataFlowSpaceOptions, inputs: SpaceInputs) -> str:
@@ -73,8 +81,8 @@ def frame_expert(options: DataFlowSpaceOptions, inputs: SpaceInputs) -> str:
 class DataFlowSpace:
     """Genome ↔ :class:`DataFlowRecipe` (see the module docstring for the layout and mappings).
 
-    Genes, in order: ``T = M·r`` slot indicators (repetition-major, layout order inside), then the
-    scale genes (``W`` row-major: gene ``T + i·M + j`` is ``W[i, j]``; or one per layer).
+    Genes, in order: the ``T`` path genes of the encoding (``indicator``: ``T = M·r`` slot
+    indicators, repetition-major, layout order inside; ``choice``: ``T = D·r``), then the scale genes (``W`` row-major: gene ``T + i·M + j`` is ``W[i, j]``; or one per layer).
     ``settings`` are :class:`DataFlowSpaceOptions` fields (``repeats=3``, ``scale_mode="none"``,
     ...), validated as in the run config.
     """
@@ -124,29 +132,31 @@ class DataFlowSpace:
         self.layout: list[tuple[str, int]] = [(m, l) for m, n in self.source_layers.items() for l in range(n)]
         self._index = {ml: g for g, ml in enumerate(self.layout)}
         self.M = len(self.layout)
-        self.T = self.M * self.repeats
+        self.encoding = build_encoding(
+            opts.encoding, self.layout, self.source_layers, self.repeats, opts.indicator_margin
+        )
+        self.T = self.encoding.n
         self.n_scale = {"matrix": self.M * self.M, "per_layer": self.M, "none": 0}[scale_mode]
         self.dim = self.T + self.n_scale
         self.lower = np.zeros(self.dim)
         self.upper = np.ones(self.dim)
         self.sigma0 = 1.0 / 6.0
+        self.categories = list(self.encoding.categories) + [0] * self.n_scale
         self._first = self._index[(self.embed_from, 0)]
         self._last = self._index[(self.embed_from, n_a - 1)]
 
-        x0 = np.empty(self.dim)
-        x0[: self.T] = 0.5 - self.indicator_margin
         inner = range(1, n_a - 1) if self.fix_ends else range(n_a)
-        for l in inner:
-            x0[self._index[(self.embed_from, l)]] = 0.5 + self.indicator_margin  # first repetition
+        x0 = np.empty(self.dim)
+        x0[: self.T] = self.encoding.encode([self._index[(self.embed_from, l)] for l in inner])
         x0[self.T :] = self.scale_to_gene(1.0)
         self.x0 = x0
 
-        self.names = [f"r{t // self.M}/{m}.{l}/on" for t in range(self.T) for (m, l) in [self.layout[t % self.M]]]
+        self.names = list(self.encoding.names)
         if scale_mode == "matrix":
             self.names += [f"W/{mi}.{li}->{mj}.{lj}" for (mi, li) in self.layout for (mj, lj) in self.layout]
         elif scale_mode == "per_layer":
             self.names += [f"scale/{m}.{l}" for (m, l) in self.layout]
-        bounds = set(range(0, self.T + 1, self.M))
+        bounds = set(range(0, self.T + 1, self.encoding.period))
         if scale_mode == "matrix":
             bounds |= {self.T + i * self.M for i in range(self.M + 1)}
         bounds.add(self.dim)
@@ -179,8 +189,8 @@ class DataFlowSpace:
 
     # ---- protocol ---------------------------------------------------------------------------
     def on_slots(self, genome: np.ndarray) -> list[int]:
-        x = np.asarray(genome, dtype=float)
-        return [t for t in range(self.T) if x[t] > 0.5]
+        """The path positions the genome fills (indicator: the "on" slots), in order."""
+        return [p for p, _ in self.encoding.chosen(np.asarray(genome, dtype=float))]
 
     def to_recipe(self, genome: np.ndarray) -> DataFlowRecipe:
         """Genes are clipped into the box first (unbounded samplers may step outside it)."""
@@ -188,13 +198,13 @@ class DataFlowSpace:
         if x.shape[0] != self.dim:
             raise ConfigError(f"data-flow space: genome has {x.shape[0]} genes, expected {self.dim}")
         x = np.clip(x, self.lower, self.upper)
-        middle = [t % self.M for t in self.on_slots(x)]
+        middle = self.encoding.decode(x)
         if self.fix_ends:
             order = [self._first, *middle, self._last]
         elif middle:
             order = middle
-        else:  # nothing on and no fixed ends: the slot closest to "on" keeps the path non-empty
-            order = [int(np.argmax(x[: self.T])) % self.M]
+        else:  # nothing on and no fixed ends: the gene closest to "on" keeps the path non-empty
+            order = [self.encoding.fallback(x)]
         steps = []
         prev = None
         for g in order:
@@ -225,7 +235,6 @@ class DataFlowSpace:
         recipe.check_layers(self.source_layers)
         order = [self._index[ml] for ml in recipe.layer_sequence()]
         x = np.array(self.x0, dtype=float)
-        x[: self.T] = 0.5 - self.indicator_margin
         if self.fix_ends:
             if len(order) < 2 or order[0] != self._first or order[-1] != self._last:
                 raise ConfigError(
@@ -235,16 +244,7 @@ class DataFlowSpace:
             middle = order[1:-1]
         else:
             middle = order
-        t = 0
-        for k, g in enumerate(middle):
-            slot = t + ((g - t) % self.M)
-            if slot >= self.T:
-                m, l = self.layout[g]
-                raise ConfigError(
-                    f"data-flow recipe: path step {k + int(self.fix_ends)} ({m}.{l}) does not fit in {self.repeats} repetitions of the layout"
-                )
-            x[slot] = 0.5 + self.indicator_margin
-            t = slot + 1
+        x[: self.T] = self.encoding.encode(middle, first_step=int(self.fix_ends))
         if recipe.path[0].scale != 1.0:
             raise ConfigError(
                 f"data-flow recipe: path[0].scale is {recipe.path[0].scale}; the space fixes the first step's scale at 1"
@@ -279,6 +279,7 @@ class DataFlowSpace:
             "sources": dict(self.source_layers),
             "embed_from": self.embed_from,
             "repeats": self.repeats,
+            "encoding": self.encoding.kind,
             "slots": self.T,
             "scale_mode": self.scale_mode,
             "scale_range": list(self.scale_range),

@@ -11,7 +11,7 @@ from evomerge.drivers.base import Outcome
 class BoxSpace:
     """The minimal SearchSpace a driver needs: a box, a start point and group boundaries."""
 
-    def __init__(self, dim, lower=0.0, upper=1.0, x0=None, sigma0=1 / 6, boundaries=None):
+    def __init__(self, dim, lower=0.0, upper=1.0, x0=None, sigma0=1 / 6, boundaries=None, categories=None):
         self.dim = dim
         self.lower = np.full(dim, float(lower))
         self.upper = np.full(dim, float(upper))
@@ -19,6 +19,8 @@ class BoxSpace:
         self.sigma0 = sigma0
         self.names = [f"x{i}" for i in range(dim)]
         self.group_boundaries = boundaries or [0, dim]
+        if categories is not None:  # 0 = continuous gene, K = a gene with K categories
+            self.categories = list(categories)
 
     def to_recipe(self, genome):
         return np.asarray(genome, float)

@@ -143,7 +143,7 @@ def test_separable_needs_two_genes():
 
 
 def test_unknown_driver_lists_known():
-    with pytest.raises(ConfigError, match=r"^unknown driver 'pso' \(known: cmaes, m2n2, optuna, random\)$"):
+    with pytest.raises(ConfigError, match=r"^unknown driver 'pso' \(known: cmaes, catcma, m2n2, optuna, random\)$"):
         make_driver("pso", BoxSpace(3))
 
 

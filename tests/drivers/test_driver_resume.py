@@ -39,6 +39,9 @@ def play(driver, steps, outstanding, log, n_objectives):
 
 CASES = {
     "cmaes": ("cmaes", {"population_size": 5}),
+    "cmaes-x0": ("cmaes", {"population_size": 5, "include_x0": True}),
+    "catcma": ("catcma", {"population_size": 5}),
+    "catcma-mixed": ("catcma", {"population_size": 6, "flip_prob": 0.3}),
     "cmaes-sep-ipop": ("cmaes", {"population_size": 4, "separable": True, "restarts": "ipop", "patience": 1}),
     "m2n2": ("m2n2", {"archive_size": 4, "initial": "random", "mutation_std": 0.05}),
     "m2n2-corners": ("m2n2", {"archive_size": 5, "initial": np.eye(4), "crossover": "linear", "alpha": 0.0}),
@@ -61,6 +64,8 @@ CASES = {
     "optuna-gp": ("optuna", {"sampler": "gp", "sampler_options": {"n_startup_trials": 3}}),
     "optuna-random": ("optuna", {"sampler": "random"}),
 }
+# spaces with categorical genes (the others: a plain 4-gene box)
+CATEGORIES = {"catcma-mixed": [2, 0, 3, 2]}
 # told both objectives (natively multi-objective); the others are told one value
 MULTI = {"optuna-tpe", "optuna-nsga2", "optuna-nsga3", "random-lhs"}
 
@@ -74,7 +79,7 @@ def test_save_load_continue_equals_uninterrupted(case, one_torch_thread):
     # from), save, then 2 more
     steps = [(3, 3), (1, 1), (1, 1), (1, 1)] if case == "optuna-gp" else PATTERN * 3
     k = 2 if case == "optuna-gp" else len(steps) // 2 + 1
-    space = SeededBox(4) if "seeded" in case else BoxSpace(4)
+    space = SeededBox(4) if "seeded" in case else BoxSpace(4, categories=CATEGORIES.get(case))
 
     def build():
         return make_driver(name, space, n_objectives=n_obj, seed=7, **options)
@@ -95,7 +100,7 @@ def test_save_load_continue_equals_uninterrupted(case, one_torch_thread):
     resumed.load_state_dict(unpack(blob))
     play(resumed, steps[k:], out_copy, log, n_obj)
 
-    assert len(ref_log) == sum(n for n, _ in steps) or name == "cmaes"
+    assert len(ref_log) == sum(n for n, _ in steps) or name in ("cmaes", "catcma")
     for got in (log, cont_log):
         assert [i for i, _ in got] == [i for i, _ in ref_log]
         assert all(np.array_equal(g, r) for (_, g), (_, r) in zip(got, ref_log))

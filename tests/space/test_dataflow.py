@@ -130,15 +130,19 @@ def _same_recipe(a: DataFlowRecipe, b: DataFlowRecipe):
     assert a.sources == b.sources and a.embed_from == b.embed_from
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     mode=st.sampled_from(["matrix", "per_layer", "none"]),
     fix_ends=st.booleans(),
     repeats=st.integers(1, 3),
+    encoding=st.sampled_from(["indicator", "choice"]),
+    embed=st.sampled_from(["A", "B"]),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_round_trip_on_image(mode, fix_ends, repeats, seed):
-    s = DataFlowSpace({"A": 3, "B": 2}, repeats=repeats, scale_mode=mode, fix_ends=fix_ends)
+def test_round_trip_on_image(mode, fix_ends, repeats, encoding, embed, seed):
+    s = DataFlowSpace(
+        {"A": 3, "B": 2}, repeats=repeats, scale_mode=mode, fix_ends=fix_ends, encoding=encoding, embed_from=embed
+    )
     x = np.random.default_rng(seed).uniform(-0.2, 1.2, s.dim)
     r = s.to_recipe(x)
     x2 = s.from_recipe(r)

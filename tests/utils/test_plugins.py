@@ -20,7 +20,10 @@ BASE = {"toyworld": {"preset": "test"}, "budget": {"max_evals": 3}}
     [
         # driver (union on name, options typed per driver)
         ({"driver": {"name": "cmaz"}}, "key 'driver.name': unknown driver 'cmaz' (did you mean 'cmaes'?)"),
-        ({"driver": {"name": "pso"}}, "key 'driver.name': unknown driver 'pso' (known: cmaes, m2n2, optuna, random)"),
+        (
+            {"driver": {"name": "pso"}},
+            "key 'driver.name': unknown driver 'pso' (known: cmaes, catcma, m2n2, optuna, random)",
+        ),
         (
             {"driver": {"name": "cmaes", "options": {"sigma": 0.3}}},
             "unknown key 'driver.options.sigma' (did you mean 'driver.options.sigma0'?)",
@@ -32,7 +35,7 @@ BASE = {"toyworld": {"preset": "test"}, "budget": {"max_evals": 3}}
         (
             {"driver": {"name": "cmaes", "options": {"weights": [0.5, 0.5]}}},
             "unknown key 'driver.options.weights' (known keys: population_size, sigma0, x0, separable, "
-            "sep_threshold, restarts, max_restarts, inc_popsize, patience)",
+            "sep_threshold, restarts, max_restarts, inc_popsize, patience, include_x0)",
         ),
         (
             {"driver": {"name": "m2n2", "options": {"archive": 4}}},
@@ -96,7 +99,7 @@ BASE = {"toyworld": {"preset": "test"}, "budget": {"max_evals": 3}}
         (
             {"space": {"kind": "dataflow", "layer_groups": 3}},  # a parameter-space key, not at its v1 default
             "unknown key 'space.layer_groups' (known keys: kind, repeats, embed_from, fix_ends, scale_mode, "
-            "scale_range, indicator_margin)",
+            "scale_range, indicator_margin, encoding)",
         ),
         (
             {"space": {"kind": "psdfs", "scale_mod": "none"}},
@@ -194,6 +197,7 @@ def test_v1_run_directory_configs_still_load_and_mean_the_same():
         "scale_mode": "per_layer",
         "scale_range": (0.5, 2.0),
         "indicator_margin": 0.25,
+        "encoding": "indicator",
     }
     joint = parse_config(BASE | V1_PSDFS)
     assert (joint.space.method, joint.space.params, joint.space.repeats, joint.space.embed_from) == (
