@@ -142,6 +142,12 @@ def value_bounds(name: str) -> tuple[float, float] | None:
 _PRE_RE = re.compile(r"embed|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings")
 
 
+def pre_layer(tensor_name: str) -> bool:
+    """Whether a tensor without a layer index comes before the layers (token / position
+    embeddings), rather than after them (final norm, head)."""
+    return _PRE_RE.search(tensor_name) is not None
+
+
 def layerless_position(tensor_name: str, rule: str) -> float | None:
     """Where a gradient is evaluated on ``tensor_name``, a tensor without a layer index, under
     ``options.layerless_gradient = rule`` (None: ``error``, the gradient is refused there).
@@ -152,5 +158,5 @@ def layerless_position(tensor_name: str, rule: str) -> float | None:
     if rule == "start":
         return 0.0
     if rule == "ends":
-        return 0.0 if _PRE_RE.search(tensor_name) else 1.0
+        return 0.0 if pre_layer(tensor_name) else 1.0
     return None
