@@ -143,6 +143,7 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
         seed=cfg.run.seed,
         dtype=cfg.evaluator.dtype,
         source=source,
+        tensor_names=pool.tensor_names,
     )
     names = objective_names(fcfg)
     objectives = [ObjectiveSpec(n, o.direction, float(o.weight)) for n, o in zip(names, fit.objectives)]
