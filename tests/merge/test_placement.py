@@ -133,3 +133,43 @@ def test_describe_is_one_line():
     text = plan(SEVEN_B, 3, device_free=23 * GiB, device_total=24 * GiB, host_free=64 * GiB).describe()
     assert text.startswith("memory plan: offload — live model on cuda:0, base and task vectors in pinned host memory")
     assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({}, ("auto", "auto")),
+        ({"memory": "offload", "search_cache": "off"}, ("offload", "off")),
+        ({"search_cache": "8GiB"}, ("auto", 8 * GiB)),
+        ({"search_cache": "500MB"}, ("auto", 500_000_000)),
+        ({"search_cache": 12345}, ("auto", 12345)),
+    ],
+)
+def test_the_run_config_sets_memory_and_the_search_cache(given, expected):
+    from evomerge.config import parse_config
+
+    ev = parse_config({"toyworld": {"preset": "test"}, "budget": {"max_evals": 1}, "evaluator": given}).evaluator
+    assert (ev.memory, ev.search_cache) == expected
+
+
+@pytest.mark.parametrize(
+    "given, line",
+    [
+        (
+            {"memory": "disk"},
+            "run.yaml: key 'evaluator.memory': Input should be 'auto', 'gpu' or 'offload' (got 'disk')",
+        ),
+        (
+            {"search_cache": "lots"},
+            "run.yaml: key 'evaluator.search_cache': expected auto, off or a size like 8GiB, 500MB; got 'lots'",
+        ),
+        ({"search_cache": -1}, "run.yaml: key 'evaluator.search_cache': expected auto, off or a size in bytes, got -1"),
+    ],
+)
+def test_bad_memory_settings_are_one_line(given, line):
+    from evomerge.config import parse_config
+    from evomerge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"toyworld": {"preset": "test"}, "budget": {"max_evals": 1}, "evaluator": given}, "run.yaml")
+    assert str(exc.value) == line
