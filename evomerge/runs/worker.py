@@ -41,6 +41,8 @@ class MergeWorkerSpec:
     batch_size: int = 32
     early_stopping: bool = True  # on the calibration split, when the config enables it
     threads: int | None = None
+    memory: str = "auto"  # evaluator.memory: auto | gpu | offload
+    search_cache: int | str = "auto"  # evaluator.search_cache: auto | off | bytes
 
     def build(self):
         return _MergeEvaluator(self)
@@ -56,7 +58,14 @@ class _MergeEvaluator:
         if spec.threads:
             torch.set_num_threads(int(spec.threads))
         self.spec = spec
-        self.live = LiveModels(spec.base, list(spec.experts), device=spec.device, dtype=spec.dtype)
+        self.live = LiveModels(
+            spec.base,
+            list(spec.experts),
+            device=spec.device,
+            dtype=spec.dtype,
+            memory=spec.memory,
+            search_cache=spec.search_cache,
+        )
         cfg = parse_fitness_config(spec.fitness, base_dir=spec.fitness_base_dir)
         self.fitness = Fitness(cfg)
         self.names = objective_names(cfg)
