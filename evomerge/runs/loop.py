@@ -153,6 +153,18 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
 
     make()  # unknown options, bad values: now, not after the run directory exists
     ev = cfg.evaluator
+    if ev.backend == "inprocess":  # models that fit no placement: now (a Ray actor plans on its own GPU)
+        from evomerge.dtypes import resolve_device, torch_dtype
+        from evomerge.merge.placement import plan_for_pool
+
+        device = resolve_device(ev.device)
+        plan_for_pool(
+            pool,
+            device=device,
+            dtype_bytes=torch_dtype(ev.dtype).itemsize,
+            memory=ev.memory,
+            search_cache=ev.search_cache,
+        )
     spec = MergeWorkerSpec(
         base=base,
         experts=list(experts.values()),
@@ -161,6 +173,8 @@ def build_plan(cfg: RunConfig, *, source: str = "config", config_dir: str | Path
         device=ev.device,
         dtype=ev.dtype,
         batch_size=ev.batch_size,
+        memory=ev.memory,
+        search_cache=ev.search_cache,
         early_stopping=bool(fcfg.early_stopping.enabled),
     )
     tasks = sorted(fit.tasks)
