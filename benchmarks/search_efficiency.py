@@ -1,6 +1,6 @@
 """Search efficiency on the toy world: best score against evaluations, per driver and per space.
 
-Every search is a real run of the product (:func:`evomerge.runs.loop.run`, what ``evomerge run``
+Every search is a real run of the product (:func:`evomerge.runs.api.run`, what ``evomerge run``
 calls) on the toy world's target task (L2 addition: "math in the other language"), in-process and
 seeded, with early stopping off so that every candidate costs the same (one teacher-forced pass
 over the calibration split). Two comparisons at equal evaluation budgets:
@@ -280,7 +280,7 @@ def baselines(world, held: HeldOut) -> list[dict]:
 
 def one_run(args, world, held: HeldOut, held_target: HeldOut, space: str, driver: str, seed: int, work: Path) -> dict:
     from evomerge.config import parse_config
-    from evomerge.runs.loop import run
+    from evomerge.runs.api import run
 
     run_dir = work / f"{space}-{driver}-s{seed}"
     cfg = parse_config(run_config(args, world, space, driver, seed), f"search_efficiency {space}/{driver}")

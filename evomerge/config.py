@@ -233,7 +233,7 @@ class RunConfig(_Strict):
     toyworld: ToyWorldSection | None = None
     space: SpaceSection = Field(default_factory=_DefaultSpace)
     driver: DriverSection = Field(default_factory=_DefaultDriver)
-    fitness: dict[str, Any] | None = None  # validated by evomerge.fitness.FitnessConfig in runs.loop.build_plan
+    fitness: dict[str, Any] | None = None  # validated by evomerge.fitness.FitnessConfig in runs.plan.build_plan
     budget: BudgetSection = Field(default_factory=BudgetSection)
     evaluator: EvaluatorSection = Field(default_factory=_DefaultEvaluator)
     run: RunSection = Field(default_factory=RunSection)
@@ -312,7 +312,7 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a run config file (structure only; :func:`evomerge.runs.loop.build_plan`
+    """Read and validate a run config file (structure only; :func:`evomerge.runs.plan.build_plan`
     checks the models, tasks and run directory)."""
     path = Path(path)
     if not path.exists():

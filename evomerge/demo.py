@@ -74,7 +74,7 @@ def single_model_recipe(base: str, experts: dict[str, str], keep: str | None) ->
 def world_worker_spec(world, fitness: dict, *, batch_size: int | None = None):
     """The run's own merge worker over the toy world's models, scoring ``fitness`` (a fitness
     config mapping) with early stopping off — what every held-out comparison must use."""
-    from evomerge.runs.worker import MergeWorkerSpec
+    from evomerge.evaluator.merge_worker import MergeWorkerSpec
 
     extra = {} if batch_size is None else {"batch_size": batch_size}
     return MergeWorkerSpec(
@@ -112,7 +112,8 @@ def run_demo(
     run_dir: str | Path | None = None, *, preset: str = "demo", max_evals: int | None = None, progress: bool = True
 ) -> Path:
     from evomerge.report import report
-    from evomerge.runs.loop import build_plan, run
+    from evomerge.runs.api import run
+    from evomerge.runs.plan import build_plan
     from evomerge.runs.store import RunStore
     from evomerge.runs.summary import best_record
     from evomerge.toyworld import build_toyworld
@@ -131,7 +132,9 @@ def run_demo(
     world = build_toyworld(preset=preset, seed=0, log=log)
     cfg = parse_config(demo_config(world, preset, DEMO_MAX_EVALS if max_evals is None else max_evals), "demo config")
     plan = build_plan(cfg, source="demo config")
-    log(f"search: CMA-ES over {plan.space.dim} per-layer task-arithmetic weights, {cfg.budget.max_evals} evaluations")
+    log(
+        f"search: CMA-ES over {plan.problem.space.dim} per-layer task-arithmetic weights, {cfg.budget.max_evals} evaluations"
+    )
     run(cfg, run_dir, plan=plan, progress=progress)
     store = RunStore(run_dir)
     records = store.read_log()

@@ -13,7 +13,6 @@ from evomerge.fitness.config import (
     EarlyStoppingConfig,
     FitnessConfig,
     ObjectiveConfig,
-    ScorerConfig,
     SourceConfig,
     SplitConfig,
     TaskConfig,
@@ -22,6 +21,7 @@ from evomerge.fitness.config import (
 )
 from evomerge.fitness.objectives import Fitness, Objective, build_objectives, evaluate_objectives
 from evomerge.fitness.result import FitnessResult, ObjectiveValue, TaskScores
+from evomerge.fitness.scorers import ScorerConfig, parse_scorer
 from evomerge.fitness.scorers.base import Example
 from evomerge.fitness.task import Task, load_task
 
@@ -46,4 +46,5 @@ __all__ = [
     "load_fitness_config",
     "load_task",
     "parse_fitness_config",
+    "parse_scorer",
 ]

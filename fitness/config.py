@@ -7,13 +7,18 @@ The YAML a user writes (a run config embeds the same mapping under ``fitness:``)
         source: {type: generator, name: toyworld.target}        # or {type: jsonl, path: data.jsonl}
         fields: {prompt: question, answer: answer}              # example field -> source column
         template: "{prompt}"
+        chat_template: false        # true: the tokenizer's chat template (or a Jinja template string)
+        system: null                # a system prompt
+        fewshot: 0                  # k few-shot examples from a split disjoint from the others
         scorer: {type: exact_match, max_new_tokens: 8, stop: ["</s>"]}
         splits: {calibration: 200, validation: 1000, seed: 0}
     objectives:
       - {task: target, metric: mean, direction: maximize, weight: 1.0}
     early_stopping: {enabled: false, min_examples: 16, growth: 2.0, confidence: 0.95}
+    engine: {type: hf, generation: auto, logits_to_keep: true}   # the inference engine (optional)
 
-Every validation problem is reported as one line (:class:`~evomerge.errors.ConfigError`) that
+``scorer`` is one of the registered scorers' option models, chosen by ``type`` (see
+:mod:`evomerge.fitness.scorers`). Every validation problem is reported as one line (:class:`~evomerge.errors.ConfigError`) that
 names the task and key, never as pydantic's multi-line report.
 """
 
@@ -25,10 +30,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.fitness.engines import EngineConfig, HFOptions, engine_section
+from evomerge.fitness.scorers import ScorerConfig
+from evomerge.fitness.scorers.generation import ExactMatchOptions
 from evomerge.validation import format_validation_error, read_yaml
 
 SOURCE_TYPES = ("jsonl", "csv", "parquet", "datasets", "generator", "lmeval")
-SCORER_TYPES = ("exact_match", "exact_match_forced", "choice_loglik", "nll", "callable")
 METRICS = ("mean", "perplexity")
 
 
@@ -76,59 +83,17 @@ class SourceConfig(_Strict):
         return self
 
 
-class ScorerConfig(_Strict):
-    """How one example is scored. Options by type (others are rejected):
-
-    * ``exact_match``: greedy generation; ``max_new_tokens`` (16), ``stop`` strings, ``extract``
-      (a regex whose ``extract_group`` is the answer, or ``"pkg.mod:fn"`` mapping text -> answer),
-      ``strip`` (compare with surrounding whitespace removed, default true), ``lowercase``.
-    * ``exact_match_forced``: teacher-forced argmax over ``prompt + answer (+ eos)``;
-      ``append_eos`` (default true: the model must also end the answer there).
-    * ``choice_loglik``: ``normalize``: ``none`` (summed log-likelihood), ``tokens`` or ``chars``
-      (divided by the continuation's length).
-    * ``nll``: mean negative log-likelihood per token of the answer (or of the whole text when an
-      example has no answer); lower is better.
-    * ``callable``: ``fn: "pkg.mod:fn"`` called as ``fn(model, tokenizer, examples, **params)``
-      returning one float per example; ``bounded`` (scores in [0, 1], default false),
-      ``higher_is_better`` (default true).
-    """
-
-    type: str
-    max_new_tokens: int = Field(16, ge=1)
-    stop: list[str] = Field(default_factory=list)
-    extract: str | None = None
-    extract_group: int | str = 1
-    strip: bool = True
-    lowercase: bool = False
-    append_eos: bool = True
-    normalize: Literal["none", "tokens", "chars"] = "none"
-    fn: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    bounded: bool = False
-    higher_is_better: bool = True
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in SCORER_TYPES:
-            raise ValueError(f"unknown scorer {value!r}; known: {', '.join(SCORER_TYPES)}")
-        return value
-
-    @model_validator(mode="after")
-    def _callable_needs_fn(self):
-        if self.type == "callable" and not self.fn:
-            raise ValueError("scorer type 'callable' needs key 'fn' (\"pkg.module:function\")")
-        return self
-
-
 class SplitConfig(_Strict):
-    """Sizes of the two splits drawn from one seeded shuffle of the example pool.
+    """Sizes of the splits drawn from one seeded shuffle of the example pool.
 
-    ``validation: null`` takes every example left after calibration.
+    ``validation: null`` takes every example left after calibration (and the few-shot split).
+    ``fewshot``: the size of the split few-shot examples come from (default: the task's
+    ``fewshot``); it is disjoint from the other two.
     """
 
     calibration: int = Field(200, ge=0)
     validation: int | None = Field(None, ge=0)
+    fewshot: int | None = Field(None, ge=0)
     seed: int = 0
 
 
@@ -139,8 +104,42 @@ class TaskConfig(_Strict):
     template: str | None = None
     answer_template: str | None = None
     prepend_bos: bool | None = None
-    scorer: ScorerConfig = Field(default_factory=lambda: ScorerConfig(type="exact_match"))
+    scorer: ScorerConfig = Field(default_factory=ExactMatchOptions)
     splits: SplitConfig = Field(default_factory=SplitConfig)
+    chat_template: bool | str = False
+    system: str | None = None
+    fewshot: int = Field(0, ge=0)
+    fewshot_separator: str = "\n\n"
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_parses(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str):
+            import jinja2
+
+            try:
+                jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(value)
+            except jinja2.TemplateSyntaxError as exc:
+                raise ValueError(f"invalid Jinja template ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_options(self):
+        if self.source.type == "lmeval":
+            used = [k for k in ("chat_template", "system", "fewshot") if getattr(self, k) not in (False, None, 0)]
+            if used:
+                raise ValueError(f"lm-eval tasks take their prompts from the harness: remove {', '.join(used)}")
+        if self.splits.fewshot is not None and self.splits.fewshot < self.fewshot:
+            raise ValueError(
+                f"splits.fewshot = {self.splits.fewshot}: fewshot: {self.fewshot} needs a few-shot split of at "
+                f"least {self.fewshot} examples"
+            )
+        return self
+
+    @property
+    def fewshot_pool(self) -> int:
+        """The size of the few-shot split."""
+        return self.fewshot if self.splits.fewshot is None else self.splits.fewshot
 
     @field_validator("fields")
     @classmethod
@@ -180,6 +179,12 @@ class FitnessConfig(_Strict):
     tasks: list[TaskConfig]
     objectives: list[ObjectiveConfig] = Field(default_factory=list)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    engine: EngineConfig = Field(default_factory=HFOptions)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_type(cls, value: Any) -> Any:
+        return engine_section(value)
 
     @model_validator(mode="after")
     def _cross_checks(self):

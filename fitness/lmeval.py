@@ -11,8 +11,9 @@ The harness task's evaluation documents (its test split, else validation) are th
 our seeded calibration/validation split is drawn over document indices and passed to the harness
 as ``samples={task: [doc indices]}``, so only those documents are scored and each score comes back
 with its ``doc_id``. The model is not reloaded: :class:`InMemoryLM` answers the harness's
-``loglikelihood`` / ``loglikelihood_rolling`` / ``generate_until`` requests with this package's
-batched scorers on the live (merged) model. ``params.metric`` picks the per-document metric
+``loglikelihood`` / ``loglikelihood_rolling`` / ``generate_until`` requests through the task's
+inference engine on the live (merged) model, batched (generation requests grouped by their stop
+strings and length). ``params.metric`` picks the per-document metric
 (default: the task's first); ``acc``, ``acc_norm`` and ``exact_match`` are in [0, 1] and can be raced.
 """
 
@@ -22,9 +23,8 @@ from pathlib import Path
 
 from evomerge.errors import ConfigError
 from evomerge.fitness.config import TaskConfig
-from evomerge.fitness.scorers.base import Example, ScoreBatch, Scorer, forced_logprobs, pad_id
+from evomerge.fitness.scorers.base import Example, ScoreBatch, Scorer
 from evomerge.fitness.scorers.choice import continuation_logliks
-from evomerge.fitness.scorers.generation import greedy_generate
 from evomerge.fitness.sources import resolve_path
 
 BOUNDED_METRICS = ("acc", "acc_norm", "exact_match", "acc_mutual_info", "f1_binary")
@@ -43,51 +43,44 @@ def _lm_eval():
     return simple_evaluate, LM, TaskManager, get_task_dict
 
 
-def make_lm(model, tokenizer, batch_size: int = 16):
-    """An ``lm_eval.api.model.LM`` over an in-memory HF-style causal LM."""
+def make_lm(engine, batch_size: int = 16):
+    """An ``lm_eval.api.model.LM`` answering through an inference engine (on the live model)."""
     _, LM, _, _ = _lm_eval()
 
     class InMemoryLM(LM):
         def __init__(self):
             super().__init__()
-            self.model, self.tok, self.batch_size = model, tokenizer, batch_size
+            self.engine, self.tok, self.batch_size = engine, engine.tokenizer, batch_size
             self.tokens = 0
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
-            pairs = [tuple(r.args) for r in requests]
-            lls, _, greedy, tokens = continuation_logliks(self.model, self.tok, pairs, batch_size=self.batch_size)
-            self.tokens += tokens
-            return list(zip(lls, greedy))
+            out = continuation_logliks(self.engine, [tuple(r.args) for r in requests], batch_size=self.batch_size)
+            self.tokens += out.tokens
+            return [(item.total, item.greedy) for item in out.items]
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
             seqs = [list(self.tok(r.args[0])["input_ids"]) for r in requests]
-            spans = [(1, len(s)) for s in seqs]
-            logps, _, tokens = forced_logprobs(
-                self.model, seqs, spans, batch_size=self.batch_size, pad=pad_id(self.tok)
-            )
-            self.tokens += tokens
-            import torch
-
-            return [float(lp.gather(1, torch.tensor(s[1:])[:, None]).sum()) for lp, s in zip(logps, seqs)]
+            out = self.engine.loglikelihood([(s[:1], s[1:]) for s in seqs], batch_size=self.batch_size)
+            self.tokens += out.tokens
+            return [item.total for item in out.items]
 
         def generate_until(self, requests, disable_tqdm: bool = False):
-            out = []
-            for r in requests:  # grouping by kwargs would batch more; harness tasks rarely mix them
+            groups: dict[tuple, list[int]] = {}  # requests with the same stop strings and length, batched
+            prompts, texts = [], [None] * len(requests)
+            for i, r in enumerate(requests):
                 context, kwargs = r.args
                 until = kwargs.get("until") or []
-                until = [until] if isinstance(until, str) else list(until)
-                max_new = int(kwargs.get("max_gen_toks", 256))
-                texts, _, tokens = greedy_generate(
-                    self.model,
-                    self.tok,
-                    [list(self.tok(context)["input_ids"])],
-                    max_new_tokens=max_new,
-                    stop=until,
-                    batch_size=1,
+                until = (until,) if isinstance(until, str) else tuple(until)
+                groups.setdefault((until, int(kwargs.get("max_gen_toks", 256))), []).append(i)
+                prompts.append(list(self.tok(context)["input_ids"]))
+            for (until, max_new), idx in groups.items():
+                out = self.engine.generate(
+                    [prompts[i] for i in idx], max_new_tokens=max_new, stop_strings=until, batch_size=self.batch_size
                 )
-                self.tokens += tokens
-                out.append(texts[0])
-            return out
+                self.tokens += out.tokens
+                for i, text in zip(idx, out.texts):
+                    texts[i] = text
+            return texts
 
     return InMemoryLM()
 
@@ -98,9 +91,9 @@ class LMEvalScorer(Scorer):
         self.task_name, self.tm, self.metric = task_name, task_manager, metric
         self.bounded = metric in BOUNDED_METRICS
 
-    def score(self, model, tokenizer, examples, *, batch_size=16):
+    def score(self, engine, examples, *, batch_size=16):
         simple_evaluate, _, _, _ = _lm_eval()
-        lm = make_lm(model, tokenizer, batch_size)
+        lm = make_lm(engine, batch_size)
         docs = [int(e.id) for e in examples]
         # lm-eval 0.4.x walks the selected docs in source order but labels the k-th with
         # samples[k]: only a sorted list keeps each doc_id on its own document.

@@ -1,8 +1,9 @@
 """Objectives over tasks, and the one call the evaluator makes: :func:`evaluate_objectives`.
 
 An objective is (task, metric, direction, weight). The candidate's scalar fitness is
-``F = Σ_k w_k s_k m_k`` with s_k = +1 for maximise and −1 for minimise (drivers maximise);
-multi-objective drivers take the per-objective values instead (``FitnessResult.maximize_values``).
+``F = Σ_k w_k s_k m_k`` with s_k = +1 for maximise and −1 for minimise (drivers maximise): the
+run's one scalarisation, :class:`evomerge.objectives.Objectives`; multi-objective drivers take the
+per-objective values instead (``FitnessResult.maximize_values``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 from evomerge.errors import ConfigError
 from evomerge.fitness import early_stop
 from evomerge.fitness.config import EarlyStoppingConfig, FitnessConfig, load_fitness_config, parse_fitness_config
+from evomerge.fitness.engines import InferenceEngine, build_engine, is_engine
 from evomerge.fitness.result import FitnessResult, ObjectiveValue, TaskScores
 from evomerge.fitness.task import Task, load_task
+from evomerge.objectives import Objectives, direction_sign
 
 
 @dataclass
@@ -49,7 +52,7 @@ class Objective:
 
     @property
     def sign(self) -> float:
-        return 1.0 if self.direction == "maximize" else -1.0
+        return direction_sign(self.direction)
 
     @property
     def raceable(self) -> bool:
@@ -70,6 +73,7 @@ class Fitness:
         self.tasks = {t.name: load_task(t, base_dir=cfg.base_dir) for t in cfg.tasks}
         self.objectives = build_objectives(cfg, self.tasks)
         self.early_stopping = cfg.early_stopping
+        self._engine: InferenceEngine | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Fitness:
@@ -79,20 +83,48 @@ class Fitness:
     def from_dict(cls, data: dict, *, base_dir: str | Path | None = None) -> Fitness:
         return cls(parse_fitness_config(data, base_dir=base_dir))
 
+    def check_tokenizer(self, tokenizer) -> None:
+        """One line (ConfigError) if some task cannot render its prompts with ``tokenizer`` — a
+        ``chat_template: true`` task and a tokenizer without one. Cheap: call it before loading models."""
+        for task in self.tasks.values():
+            task.check_tokenizer(tokenizer)
+
+    def engine(self, model, tokenizer) -> InferenceEngine:
+        """The config's inference engine bound to ``model``: built on the first call, rebound on
+        later ones (a worker's live model, or the next data-flow path model: no set-up per candidate).
+        A tokenizer it has not seen is checked first (:meth:`check_tokenizer`)."""
+        if self._engine is None or tokenizer is not self._engine.tokenizer:
+            self.check_tokenizer(tokenizer)
+        if self._engine is None:
+            self._engine = build_engine(self.cfg.engine, model, tokenizer)
+        else:
+            self._engine.rebind(model, tokenizer)
+        return self._engine
+
     def evaluate(
         self,
         model,
-        tokenizer,
+        tokenizer=None,
         split: str = "calibration",
         *,
         must_beat: float | None = None,
         batch_size: int = 16,
         early_stopping: EarlyStoppingConfig | None | bool = True,
     ) -> FitnessResult:
-        """``early_stopping=True`` uses the config's settings; ``False``/``None`` turns it off."""
+        """``evaluate(engine, split, …)``, or ``evaluate(model, tokenizer, split, …)`` (the model is
+        wrapped in :meth:`engine`). ``early_stopping=True`` uses the config's settings;
+        ``False``/``None`` turns it off."""
+        if is_engine(model):
+            if isinstance(tokenizer, str):  # evaluate(engine, "validation")
+                split = tokenizer
+            elif tokenizer is not None:
+                raise TypeError("evaluate(engine, split): an engine carries its own tokenizer")
+            engine = model
+        else:
+            engine = self.engine(model, tokenizer)
         es = self.early_stopping if early_stopping is True else (early_stopping or None)
         return evaluate_objectives(
-            model, tokenizer, self.objectives, split, early_stopping=es, must_beat=must_beat, batch_size=batch_size
+            engine, None, self.objectives, split, early_stopping=es, must_beat=must_beat, batch_size=batch_size
         )
 
 
@@ -105,7 +137,9 @@ def evaluate_objectives(
     must_beat: float | None = None,
     batch_size: int = 16,
 ) -> FitnessResult:
-    """Score ``model`` on every task the objectives name; aggregate per objective.
+    """Score ``model`` (an inference engine, or a model wrapped in a default
+    :class:`~evomerge.fitness.engines.HFEngine` with ``tokenizer``) on every task the objectives
+    name; aggregate per objective.
 
     Racing (see :mod:`evomerge.fitness.early_stop`) runs when ``early_stopping.enabled``, ``must_beat`` is
     given, ``split`` is calibration and every objective is the mean of [0, 1] scores; otherwise
@@ -113,6 +147,7 @@ def evaluate_objectives(
     """
     if not objectives:
         raise ConfigError("no objectives to evaluate")
+    engine = model if is_engine(model) else build_engine(None, model, tokenizer)
     start = time.perf_counter()
     tasks: dict[str, Task] = {}
     for obj in objectives:
@@ -130,7 +165,7 @@ def evaluate_objectives(
             return
         t0 = time.perf_counter()
         chunk = examples[name][have:n]
-        batch = tasks[name].score(model, tokenizer, chunk, batch_size=batch_size)
+        batch = tasks[name].score(engine, chunk, batch_size=batch_size)
         rec = scored[name]
         rec["ids"].extend(e.id for e in chunk)
         rec["scores"].extend(batch.scores)
@@ -144,13 +179,14 @@ def evaluate_objectives(
         totals = {name: len(ex) for name, ex in examples.items()}
         sizes = early_stop.stage_sizes(max(totals.values()), early_stopping.min_examples, early_stopping.growth)
         n_looks = len(sizes) - 1
+        coefficients = [o.weight * o.sign for o in Objectives.from_fitness(objectives)]
         delta = early_stop.per_look_delta(early_stopping.confidence, len(objectives), n_looks)
         for size in sizes:
             for name in tasks:
                 score_upto(name, min(size, totals[name]))
             if all(len(scored[n]["scores"]) == totals[n] for n in tasks):
                 break
-            terms = [(o.weight * o.sign, scored[o.task.name]["scores"], totals[o.task.name]) for o in objectives]
+            terms = [(c, scored[o.task.name]["scores"], totals[o.task.name]) for c, o in zip(coefficients, objectives)]
             upper = early_stop.fitness_upper_bound(terms, delta, early_stopping.bound)
             if upper < must_beat:
                 done = ", ".join(f"{n}: {len(scored[n]['scores'])}/{totals[n]}" for n in tasks)

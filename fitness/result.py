@@ -13,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evomerge.objectives import Objectives, direction_sign
+
 
 @dataclass
 class TaskScores:
@@ -75,7 +77,7 @@ class ObjectiveValue:
     @property
     def signed(self) -> float:
         """The value as a maximiser sees it (minimised metrics negated)."""
-        return self.value if self.direction == "maximize" else -self.value
+        return direction_sign(self.direction) * self.value
 
 
 @dataclass
@@ -96,15 +98,22 @@ class FitnessResult:
         """Raw objective values, in config order (e.g. accuracy, perplexity)."""
         return [o.value for o in self.objectives]
 
+    def named_values(self) -> tuple[Objectives, dict[str, float]]:
+        """The run's :class:`~evomerge.objectives.Objectives` of this result and ``{name: value}``."""
+        objectives = Objectives.from_fitness(self)
+        return objectives, dict(zip(objectives.names, self.values))
+
     @property
     def maximize_values(self) -> list[float]:
         """Objective values with minimised ones negated: what a maximising driver is told."""
-        return [o.signed for o in self.objectives]
+        objectives, values = self.named_values()
+        return objectives.signed(values).tolist()
 
     @property
     def scalar(self) -> float:
         """``Σ_k w_k · s_k · v_k`` with s_k = +1 (maximise) or −1 (minimise): single-objective fitness."""
-        return sum(o.weight * o.signed for o in self.objectives)
+        objectives, values = self.named_values()
+        return objectives.scalar(values)
 
     @property
     def n_evaluated(self) -> int:

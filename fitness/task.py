@@ -3,8 +3,10 @@
 Splits: the pool of N examples (source order) is permuted once with
 ``numpy.random.default_rng(seed).permutation(N)``; the first ``calibration`` indices of the
 permutation are the calibration split (in that shuffled order — the fixed order early stopping
-reads prefixes of), the next ``validation`` (default: all the rest) the validation split. The two
-are disjoint by construction and identical for a given (source, seed).
+reads prefixes of), the next ``validation`` (default: all the rest) the validation split, and the
+last ``splits.fewshot`` (default: ``fewshot``) the few-shot split, whose first ``fewshot`` examples,
+in that order, are shown before every prompt. The three are disjoint by construction and identical
+for a given (source, seed); adding few-shot examples leaves the calibration split as it was.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 from evomerge.errors import ConfigError
 from evomerge.fitness import scorers
 from evomerge.fitness.config import TaskConfig, parse_task_config
+from evomerge.fitness.engines import InferenceEngine
+from evomerge.fitness.prompts import PromptFormat
 from evomerge.fitness.result import TaskScores
 from evomerge.fitness.scorers.base import Example, ScoreBatch
 from evomerge.fitness.sources import load_rows, row_place
@@ -32,18 +36,30 @@ class Task:
         self.name = cfg.name
         self.where = where
         self.pool = pool
-        self.scorer = scorer if scorer is not None else scorers.build(cfg.scorer, prepend_bos=cfg.prepend_bos)
         n = len(pool)
-        n_cal = cfg.splits.calibration
+        n_cal, n_fs = cfg.splits.calibration, cfg.fewshot_pool
         if n_cal > n:
             raise ConfigError(f"task {self.name!r}: splits.calibration is {n_cal} but {where} has {n} examples")
-        n_val = n - n_cal if cfg.splits.validation is None else cfg.splits.validation
-        if n_cal + n_val > n:
-            raise ConfigError(
-                f"task {self.name!r}: splits.calibration + validation = {n_cal} + {n_val} but {where} has {n} examples"
-            )
+        n_val = n - n_cal - n_fs if cfg.splits.validation is None else cfg.splits.validation
+        if n_cal + max(n_val, 0) + n_fs > n:
+            sizes = f"splits.calibration + validation = {n_cal} + {n_val}"
+            if n_fs:
+                sizes = f"splits.calibration + validation + fewshot = {n_cal} + {max(n_val, 0)} + {n_fs}"
+            raise ConfigError(f"task {self.name!r}: {sizes} but {where} has {n} examples")
         perm = np.random.default_rng(cfg.splits.seed).permutation(n)
         self._indices = {"calibration": perm[:n_cal].tolist(), "validation": perm[n_cal : n_cal + n_val].tolist()}
+        self._fewshot = perm[n - n_fs :].tolist() if n_fs else []  # the end of the shuffle, in its order
+        if scorer is None:
+            prompts = PromptFormat(
+                task=self.name,
+                chat_template=cfg.chat_template,
+                system=cfg.system,
+                shots=[_shot(cfg, ex) for ex in self.fewshot_examples()],
+                separator=cfg.fewshot_separator,
+                prepend_bos=cfg.prepend_bos,
+            )
+            scorer = scorers.build(cfg.scorer, prompts=prompts)
+        self.scorer = scorer
 
     @property
     def bounded(self) -> bool:
@@ -52,6 +68,14 @@ class Task:
     @property
     def lower_is_better(self) -> bool:
         return self.scorer.lower_is_better
+
+    def fewshot_examples(self) -> list[Example]:
+        """The task's ``fewshot`` examples: the first of the few-shot split, in its seeded order."""
+        return [self.pool[i] for i in self._fewshot[: self.cfg.fewshot]]
+
+    def check_tokenizer(self, tokenizer) -> None:
+        """One line if ``tokenizer`` cannot render this task's prompts (a missing chat template)."""
+        self.scorer.prompts.check(tokenizer)
 
     def split_size(self, split: str) -> int:
         return len(self._split_indices(split))
@@ -78,23 +102,23 @@ class Task:
             )
         return [self.pool[i] for i in idx]
 
-    def score(self, model, tokenizer, examples: Sequence[Example], *, batch_size: int = 16) -> ScoreBatch:
+    def score(self, engine: InferenceEngine, examples: Sequence[Example], *, batch_size: int = 16) -> ScoreBatch:
         if not examples:
             return ScoreBatch(scores=[], tokens=0, weights=[] if not self.scorer.bounded else None)
-        batch = self.scorer.score(model, tokenizer, examples, batch_size=batch_size)
+        batch = self.scorer.score(engine, examples, batch_size=batch_size)
         if len(batch.scores) != len(examples):
             raise RuntimeError(f"scorer for task {self.name!r} returned {len(batch.scores)} scores for {len(examples)}")
         return batch
 
     def evaluate(
-        self, model, tokenizer, split: str = "calibration", *, batch_size: int = 16, limit: int | None = None
+        self, engine: InferenceEngine, split: str = "calibration", *, batch_size: int = 16, limit: int | None = None
     ) -> TaskScores:
         """Score every example of ``split`` (or its first ``limit``): one score per example."""
         examples = self.examples(split)
         if limit is not None:
             examples = examples[:limit]
         start = time.perf_counter()
-        batch = self.score(model, tokenizer, examples, batch_size=batch_size)
+        batch = self.score(engine, examples, batch_size=batch_size)
         return TaskScores(
             task=self.name,
             split=split,
@@ -135,7 +159,9 @@ def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str, lines: list[
     a row without them would otherwise be scored differently from its neighbours (``nll`` without
     an answer scores the whole text) and silently skew the task's mean."""
     columns = {**_DEFAULT_COLUMNS, **cfg.fields}
-    needs = set(scorers.SCORERS[cfg.scorer.type].needs) | set(cfg.fields)
+    needs = set(scorers.SCORERS.get(cfg.scorer.type).needs) | set(cfg.fields)
+    if cfg.chat_template is not False and cfg.scorer.type == "nll":
+        needs.add("answer")  # the assistant's turn is what is scored: "the whole text" has no place in a chat
     if cfg.template is None:
         needs.add("prompt")
     required = sorted(needs, key=lambda f: (f != "prompt", f))
@@ -176,6 +202,15 @@ def rows_to_examples(cfg: TaskConfig, rows: list[dict], where: str, lines: list[
     if not examples:
         raise ConfigError(f"task {cfg.name!r}: {where} has no examples")
     return examples
+
+
+def _shot(cfg: TaskConfig, ex: Example) -> tuple[str, str]:
+    """A few-shot example as (prompt, answer): its answer, or for a choice task the labelled choice."""
+    if ex.answer is not None:
+        return ex.prompt, ex.answer
+    if ex.choices is not None and ex.label is not None:
+        return ex.prompt, ex.choices[ex.label]
+    raise ConfigError(f"task {cfg.name!r}: few-shot example {ex.id!r} has no answer to show")
 
 
 def _format(template: str, ctx: dict, cfg: TaskConfig, place: str, key: str) -> str:

@@ -99,12 +99,12 @@ def _load_model(target: Path, *, device: str, dtype, stack: contextlib.ExitStack
 def _print_table(result) -> None:
     print(f"split: {result.split}   wall: {result.wall_seconds:.2f} s   tokens: {result.tokens}")
     print(f"{'objective':<28} {'direction':<9} {'weight':>6} {'value':>10} {'n':>11}")
-    for o in result.objectives:
-        ts = result.tasks[o.task]
-        name = o.task if o.metric == "mean" else f"{o.task}:{o.metric}"
-        print(f"{name:<28} {o.direction:<9} {o.weight:>6g} {o.value:>10.4f} {ts.n_evaluated:>5}/{ts.n_total:<5}")
-    if len(result.objectives) > 1:
-        print(f"{'fitness (weighted sum)':<28} {'maximize':<9} {'':>6} {result.scalar:>10.4f}")
+    objectives, values = result.named_values()  # the run's names, directions, weights
+    for o, ov in zip(objectives, result.objectives):
+        ts = result.tasks[ov.task]
+        print(f"{o.name:<28} {o.direction:<9} {o.weight:>6g} {ov.value:>10.4f} {ts.n_evaluated:>5}/{ts.n_total:<5}")
+    if len(objectives) > 1:
+        print(f"{'fitness (weighted sum)':<28} {'maximize':<9} {'':>6} {objectives.scalar(values):>10.4f}")
     sys.stdout.flush()
 
 

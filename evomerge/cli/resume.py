@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from evomerge.runs.loop import resume
+    from evomerge.runs.api import resume
     from evomerge.runs.summary import format_status
 
     status = resume(args.run_dir)

@@ -26,7 +26,7 @@ def default_run_dir(config_path: str) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     from evomerge.config import load_config, with_overrides
-    from evomerge.runs.loop import run
+    from evomerge.runs.api import run
     from evomerge.runs.summary import format_status
 
     cfg = load_config(args.config)

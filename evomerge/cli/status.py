@@ -25,7 +25,7 @@ def main(args: argparse.Namespace) -> int:
     store = RunStore(args.run_dir)
     store.require()
     if args.validate:
-        from evomerge.runs.loop import validate_best
+        from evomerge.runs.api import validate_best
 
         validate_best(args.run_dir)
     s = summarize(store)

@@ -23,13 +23,12 @@ from evomerge.evaluator.base import (
     EvalRequest,
     EvalResult,
     Evaluation,
-    EvaluationTimeout,
     EvaluatorBackend,
-    FunctionWorkerSpec,
-    Worker,
     WorkerSpec,
 )
+from evomerge.evaluator.function import FunctionWorkerSpec
 from evomerge.evaluator.inprocess import InProcessBackend
+from evomerge.evaluator.worker import EvaluationTimeout, Worker
 from evomerge.registry import Registry
 
 BACKENDS = Registry("backend")

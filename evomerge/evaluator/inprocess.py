@@ -3,7 +3,7 @@
 Evaluation happens inside :meth:`InProcessBackend.wait` (each call evaluates the oldest queued
 request and returns its result), so a seeded run produces the same log line for line every time,
 and a ``timeout`` given to ``wait`` cannot interrupt an evaluation already running (the worker's
-own ``timeout`` can: see :class:`~evomerge.evaluator.base.Worker`).
+own ``timeout`` can: see :class:`~evomerge.evaluator.worker.Worker`).
 
 ``num_workers > 1`` makes it a deterministic stand-in for a pool of that many workers: the
 scheduler keeps that many requests outstanding (a steady-state driver is asked for a new
@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evomerge.evaluator.base import EvalRequest, EvalResult, Worker, WorkerSpec
+from evomerge.evaluator.base import EvalRequest, EvalResult, WorkerSpec
+from evomerge.evaluator.worker import Worker
 from evomerge.validation import parse_options
 
 

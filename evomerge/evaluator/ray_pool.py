@@ -1,4 +1,4 @@
-"""A pool of Ray actors, each holding one :class:`~evomerge.evaluator.base.Worker`.
+"""A pool of Ray actors, each holding one :class:`~evomerge.evaluator.worker.Worker`.
 
 Each actor reserves ``num_gpus`` and ``num_cpus`` and builds its worker (loads the model pool and
 the live model) once, when it starts; from then on it evaluates one request at a time. The pool
@@ -38,76 +38,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from evomerge.errors import EvomergeError
-from evomerge.evaluator.base import EvalRequest, EvalResult, Worker, WorkerSpec
+from evomerge.evaluator.base import EvalRequest, EvalResult, WorkerSpec
+from evomerge.evaluator.ray_connect import connect_ray
+from evomerge.evaluator.worker import Worker
 from evomerge.validation import parse_options
 
 log = logging.getLogger(__name__)
-
-#: Set (with ``setdefault``: a user's own values win) before a *local* Ray starts: every listener
-#: on 127.0.0.1, no token file, no usage report. See docs/cluster.md.
-LOCAL_RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-
-
-def connect_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
-    """Connect this process to Ray and return the ``ray`` module.
-
-    ``address``: ``None`` starts a private local Ray bound to 127.0.0.1 (``address="local"``, so a
-    stray ``RAY_ADDRESS`` is ignored) with :data:`LOCAL_RAY_ENV` and no dashboard; ``"auto"`` joins
-    the cluster started on this machine with ``ray start``; ``"host:port"`` joins that cluster's
-    GCS; ``"ray://host:10001"`` connects through Ray Client. When Ray is already initialised in
-    this process it is reused as is.
-    """
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address is None:
-        for key, value in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(key, value)
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    if address is None:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=False,
-            configure_logging=False,
-        )
-        return ray
-    if num_cpus is not None or num_gpus is not None:
-        raise EvomergeError(
-            f"--address {address}: num_cpus / num_gpus apply only to a local Ray; "
-            "set them with `ray start` on each node instead"
-        )
-    _check_reachable(address)
-    try:
-        ray.init(address=address, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EvomergeError(f"cannot connect to the Ray cluster at {address!r}: {first}") from exc
-    return ray
-
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast on an address nothing listens on: ``ray.init`` would retry for minutes."""
-    if address == "auto":
-        return  # Ray reads the local cluster's address file and fails fast itself
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise EvomergeError(f"--address {address!r}: expected 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise EvomergeError(
-            f"cannot connect to the Ray cluster at {address!r}: nothing answers on {host}:{port} "
-            f"({exc.strerror or exc}); start one with `ray start --head --port={port}`"
-        ) from None
 
 
 class _ActorWorker:

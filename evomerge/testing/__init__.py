@@ -35,6 +35,55 @@ def char_tokenizer():
     return fast
 
 
+#: The chat tokenizer's vocabulary: specials, Llama-3-style turn markers, then printable ASCII and "\n".
+CHAT_SPECIAL = ["<pad>", "<|begin_of_text|>", "<|end_of_text|>", "<unk>"]
+CHAT_MARKERS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+CHAT_CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
+CHAT_VOCAB = CHAT_SPECIAL + CHAT_MARKERS + CHAT_CHARS
+
+#: A Llama-3-style chat template: BOS, then one ``<|start_header_id|>role<|end_header_id|>\n\n``
+#: header per message, its trimmed content and ``<|eot_id|>``; the generation prompt opens an
+#: assistant turn.
+LLAMA3_STYLE_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def chat_tokenizer(chat_template: str | None = LLAMA3_STYLE_TEMPLATE):
+    """A character-level fast tokenizer with a real chat template (Llama-3 style, no download).
+
+    Like Llama's, it puts BOS (``<|begin_of_text|>``) in front of every text it encodes with
+    special tokens, and the template writes BOS itself: a rendered chat must be encoded without
+    special tokens or it gets two. EOS is ``<|eot_id|>``, the end of an assistant turn. Ids:
+    :data:`CHAT_VOCAB` in order. ``chat_template=None`` gives the same tokenizer without one.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(CHAT_VOCAB)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in CHAT_SPECIAL + CHAT_MARKERS])
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    bos = CHAT_SPECIAL[1]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token=bos,
+        eos_token="<|eot_id|>",
+        unk_token="<unk>",
+        padding_side="left",
+        chat_template=chat_template,
+    )
+
+
 def tiny_config(arch: str = "llama", num_layers: int = 2, hidden: int = 32, vocab_size: int | None = None):
     from transformers import GPT2Config, LlamaConfig
 

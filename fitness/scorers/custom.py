@@ -1,6 +1,7 @@
 """A user scorer named by import path: ``scorer: {type: callable, fn: "pkg.mod:fn", params: {…}}``.
 
-Called as ``fn(model, tokenizer, examples, **params)``; returns one float per example (in order),
+Called as ``fn(model, tokenizer, examples, **params)`` with the engine's bound model and tokenizer
+(the one scorer that sees the model itself: it is the user's escape hatch); returns one float per example (in order),
 or ``(scores, tokens_processed)``. Declare ``bounded: true`` when scores lie in [0, 1] (early
 stopping needs it) and ``higher_is_better: false`` for a loss.
 """
@@ -8,21 +9,37 @@ stopping needs it) and ``higher_is_better: false`` for a loss.
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
+
+from pydantic import Field
 
 from evomerge.errors import EvomergeError
-from evomerge.fitness.scorers.base import ScoreBatch, Scorer
+from evomerge.fitness.scorers.base import ScoreBatch, Scorer, ScorerOptions
 from evomerge.registry import resolve_callable
 
 
+class CallableOptions(ScorerOptions):
+    """``fn: "pkg.mod:fn"`` (required), ``params`` passed as keyword arguments, ``bounded`` (scores
+    in [0, 1], default false), ``higher_is_better`` (default true)."""
+
+    type: Literal["callable"] = "callable"
+    fn: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    bounded: bool = False
+    higher_is_better: bool = True
+
+
 class CallableScorer(Scorer):
-    def __init__(self, cfg, *, prepend_bos=None):
-        super().__init__(cfg, prepend_bos=prepend_bos)
+    Options = CallableOptions
+
+    def __init__(self, cfg, *, prompts=None):
+        super().__init__(cfg, prompts=prompts)
         self.fn = resolve_callable(cfg.fn, what="scorer.fn")
         self.bounded = cfg.bounded
         self.lower_is_better = not cfg.higher_is_better
 
-    def score(self, model, tokenizer, examples, *, batch_size=16):
-        out = self.fn(model, tokenizer, list(examples), **self.cfg.params)
+    def score(self, engine, examples, *, batch_size=16):
+        out = self.fn(engine.model, engine.tokenizer, list(examples), **self.cfg.params)
         tokens = 0
         if isinstance(out, tuple) and len(out) == 2:
             out, tokens = out

@@ -8,32 +8,37 @@ its ``mean`` metric is the plain average of the per-example values.
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from evomerge.fitness.scorers.base import ScoreBatch, Scorer, encode_continuation, forced_logprobs, pad_id
+from evomerge.fitness.scorers.base import ScoreBatch, Scorer, ScorerOptions, encode_continuation
+
+
+class NLLOptions(ScorerOptions):
+    """No options."""
+
+    type: Literal["nll"] = "nll"
 
 
 class MeanNLL(Scorer):
+    Options = NLLOptions
     bounded = False
     lower_is_better = True
 
-    def score(self, model, tokenizer, examples, *, batch_size=16):
-        seqs, spans, targets = [], [], []
+    def score(self, engine, examples, *, batch_size=16):
+        tok = engine.tokenizer
+        requests = []
         for ex in examples:
-            prompt = self.encode_prompt(tokenizer, ex.prompt)
+            prompt = self.encode_prompt(tok, ex)
             if ex.answer is not None:
-                target = encode_continuation(tokenizer, ex.answer)
-                seq, span = prompt + target, (len(prompt), len(prompt) + len(target))
+                request = (prompt, encode_continuation(tok, ex.answer))
             else:
-                seq, span = prompt, (1, len(prompt))
-            if span[1] <= span[0]:
+                request = (prompt[:1], prompt[1:])
+            if not request[0] or not request[1]:
                 raise ValueError(f"example {ex.id!r}: nothing to score (fewer than 2 tokens or empty answer)")
-            seqs.append(seq)
-            spans.append(span)
-            targets.append(torch.tensor(seq[span[0] : span[1]], dtype=torch.long))
-        logps, _, tokens = forced_logprobs(model, seqs, spans, batch_size=batch_size, pad=pad_id(tokenizer))
-        scores, weights = [], []
-        for lp, t in zip(logps, targets):
-            scores.append(float(-lp.gather(1, t[:, None]).mean()))
-            weights.append(float(len(t)))
-        return ScoreBatch(scores=scores, tokens=tokens, weights=weights)
+            requests.append(request)
+        out = engine.loglikelihood(requests, batch_size=batch_size)
+        return ScoreBatch(
+            scores=[-item.mean for item in out.items],
+            tokens=out.tokens,
+            weights=[float(item.length) for item in out.items],
+        )

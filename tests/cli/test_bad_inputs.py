@@ -96,6 +96,20 @@ def test_range_outside_the_methods_values_fails_before_the_run_dir(capsys, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_target_naming_an_unknown_objective_fails_before_the_run_dir(capsys, tmp_path, cfg_path):
+    # Used to pass the plan and fail when the scheduler started, with a run directory written.
+    edit(cfg_path, lambda d: d["budget"].__setitem__("target", {"add": -1.0, "cpy": -2.0}))
+    assert_one_line(
+        capsys,
+        f"error: {cfg_path}: budget.target: unknown objective 'cpy' (did you mean 'copy'? known: add, copy)",
+        "run",
+        cfg_path,
+        "--run-dir",
+        tmp_path / "run",
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_fitness_jsonl_rows_are_named_by_file_line(capsys, tmp_path, cfg_path):
     rows = (tmp_path / "add.jsonl").read_text().splitlines()
     rows[6] = '{"q": "1+1="}'  # line 8 once the blank line below is in

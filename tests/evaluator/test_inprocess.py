@@ -106,7 +106,6 @@ def test_result_json_round_trip_is_exact():
         1.25,
         "ray-1.0@h",
         1,
-        [0.1, 0.2],
     )
     line = json.dumps(r.to_json())
     back = EvalResult.from_json(json.loads(line))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from evomerge.errors import EvomergeError
-from evomerge.evaluator.ray_pool import _check_reachable
+from evomerge.evaluator.ray_connect import check_reachable
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -35,12 +35,12 @@ def test_unreachable_address_is_one_line_and_fast():
         match=rf"^cannot connect to the Ray cluster at '127.0.0.1:{port}': nothing answers "
         rf"on 127.0.0.1:{port} \(Connection refused\); start one with `ray start --head --port={port}`$",
     ):
-        _check_reachable(f"127.0.0.1:{port}")
+        check_reachable(f"127.0.0.1:{port}")
     assert time.monotonic() - start < 5
     with pytest.raises(
         EvomergeError, match=r"^--address 'headnode': expected 'auto', 'HOST:PORT' or 'ray://HOST:PORT'$"
     ):
-        _check_reachable("headnode")
+        check_reachable("headnode")
 
 
 @pytest.mark.ray

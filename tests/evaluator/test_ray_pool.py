@@ -14,12 +14,13 @@ from evomerge.drivers.base import Candidate
 from evomerge.errors import ModelError
 from evomerge.evaluator import EvalRequest, FunctionWorkerSpec
 from evomerge.evaluator.synthetic import uneven_durations
-from evomerge.scheduler import Budget, Scheduler
+from evomerge.objectives import Objectives
+from evomerge.scheduler import Budget, Evaluated, Scheduler
 
 pytestmark = pytest.mark.ray
 
 SPHERE = FunctionWorkerSpec("evomerge.evaluator.synthetic:sphere")
-SPEC = [("score", "maximize", 1.0)]
+SPEC = Objectives([("score", "maximize", 1.0)])
 
 
 class SteadyDriver:
@@ -68,7 +69,8 @@ def drain(backend):
 
 
 def test_defaults_on_a_cpu_cluster_and_connect_reuses_ray(ray_session):
-    from evomerge.evaluator.ray_pool import RayPoolBackend, connect_ray
+    from evomerge.evaluator.ray_connect import connect_ray
+    from evomerge.evaluator.ray_pool import RayPoolBackend
 
     assert connect_ray() is ray_session and ray_session.is_initialized()
     backend = RayPoolBackend(SPHERE, num_cpus=1)
@@ -119,8 +121,8 @@ def test_actor_killed_mid_run_is_replaced_and_every_candidate_is_evaluated_exact
     logged = collections.Counter()
     killed = []
 
-    def on_result(c, r):
-        logged[c.id] += 1
+    def on_evaluated(e):
+        logged[e.candidate.id] += 1
         running = backend.running()
         if not killed and 11 in running:
             ray_session.kill(running[11], no_restart=True)
@@ -128,9 +130,11 @@ def test_actor_killed_mid_run_is_replaced_and_every_candidate_is_evaluated_exact
 
     driver = SteadyDriver()
     try:
-        summary = Scheduler(
-            driver, backend, Budget(max_evals=16), on_result, objective_spec=SPEC, to_recipe=to_recipe
-        ).run()
+        sched = Scheduler(driver, backend, SPEC, budget=Budget(max_evals=16), to_recipe=to_recipe)
+        for event in sched.events():
+            if isinstance(event, Evaluated):
+                on_evaluated(event)
+        summary = sched.summary()
     finally:
         backend.close()
     assert killed == [11] and die_file.exists()
@@ -219,9 +223,8 @@ def test_steady_state_scheduler_keeps_actors_busy(pool):
     summary = Scheduler(
         SteadyDriver(seed=1),
         pool,
-        Budget(max_evals=24),
-        None,
-        objective_spec=SPEC,
+        SPEC,
+        budget=Budget(max_evals=24),
         to_recipe=lambda c: {"genome": c.genome.tolist(), "sleep": float(durations[c.id])},
     ).run()
     assert summary.evaluated == 24

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fitness")
-worker_mod = pytest.importorskip("evomerge.runs.worker")
+worker_mod = pytest.importorskip("evomerge.evaluator.merge_worker")
 pytest.importorskip("evomerge.merge.apply")
 
 from evomerge.drivers.base import Candidate  # noqa: E402
 from evomerge.evaluator import EvalRequest, InProcessBackend  # noqa: E402
-from evomerge.scheduler import Budget, Scheduler  # noqa: E402
+from evomerge.objectives import Objectives  # noqa: E402
+from evomerge.scheduler import Evaluated, Scheduler  # noqa: E402
 
 # (weight of expert 1, weight of expert 2) per candidate; 0 and 1 reproduce source models
 GENOMES = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (0.8, 0.3)]
@@ -100,15 +101,11 @@ def reference_nll(path, world):
 
 def run(backend, world):
     driver, log = ListDriver(GENOMES), {}
-    summary = Scheduler(
-        driver,
-        backend,
-        Budget(),
-        lambda c, r: log.__setitem__(c.id, r),
-        objective_spec=[("add", "minimize", 1.0)],
-        to_recipe=world["to_recipe"],
-    ).run()
-    return log, driver, summary
+    sched = Scheduler(driver, backend, Objectives([("add", "minimize", 1.0)]), to_recipe=world["to_recipe"])
+    for event in sched.events():
+        if isinstance(event, Evaluated):
+            log[event.candidate.id] = event.scored.result
+    return log, driver, sched.summary()
 
 
 @pytest.fixture(scope="module")

@@ -125,8 +125,8 @@ def test_bad_configs_one_line_each(data_dir):
     one_line_error(
         {"tasks": [task_cfg(scorer={"type": "bleu"})]},
         data_dir,
-        "task 't': scorer.type: unknown scorer 'bleu'; known: exact_match, exact_match_forced, "
-        "choice_loglik, nll, callable",
+        "task 't': scorer.type: unknown scorer 'bleu' (known: exact_match, exact_match_forced, "
+        "choice_loglik, nll, callable)",
     )
     one_line_error(
         {**base, "objectives": [{"task": "other"}]}, data_dir, "objectives[0]: unknown task 'other'; tasks: t"

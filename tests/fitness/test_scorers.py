@@ -2,10 +2,18 @@ import pytest
 import torch
 from conftest import greedy_successor
 
-from evomerge.fitness import Fitness, ScorerConfig, generators
+from evomerge.fitness import Fitness, generators
+from evomerge.fitness.engines import HFEngine, HFOptions
 from evomerge.fitness.scorers import Example, build
 from evomerge.fitness.scorers.choice import continuation_logliks
-from evomerge.fitness.scorers.generation import greedy_generate
+
+
+def greedy_generate(model, tok, prompts, *, max_new_tokens, batch_size=16, **options):
+    g = HFEngine(model, tok, HFOptions(**options)).generate(
+        prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    return g.texts, g.ids, g.tokens
+
 
 PROMPTS = ["1+2=", "45+7", "w", "99+98", "x", "12+34=", "7", "hellu", "5+5=", "v", "6", "abc+y"]
 
@@ -19,26 +27,27 @@ def test_exact_match_on_known_outputs(successor_model, tok):
     right = [Example(id=f"r{i}", prompt=p, answer=greedy_successor(p)) for i, p in enumerate(PROMPTS)]
     wrong = [Example(id=f"w{i}", prompt=p, answer=greedy_successor(p)[:-1] + "!") for i, p in enumerate(PROMPTS[:6])]
     assert greedy_successor("1+2=") == "789" and greedy_successor("x") == "yz"
-    scorer = build(ScorerConfig(type="exact_match", max_new_tokens=30))
-    out = scorer.score(successor_model, tok, right + wrong, batch_size=5)
+    scorer = build({"type": "exact_match", "max_new_tokens": 30})
+    out = scorer.score(HFEngine(successor_model, tok), right + wrong, batch_size=5)
     assert out.scores == [1.0] * len(right) + [0.0] * len(wrong)
     assert out.outputs[:2] == [greedy_successor(PROMPTS[0]), greedy_successor(PROMPTS[1])]
     # too few new tokens: the answer is cut short, so no match
-    short = build(ScorerConfig(type="exact_match", max_new_tokens=2)).score(successor_model, tok, right[:3])
+    short = build({"type": "exact_match", "max_new_tokens": 2}).score(HFEngine(successor_model, tok), right[:3])
     assert short.scores == [0.0, 1.0, 0.0] and short.outputs == ["78", "89", "xy"]
 
 
 def test_stop_strings_and_extraction(successor_model, tok):
     ex = [Example(id="a", prompt="3", answer="45"), Example(id="b", prompt="q", answer="rs")]
-    stopped = build(ScorerConfig(type="exact_match", max_new_tokens=30, stop=["67", "t"])).score(
-        successor_model, tok, ex
+    stopped = build({"type": "exact_match", "max_new_tokens": 30, "stop": ["67", "t"]}).score(
+        HFEngine(successor_model, tok), ex
     )
     assert stopped.outputs == ["45", "rs"] and stopped.scores == [1.0, 1.0]
-    regex = build(ScorerConfig(type="exact_match", max_new_tokens=30, extract=r"(\d)9$"))
-    assert regex.score(successor_model, tok, [Example(id="a", prompt="5", answer="8")]).scores == [1.0]
-    fn = build(ScorerConfig(type="exact_match", max_new_tokens=30, extract="fitness_helpers:last_digit"))
+    regex = build({"type": "exact_match", "max_new_tokens": 30, "extract": r"(\d)9$"})
+    assert regex.score(HFEngine(successor_model, tok), [Example(id="a", prompt="5", answer="8")]).scores == [1.0]
+    fn = build({"type": "exact_match", "max_new_tokens": 30, "extract": "fitness_helpers:last_digit"})
     assert fn.score(
-        successor_model, tok, [Example(id="a", prompt="6", answer="9"), Example(id="b", prompt="x", answer="z")]
+        HFEngine(successor_model, tok),
+        [Example(id="a", prompt="6", answer="9"), Example(id="b", prompt="x", answer="z")],
     ).scores == [1.0, 0.0]
 
 
@@ -85,9 +94,10 @@ def test_generation_without_cache_matches(random_llama, tok):
 
 def test_choice_loglik_matches_hand_computation(random_llama, tok):
     pairs = [("12+3=", "15"), ("12+3=", "51"), ("ab", "c"), ("ab", "cde"), ("7", "77")]
-    lls, lens, _, _ = continuation_logliks(
-        random_llama, tok, pairs, batch_size=4, encode_prompt=lambda t, s: t(s, add_special_tokens=False)["input_ids"]
+    out = continuation_logliks(
+        HFEngine(random_llama, tok), pairs, batch_size=4, encode=lambda s: tok(s, add_special_tokens=False)["input_ids"]
     )
+    lls, lens = [i.total for i in out.items], [i.length for i in out.items]
     for (ctx, cont), ll in zip(pairs, lls):
         c = tok(ctx, add_special_tokens=False)["input_ids"]
         t = tok(cont, add_special_tokens=False)["input_ids"]
@@ -109,7 +119,9 @@ def test_choice_loglik_matches_hand_computation(random_llama, tok):
         ("tokens", lambda ll, n, s: ll / n),
         ("chars", lambda ll, n, s: ll / len(s)),
     ):
-        got = build(ScorerConfig(type="choice_loglik", normalize=norm)).score(random_llama, tok, examples, batch_size=3)
+        got = build({"type": "choice_loglik", "normalize": norm}).score(
+            HFEngine(random_llama, tok), examples, batch_size=3
+        )
         want = []
         for ex, (i, j) in zip(examples, [(0, 1), (2, 3)]):
             vals = [divide(lls[k], lens[k], pairs[k][1]) for k in (i, j)]
@@ -119,7 +131,7 @@ def test_choice_loglik_matches_hand_computation(random_llama, tok):
 
 def test_nll_matches_hand_computation(random_gpt2, tok):
     ex = [Example(id="a", prompt="12+3=", answer="15"), Example(id="b", prompt="hello world")]
-    out = build(ScorerConfig(type="nll")).score(random_gpt2, tok, ex, batch_size=2)
+    out = build({"type": "nll"}).score(HFEngine(random_gpt2, tok), ex, batch_size=2)
     ids = tok("12+3=15", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         lp = torch.log_softmax(random_gpt2(input_ids=torch.tensor([ids])).logits[0], -1)
@@ -139,8 +151,10 @@ def test_forced_exact_match_equals_greedy(successor_model, random_llama, tok):
         g = greedy_successor(p)
         refs.append([g, g[:-1], g + "0", "x" + g[1:]][i % 4] or "0")
     ex = [Example(id=str(i), prompt=p, answer=a) for i, (p, a) in enumerate(zip(PROMPTS, refs))]
-    greedy = build(ScorerConfig(type="exact_match", max_new_tokens=40, strip=False)).score(successor_model, tok, ex)
-    forced = build(ScorerConfig(type="exact_match_forced")).score(successor_model, tok, ex, batch_size=5)
+    greedy = build({"type": "exact_match", "max_new_tokens": 40, "strip": False}).score(
+        HFEngine(successor_model, tok), ex
+    )
+    forced = build({"type": "exact_match_forced"}).score(HFEngine(successor_model, tok), ex, batch_size=5)
     assert forced.scores == greedy.scores and 0 < sum(greedy.scores) < len(ex)
     # without EOS on a random model: references are its own first 3 tokens for half the prompts
     texts, _, _ = greedy_generate(random_llama, tok, enc(tok, PROMPTS), max_new_tokens=3)
@@ -149,8 +163,10 @@ def test_forced_exact_match_equals_greedy(successor_model, random_llama, tok):
         for i, (p, t) in enumerate(zip(PROMPTS, texts))
     ]
     ex = [e for e in ex if len(e.answer) == 3 or e.answer.endswith("q")]
-    greedy = build(ScorerConfig(type="exact_match", max_new_tokens=3, strip=False)).score(random_llama, tok, ex)
-    forced = build(ScorerConfig(type="exact_match_forced", append_eos=False)).score(random_llama, tok, ex, batch_size=4)
+    greedy = build({"type": "exact_match", "max_new_tokens": 3, "strip": False}).score(HFEngine(random_llama, tok), ex)
+    forced = build({"type": "exact_match_forced", "append_eos": False}).score(
+        HFEngine(random_llama, tok), ex, batch_size=4
+    )
     assert forced.scores == greedy.scores and 0 < sum(greedy.scores) < len(ex)
 
 

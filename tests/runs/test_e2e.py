@@ -9,7 +9,7 @@ import yaml
 
 from evomerge.cli import main
 from evomerge.config import load_config
-from evomerge.runs.loop import run
+from evomerge.runs.api import run
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record
 
@@ -18,18 +18,18 @@ from evomerge.runs.summary import best_record
 def finished_run(tmp_path_factory, tiny_llama_family):
     from runs_helpers import tiny_config
 
-    from evomerge.runs.loop import Plan
+    from evomerge.runs.merge import MergeProblem
 
     root = tmp_path_factory.mktemp("e2e")
     cfg_path = tiny_config(root, tiny_llama_family)
-    real = Plan.to_recipe
+    real = MergeProblem.to_recipe
 
     def counting(self, genome):
         TO_RECIPE_CALLS.append(tuple(np.asarray(genome, dtype=float)))
         return real(self, genome)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Plan, "to_recipe", counting)
+        mp.setattr(MergeProblem, "to_recipe", counting)
         run(load_config(cfg_path), root / "run", config_path=cfg_path, progress=False)
     return root, root / "run"
 

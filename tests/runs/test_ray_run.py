@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from evomerge.config import load_config
-from evomerge.runs.loop import run
+from evomerge.runs.api import run
 from evomerge.runs.store import RunStore
 
 pytestmark = pytest.mark.ray

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from evomerge.config import load_config
-from evomerge.runs.loop import resume, run
+from evomerge.runs.api import resume, run
 from evomerge.runs.store import RunStore, comparable
 
 MAX_EVALS = 12

@@ -185,7 +185,8 @@ def test_durations():
 
 def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     from evomerge.errors import RunDirError
-    from evomerge.runs.loop import load_run_config, record_genome, result_from_record
+    from evomerge.runs.api import load_run_config
+    from evomerge.runs.records import known_from_record, record_genome
     from evomerge.runs.store import RunStore
 
     store = RunStore(tmp_path)
@@ -209,7 +210,7 @@ def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
     with pytest.raises(
         RunDirError, match=rf"^{tmp_path}: cannot read the per-example scores of candidate 4 \(FileNotFoundError: "
     ):
-        result_from_record(store, record)
+        known_from_record(store, record)
 
     digits = {"problem": "digits", "driver": {"name": "random"}, "budget": {"max_evals": 2}}
     for seed, line in [
@@ -226,7 +227,7 @@ def test_damaged_run_files_and_bad_digits_seed_are_one_line_errors(tmp_path):
 
 def test_run_dir_that_cannot_be_created_is_one_line(tmp_path):
     from evomerge.errors import RunDirError
-    from evomerge.runs.loop import run
+    from evomerge.runs.api import run
 
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a directory")

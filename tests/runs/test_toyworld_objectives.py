@@ -5,7 +5,7 @@ import pytest
 
 from evomerge.config import parse_config
 from evomerge.errors import ConfigError
-from evomerge.runs.loop import build_plan
+from evomerge.runs.plan import build_plan
 from evomerge.toyworld import build_toyworld
 
 BASE = {
@@ -57,16 +57,16 @@ def test_named_tasks_become_maximised_objectives_with_the_world_s_configs(world_
     plan = build_plan(
         cfg_with({"preset": "test", "dir": str(world_dir), "objectives": ["lang", "math"]}), log=lambda m: None
     )
-    assert [(o.name, o.direction, o.weight) for o in plan.objectives] == [
+    assert [(o.name, o.direction, o.weight) for o in plan.problem.objectives] == [
         ("lang", "maximize", 1.0),
         ("math", "maximize", 1.0),
     ]
-    assert [o["name"] for o in plan.meta["objectives"]] == ["lang", "math"]
-    spec = plan.worker_spec.fitness
+    assert [o["name"] for o in plan.problem.meta["objectives"]] == ["lang", "math"]
+    spec = plan.problem.worker_spec.fitness
     assert [o["task"] for o in spec["objectives"]] == ["lang", "math"]
     by_name = {t["name"]: t for t in spec["tasks"]}
     for name in ("lang", "math"):  # sources, held-out params and splits exactly as the world has them
-        world_task = plan.world.task(name)
+        world_task = plan.problem.world.task(name)
         for part in ("source", "splits"):  # the dumped config adds the unset optional keys as None
             assert {k: by_name[name][part][k] for k in world_task[part]} == world_task[part]
     # NSGA-II sees both objectives (not a weighted sum)
@@ -75,5 +75,5 @@ def test_named_tasks_become_maximised_objectives_with_the_world_s_configs(world_
 
 def test_default_is_the_target_task_alone(world_dir):
     plan = build_plan(cfg_with({"preset": "test", "dir": str(world_dir)}), log=lambda m: None)
-    assert [o.name for o in plan.objectives] == [plan.world.target_task] == ["target"]
+    assert [o.name for o in plan.problem.objectives] == [plan.problem.world.target_task] == ["target"]
     assert plan.make_driver().n_objectives == 1

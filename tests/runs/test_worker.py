@@ -12,7 +12,7 @@ from runs_helpers import tiny_config
 
 from evomerge.config import load_config
 from evomerge.evaluator import EvalRequest, Worker
-from evomerge.runs.loop import build_plan
+from evomerge.runs.plan import build_plan
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,11 @@ def joint_plan(tiny_llama_family, tmp_path_factory):
         evaluator={"device": "cpu"},
     )
     plan = build_plan(load_config(path), source=str(path), config_dir=root)
-    assert type(plan.space).__name__ == "JointSpace"
+    assert type(plan.problem.space).__name__ == "JointSpace"
     rng = np.random.default_rng(0)
-    lo, hi = plan.space.lower, plan.space.upper
-    genomes = [plan.space.x0] + [rng.uniform(lo, hi) for _ in range(2)]
-    recipes = [plan.to_recipe(g) for g in genomes]
+    lo, hi = plan.problem.space.lower, plan.problem.space.upper
+    genomes = [plan.problem.space.x0] + [rng.uniform(lo, hi) for _ in range(2)]
+    recipes = [plan.problem.to_recipe(g) for g in genomes]
     # the nested PS recipe of model A differs between every pair of candidates
     nested = [r["sources"]["merged"] for r in recipes]
     assert nested[0] != nested[1] != nested[2] != nested[0]
@@ -46,16 +46,18 @@ def test_joint_space_loads_each_checkpoint_once_and_scores_like_a_fresh_worker(j
         return real(cls, ref, *args, **kwargs)
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(counting))
-    worker = Worker(plan.worker_spec, worker_id="resident")
+    worker = Worker(plan.problem.worker_spec, worker_id="resident")
     built = list(loads)
     results = [worker.evaluate(EvalRequest(i, r, "calibration", None)) for i, r in enumerate(recipes)]
     assert all(r.ok for r in results), [r.error for r in results]
     # the base (the live model, which is model A) at build, then expert e2 (the other source) once
-    assert built == [str(plan.models["base"])]
-    assert loads == built + [str(plan.models["experts"]["e2"])]
+    assert built == [str(plan.problem.models["base"])]
+    assert loads == built + [str(plan.problem.models["experts"]["e2"])]
 
     for i, (recipe, res) in enumerate(zip(recipes, results)):
-        fresh = Worker(plan.worker_spec, worker_id="fresh").evaluate(EvalRequest(i, recipe, "calibration", None))
+        fresh = Worker(plan.problem.worker_spec, worker_id="fresh").evaluate(
+            EvalRequest(i, recipe, "calibration", None)
+        )
         assert fresh.ok and res.objectives == fresh.objectives and res.per_example == fresh.per_example
     assert len({tuple(r.objectives.values()) for r in results}) == 3  # three different models were scored
 
@@ -68,7 +70,7 @@ def test_resident_sources_match_an_independently_loaded_path_model(joint_plan):
     from evomerge.merge.recipes import DataFlowRecipe
 
     plan, recipes = joint_plan
-    evaluate = plan.worker_spec.build()
+    evaluate = plan.problem.worker_spec.build()
     for i, recipe in enumerate(recipes):
         evaluate(EvalRequest(i, recipe, "calibration", None))  # leaves the live model at this recipe
         dfr = DataFlowRecipe.validate_dict(recipe)

@@ -243,9 +243,7 @@ def test_path_model_matches_hand_loop(llamas):
         h = a.model.embed_tokens(ids)
         pos = torch.arange(ids.shape[1]).unsqueeze(0)
         pe = a.model.rotary_emb(h, position_ids=pos)
-        mask = create_causal_mask(
-            config=a.config, inputs_embeds=h, attention_mask=None, past_key_values=None, position_ids=pos
-        )
+        mask = create_causal_mask(config=a.config, inputs_embeds=h, attention_mask=None, cache=None, position_ids=pos)
         for step in r.path:
             layer = llamas[step.model].model.layers[step.layer]
             h = layer(h * step.scale, attention_mask=mask, position_embeddings=pe, position_ids=pos)

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
 from collections import deque
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -16,10 +18,21 @@ from evomerge.drivers.base import Candidate, Outcome
 from evomerge.errors import ConfigError, RunDirError
 from evomerge.evaluator import EvalRequest, EvalResult, FunctionWorkerSpec, InProcessBackend
 from evomerge.evaluator.synthetic import sphere, uneven_durations
-from evomerge.scheduler import Budget, Scheduler, recipe_dict
+from evomerge.objectives import Objectives
+from evomerge.scheduler import (
+    Budget,
+    Evaluated,
+    KnownResult,
+    PerExampleLayout,
+    Replay,
+    ResumePoint,
+    Scheduler,
+    Told,
+)
+from evomerge.scheduler.outcome import to_outcome
 
 SPHERE = FunctionWorkerSpec("evomerge.evaluator.synthetic:sphere")
-SPEC = [("score", "maximize", 1.0)]
+SPEC = Objectives([("score", "maximize", 1.0)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,6 +180,30 @@ def timed_recipe(durations):
     return lambda c: {"genome": c.genome.tolist(), "sleep": float(durations[c.id])}
 
 
+def consume(sched, on_evaluated=None, on_told=None, **kw):
+    """Read the scheduler's events as a run does; returns its summary."""
+    with closing(sched.events(**kw)) as events:
+        for event in events:
+            if isinstance(event, Evaluated) and on_evaluated is not None:
+                on_evaluated(event)
+            elif isinstance(event, Told) and on_told is not None:
+                on_told(event)
+    return sched.summary()
+
+
+def replay_of(scored):
+    """What a resume reads back from the log (JSON): each result with its genome and ``asked``."""
+    return Replay(
+        KnownResult(EvalResult.from_json(json.loads(json.dumps(s.result.to_json()))), s.genome.copy(), s.proposed)
+        for s in scored
+    )
+
+
+def key(s):
+    """A logged result, comparable across runs."""
+    return (s.result.candidate_id, s.genome.tolist(), s.result.objectives, s.proposed)
+
+
 # ---------------------------------------------------------------------------------------------
 # (1) steady-state keeps every worker busy; (2) generational gets whole generations in order
 # ---------------------------------------------------------------------------------------------
@@ -175,9 +212,7 @@ def timed_recipe(durations):
 def test_steady_state_keeps_every_worker_busy_until_the_budget_is_spent():
     durations = uneven_durations(40, seed=1)
     backend, driver = SimBackend(3), SteadyDriver()
-    summary = Scheduler(
-        driver, backend, Budget(max_evals=40), None, objective_spec=SPEC, to_recipe=timed_recipe(durations)
-    ).run()
+    summary = Scheduler(driver, backend, SPEC, budget=Budget(max_evals=40), to_recipe=timed_recipe(durations)).run()
 
     assert summary.evaluated == 40 and summary.told == 40 and summary.stop_reason == "max_evals"
     # every request started the instant it was submitted: nothing ever waited for a worker
@@ -199,17 +234,14 @@ def test_steady_state_keeps_every_worker_busy_until_the_budget_is_spent():
 def test_generational_driver_is_told_whole_generations_in_ask_order():
     durations = uneven_durations(15, seed=2)
     backend, driver = SimBackend(3), GenDriver(pop=5)
-    results = []
-    summary = Scheduler(
-        driver,
-        backend,
-        Budget(max_evals=15),
-        lambda c, r: results.append(r.candidate_id),
-        objective_spec=SPEC,
-        to_recipe=timed_recipe(durations),
-    ).run()
+    results, tells = [], []
+    sched = Scheduler(driver, backend, SPEC, budget=Budget(max_evals=15), to_recipe=timed_recipe(durations))
+    summary = consume(sched, lambda e: results.append(e.candidate.id), lambda e: tells.append(e))
 
     assert driver.tells == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]]
+    assert [(list(t.candidate_ids), t.told_total) for t in tells] == [
+        (ids, 5 * (g + 1)) for g, ids in enumerate(driver.tells)
+    ]
     assert sorted(results) == list(range(15)) and summary.told == 15 and summary.untold == []
     # a generation was submitted as a whole the moment it was asked, and only after the previous
     # one's last result: generation g+1 starts exactly when generation g's last evaluation ends
@@ -234,14 +266,8 @@ def test_generational_driver_is_told_whole_generations_in_ask_order():
 def test_partial_last_generation_is_evaluated_and_logged_but_not_told():
     backend, driver = SimBackend(2), GenDriver(pop=4)
     logged = []
-    summary = Scheduler(
-        driver,
-        backend,
-        Budget(max_evals=6),
-        lambda c, r: logged.append(c.id),
-        objective_spec=SPEC,
-        to_recipe=timed_recipe([0.1] * 8),
-    ).run()
+    sched = Scheduler(driver, backend, SPEC, budget=Budget(max_evals=6), to_recipe=timed_recipe([0.1] * 8))
+    summary = consume(sched, lambda e: logged.append(e.candidate.id))
     assert driver.tells == [[0, 1, 2, 3]]
     assert sorted(logged) == [0, 1, 2, 3, 4, 5]
     assert sorted(summary.untold) == [4, 5]
@@ -252,20 +278,14 @@ def test_stop_drops_queued_requests_and_drains_running_ones():
     backend, driver = SimBackend(2), GenDriver(pop=6)
     logged = []
 
-    def on_result(c, r):
-        logged.append(c.id)
+    def on_evaluated(e):
+        logged.append(e.candidate.id)
         if len(logged) == 1:
             scheduler.stop()
 
-    scheduler = Scheduler(
-        driver,
-        backend,
-        Budget(max_evals=100),
-        on_result,
-        objective_spec=SPEC,
-        to_recipe=timed_recipe([0.1, 0.2, 0.3, 0.3, 0.3, 0.3]),
-    )
-    summary = scheduler.run()
+    durations = [0.1, 0.2, 0.3, 0.3, 0.3, 0.3]
+    scheduler = Scheduler(driver, backend, SPEC, budget=Budget(max_evals=100), to_recipe=timed_recipe(durations))
+    summary = consume(scheduler, on_evaluated)
     # 0 finished first (stop); 1 was running and 2 had just started on 0's worker: both drained;
     # 3..5 were still queued and are dropped
     assert logged == [0, 1, 2]
@@ -275,25 +295,99 @@ def test_stop_drops_queued_requests_and_drains_running_ones():
     assert sorted(summary.untold) == sorted(logged)
 
 
+def test_each_event_comes_before_the_tell_and_the_result_is_left_as_the_worker_made_it():
+    """Evaluated is yielded before the driver hears of the result; Told after. Scored wraps the
+    worker's result (genome, asks so far, the driver's outcome, the request's recipe)."""
+    driver, seen, returned = SteadyDriver(seed=4), [], []
+
+    class Keeping(InProcessBackend):
+        def wait(self, timeout=None):
+            out = super().wait(timeout)
+            returned.extend(out)
+            return out
+
+    def on_evaluated(e):
+        assert e.candidate.id not in [i for i, _ in driver.told]
+        s = e.scored
+        assert s.result is returned[-1]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            s.result.objectives = {}
+        assert s.genome.tolist() == e.candidate.genome.tolist() == s.recipe["genome"]
+        assert s.outcome.values.tolist() == [s.result.objectives["score"]]
+        seen.append(("evaluated", e.candidate.id, s.proposed))
+
+    def on_told(e):
+        assert list(e.candidate_ids) == [i for i, _ in driver.told][-len(e.candidate_ids) :]
+        seen.append(("told", e.candidate_ids, e.told_total))
+
+    consume(Scheduler(driver, Keeping(SPHERE, num_workers=2), SPEC, budget=Budget(max_evals=4)), on_evaluated, on_told)
+    # two slots: 0 and 1 asked first; each result is followed by its tell and one more ask
+    assert seen == [
+        ("evaluated", 0, 2),
+        ("told", (0,), 1),
+        ("evaluated", 1, 3),
+        ("told", (1,), 2),
+        ("evaluated", 2, 4),
+        ("told", (2,), 3),
+        ("evaluated", 3, 4),
+        ("told", (3,), 4),
+    ]
+
+
+def test_must_beat_is_the_best_score_told_so_far():
+    """With early stopping each request carries the best scalarised score among the results told
+    before it was submitted (none before the first tell); a resumed scheduler continues from the
+    incumbent it is given; without early stopping no bar is sent."""
+    two = Objectives([("score", "maximize", 2.0)])
+    driver, scores, sent = SteadyDriver(seed=2), {}, []
+
+    class Recording(InProcessBackend):
+        def submit(self, request):
+            sent.append((request.candidate_id, request.must_beat, [i for i, _ in driver.told]))
+            super().submit(request)
+
+    def on_evaluated(e):
+        scores[e.candidate.id] = 2.0 * e.scored.result.objectives["score"]
+
+    sched = Scheduler(driver, Recording(SPHERE, num_workers=3), two, budget=Budget(max_evals=10), early_stopping=True)
+    consume(sched, on_evaluated)
+    assert len(sent) == 10 and sent[0][1] is None
+    for cid, bar, told in sent:
+        assert bar == max((scores[i] for i in told), default=None), cid
+    assert len({bar for _, bar, _ in sent}) >= 3  # none, then a bar that rose during the run
+
+    sent.clear()
+    driver = SteadyDriver(seed=2)
+    resume = ResumePoint(incumbent=-5.0)
+    Scheduler(driver, Recording(SPHERE), two, budget=Budget(max_evals=2), early_stopping=True, resume=resume).run()
+    assert sent[0][:2] == (0, -5.0)  # the first score (about -0.1) beats it for the second
+    assert sent[1][1] == max(-5.0, scores_of_first(driver))
+
+    sent.clear()
+    driver = SteadyDriver(seed=2)
+    Scheduler(driver, Recording(SPHERE), two, budget=Budget(max_evals=3)).run()
+    assert [bar for _, bar, _ in sent] == [None, None, None]
+
+
+def scores_of_first(driver):
+    """2 × the score the driver was told first (the bar objective has weight 2)."""
+    return 2.0 * float(driver.told[0][1].values[0])
+
+
 # ---------------------------------------------------------------------------------------------
 # (3) failures; determinism of the in-process backend
 # ---------------------------------------------------------------------------------------------
 
 
-def run_inprocess(driver, max_evals, to_recipe=None, known=None, on_tell=None, **kw):
+def run_inprocess(driver, max_evals, to_recipe=None, known=(), on_told=None, *, resume=None, **kw):
     backend = InProcessBackend(SPHERE)
     log = []
-    summary = Scheduler(
-        driver,
-        backend,
-        Budget(max_evals=max_evals),
-        lambda c, r: log.append(r),
-        on_tell,
-        known,
-        objective_spec=SPEC,
-        to_recipe=to_recipe,
-        **kw,
-    ).run()
+    resume = resume or ResumePoint()
+    resume.replay = replay_of(known)
+    sched = Scheduler(
+        driver, backend, SPEC, budget=Budget(max_evals=max_evals), to_recipe=to_recipe, resume=resume, **kw
+    )
+    summary = consume(sched, lambda e: log.append(e.scored), on_told)
     return log, summary
 
 
@@ -308,9 +402,9 @@ def test_failing_candidate_is_logged_and_told_as_failed_and_the_run_continues():
 
     driver = SteadyDriver()
     log, summary = run_inprocess(driver, 8, to_recipe)
-    assert [r.candidate_id for r in log] == list(range(8))
+    assert [s.result.candidate_id for s in log] == list(range(8))
     assert summary.failed == 2 and summary.told == 8
-    by_id = {r.candidate_id: r for r in log}
+    by_id = {s.result.candidate_id: s.result for s in log}
     assert by_id[3].status == "failed" and by_id[3].error_line == "RuntimeError: simulated CUDA out of memory"
     assert "Traceback" in by_id[3].error
     assert by_id[5].status == "failed" and "is not finite" in by_id[5].error_line
@@ -323,9 +417,8 @@ def test_failing_candidate_is_logged_and_told_as_failed_and_the_run_continues():
 def test_inprocess_runs_are_deterministic_and_genomes_are_logged():
     log_a, _ = run_inprocess(SteadyDriver(seed=7), 12)
     log_b, _ = run_inprocess(SteadyDriver(seed=7), 12)
-    key = lambda log: [(r.candidate_id, r.genome, r.objectives, r.per_example) for r in log]  # noqa: E731
-    assert key(log_a) == key(log_b)
-    assert all(r.worker == "inprocess" for r in log_a)
+    assert [(*key(s), s.result.per_example) for s in log_a] == [(*key(s), s.result.per_example) for s in log_b]
+    assert all(s.result.worker == "inprocess" for s in log_a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,8 +433,8 @@ def test_resume_from_checkpoint_and_log_reproduces_the_uninterrupted_run():
     driver = SteadyDriver(seed=3)
     checkpoint = {}
 
-    def on_tell(n):
-        if n == 8:
+    def on_told(e):
+        if e.told_total == 8:
             checkpoint["state"] = driver.state_dict()
 
     partial_log = []
@@ -349,28 +442,23 @@ def test_resume_from_checkpoint_and_log_reproduces_the_uninterrupted_run():
     class Crash(Exception):
         pass
 
-    def on_result(c, r):
-        partial_log.append(r)
+    def on_evaluated(e):
+        partial_log.append(e.scored)
         if len(partial_log) == 13:
             raise Crash
 
     backend = InProcessBackend(SPHERE)
     with pytest.raises(Crash):
-        Scheduler(driver, backend, Budget(max_evals=20), on_result, on_tell, objective_spec=SPEC).run()
+        consume(Scheduler(driver, backend, SPEC, budget=Budget(max_evals=20)), on_evaluated, on_told)
 
-    # Resume: fresh driver from the checkpoint; the log's results by id; budget minus the 8 told.
+    # Resume: fresh driver from the checkpoint; the log's results; budget minus the 8 told.
     resumed = SteadyDriver(seed=3)
     resumed.load_state_dict(checkpoint["state"])
-    known = {r.candidate_id: EvalResult.from_json(r.to_json()) for r in partial_log}
-    new_log, summary = run_inprocess(resumed, 20, known=known, evals_done=8)
-    evaluated = [r.candidate_id for r in new_log]
+    new_log, summary = run_inprocess(resumed, 20, known=partial_log[8:], resume=ResumePoint(told_before=8))
+    evaluated = [s.result.candidate_id for s in new_log]
     assert evaluated == list(range(13, 20))  # 8..12 came from the log, none evaluated twice
     assert summary.reused == 5 and summary.evaluated == 7
-
-    def key(r):
-        return (r.candidate_id, r.genome, r.objectives)
-
-    assert [key(r) for r in partial_log + new_log] == [key(r) for r in full_log]
+    assert [key(s) for s in partial_log + new_log] == [key(s) for s in full_log]
 
 
 class PendingSteadyDriver(SteadyDriver):
@@ -400,11 +488,11 @@ class PendingSteadyDriver(SteadyDriver):
         self.pending = set(state["pending"])
 
 
-def interrupted_then_resumed(make_backend, *, total, ckpt_at, crash_after, seed=3, to_recipe=None, told_bar=False):
+def interrupted_then_resumed(make_backend, *, total, ckpt_at, crash_after, seed=3, to_recipe=None, bar=False):
     """Run until ``crash_after`` results are logged, with a checkpoint (driver state + in-flight
-    candidates) taken after ``ckpt_at`` tells; resume from it with the log's later records.
-    ``crash_after=None``: crash right after writing the checkpoint. ``told_bar``: each request's
-    ``must_beat`` is the number of results told so far.
+    candidates + incumbent) taken after ``ckpt_at`` tells; resume from it with the log's later
+    records. ``crash_after=None``: crash right after writing the checkpoint. ``bar``: early
+    stopping on (each request carries ``must_beat``).
     Returns (partial log, resumed log, resumed summary, in-flight ids at the checkpoint, driver)."""
     driver = PendingSteadyDriver(seed=seed)
     checkpoint = {}
@@ -412,53 +500,49 @@ def interrupted_then_resumed(make_backend, *, total, ckpt_at, crash_after, seed=
     class Crash(Exception):
         pass
 
-    def on_tell(n):
-        if n == ckpt_at:
+    partial = []
+
+    def on_told(e):
+        if e.told_total == ckpt_at:
             checkpoint["driver"] = driver.state_dict()
             checkpoint["in_flight"] = [f.to_state() for f in sched.in_flight()]
+            told = {i for i, _ in driver.told}
+            scores = [SPEC.scalar(s.result.objectives) for s in partial if s.result.candidate_id in told]
+            checkpoint["incumbent"] = max(scores, default=None)
             if crash_after is None:
                 raise Crash
 
-    partial = []
-
-    def on_result(c, r):
-        partial.append(r)
+    def on_evaluated(e):
+        partial.append(e.scored)
         if len(partial) == crash_after:
             raise Crash
 
     sched = Scheduler(
-        driver,
-        make_backend(),
-        Budget(max_evals=total),
-        on_result,
-        on_tell,
-        objective_spec=SPEC,
-        to_recipe=to_recipe,
-        must_beat=(lambda: float(len(driver.told))) if told_bar else None,
+        driver, make_backend(), SPEC, budget=Budget(max_evals=total), to_recipe=to_recipe, early_stopping=bar
     )
     with pytest.raises(Crash):
-        sched.run()
+        consume(sched, on_evaluated, on_told)
 
     resumed = PendingSteadyDriver(seed=seed)
     resumed.load_state_dict(checkpoint["driver"])
     # what a resume reads back: the checkpoint (pickled) and the log's records after it (JSON)
-    known = {r.candidate_id: EvalResult.from_json(json.loads(json.dumps(r.to_json()))) for r in partial[ckpt_at:]}
-    in_flight = json.loads(json.dumps(checkpoint["in_flight"]))
+    resume = ResumePoint(
+        told_before=ckpt_at,
+        in_flight=json.loads(json.dumps(checkpoint["in_flight"])),
+        replay=replay_of(partial[ckpt_at:]),
+        incumbent=checkpoint["incumbent"],
+    )
     new_log = []
-    bar = (lambda: float(ckpt_at + len(resumed.told))) if told_bar else None
-    summary = Scheduler(
+    sched = Scheduler(
         resumed,
         make_backend(),
-        Budget(max_evals=total),
-        lambda c, r: new_log.append(r),
-        None,
-        known,
-        objective_spec=SPEC,
+        SPEC,
+        budget=Budget(max_evals=total),
         to_recipe=to_recipe,
-        evals_done=ckpt_at,
-        in_flight=in_flight,
-        must_beat=bar,
-    ).run()
+        early_stopping=bar,
+        resume=resume,
+    )
+    summary = consume(sched, lambda e: new_log.append(e.scored))
     return partial, new_log, summary, [f["id"] for f in checkpoint["in_flight"]], resumed
 
 
@@ -469,16 +553,15 @@ def test_resume_with_candidates_in_flight_on_several_workers_equals_the_uninterr
     make = lambda: InProcessBackend(SPHERE, num_workers=3)  # noqa: E731
     full_driver = PendingSteadyDriver(seed=3)
     full = []
-    Scheduler(full_driver, make(), Budget(max_evals=20), lambda c, r: full.append(r), objective_spec=SPEC).run()
+    consume(Scheduler(full_driver, make(), SPEC, budget=Budget(max_evals=20)), lambda e: full.append(e.scored))
     assert full_driver.asks[:2] == [3, 1]  # three outstanding at a time
 
     partial, new_log, summary, in_flight, resumed = interrupted_then_resumed(make, total=20, ckpt_at=8, crash_after=13)
     assert in_flight == [8, 9]  # told 0..7; 8 and 9 were running, 10 not asked yet
     # 8..12 came from the log (8 and 9 taken back from the checkpoint), 13.. were evaluated
-    assert [r.candidate_id for r in new_log] == list(range(13, 20))
+    assert [s.result.candidate_id for s in new_log] == list(range(13, 20))
     assert summary.reused == 5 and summary.evaluated == 7 and summary.unreplayed == []
-    key = lambda r: (r.candidate_id, r.genome, r.objectives, r.asked)  # noqa: E731
-    assert [key(r) for r in partial + new_log] == [key(r) for r in full]
+    assert [key(s) for s in partial + new_log] == [key(s) for s in full]
     assert resumed.pending == set() and [i for i, _ in resumed.told] == list(range(8, 20))
 
 
@@ -494,28 +577,23 @@ def test_resume_with_in_flight_candidates_not_yet_logged():
 
     make = lambda: Recording(SPHERE, num_workers=4)  # noqa: E731
     full_driver, full = PendingSteadyDriver(seed=5), []
-    Scheduler(
-        full_driver,
-        make(),
-        Budget(max_evals=14),
-        lambda c, r: full.append(r),
-        objective_spec=SPEC,
-        must_beat=lambda: float(len(full_driver.told)),
-    ).run()
+    sched = Scheduler(full_driver, make(), SPEC, budget=Budget(max_evals=14), early_stopping=True)
+    consume(sched, lambda e: full.append(e.scored))
     first = dict(sent)
     sent.clear()
     partial, new_log, summary, in_flight, resumed = interrupted_then_resumed(
-        make, total=14, ckpt_at=6, crash_after=None, seed=5, told_bar=True
+        make, total=14, ckpt_at=6, crash_after=None, seed=5, bar=True
     )
     assert in_flight == [6, 7, 8]
-    # the uninterrupted run sent 6, 7, 8 with bars 3, 4, 5 (tells before each ask); so does the resume
-    assert [first[i] for i in (6, 7, 8)] == [3.0, 4.0, 5.0]
+    # the uninterrupted run sent 6, 7, 8 with the best score told before each was asked
+    told_scores = [SPEC.scalar(s.result.objectives) for s in full]
+    assert [first[i] for i in (6, 7, 8)] == [max(told_scores[:k]) for k in (3, 4, 5)]
     resent = [(cid, bar) for cid, bar in sent if cid in (6, 7, 8)][-3:]
-    assert resent == [(6, 3.0), (7, 4.0), (8, 5.0)]
+    assert resent == [(i, first[i]) for i in (6, 7, 8)]
     assert dict(sent) == first
-    ids = [r.candidate_id for r in partial + new_log]
+    ids = [s.result.candidate_id for s in partial + new_log]
     assert ids == list(range(14)) and summary.reused == 0
-    assert [(r.genome, r.objectives) for r in partial + new_log] == [(r.genome, r.objectives) for r in full]
+    assert [key(s) for s in partial + new_log] == [key(s) for s in full]
     assert resumed.pending == set()
 
 
@@ -531,24 +609,24 @@ def test_resume_replays_the_logged_interleaving_of_asks_and_tells_on_an_unordere
         make, total=30, ckpt_at=7, crash_after=19, seed=11, to_recipe=timed_recipe(durations)
     )
     assert in_flight, "the checkpoint must have candidates in flight"
-    assert any(a == b for a, b in zip([r.asked for r in partial], [r.asked for r in partial][1:])), "no tie happened"
+    asked = [s.proposed for s in partial]
+    assert any(a == b for a, b in zip(asked, asked[1:])), "no tie happened"
     assert summary.reused == 12 and summary.unreplayed == []
-    ids = [r.candidate_id for r in partial + new_log]
+    ids = [s.result.candidate_id for s in partial + new_log]
     assert sorted(ids) == list(range(30)) and len(set(ids)) == 30
     # the resumed driver was told the logged results in log order, then the new ones
-    assert [i for i, _ in resumed.told][:12] == [r.candidate_id for r in partial[7:]]
+    assert [i for i, _ in resumed.told][:12] == [s.result.candidate_id for s in partial[7:]]
     assert resumed.pending == set()
 
 
 def test_known_result_with_a_different_genome_is_a_clear_error():
     log, _ = run_inprocess(SteadyDriver(seed=1), 3)
-    known = {r.candidate_id: r for r in log}
     with pytest.raises(
         RunDirError,
         match=r"^candidate 0: the resumed driver proposed a different genome than "
         r"evaluations.jsonl holds \(max \|difference\| ",
     ):
-        run_inprocess(SteadyDriver(seed=2), 3, known=known)
+        run_inprocess(SteadyDriver(seed=2), 3, known=log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -558,20 +636,11 @@ def test_known_result_with_a_different_genome_is_a_clear_error():
 
 def test_target_stops_asking_and_driver_exhaustion_ends_the_run():
     # genome all 0.3 scores 0 — the maximum — which meets a target of -1e-9
-    driver = SteadyDriver(dim=2)
-    scheduler_log, summary = run_inprocess(
-        driver, 50, to_recipe=lambda c: {"genome": [0.3, 0.3] if c.id == 4 else [0.0, 0.0]}
-    )
+    to_recipe = lambda c: {"genome": [0.3, 0.3] if c.id == 4 else [0.0, 0.0]}  # noqa: E731
+    _, summary = run_inprocess(SteadyDriver(dim=2), 50, to_recipe=to_recipe)
     assert summary.evaluated == 50  # no target: the whole budget
-    backend = InProcessBackend(SPHERE)
-    s = Scheduler(
-        SteadyDriver(dim=2),
-        backend,
-        Budget(max_evals=50, target={"score": -1e-9}),
-        None,
-        objective_spec=SPEC,
-        to_recipe=lambda c: {"genome": [0.3, 0.3] if c.id == 4 else [0.0, 0.0]},
-    ).run()
+    budget = Budget(max_evals=50, target=SPEC.target({"score": -1e-9}))
+    s = Scheduler(SteadyDriver(dim=2), InProcessBackend(SPHERE), SPEC, budget=budget, to_recipe=to_recipe).run()
     assert s.stop_reason == "target" and s.evaluated == 5
 
     log, summary = run_inprocess(SteadyDriver(limit=6), None)
@@ -579,13 +648,11 @@ def test_target_stops_asking_and_driver_exhaustion_ends_the_run():
 
 
 def test_time_limit_stops_asking():
-    backend = InProcessBackend(SPHERE)
     s = Scheduler(
         SteadyDriver(),
-        backend,
-        Budget(time_limit=0.25),
-        None,
-        objective_spec=SPEC,
+        InProcessBackend(SPHERE),
+        SPEC,
+        budget=Budget(time_limit=0.25),
         to_recipe=lambda c: {"genome": c.genome.tolist(), "sleep": 0.05},
     ).run()
     assert s.stop_reason == "time_limit"
@@ -594,108 +661,56 @@ def test_time_limit_stops_asking():
 
 
 def test_objective_conversion_directions_weights_and_per_example_alignment():
-    class Two(SteadyDriver):
-        pass
-
-    backend = InProcessBackend(SPHERE)
-    spec = [("acc", "maximize", 2.0), ("loss", "minimize", 0.5)]
-    two = Scheduler(
-        Two(n_objectives=2),
-        backend,
-        None,
-        None,
-        objective_spec=spec,
-        per_example_tasks=["b", "a"],
-        per_example_sizes={"a": 3},
-    )
-    one = Scheduler(SteadyDriver(n_objectives=1), backend, None, None, objective_spec=spec)
+    spec = Objectives([("acc", "maximize", 2.0), ("loss", "minimize", 0.5)])
+    layout = PerExampleLayout(["b", "a"], {"a": 3})
     r = EvalResult(0, "ok", {"acc": 0.8, "loss": 1.5}, {"a": [1, 0], "b": [0.5]})
-    o2 = two.outcome(r)
+    o2 = to_outcome(r, spec, 2, layout)
     np.testing.assert_allclose(o2.values, [0.8, -1.5])
     np.testing.assert_allclose(o2.per_example, [0.5, 1, 0, 0])  # b, then a padded to 3
-    np.testing.assert_allclose(one.outcome(r).values, [2.0 * 0.8 - 0.5 * 1.5])
-    np.testing.assert_allclose(one.outcome(r).per_example, [1, 0, 0.5])  # sorted task order
-    missing = two.outcome(EvalResult(1, "ok", {"acc": 1.0}))
+    one = to_outcome(r, spec, 1, PerExampleLayout())
+    np.testing.assert_allclose(one.values, [2.0 * 0.8 - 0.5 * 1.5])
+    np.testing.assert_allclose(one.per_example, [1, 0, 0.5])  # sorted task order
+    missing = to_outcome(EvalResult(1, "ok", {"acc": 1.0}), spec, 2, layout)
     assert missing.failed and missing.error == "result has no objective loss (got acc)"
+    failed = to_outcome(EvalResult(2, "failed", error="boom\ntrace"), spec, 2, layout)
+    assert failed.failed and failed.error == "boom" and np.isneginf(failed.values).all()
 
+    backend = InProcessBackend(SPHERE)
     with pytest.raises(ConfigError, match=r"^driver optimises 2 objectives but 3 are configured \(a, b, c\)$"):
         Scheduler(
-            Two(n_objectives=2),
+            SteadyDriver(n_objectives=2),
             backend,
-            None,
-            None,
-            objective_spec=[("a", "maximize", 1), ("b", "maximize", 1), ("c", "minimize", 1)],
+            Objectives([("a", "maximize", 1), ("b", "maximize", 1), ("c", "minimize", 1)]),
         )
-    with pytest.raises(
-        ConfigError, match=r"^target names unknown objective 'nope': expected one of \['acc', 'loss'\]$"
-    ):
-        Scheduler(Two(n_objectives=2), backend, Budget(target={"nope": 1}), None, objective_spec=spec)
-    with pytest.raises(ConfigError, match="direction must be maximize or minimize, got 'up'"):
-        Scheduler(SteadyDriver(), backend, None, None, objective_spec=[("a", "up", 1)])
 
 
 def test_first_ctrl_c_finishes_gracefully_second_abandons():
     driver = SteadyDriver()
     seen = []
 
-    def on_result(c, r):
-        seen.append(c.id)
+    def on_evaluated(e):
+        seen.append(e.candidate.id)
         if len(seen) == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    backend = InProcessBackend(SPHERE)
-    summary = Scheduler(driver, backend, Budget(max_evals=50), on_result, objective_spec=SPEC).run()
+    sched = Scheduler(driver, InProcessBackend(SPHERE), SPEC, budget=Budget(max_evals=50))
+    summary = consume(sched, on_evaluated)
     assert summary.stop_reason == "interrupted" and seen == [0, 1, 2] and summary.told == 3
 
     seen.clear()
 
-    def on_result_twice(c, r):
-        seen.append(c.id)
+    def on_evaluated_twice(e):
+        seen.append(e.candidate.id)
         if len(seen) == 2:
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
 
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        Scheduler(
-            SteadyDriver(), InProcessBackend(SPHERE), Budget(max_evals=50), on_result_twice, objective_spec=SPEC
-        ).run()
-    assert signal.getsignal(signal.SIGINT) is before
-
-
-def test_recipe_dict_accepts_dicts_and_pydantic_models():
-    from pydantic import BaseModel
-
-    class R(BaseModel):
-        merge_method: str
-        weights: list[float]
-
-    assert recipe_dict(R(merge_method="ties", weights=[0.5])) == {"merge_method": "ties", "weights": [0.5]}
-    assert recipe_dict({"a": 1}) == {"a": 1}
-    with pytest.raises(TypeError):
-        recipe_dict(3)
-
-
-def test_bad_objective_spec_and_target_are_one_line_config_errors():
-    backend = InProcessBackend(SPHERE)
-    with pytest.raises(
-        ConfigError,
-        match=r"^objectives\[0\]: expected name, direction \(maximize\|minimize\) and weight "
-        r"\(a number\), got \{'direction': 'maximize'\} \('name'\)$",
-    ):
-        Scheduler(SteadyDriver(), backend, None, None, objective_spec=[{"direction": "maximize"}])
-    with pytest.raises(
-        ConfigError, match=r"^objectives\[1\]: expected name, direction .* got \('b', 'maximize', 'heavy'\)"
-    ):
-        Scheduler(
-            SteadyDriver(n_objectives=1),
-            backend,
-            None,
-            None,
-            objective_spec=[("a", "maximize", 1), ("b", "maximize", "heavy")],
+        consume(
+            Scheduler(SteadyDriver(), InProcessBackend(SPHERE), SPEC, budget=Budget(max_evals=50)), on_evaluated_twice
         )
-    with pytest.raises(ConfigError, match=r"^target for objective 'score': expected a number, got 'high'$"):
-        Scheduler(SteadyDriver(), backend, Budget(target="high"), None, objective_spec=SPEC)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_cmaes_stopped_mid_generation_resumes_that_generation():
@@ -713,13 +728,13 @@ def test_cmaes_stopped_mid_generation_resumes_that_generation():
 
     driver, partial = make(), []
 
-    def on_result(c, r):
-        partial.append(r)
+    def on_evaluated(e):
+        partial.append(e.scored)
         if len(partial) == 6:
             sched.stop()
 
-    sched = Scheduler(driver, InProcessBackend(SPHERE), Budget(max_evals=12), on_result, objective_spec=SPEC)
-    summary = sched.run()
+    sched = Scheduler(driver, InProcessBackend(SPHERE), SPEC, budget=Budget(max_evals=12))
+    summary = consume(sched, on_evaluated)
     assert summary.stop_reason == "stopped" and summary.told == 4 and sorted(summary.dropped) == [6, 7]
     state = copy.deepcopy(driver.state_dict())
     in_flight = [f.to_state() for f in sched.in_flight()]
@@ -728,9 +743,9 @@ def test_cmaes_stopped_mid_generation_resumes_that_generation():
     resumed = make()
     resumed.load_state_dict(state)
     assert resumed.ask(4) == []  # what the driver alone would do: the generation is out
-    known = {r.candidate_id: r for r in partial[4:]}
-    new_log, summary = run_inprocess(resumed, 12, known=known, evals_done=4, in_flight=in_flight)
-    assert [r.candidate_id for r in new_log] == [6, 7, 8, 9, 10, 11] and summary.reused == 2
-    key = lambda r: (r.candidate_id, r.genome, r.objectives)  # noqa: E731
-    assert [key(r) for r in partial + new_log] == [key(r) for r in full]
+    new_log, summary = run_inprocess(
+        resumed, 12, known=partial[4:], resume=ResumePoint(told_before=4, in_flight=in_flight)
+    )
+    assert [s.result.candidate_id for s in new_log] == [6, 7, 8, 9, 10, 11] and summary.reused == 2
+    assert [key(s) for s in partial + new_log] == [key(s) for s in full]
     assert resumed.generation == 3

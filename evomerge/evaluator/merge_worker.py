@@ -7,8 +7,7 @@ base architecture, tokenizer, data-flow sources as recipes name them) and the fi
 request then costs one ``live.build(recipe)`` (an in-place merge, or a path model over resident
 sources) and one fitness evaluation.
 
-Objective names are the run's (see :func:`objective_names`): the task name for a ``mean``
-objective, ``task:metric`` otherwise.
+Objective names are the run's (:meth:`evomerge.objectives.Objectives.from_fitness`).
 """
 
 from __future__ import annotations
@@ -18,16 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evomerge.evaluator.base import EvalRequest, Evaluation
-
-
-def objective_names(fitness_cfg) -> list[str]:
-    names = []
-    for o in fitness_cfg.objectives:
-        name = o.task if o.metric == "mean" else f"{o.task}:{o.metric}"
-        if name in names:
-            name = f"{name}#{len(names)}"
-        names.append(name)
-    return names
+from evomerge.objectives import Objectives
 
 
 @dataclass
@@ -58,6 +48,8 @@ class _MergeEvaluator:
         if spec.threads:
             torch.set_num_threads(int(spec.threads))
         self.spec = spec
+        cfg = parse_fitness_config(spec.fitness, base_dir=spec.fitness_base_dir)
+        self.fitness = Fitness(cfg)
         self.live = LiveModels(
             spec.base,
             list(spec.experts),
@@ -66,9 +58,8 @@ class _MergeEvaluator:
             memory=spec.memory,
             search_cache=spec.search_cache,
         )
-        cfg = parse_fitness_config(spec.fitness, base_dir=spec.fitness_base_dir)
-        self.fitness = Fitness(cfg)
-        self.names = objective_names(cfg)
+        self.fitness.check_tokenizer(self.live.tokenizer)  # e.g. chat_template without one: one line
+        self.names = Objectives.from_fitness(self.fitness).names
 
     def reset(self) -> None:
         self.live.reset()
