@@ -112,8 +112,9 @@ class RecipePlan:
     """A recipe bound to a pool: method spec, expert ids, output dtype; resolves tensors on demand.
 
     ``cache``: the engine's state for this pool kept across merges (none: computed for this plan).
-    ``device``: where the merge runs (default: the pool's device, a resident pool); ``staging``
-    brings each tensor's inputs there from the pool's store (:mod:`evomerge.merge.staging`).
+    ``device``: where the merge runs (default: the pool's compute device); ``staging`` brings each
+    tensor's inputs there from the pool's store (:mod:`evomerge.merge.staging`; made here when the
+    pool stores elsewhere).
     """
 
     def __init__(
@@ -130,7 +131,10 @@ class RecipePlan:
         self.recipe = recipe
         self.pool = pool
         self.cache = cache
-        self.device = torch.device(device) if device is not None else pool.device
+        self.device = torch.device(device) if device is not None else pool.compute_device
+        if staging is None and self.device != pool.device:  # a pool that stores elsewhere: stream its inputs
+            largest = max((math.prod(pool.shape(n)) for n in pool.tensor_names), default=1)
+            staging = Staging(self.device, largest)
         self.staging = staging
         self.spec = _method(recipe)
         self.experts = expert_ids(recipe)
@@ -276,7 +280,7 @@ class InPlaceMerger:
 
     ``cache``: the engine's state kept across applies (default: a new
     :class:`~evomerge.merge.cache.MergeCache`, with the search cache when the pool caches tensors).
-    ``device``: where the module lives and the merge runs (default: the pool's device);
+    ``device``: where the module lives and the merge runs (default: the pool's compute device);
     ``stream``: bring every tensor's inputs from the pool's store through reused device buffers
     (:class:`~evomerge.merge.staging.Staging`; implied when the pool keeps them elsewhere).
     """
@@ -292,7 +296,7 @@ class InPlaceMerger:
     ):
         self.pool = pool
         self.module = module
-        self.device = torch.device(device) if device is not None else pool.device
+        self.device = torch.device(device) if device is not None else pool.compute_device
         self.cache = cache if cache is not None else MergeCache(search=pool.cache_enabled)
         self.targets: dict[str, torch.Tensor] = self._map_targets()
         self._keys: dict[str, tuple] = {}

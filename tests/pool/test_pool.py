@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from evomerge.errors import ModelError
-from evomerge.pool import LazyCheckpoint, ModelPool, resolve_model
+from evomerge.pool import LazyCheckpoint, ModelPool, StateCheckpoint, resolve_model
 from evomerge.testing import CHARS, SPECIAL, build_model
 
 
@@ -178,25 +178,6 @@ def test_corrupt_index_and_missing_config(tmp_path, tiny_llama_family):
         ModelPool(str(tiny_llama_family["base"]), [str(noconf)])
 
 
-class _MemoryCheckpoint:
-    """A checkpoint held in memory (the interface ModelPool reads: keys, meta, shape, get)."""
-
-    def __init__(self, state):
-        self.state = state
-
-    def keys(self):
-        return list(self.state)
-
-    def meta(self, name):
-        return tuple(self.state[name].shape), self.state[name].dtype
-
-    def shape(self, name):
-        return tuple(self.state[name].shape)
-
-    def get(self, name):
-        return self.state[name]
-
-
 def test_a_pool_over_checkpoints_in_memory_merges_like_one_on_disk(tiny_llama_family):
     import json
 
@@ -206,7 +187,7 @@ def test_a_pool_over_checkpoints_in_memory_merges_like_one_on_disk(tiny_llama_fa
     from evomerge.merge.recipes import parse_recipe
 
     ids = [str(tiny_llama_family["base"])] + [str(e) for e in tiny_llama_family["experts"]]
-    ckpts = {m: _MemoryCheckpoint(load_file(f"{m}/model.safetensors")) for m in ids}
+    ckpts = {m: StateCheckpoint(load_file(f"{m}/model.safetensors")) for m in ids}
     config = json.loads((tiny_llama_family["base"] / "config.json").read_text())
     memory = ModelPool.from_checkpoints(ids[0], ids[1:], ckpts, config)
     disk = ModelPool(ids[0], ids[1:])
@@ -225,7 +206,7 @@ def test_a_pool_over_checkpoints_in_memory_merges_like_one_on_disk(tiny_llama_fa
         _ = memory.reference_dir
     # validated like a pool on disk
     bad = dict(ckpts)
-    bad[ids[2]] = _MemoryCheckpoint({k: v for k, v in ckpts[ids[2]].state.items() if k != "model.norm.weight"})
+    bad[ids[2]] = StateCheckpoint({k: v for k, v in ckpts[ids[2]].state.items() if k != "model.norm.weight"})
     with pytest.raises(ModelError, match=r"tensor 'model\.norm\.weight' of base .* is missing"):
         ModelPool.from_checkpoints(ids[0], ids[1:], bad, config)
 
