@@ -203,6 +203,22 @@ def merge(
             return kept[i][a:b]
         return selectors[i].fill(a, b, flat_taus[i][a:b], values[i][: b - a], scratch[: b - a])
 
+    # Mixed-dtype arithmetic (a bf16 operand, a float32 result) runs several times slower on a CPU
+    # than float32 arithmetic: a reduced-precision operand is widened first (exact), which gives
+    # the same float32 results. One exception keeps its own rounding: bf16 + bf16 is computed by
+    # torch in bf16 (the first expert of a dense sum), so it stays a bf16 op, cast afterwards.
+    widen = buf("widen")
+
+    def widened(x: torch.Tensor, L: int) -> torch.Tensor:
+        return x if x.dtype == dtype else widen[:L].copy_(x)
+
+    def first(base_chunk: torch.Tensor, x: torch.Tensor, alpha: float, o: torch.Tensor) -> None:
+        if base_chunk.dtype == x.dtype != dtype:
+            narrow = ws.get(("fused", "narrow"), (step,), x.dtype, device)[: x.numel()]
+            o.copy_(torch.add(base_chunk, x, alpha=alpha, out=narrow))
+        else:
+            torch.add(widened(base_chunk, x.numel()), x, alpha=alpha, out=o)
+
     if consensus is None:
         total = float(sum(weights))
         scale = lam / total if normalize and abs(total) >= 1e-8 else lam
@@ -213,9 +229,9 @@ def merge(
             for i, sel in enumerate(selectors):
                 x = flat_taus[i][a:b] if sel.keep_all else masked(i, a, b)
                 if i == 0:
-                    torch.add(flat_base[a:b], x, alpha=alphas[0], out=o)
+                    first(flat_base[a:b], x, alphas[0], o)
                 else:
-                    o.add_(x, alpha=alphas[i])
+                    o.add_(widened(x, b - a), alpha=alphas[i])
             if N == 0:
                 o.copy_(flat_base[a:b])
             store(a, b, o)
@@ -269,6 +285,6 @@ def merge(
                 divisor.masked_fill_(divisor == 0, 1.0)
                 magnitude_sum.div_(divisor)
         o = out_chunk(a, b)
-        torch.addcmul(flat_base[a:b], sign, magnitude_sum, value=lam, out=o)
+        torch.addcmul(widened(flat_base[a:b], L), sign, magnitude_sum, value=lam, out=o)
         store(a, b, o)
     return out

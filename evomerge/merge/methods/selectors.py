@@ -77,82 +77,97 @@ def _below(threshold: float, dtype: torch.dtype) -> float:
     return float(torch.nextafter(t, torch.tensor(-math.inf, dtype=dtype)))
 
 
-def _shrink(tau: torch.Tensor, threshold: float, out: torch.Tensor, strict: bool = False) -> torch.Tensor:
-    """``out = τ · [|τ| ≥ threshold]`` (``> threshold`` if ``strict``) in one pass (``hardshrink``
-    keeps ``|x| > λ``; λ is the float just below the threshold, so the kept set is exactly the
-    reference's ``|τ| ≥ h``)."""
+def _shrink(tau: torch.Tensor, lam: float, out: torch.Tensor) -> torch.Tensor:
+    """``out = τ · [|τ| > λ]`` in one pass (``hardshrink``; into ``out``'s dtype)."""
     if tau.dtype != out.dtype:
         tau = out.copy_(tau)
-    lam = threshold if strict else _below(threshold, out.dtype)
     return torch.ops.aten.hardshrink.out(tau, lam, out=out)
 
 
-class _TieSplit:
-    """Where a :class:`Cut` that splits its ties stops keeping them: entries equal to the threshold
-    are kept before ``position`` and dropped from it on (``position`` = one past the ``kept``-th
-    tie). Found lazily while the merge sweeps the tensor in order (one compare per chunk until
-    the position is passed; no pass of its own), or by one scan of ``flat`` if asked out of order."""
+def _ties_in(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """1.0 where ``|x| == threshold``, else 0.0 (float32 ops: a bool or integer result, and
+    ``count_nonzero``, cost several times more on a CPU)."""
+    flags = workspace().get("tie_flags", x.shape, x.dtype, x.device)
+    return torch.eq(torch.abs(x, out=flags), threshold, out=flags)
 
-    def __init__(self, cut: Cut, flat: torch.Tensor | None):
+
+class _Keep:
+    """``out = τ · [entry in the cut's set]``, chunk by chunk. The cut keeps ``|τ| > h`` and the
+    first ``kept`` entries equal to ``h``; where it splits its ties, ``position`` (one past the
+    ``kept``-th tie) is found while the merge sweeps the tensor in order — the ties of each filled
+    chunk are counted until it is passed, no pass of its own — or, asked out of order, by a scan of
+    ``flat`` up to there."""
+
+    def __init__(self, cut: Cut, dtype: torch.dtype, flat: torch.Tensor | None):
         self.cut, self.flat = cut, flat
+        self.h = float(torch.tensor(cut.threshold, dtype=dtype))
+        self.ge = _below(cut.threshold, dtype)  # hardshrink's λ for |τ| ≥ h
+        self.splits = cut.splits_ties
+        self.strict = cut.kept == 0 and cut.threshold > 0.0
         self.position: int | None = cut.position
+        if self.splits and self.position is None and flat is None:
+            raise ValueError("a cut that splits its ties needs the flat task vector")  # a bug in the caller
         self._scanned = 0  # entries [0, _scanned) counted
         self._seen = 0  # ties among them
 
-    def _ties(self, x: torch.Tensor) -> torch.Tensor:
-        ws = workspace()
-        magnitude = torch.abs(x, out=ws.get("tie_abs", x.shape, x.dtype, x.device))
-        return torch.eq(magnitude, self.cut.threshold, out=ws.get("tie_eq", x.shape, torch.bool, x.device))
-
-    def _count(self, a: int, x: torch.Tensor) -> None:
-        equal = self._ties(x)
-        here = int(torch.count_nonzero(equal))
+    def _count(self, a: int, filled: torch.Tensor) -> None:
+        """Count the ties of ``filled`` (the chunk at ``a``, shrunk at ``≥ h``); find the position."""
+        flags = _ties_in(filled, self.h)
+        here = int(flags.sum())
         need = self.cut.kept - self._seen
         if here >= need:
-            self.position = a + int(torch.nonzero(equal)[need - 1]) + 1
+            self.position = a + int(torch.nonzero(flags)[need - 1]) + 1
         self._seen += here
-        self._scanned = a + x.numel()
+        self._scanned = a + filled.numel()
 
-    def split(self, a: int, tau: torch.Tensor) -> int:
-        """Where, in ``[a, a + len(tau))``, the kept ties end (``tau``: the chunk at ``a``)."""
+    def _catch_up(self, a: int, like: torch.Tensor) -> None:
+        step = chunk_size(self.flat.device, self.flat.numel())
+        while self.position is None and self._scanned < a:
+            lo = self._scanned
+            hi = min(a, lo + step)
+            buf = workspace().get("tie_fill", (hi - lo,), like.dtype, like.device)
+            self._count(lo, _shrink(self.flat[lo:hi], self.ge, buf))
+
+    def __call__(self, a: int, tau: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if not self.splits:
+            return _shrink(tau, self.h if self.strict else self.ge, out)
+        n = tau.numel()
         if self.position is None:
-            if a != self._scanned:  # not a sweep in order: count up to here first
-                step = chunk_size(self.flat.device, self.flat.numel())
-                while self.position is None and self._scanned < a:
-                    lo = self._scanned
-                    self._count(lo, self.flat[lo : min(a, lo + step)])
+            if a != self._scanned:
+                self._catch_up(a, out)
             if self.position is None:
-                self._count(a, tau)
-        return min(max(self.position if self.position is not None else a + tau.numel(), a), a + tau.numel())
-
-
-def _keep(cut: Cut, split: _TieSplit | None, a: int, tau: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out = τ · [entry in the cut's set]`` for the chunk ``tau`` at flat position ``a``."""
-    if split is None:
-        return _shrink(tau, cut.threshold, out, strict=cut.kept == 0 and cut.threshold > 0.0)
-    c = split.split(a, tau) - a
-    if c > 0:
-        _shrink(tau[:c], cut.threshold, out[:c])
-    if c < tau.numel():
-        _shrink(tau[c:], cut.threshold, out[c:], strict=True)
-    return out
+                _shrink(tau, self.ge, out)
+                self._count(a, out)
+                c = self.position - a if self.position is not None else n
+                if c < n:
+                    _shrink(tau[c:], self.h, out[c:])  # the ties after the position drop out
+                return out
+        c = min(max(self.position - a, 0), n)
+        if c > 0:
+            _shrink(tau[:c], self.ge, out[:c])
+        if c < n:
+            _shrink(tau[c:], self.h, out[c:])
+        return out
 
 
 class Magnitude(Selector):
     """Keep the ``lo`` cut of ``|τ|`` minus the ``hi`` cut (TIES: ``hi`` None; Breadcrumbs: the
     outliers): ``τ · [|τ| ∈ lo] − τ · [|τ| ∈ hi]`` (the reference's ``(mask_lo − mask_hi) · τ``,
     entry for entry: both are τ or 0). ``flat``: the whole flattened task vector the chunks come
-    from (where a cut splits its ties, the position where it stops keeping them is found on it)."""
+    from (where a cut splits its ties, the position where it stops keeping them is found on it);
+    ``dtype``: the work dtype the chunks are computed in."""
 
-    def __init__(self, lo: Cut, hi: Cut | None = None, rescale: str | None = None, flat: torch.Tensor | None = None):
+    def __init__(
+        self,
+        lo: Cut,
+        hi: Cut | None = None,
+        rescale: str | None = None,
+        flat: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.lo, self.hi, self.rescale = lo, hi, rescale
-        self._splits = {
-            which: _TieSplit(cut, flat)
-            for which, cut in (("lo", lo), ("hi", hi))
-            if cut is not None and cut.splits_ties
-        }
-        if any(t.position is None for t in self._splits.values()) and flat is None:
-            raise ValueError("a cut that splits its ties needs the flat task vector")  # a bug in the caller
+        self._lo = _Keep(lo, dtype, flat) if lo.kind == "threshold" else None
+        self._hi = _Keep(hi, dtype, flat) if hi is not None and hi.kind == "threshold" else None
 
     def fill(self, a, b, tau, out, scratch):
         lo, hi = self.lo, self.hi
@@ -161,13 +176,21 @@ class Magnitude(Selector):
         elif lo.kind == "none":
             return out.zero_()
         else:
-            _keep(lo, self._splits.get("lo"), a, tau, out)
+            self._lo(a, tau, out)
         if hi is not None and hi.kind != "none":
             if hi.kind == "all":
                 return out.zero_()
-            _keep(hi, self._splits.get("hi"), a, tau, scratch)
+            self._hi(a, tau, scratch)
             out.sub_(scratch)
         return out
+
+
+def _times(out: torch.Tensor, tau: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """``out *= τ`` (a 0/1 or 1/p factor: exact whatever the order; τ made float32 first, which
+    a CPU multiplies several times faster than a mixed-dtype product)."""
+    if tau.dtype != out.dtype:
+        tau = scratch.copy_(tau)
+    return out.mul_(tau)
 
 
 class Uniform(Selector):
@@ -178,7 +201,7 @@ class Uniform(Selector):
 
     def fill(self, a, b, tau, out, scratch):
         torch.lt(self.u[a:b], self.density, out=out)
-        return out.mul_(tau)
+        return _times(out, tau, scratch)
 
 
 class RankProbability(Selector):
@@ -199,4 +222,4 @@ class RankProbability(Selector):
         torch.lt(self.u[a:b], scratch, out=out)
         if self.inverse_p:
             out.div_(scratch)
-        return out.mul_(tau)
+        return _times(out, tau, scratch)

@@ -49,11 +49,12 @@ def _selectors(
                         "options.ties_scope=model needs model_params[i]['_threshold'] "
                         "(evomerge.merge.methods.thresholds.global_trim_thresholds)"
                     )
-                selectors.append(sel.Magnitude(sel.Cut("threshold", float(threshold)), rescale=l1))
+                selectors.append(sel.Magnitude(sel.Cut("threshold", float(threshold)), rescale=l1, dtype=dtype))
             elif density >= 1:
                 selectors.append(sel.KeepAll())
             else:
-                selectors.append(sel.Magnitude(cache.cut(i, tau, int(density * n)), rescale=l1, flat=tau.reshape(-1)))
+                cut = cache.cut(i, tau, int(density * n))
+                selectors.append(sel.Magnitude(cut, rescale=l1, flat=tau.reshape(-1), dtype=dtype))
         elif kind == "band":
             if density >= 1:
                 selectors.append(sel.KeepAll())
@@ -64,7 +65,8 @@ def _selectors(
                 n_top += n_bot
                 n_bot = 0
             hi = cache.cut(i, tau, n_top) if n_top > 0 else None
-            selectors.append(sel.Magnitude(cache.cut(i, tau, n - n_bot), hi, rescale=l1, flat=tau.reshape(-1)))
+            cut = cache.cut(i, tau, n - n_bot)
+            selectors.append(sel.Magnitude(cut, hi, rescale=l1, flat=tau.reshape(-1), dtype=dtype))
         elif kind in ("random", "rank"):
             if density >= 1:
                 selectors.append(sel.KeepAll())
