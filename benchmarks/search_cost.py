@@ -75,7 +75,7 @@ def write_config(root: Path, dirs: dict, method: str, args) -> Path:
     g = torch.Generator().manual_seed(0)
     vocab = SHAPES[args.shape]["vocab_size"]
     rows = []
-    for i in range(args.examples):
+    for _ in range(args.examples):
         ids = torch.randint(10, vocab, (args.prompt_len + 2,), generator=g).tolist()
         rows.append({"q": " ".join(f"<{t}>" for t in ids[:-2]), "a": " ".join(f"<{t}>" for t in ids[-2:])})
     (root / "task.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
