@@ -98,6 +98,14 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+def staging_sizes(pool) -> tuple[int, int]:
+    """Entries of the pool's largest float tensor, and of the largest below the vocabulary-sized
+    ones (half the largest or less): the two staging buffer sets (:mod:`evomerge.merge.staging`)."""
+    sizes = sorted({math.prod(pool.shape(n)) for n in pool.tensor_names if pool.stored_dtype(n).is_floating_point})
+    largest = sizes[-1] if sizes else 1
+    return largest, max((s for s in sizes if 2 * s <= largest), default=largest)
+
+
 @dataclass
 class TensorPlan:
     """What one tensor's merge needs, resolved; ``key`` identifies its merged value."""
@@ -133,8 +141,7 @@ class RecipePlan:
         self.cache = cache
         self.device = torch.device(device) if device is not None else pool.compute_device
         if staging is None and self.device != pool.device:  # a pool that stores elsewhere: stream its inputs
-            largest = max((math.prod(pool.shape(n)) for n in pool.tensor_names), default=1)
-            staging = Staging(self.device, largest)
+            staging = Staging(self.device, staging_sizes(pool)[0], second=0)
         self.staging = staging
         self.spec = _method(recipe)
         self.experts = expert_ids(recipe)
@@ -302,8 +309,8 @@ class InPlaceMerger:
         self._keys: dict[str, tuple] = {}
         self.staging: Staging | None = None
         if stream or self.device != pool.device:
-            largest = max((math.prod(pool.shape(n)) for n in pool.tensor_names), default=1)
-            self.staging = Staging(self.device, largest, always=True)
+            largest, second = staging_sizes(pool)
+            self.staging = Staging(self.device, largest, second=second, always=True)
 
     def _map_targets(self) -> dict[str, torch.Tensor]:
         module, pool = self.module, self.pool

@@ -37,7 +37,9 @@ from evomerge.pool.modules import load_causal_lm
 
 class LiveModels:
     """A worker's resident models (see the module docstring); ``device`` may be ``"auto"``;
-    ``memory``: ``auto | gpu | offload``; ``search_cache``: ``auto | off`` or a byte cap."""
+    ``memory``: ``auto | gpu | offload``; ``search_cache``: ``auto | off`` or a byte cap;
+    ``methods``: the merge methods recipes will use, when known (the plan's scratch for DARE's
+    draws is left out without one that samples)."""
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class LiveModels:
         dtype: Any = "float32",
         memory: str = "auto",
         search_cache: int | str = "auto",
+        methods: list[str] | None = None,
     ):
         from transformers import AutoTokenizer
 
@@ -56,7 +59,12 @@ class LiveModels:
         self.pool = ModelPool(base, list(experts), device="cpu", dtype=self.dtype)  # headers only, so far
         device_name = str(self.device)
         self.placement = plan_for_pool(
-            self.pool, device=device_name, dtype_bytes=self.dtype.itemsize, memory=memory, search_cache=search_cache
+            self.pool,
+            device=device_name,
+            dtype_bytes=self.dtype.itemsize,
+            memory=memory,
+            search_cache=search_cache,
+            methods=methods,
         )
         self.pool.place(self.placement.store, compute_device=self.device, pin=self.placement.pin)
         ref = str(self.pool.reference_dir)

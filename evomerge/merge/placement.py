@@ -9,11 +9,13 @@ what             bytes                               where
 live model       ``P·b``                             the device (it is what is evaluated)
 base + τ_1…τ_N   ``(N + 1)·P·b``                     the device (``gpu``), or pinned host
                                                      memory, streamed per tensor (``offload``)
-staging          ``2·(N + 1)·L·b``                   the device, ``offload`` only: each tensor's
-                                                     inputs, one tensor ahead
+staging          ``(N + 1)·(L + L₂)·b``              the device, ``offload`` only: each tensor's
+                                                     inputs, one tensor ahead (``L₂``: the largest
+                                                     tensor of half ``L`` or less)
 merge scratch    ``(N + 1)·L·4 + (N + 8)·C·4``       the device: DARE's uniforms, one output
                  (+ ``N·L·4`` on a CPU)              buffer, ``C``-entry chunks (a CPU keeps the
-                                                     L1 rescale's masked values too)
+                                                     L1 rescale's masked values too); without a
+                                                     sampling method ``L·4 + (N + 8)·C·4``
 reserve          ``max(2 GiB, 10 %)`` of a GPU,      evaluation (activations, KV cache, logits)
                  1 GiB of a host                     and allocator slack
 search cache     what is left, halved, capped        beside the merge (:mod:`evomerge.merge.cache`)
@@ -38,6 +40,7 @@ actually free at that moment (:class:`MemoryGuard`), so it never causes an out-o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,16 +55,20 @@ Mode = Literal["gpu", "offload"]
 
 @dataclass(frozen=True)
 class ModelSize:
-    """Float entries of one model (``params``) and of its largest tensor (``largest``)."""
+    """Float entries of one model (``params``), of its largest tensor (``largest``) and of the
+    largest of half that size or less (``second``: the vocabulary-sized tensors excluded; None:
+    ``largest``)."""
 
     params: int
     largest: int
+    second: int | None = None
 
     @classmethod
     def of(cls, pool) -> ModelSize:
         """From a :class:`~evomerge.pool.ModelPool`'s headers (no weight is read)."""
         sizes = [_numel(pool.shape(n)) for n in pool.tensor_names if pool.stored_dtype(n).is_floating_point]
-        return cls(sum(sizes), max(sizes, default=0))
+        largest = max(sizes, default=0)
+        return cls(sum(sizes), largest, max((s for s in sizes if 2 * s <= largest), default=largest))
 
 
 @dataclass(frozen=True)
@@ -113,14 +120,15 @@ def _gib(n: int) -> str:
     return f"{n / GiB:.1f} GiB"
 
 
-def _needs(size: ModelSize, experts: int, dtype_bytes: int, on_cpu: bool) -> dict[str, int]:
+def _needs(size: ModelSize, experts: int, dtype_bytes: int, on_cpu: bool, sampling: bool) -> dict[str, int]:
     P, L, N, b = size.params, size.largest, experts, dtype_bytes
     chunk = min(L, _CPU_CHUNK if on_cpu else _DEVICE_CHUNK)
+    per_tensor = 1 + ((2 * N if on_cpu else N) if sampling else 0)  # output buffer; uniforms, L1 masks
     return {
         "live": P * b,
         "inputs": (N + 1) * P * b,
-        "staging": 2 * (N + 1) * L * b,
-        "scratch": ((2 * N + 1) if on_cpu else (N + 1)) * L * 4 + (N + 8) * chunk * 4,
+        "staging": (N + 1) * (L + (size.second if size.second is not None else L)) * b,
+        "scratch": per_tensor * L * 4 + (N + 8) * chunk * 4,
     }
 
 
@@ -139,15 +147,18 @@ def plan_placement(
     memory: str = "auto",
     search_cache: int | str = "auto",
     free: Memory,
+    sampling: bool = True,
 ) -> Placement:
     """The placement for ``experts`` task vectors of a model of ``size`` (see the module
     docstring); ``device``: ``cpu``, ``cuda``, ``cuda:N``, …; ``memory``: ``auto | gpu | offload``;
-    ``search_cache``: ``auto`` (no cap), ``off`` or a byte cap. Raises one-line
-    :class:`~evomerge.errors.ModelError` when the requested (or, for auto, every) mode does not fit."""
+    ``search_cache``: ``auto`` (no cap), ``off`` or a byte cap; ``sampling``: a method that draws
+    masks (DARE, DELLA) may run — its uniforms (and a CPU's L1 masks) are scratch (the default:
+    the run's methods are not known here). Raises one-line :class:`~evomerge.errors.ModelError`
+    when the requested (or, for auto, every) mode does not fit."""
     if memory not in ("auto", "gpu", "offload"):
         raise ModelError(f"evaluator.memory: expected auto, gpu or offload, got {memory!r}")
     on_cpu = device.split(":")[0] == "cpu"
-    need = _needs(size, experts, dtype_bytes, on_cpu)
+    need = _needs(size, experts, dtype_bytes, on_cpu, sampling)
     reserve = _reserve("cpu" if on_cpu else "cuda", free.host_free if on_cpu else free.device_total)
     resident = need["live"] + need["inputs"] + need["scratch"] + reserve
     if on_cpu:
@@ -206,8 +217,20 @@ def _placement(mode, device, store, pin, stream, dev, host, left, search_cache, 
     return Placement(mode, device, store, pin, stream, dev, host, int(budget), keep_uniforms, reserve)
 
 
-def plan_for_pool(pool, *, device: str, dtype_bytes: int, memory: str = "auto", search_cache: int | str = "auto"):
-    """The placement of ``pool``'s models (headers only) on ``device`` with what is free now."""
+def plan_for_pool(
+    pool,
+    *,
+    device: str,
+    dtype_bytes: int,
+    memory: str = "auto",
+    search_cache: int | str = "auto",
+    methods: Sequence[str] | None = None,
+):
+    """The placement of ``pool``'s models (headers only) on ``device`` with what is free now;
+    ``methods``: the merge methods the run may use (None: any)."""
+    from evomerge.merge.methods import get_method
+
+    sampling = methods is None or any(get_method(m).randomized for m in methods)
     return plan_placement(
         ModelSize.of(pool),
         experts=len(pool.models),
@@ -216,6 +239,7 @@ def plan_for_pool(pool, *, device: str, dtype_bytes: int, memory: str = "auto", 
         memory=memory,
         search_cache=search_cache,
         free=free_memory(device),
+        sampling=sampling,
     )
 
 

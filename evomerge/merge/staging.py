@@ -21,12 +21,15 @@ import torch
 class Staging:
     """Device buffers for the inputs of one tensor's merge; see the module docstring.
 
-    ``capacity``: entries of the largest tensor (buffers are allocated once at that size, per
-    input slot, two sets when a side stream prefetches)."""
+    ``capacity``: entries of the largest tensor (the first buffer set is allocated at that size,
+    per input slot); ``second``: of the second set, which a side stream prefetches into (default
+    the same): a model's few vocabulary-sized tensors are then copied when their turn comes, and
+    the second set costs what the next-largest tensor needs."""
 
-    def __init__(self, device: str | torch.device, capacity: int, *, always: bool = False):
+    def __init__(self, device: str | torch.device, capacity: int, *, second: int | None = None, always: bool = False):
         self.device = torch.device(device)
         self.capacity = max(int(capacity), 1)
+        self.capacities = (self.capacity, max(int(second if second is not None else capacity), 1))
         self.always = always
         self._buffers: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
@@ -41,9 +44,13 @@ class Staging:
     def _buffer(self, which: int, slot: int, t: torch.Tensor) -> torch.Tensor:
         key = (which, slot, t.dtype)
         buf = self._buffers.get(key)
-        if buf is None:
-            buf = self._buffers[key] = torch.empty(max(self.capacity, t.numel()), dtype=t.dtype, device=self.device)
+        if buf is None or buf.numel() < t.numel():  # larger only for a tensor beyond the capacity given
+            size = max(self.capacities[which], t.numel())
+            buf = self._buffers[key] = torch.empty(size, dtype=t.dtype, device=self.device)
         return buf[: t.numel()].view(t.shape)
+
+    def _fits(self, which: int, sources: Sequence[torch.Tensor | None]) -> bool:
+        return all(s is None or s.numel() <= self.capacities[which] for s in sources)
 
     def _copy(self, which: int, sources: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
         return [
@@ -64,7 +71,7 @@ class Staging:
         else:
             if self._ready:  # a prefetch for another tensor may be writing into these buffers
                 self.reset()
-            which = self._next
+            which = self._next if self._fits(self._next, sources) else 0
             tensors = self._copy(which, sources)
         self._in_use = which
         self._next = 1 - which
@@ -75,6 +82,8 @@ class Staging:
         if self._stream is None or name in self._ready or not any(self._moves(s) for s in sources):
             return
         which = self._next
+        if not self._fits(which, sources):  # too large for the other set: copied at its turn
+            return
         for k, s in enumerate(sources):  # allocate on the main stream, before the side stream writes
             if self._moves(s):
                 self._buffer(which, k, s)

@@ -32,9 +32,16 @@ def gpu_need(size, n, b, total):
     return live + inputs + scratch + reserve, live + staging + scratch + reserve, inputs + GiB
 
 
-def plan(size, n, *, device="cuda:0", b=2, memory="auto", search_cache="auto", **free):
+def plan(size, n, *, device="cuda:0", b=2, memory="auto", search_cache="auto", sampling=True, **free):
     return plan_placement(
-        size, experts=n, dtype_bytes=b, device=device, memory=memory, search_cache=search_cache, free=Memory(**free)
+        size,
+        experts=n,
+        dtype_bytes=b,
+        device=device,
+        memory=memory,
+        search_cache=search_cache,
+        free=Memory(**free),
+        sampling=sampling,
     )
 
 
@@ -173,3 +180,20 @@ def test_bad_memory_settings_are_one_line(given, line):
     with pytest.raises(ConfigError) as exc:
         parse_config({"toyworld": {"preset": "test"}, "budget": {"max_evals": 1}, "evaluator": given}, "run.yaml")
     assert str(exc.value) == line
+
+
+def test_without_a_sampling_method_the_scratch_is_one_output_buffer_and_the_chunks():
+    dense = plan(SEVEN_B, 3, device_free=23 * GiB, device_total=24 * GiB, host_free=64 * GiB, sampling=False)
+    sampled = plan(SEVEN_B, 3, device_free=23 * GiB, device_total=24 * GiB, host_free=64 * GiB)
+    assert sampled.device_bytes - dense.device_bytes == 3 * SEVEN_B.largest * 4  # DARE's uniforms
+    live, staging = SEVEN_B.params * 2, 2 * 4 * SEVEN_B.largest * 2
+    assert dense.device_bytes == live + staging + SEVEN_B.largest * 4 + 11 * CHUNK_GPU * 4 + int(2.4 * GiB)
+
+
+def test_staging_holds_the_largest_tensor_once_and_the_next_largest_for_prefetching():
+    size = ModelSize(params=8_030_261_248, largest=128_256 * 4096, second=4096 * 14336)  # Llama-3-8B
+    placement = plan(size, 3, memory="offload", device_free=40 * GiB, device_total=48 * GiB, host_free=200 * GiB)
+    live = size.params * 2
+    staging = 4 * (size.largest + size.second) * 2
+    scratch = 4 * size.largest * 4 + 11 * CHUNK_GPU * 4
+    assert placement.device_bytes == live + staging + scratch + int(4.8 * GiB)
