@@ -138,8 +138,13 @@ def run_method(root: Path, config: Path, method: str, args) -> dict:
         str(run_dir),
     ]
     start = time.time()
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=args.timeout)
-    watch = next((json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"memwatch"')), {})
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=args.timeout)
+        rc, stdout, stderr = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as exc:  # killed: what the log holds so far is still reported
+        rc, stdout = "timeout", exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        stderr = f"timed out after {args.timeout} s"
+    watch = next((json.loads(line) for line in stdout.splitlines() if line.startswith('{"memwatch"')), {})
     log = run_dir / "evaluations.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
     merges = [round(float(r["merge_seconds"]), 3) for r in records]
@@ -147,7 +152,7 @@ def run_method(root: Path, config: Path, method: str, args) -> dict:
     peaks = watch.get("memwatch", {})
     return {
         "method": method,
-        "rc": done.returncode,
+        "rc": rc,
         "evaluations": len(records),
         "ok": sum(r.get("status") == "ok" for r in records),
         "first_eval_seconds": round(min(float(r["finished"]) for r in records) - start, 2) if records else None,
@@ -159,7 +164,7 @@ def run_method(root: Path, config: Path, method: str, args) -> dict:
         "peak_file_gib": peaks.get("file_gib"),
         "min_available_gib": peaks.get("min_available_gib"),
         "wall_seconds": watch.get("seconds"),
-        "stderr_tail": done.stderr.strip().splitlines()[-1][:200] if done.returncode and done.stderr.strip() else None,
+        "stderr_tail": stderr.strip().splitlines()[-1][:200] if rc and stderr.strip() else None,
     }
 
 
