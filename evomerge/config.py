@@ -7,7 +7,7 @@ key and the closest known key (``runs.yaml: unknown key 'space.layer_group' (did
 Sections::
 
     models:    {base: PATH_OR_HUB_ID, experts: {name: PATH_OR_HUB_ID}}   # or, instead:
-    toyworld:  {preset: demo|test, seed: 0, objectives: [task, ...]}   # models and tasks from the embedded world
+    toyworld:  {preset: demo|test|carry, seed: 0, objectives: [task, ...]}   # models and tasks from the embedded world
     space:     {kind: parameter|dataflow|psdfs, ...that kind's options}
     driver:    {name: cmaes|m2n2|optuna|random, options: {...that driver's options}}
     fitness:   fitness.FitnessConfig (tasks, objectives, early_stopping)
@@ -88,7 +88,7 @@ def _model_key(path: str) -> str:
 
 
 class ToyWorldSection(_Strict):
-    preset: Literal["demo", "test"] = "demo"
+    preset: Literal["demo", "test", "carry"] = "demo"
     seed: int = 0
     dir: str | None = None  # where the world is built / cached; default: the user's cache dir
     # The world's tasks to optimise, each a maximised objective, taken from the world by name so

@@ -1,4 +1,4 @@
-"""``evomerge toyworld [--dir DIR] [--force] [--preset demo|test] [--seed N]``: build the toy
+"""``evomerge toyworld [--dir DIR] [--force] [--preset demo|test|carry] [--seed N]``: build the toy
 world, or find it in the cache, and print where its models and tasks are."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default="demo",
-        choices=["demo", "test"],
-        help="demo: the default world (a few CPU minutes); test: a tiny one (seconds)",
+        choices=["demo", "test", "carry"],
+        help="demo: the default world (a few CPU minutes); test: a tiny one (seconds); "
+        "carry: the world where every source fails the target (a few CPU minutes)",
     )
     p.add_argument("--seed", type=int, default=0, help="training seed of the world (default: 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads while training (default: the preset's)")

@@ -74,6 +74,7 @@ def build_toyworld(
     from evomerge.toyworld.settings import preset as preset_settings
 
     s = settings if settings is not None else preset_settings(preset, seed=seed)
+    s.check()
     key = s.key()
     root = world_dir(key, dir)
 

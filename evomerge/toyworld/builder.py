@@ -66,7 +66,39 @@ def heldout_pairs_of(task: str, s: WorldSettings) -> list[tuple[str, str]]:
 
 def evaluate(model, s: WorldSettings) -> dict[str, float]:
     """Teacher-forced exact match of ``model`` on the whole held-out pool of every task."""
-    return {t: round(float(forced_exact_match(model, heldout_pairs_of(t, s)).mean()), 4) for t in tasks.TASKS}
+    return {t: round(float(forced_exact_match(model, heldout_pairs_of(t, s)).mean()), 4) for t in s.tasks}
+
+
+def parameter_group(name: str) -> str:
+    """The ``Stage.trainable`` group of a Llama parameter: ``embed``, ``layers.<i>`` or ``head``."""
+    if "embed_tokens" in name:
+        return "embed"
+    if ".layers." in name:
+        return "layers." + name.split(".layers.")[1].split(".")[0]
+    return "head"
+
+
+def set_trainable(model, groups) -> None:
+    """Train only the parameters in ``groups`` (None: all of them)."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(groups is None or parameter_group(name) in groups)
+
+
+def train_stage(model, stage: Stage, s: WorldSettings, seed: int, log=None) -> None:
+    set_trainable(model, stage.trainable)
+    try:
+        train(
+            model,
+            stage_mixture(stage, s),
+            steps=stage.steps,
+            lr=stage.lr,
+            warmup=stage.warmup,
+            batch=stage.batch,
+            seed=seed,
+            log=log,
+        )
+    finally:
+        set_trainable(model, None)
 
 
 def save(model, directory: Path) -> None:
@@ -95,18 +127,8 @@ def build_models(s: WorldSettings, out: Path, log=print) -> dict:
     try:
         t0 = time.perf_counter()
         base = new_model(s, stage_seed(s.seed, "init"))
-        mix = stage_mixture(s.base, s)
         log(f"toyworld: training base ({s.base.steps} steps)")
-        train(
-            base,
-            mix,
-            steps=s.base.steps,
-            lr=s.base.lr,
-            warmup=s.base.warmup,
-            batch=s.base.batch,
-            seed=stage_seed(s.seed, "base"),
-            log=progress,
-        )
+        train_stage(base, s.base, s, stage_seed(s.seed, "base"), log=progress)
         save(base, out / "base")
         facts["seconds"]["base"] = round(time.perf_counter() - t0, 1)
         facts["scores"]["base"] = evaluate(base, s)
@@ -115,16 +137,7 @@ def build_models(s: WorldSettings, out: Path, log=print) -> dict:
             t0 = time.perf_counter()
             base.load_state_dict(base_state)
             log(f"toyworld: training expert {name!r} ({stage.steps} steps)")
-            train(
-                base,
-                stage_mixture(stage, s),
-                steps=stage.steps,
-                lr=stage.lr,
-                warmup=stage.warmup,
-                batch=stage.batch,
-                seed=stage_seed(s.seed, f"expert:{name}"),
-                log=progress,
-            )
+            train_stage(base, stage, s, stage_seed(s.seed, f"expert:{name}"), log=progress)
             save(base, out / "experts" / name)
             facts["seconds"][name] = round(time.perf_counter() - t0, 1)
             facts["scores"][name] = evaluate(base, s)
@@ -137,7 +150,7 @@ def task_configs(s: WorldSettings) -> list[dict]:
     """The world's tasks as fitness ``TaskConfig`` dicts (generator sources, forced exact match)."""
     params = {"heldout_pairs": s.heldout_pairs, "heldout_numbers": s.heldout_numbers, "data_seed": s.data_seed}
     configs = []
-    for t in tasks.TASKS:
+    for t in s.tasks:
         pool = len(tasks.task_pool(t, **params))
         # The language task's pool (3 kinds x held-out numbers) can be smaller than the
         # arithmetic one's: validation takes what calibration leaves, up to the setting.

@@ -71,7 +71,7 @@ def test_settings_change_the_key():
 
 
 def test_unknown_preset_and_setting_are_one_line_errors():
-    with pytest.raises(ConfigError, match="unknown toy-world preset 'big'; expected one of: demo, test"):
+    with pytest.raises(ConfigError, match="unknown toy-world preset 'big'; expected one of: demo, carry, test"):
         preset("big")
     with pytest.raises(ConfigError, match="unknown toy-world setting 'hiden'"):
         preset("test", hiden=3)
