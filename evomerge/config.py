@@ -8,10 +8,10 @@ Sections::
 
     models:    {base: PATH_OR_HUB_ID, experts: {name: PATH_OR_HUB_ID}}   # or, instead:
     toyworld:  {preset: demo|test|carry, seed: 0, objectives: [task, ...]}   # models and tasks from the embedded world
-    space:     {kind: parameter|dataflow|psdfs, ...that kind's options}
+    space:     {kind: parameter|dataflow|psdfs, ...that kind's options}   # psdfs: mode joint|sequential
     driver:    {name: cmaes|m2n2|optuna|random, options: {...that driver's options}}
     fitness:   fitness.FitnessConfig (tasks, objectives, early_stopping)
-    budget:    {max_evals, time_limit, target}
+    budget:    {max_evals, time_limit, target, stages: {ps, dfs}}   # stages: sequential PS+DFS
     evaluator: {backend: inprocess|ray, device, dtype, batch_size, memory, search_cache, ...that backend's options}
     run:       {seed, checkpoint_every, keep_checkpoints}
     problem:   merge (default) | digits
@@ -203,15 +203,38 @@ def _v1_space(space: dict) -> dict:
     return {k: v for k, v in space.items() if k == "kind" or k in fields or _V1_SPACE_DEFAULTS.get(k, ...) != v}
 
 
+class StageBudgets(_Strict):
+    """``budget.stages``: the evaluations of each stage of a sequential PS+DFS (``space: {kind:
+    psdfs, mode: sequential}``): the PS search, then the DFS search over its winner."""
+
+    ps: int = Field(ge=1)
+    dfs: int = Field(ge=1)
+
+
 class BudgetSection(_Strict):
-    max_evals: int | None = Field(default=None, ge=1)
-    time_limit: float | None = Field(default=None, gt=0)  # seconds; "90m", "2h" accepted
+    max_evals: int | None = Field(default=None, ge=1)  # a staged run: the stages' sum (the default)
+    time_limit: float | None = Field(default=None, gt=0)  # seconds; "90m", "2h" accepted; spans all stages
     target: float | dict[str, float] | None = None  # stop once the (scalarised) objective reaches it
+    stages: StageBudgets | None = None
 
     @field_validator("time_limit", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return parse_duration(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _stages_sum(self) -> BudgetSection:
+        if self.stages is None:
+            return self
+        total = self.stages.ps + self.stages.dfs
+        if self.max_evals is None:
+            self.max_evals = total
+        elif self.max_evals != total:
+            raise ValueError(
+                f"max_evals is {self.max_evals} but stages add up to {total} "
+                f"(ps {self.stages.ps} + dfs {self.stages.dfs}); give one or make them agree"
+            )
+        return self
 
 
 class DigitsSection(_Strict):
@@ -269,7 +292,28 @@ class RunConfig(_Strict):
                 raise ValueError("give either 'toyworld.objectives' (the world's tasks by name) or 'fitness', not both")
         if self.budget.max_evals is None and self.budget.time_limit is None:
             raise ValueError("budget needs max_evals or time_limit (or both)")
+        self._stage_budgets()
         return self
+
+    def _stage_budgets(self) -> None:
+        """``budget.stages`` belongs to a sequential PS+DFS with a PS stage, and such a run needs it."""
+        sequential = getattr(self.space, "mode", None) == "sequential"
+        model_a = getattr(self.space, "model_a", None)
+        if sequential and self.problem != "merge":
+            raise ValueError("space.mode sequential searches merges in stages: it needs problem: merge")
+        if self.budget.stages is not None:
+            if not sequential:
+                raise ValueError("budget.stages splits the budget of space: {kind: psdfs, mode: sequential}; drop it")
+            if model_a is not None:
+                raise ValueError(
+                    f"budget.stages: model A comes from {model_a.run_dir} (space.model_a), so this run is the DFS "
+                    f"stage alone: give its budget as budget.max_evals"
+                )
+        elif sequential and model_a is None:
+            raise ValueError(
+                "space.mode sequential runs a PS stage, then a DFS stage over its winner: give the budget of each "
+                "as budget.stages: {ps: N, dfs: M}"
+            )
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)

@@ -226,6 +226,8 @@ def parse_fitness_config(data: Any, *, where: str = "", base_dir: str | Path | N
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, where, FitnessConfig, data)) from None
     cfg._base_dir = Path(base_dir) if base_dir is not None else None
+    for task in cfg.tasks:  # callable references resolve next to the config file too
+        task.scorer._base_dir = cfg._base_dir
     return cfg
 
 

@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module of this package and exposes ``add_parser(subparsers)``
 (which registers the sub-parser and sets ``func``) — ``main`` only wires them together and turns
-:class:`~evomerge.errors.EvomergeError` into one line on stderr and exit status 2.
+:class:`~evomerge.errors.EvomergeError` into one line on stderr and exit status 2 — and so any
+``OSError`` no writer named (``error: PATH: <strerror> (while running evomerge CMD)``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from evomerge import __version__
 from evomerge.errors import EvomergeError
+from evomerge.io.oserrors import describe
 
 # Order is the order `evomerge --help` lists them in: the data flow a user follows.
 COMMANDS = ["toyworld", "merge", "eval", "run", "resume", "status", "export", "report", "demo"]
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except EvomergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, a read-only folder, a file where a folder belongs: never a traceback
+        print(f"error: {describe(exc, doing=f'running evomerge {args.command}')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -23,13 +23,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--out", required=True, metavar="OUT", help="output file (recipe, mergekit) or directory (hf, or pareto)"
     )
-    p.add_argument("--force", action="store_true", help="overwrite OUT")
+    p.add_argument(
+        "--stage",
+        default=None,
+        metavar="NAME",
+        help="choose among one stage's candidates of a staged run (sequential PS+DFS: ps = the PS winner alone, dfs)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT when it is an earlier evomerge output of this format (never anything in a run directory, "
+        "a source model, ., $HOME or /)",
+    )
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from evomerge.export import export
 
-    for path in export(args.run_dir, which=args.which, format=args.format, out=args.out, force=args.force):
+    for path in export(
+        args.run_dir, which=args.which, format=args.format, out=args.out, force=args.force, stage=args.stage
+    ):
         print(path)
     return 0

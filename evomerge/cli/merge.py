@@ -38,7 +38,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="dtype of the written weights (default: the recipe's dtype)",
     )
-    p.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT_DIR when it is an earlier evomerge output (never a run directory, a source model, ., $HOME or /)",
+    )
     p.add_argument(
         "--max-shard-size",
         default="2GB",

@@ -1,7 +1,11 @@
 """``evomerge export``: a run's result as something a user takes away.
 
 ``which``: ``best`` (highest scalarised score), ``pareto`` (every non-dominated candidate, one
-output each under OUT/<id>…), or a candidate id. ``format``:
+output each under OUT/<id>…), or a candidate id; ``stage``: choose among one stage's candidates of
+a staged run (sequential PS+DFS: ``ps`` is the PS winner alone, ``dfs`` the data-flow stage's,
+whose recipes nest the PS winner as model A), read by the report's stage contract
+(:mod:`evomerge.report.stages`; a ps stage that ran elsewhere is read from its ``run_dir``).
+``format``:
 
 - ``recipe``: our recipe YAML (parameter-space :class:`~evomerge.merge.recipes.parameter.Recipe` or a
   data-flow recipe) — ``evomerge merge`` rebuilds the model from it;
@@ -16,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.errors import ConfigError, RunDirError
-from evomerge.io import atomic_write_text
+from evomerge.io import atomic_write_text, writing
+from evomerge.io.atomic import make_parents
+from evomerge.io.outputs import check_replaceable, is_recipe_yaml
+from evomerge.merge.materialize import check_out_dir
 from evomerge.merge.recipes import parse_recipe
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record, pareto_records
@@ -24,8 +31,23 @@ from evomerge.runs.summary import best_record, pareto_records
 FORMATS = ("recipe", "mergekit", "hf")
 
 
-def select(store: RunStore, which: str | int) -> list[dict[str, Any]]:
-    records = store.read_log()
+def stage_records(store: RunStore, stage: str) -> list[dict[str, Any]]:
+    """The records of ``stage`` of a staged run (the report's stage contract)."""
+    from evomerge.report.stages import read_stages
+
+    meta = store.read_json(store.root / "meta.json")
+    stages = read_stages(store.root, meta if isinstance(meta, dict) else {}, store.read_log())
+    for st in stages:
+        if st.name == stage:
+            return st.records
+    known = ", ".join(st.name for st in stages)
+    raise ConfigError(
+        f"--stage: {store.root} has no stage {stage!r} ({'its stages: ' + known if known else 'it is not a staged run'})"
+    )
+
+
+def select(store: RunStore, which: str | int, stage: str | None = None) -> list[dict[str, Any]]:
+    records = store.read_log() if stage is None else stage_records(store, stage)
     ok = [r for r in records if r.get("status") == "ok"]
     if which == "best":
         best = best_record(records)
@@ -61,29 +83,43 @@ def _recipe_obj(recipe: dict):
     return parse_recipe(recipe)
 
 
-def _write_text(path: Path, text: str, force: bool) -> Path:
-    if path.is_dir():  # --force replaces a file, never a directory
-        raise ConfigError(f"output {path} is a directory; this format writes one YAML file: give a file name")
-    if path.exists() and not force:
-        raise ConfigError(f"output {path} exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
-    return path
+_WHAT = {"recipe": "the recipe YAML", "mergekit": "the mergekit YAML"}
+
+
+def check_one(record: dict, format: str, out: Path, *, force: bool = False):
+    """The recipe of ``record`` once ``out`` is known to be writable for ``format`` (nothing written).
+
+    ``force`` replaces only an earlier evomerge output (:func:`evomerge.io.outputs.check_replaceable`):
+    a recipe or mergekit YAML for the file formats, an evomerge checkpoint for ``hf``; never a run
+    directory or anything in one, a model the recipe reads, ``.``, ``$HOME`` or ``/``.
+    """
+    if format not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    obj = _recipe_obj(record.get("recipe"))
+    if format == "hf":
+        if (out.exists() or out.is_symlink()) and not out.is_dir():
+            raise ConfigError(f"output {out} is a file; --format hf writes a checkpoint directory")
+        check_out_dir(out, force, obj.model_ids())
+        return obj
+    if out.is_dir():  # --force replaces a file, never a directory
+        raise ConfigError(f"output {out} is a directory; this format writes one YAML file: give a file name")
+    check_replaceable(out, kind="file", force=force, protected=obj.model_ids(), recognise=is_recipe_yaml)
+    return obj
+
+
+def write_one(obj, format: str, out: Path, *, force: bool = False, progress: bool = False) -> Path:
+    """Write the checked recipe ``obj`` (:func:`check_one`) to ``out`` atomically."""
+    if format == "hf":
+        return Path(obj.materialize(out, force=force, progress=progress))
+    text = obj.to_yaml() if format == "recipe" else obj.to_mergekit_yaml()
+    with writing(_WHAT[format], out):
+        make_parents(out)
+    atomic_write_text(out, text, what=_WHAT[format])
+    return out
 
 
 def export_one(record: dict, format: str, out: Path, *, force: bool = False, progress: bool = False) -> Path:
-    obj = _recipe_obj(record.get("recipe"))
-    if format == "recipe":
-        return _write_text(out, obj.to_yaml(), force)
-    if format == "mergekit":
-        return _write_text(out, obj.to_mergekit_yaml(), force)
-    if format == "hf":
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"output {out} is a file; --format hf writes a checkpoint directory")
-        if out.exists() and any(out.iterdir()) and not force:
-            raise ConfigError(f"output directory {out} is not empty; pass --force to overwrite it")
-        return Path(obj.materialize(out, force=True, progress=progress))
-    raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    return write_one(check_one(record, format, out, force=force), format, out, force=force, progress=progress)
 
 
 def export(
@@ -93,24 +129,25 @@ def export(
     out: str | Path = "export",
     *,
     force: bool = False,
+    stage: str | None = None,
 ) -> list[Path]:
-    """Export the selected candidate(s); returns the written paths (one per candidate)."""
+    """Export the selected candidate(s) (of ``stage`` only, when given); returns the written
+    paths (one per candidate)."""
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
     store = RunStore(run_dir)
     store.require()
-    chosen = select(store, which)
-    out = Path(out)
+    chosen = select(store, which, stage)
+    out = Path(out).expanduser()
     if which != "pareto":
         return [export_one(chosen[0], format, out, force=force)]
-    # One output per front member, under OUT/.
-    if out.exists() and not out.is_dir():
+    # One output per front member, under OUT/ (ids are integers: read_log checks).
+    if (out.exists() or out.is_symlink()) and not out.is_dir():
         raise ConfigError(f"--which pareto writes one file per candidate: -o must be a directory, got file {out}")
     suffix = {"recipe": ".yaml", "mergekit": ".mergekit.yaml", "hf": ""}[format]
-    paths = []
-    for rec in chosen:
-        paths.append(export_one(rec, format, out / f"candidate-{rec['id']}{suffix}", force=force))
-    return paths
+    targets = [(rec, out / f"candidate-{int(rec['id'])}{suffix}") for rec in chosen]
+    objs = [check_one(rec, format, path, force=force) for rec, path in targets]  # every output before any write
+    return [write_one(obj, format, path, force=force) for obj, (_, path) in zip(objs, targets)]
 
 
-__all__ = ["FORMATS", "export", "export_one", "select"]
+__all__ = ["FORMATS", "check_one", "export", "export_one", "select", "stage_records", "write_one"]

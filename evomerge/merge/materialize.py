@@ -6,8 +6,12 @@ Order of work, so that a failure never leaves a half-written ``out_dir`` behind:
    architecture, tensor names and shapes), every tensor's parameters, the output directory — before
    creating any file;
 2. write into a temporary directory next to ``out_dir`` (same filesystem) and put it in place at
-   the end (:func:`evomerge.io.atomic_dir`: an existing ``out_dir``, allowed by ``force``, is moved
-   aside first and deleted after).
+   the end (:func:`evomerge.io.outputs.output_dir`: an existing ``out_dir``, allowed by ``force``, is
+   moved aside first and deleted after; the output carries the marker ``.evomerge-output.json``).
+
+What ``force`` may replace is :func:`evomerge.io.outputs.check_replaceable`'s decision: only an
+earlier evomerge checkpoint (marker, or the model card of an older evomerge), never a run
+directory, a source model, ``.``, ``$HOME`` or ``/`` (or a folder holding one of them).
 
 Shards are planned from the header shapes before any tensor is merged: tensors are packed in pool
 order into files of at most ``max_shard_bytes`` (a tensor larger than that gets a file of its own),
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -26,7 +31,7 @@ import torch
 
 from evomerge.dtypes import dtype_name, torch_dtype
 from evomerge.errors import EvomergeError
-from evomerge.io import atomic_dir
+from evomerge.io.outputs import check_replaceable, is_legacy_checkpoint, output_dir
 from evomerge.merge.apply import RecipePlan, pool_for_recipe
 from evomerge.merge.model_card import model_card
 from evomerge.pool.modules import load_causal_lm
@@ -61,20 +66,16 @@ def check_device(device) -> torch.device:
     return dev
 
 
-def _check_out_dir(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
+#: The marker kind of a Hugging Face checkpoint directory evomerge wrote.
+CHECKPOINT_KIND = "hf-checkpoint"
+
+
+def check_out_dir(out_dir: Path, force: bool, sources) -> None:
+    """``out_dir`` may receive a checkpoint: a folder (or nothing) that ``force`` may replace
+    (:func:`evomerge.io.outputs.check_replaceable`; ``sources``: the models read)."""
+    if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
         raise EvomergeError(f"output '{out_dir}' exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise EvomergeError(f"output directory '{out_dir}' is not empty; pass --force to overwrite it")
-
-
-def _check_not_a_source(out_dir: Path, sources: list[Path]) -> None:
-    # --force on a source model's directory would delete the weights being merged.
-    resolved = out_dir.resolve()
-    for src in sources:
-        src = src.resolve()
-        if resolved == src or resolved in src.parents:
-            raise EvomergeError(f"output directory '{out_dir}' would overwrite source model '{src}'")
+    check_replaceable(out_dir, kind=CHECKPOINT_KIND, force=force, protected=sources, recognise=is_legacy_checkpoint)
 
 
 def plan_shards(names: list[str], sizes: dict[str, int], max_shard_bytes: int) -> list[list[str]]:
@@ -110,11 +111,11 @@ def materialize(
     out_dir = Path(out_dir).expanduser()
     dev = check_device(device)
     out_dtype = torch_dtype(dtype if dtype is not None else getattr(recipe, "dtype", None))
-    _check_out_dir(out_dir, force)
+    check_out_dir(out_dir, force, recipe.model_ids())  # before any model is read
 
     # One-shot merge: stream tensors, cache nothing (the working set is one tensor per model).
     pool = pool_for_recipe(recipe, device=dev, dtype=torch.float32, cache=False)
-    _check_not_a_source(out_dir, [pool.directory(m) for m in pool.ids])
+    check_out_dir(out_dir, force, [pool.directory(m) for m in pool.ids])  # hub ids resolved now
     plan = RecipePlan(recipe, pool, out_dtype)
     plans = [plan.plan(name) for name in pool.tensor_names]  # parameter errors surface here, before I/O
 
@@ -129,7 +130,8 @@ def materialize(
     n = len(shards)
     files = ["model.safetensors"] if n == 1 else [f"model-{k + 1:05d}-of-{n:05d}.safetensors" for k in range(n)]
 
-    with atomic_dir(out_dir) as tmp:  # an existing out_dir (allowed by force) stays until the new one is in place
+    # an existing out_dir (allowed by force) stays until the new one is in place
+    with output_dir(out_dir, kind=CHECKPOINT_KIND, writer="evomerge merge", what="the merged checkpoint") as tmp:
         _write_tensors(plan, plans, shards, files, tmp, progress)
         if n > 1:
             index = {
@@ -146,8 +148,26 @@ def materialize(
     return out_dir
 
 
-def _write_tensors(plan: RecipePlan, plans, shards, files, tmp: Path, progress: bool) -> None:
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def save_shard(tensors: dict, path: Path) -> None:
+    """``safetensors.torch.save_file`` whose I/O failure (a full disk) is the ``OSError`` it is,
+    not a ``SafetensorError`` (the output's writer words it as one line)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:
+        m = _OS_ERROR.search(str(exc))
+        if m is None:
+            raise
+        code = int(m.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
+def _write_tensors(plan: RecipePlan, plans, shards, files, tmp: Path, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     by_name = {p.name: p for p in plans}
@@ -157,7 +177,7 @@ def _write_tensors(plan: RecipePlan, plans, shards, files, tmp: Path, progress: 
             for name in shard:
                 tensors[name] = plan.compute(by_name[name]).to("cpu").contiguous()
                 bar.update(1)
-            save_file(tensors, str(tmp / fname), metadata={"format": "pt"})
+            save_shard(tensors, tmp / fname)
             del tensors
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.errors import RunDirError
+from evomerge.io.outputs import check_replaceable, output_dir
 from evomerge.report import page, pareto_matrix, plots, recipes, scores
 from evomerge.report.common import short_name
 from evomerge.report.page import Figure
@@ -57,8 +58,18 @@ def report(run_dir: str | Path, compare: list[str | Path] = (), out_dir: str | P
     objectives = [o for o in (listed or _objectives_from(records)) if isinstance(o, dict)]
     names = [str(o["name"]) for o in objectives if "name" in o]
     directions = {str(o["name"]): o.get("direction", "maximize") for o in objectives if "name" in o}
-    out = Path(out_dir) if out_dir else store.root / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir) if out_dir else store.root / "report"
+    # The page is drawn into a temporary sibling and put in place whole (the old one stays until
+    # then); only an earlier report is replaced, never a folder a user put there.
+    check_replaceable(final, kind=REPORT_KIND, force=True, own_run=store.root, recognise=_is_legacy_report)
+    with output_dir(final, kind=REPORT_KIND, writer="evomerge report", what="the report") as out:
+        _draw(store, records, others, meta, names, directions, out)
+    return final / "index.html"
+
+
+def _draw(
+    store: RunStore, records: list[dict], others: list[RunStore], meta: dict, names, directions, out: Path
+) -> None:
     stages = read_stages(store.root, meta, records)
     every = [r for st in stages for r in st.records] if stages else records
     best = best_record(every)
@@ -126,7 +137,19 @@ def report(run_dir: str | Path, compare: list[str | Path] = (), out_dir: str | P
         folded.append(("meta.json", meta))
     index = out / "index.html"
     index.write_text(page.page(f"evomerge report: {store.root.name}", sub, headline, list(sections.items()), folded))
-    return index
+
+
+#: The marker kind of a report folder.
+REPORT_KIND = "report"
+
+
+def _is_legacy_report(path: Path) -> bool:
+    """A report folder written before markers: ``index.html`` with evomerge's title, files only."""
+    try:
+        head = (path / "index.html").read_bytes()[:4096].decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return "evomerge report" in head and all(p.is_file() and not p.is_symlink() for p in path.iterdir())
 
 
 def _recipe_figures(

@@ -1,8 +1,8 @@
 """``run``, ``resume`` and ``validate_best``: what the CLI calls.
 
 Order of work in :func:`run`: the cheap refusals (a run directory that holds a run, an unreachable
-Ray cluster) → the plan (:func:`evomerge.runs.plan.build_plan`: every check that needs no
-evaluation) → only then create the run directory, take its lock, write the resolved config and
+Ray cluster) → the plan (:func:`evomerge.runs.stages.build_run_plan`: every check that needs no
+evaluation; a staged run's plan is a :class:`~evomerge.runs.stages.StagedPlan`) → only then create the run directory, take its lock, write the resolved config and
 ``meta.json`` → the search (:class:`evomerge.runs.session.Session`). A user error therefore never
 leaves a run directory behind.
 
@@ -26,10 +26,12 @@ import yaml
 
 from evomerge.config import RunConfig, parse_config
 from evomerge.errors import RunDirError
+from evomerge.io.oserrors import wrap
 from evomerge.runs.lock import RunLock
-from evomerge.runs.plan import Plan, build_plan
+from evomerge.runs.plan import Plan
 from evomerge.runs.records import known_from_record
 from evomerge.runs.session import Session, set_rng_state, validate_record
+from evomerge.runs.stages import StagedPlan, build_run_plan, search_stages
 from evomerge.runs.store import RunStore
 from evomerge.runs.summary import best_record, summarize
 from evomerge.scheduler import Replay
@@ -42,7 +44,7 @@ def run(
     *,
     config_path: str | Path | None = None,
     progress: bool = True,
-    plan: Plan | None = None,
+    plan: Plan | StagedPlan | None = None,
 ) -> dict[str, Any]:
     """Start a fresh run in ``run_dir`` (which must not hold one). Returns the status summary."""
     source = str(config_path) if config_path else "config"
@@ -53,17 +55,19 @@ def run(
         from evomerge.evaluator.ray_connect import check_reachable
 
         check_reachable(cfg.evaluator.address)  # an unreachable cluster must not leave a run dir behind
-    plan = plan or build_plan(cfg, source=source, config_dir=config_dir)
+    plan = plan or build_run_plan(cfg, source=source, config_dir=config_dir)
     try:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
+        raise wrap(exc, path=run_dir, doing="creating the run directory") from None
     with RunLock(run_dir):
         store.create(resolved_yaml(plan.cfg, config_dir))
         store.write_json(store.root / "meta.json", plan.problem.meta)
-        session = Session(plan, store, [], 0, 0.0)
         try:
-            session.search(plan.make_driver(), Replay(), progress=progress)
+            if isinstance(plan, StagedPlan):
+                search_stages(plan, store, [], None, restore=restore_driver, progress=progress)
+            else:
+                Session(plan, store, [], 0, 0.0).search(plan.make_driver(), Replay(), progress=progress)
         finally:
             store.close()
         return summarize(store)
@@ -92,36 +96,45 @@ def resume(run_dir: str | Path, *, progress: bool = True, warn=None) -> dict[str
     store = RunStore(run_dir)
     store.require()
     cfg, base_dir = load_run_config(store)
-    plan = build_plan(cfg, source=str(store.config_path), config_dir=base_dir)
+    plan = build_run_plan(cfg, source=str(store.config_path), config_dir=base_dir, store=store)
     with RunLock(run_dir):
         records = store.read_log(repair=True, warn=warn)
         ckpts = store.checkpoints(cfg.run.keep_checkpoints)
         ckpts.remove_temporaries()
         loaded = ckpts.load_latest(log=warn)
-        driver = plan.make_driver()
-        told, elapsed, in_flight = 0, 0.0, []
-        if loaded is not None:
-            _, state = loaded
-            driver.load_state_dict(state["driver"])
-            told = int(state["n_told"])
-            in_flight = list(state.get("in_flight") or [])
-            _check_in_flight(driver, in_flight, warn)
-            elapsed = float(state.get("elapsed", 0.0))
-            set_rng_state(state.get("rng"))
-            if told > len(records):
-                raise RunDirError(
-                    f"{store.root}: the checkpoint has told {told} evaluations but {store.log_path.name} holds only {len(records)}; the log was truncated"
-                )
-        elif ckpts.list():
+        if loaded is None and ckpts.list():
             warn(f"warning: no readable checkpoint in {ckpts.path}; replaying the whole log from the start")
-        replay = Replay(known_from_record(store, r) for r in records[told:])
-        session = Session(plan, store, records, told, elapsed)
-        session.refresh_outputs()
+        state = None if loaded is None else loaded[1]
         try:
-            session.search(driver, replay, in_flight=in_flight, progress=progress)
+            if isinstance(plan, StagedPlan):
+                search_stages(plan, store, records, state, restore=restore_driver, warn=warn, progress=progress)
+            else:
+                driver = plan.make_driver()
+                told, elapsed, in_flight = restore_driver(driver, state, store, records, warn)
+                replay = Replay(known_from_record(store, r) for r in records[told:])
+                session = Session(plan, store, records, told, elapsed)
+                session.refresh_outputs()
+                session.search(driver, replay, in_flight=in_flight, progress=progress)
         finally:
             store.close()
         return summarize(store)
+
+
+def restore_driver(driver, state: dict | None, store: RunStore, records: list[dict], warn) -> tuple[int, float, list]:
+    """Load checkpoint ``state`` (``None``: no readable one) into a fresh ``driver`` and the global
+    RNGs; returns ``(n_told, elapsed, in_flight)`` (``(0, 0.0, [])`` without a checkpoint)."""
+    if state is None:
+        return 0, 0.0, []
+    driver.load_state_dict(state["driver"])
+    told = int(state["n_told"])
+    in_flight = list(state.get("in_flight") or [])
+    _check_in_flight(driver, in_flight, warn)
+    set_rng_state(state.get("rng"))
+    if told > len(records):
+        raise RunDirError(
+            f"{store.root}: the checkpoint has told {told} evaluations but {store.log_path.name} holds only {len(records)}; the log was truncated"
+        )
+    return told, float(state.get("elapsed", 0.0)), in_flight
 
 
 def _check_in_flight(driver, in_flight: list, warn) -> None:
@@ -149,10 +162,10 @@ def validate_best(run_dir: str | Path) -> dict | None:
     if cached and cached.get("id") == best["id"]:
         return cached
     cfg, base_dir = load_run_config(store)
-    plan = build_plan(cfg, source=str(store.config_path), config_dir=base_dir)
+    plan = build_run_plan(cfg, source=str(store.config_path), config_dir=base_dir, store=store)
     out = validate_record(plan.problem, store, best)
-    store.write_json(store.validation_path, out)
+    store.write_validation(out)  # a cache: a failed write warns, the scores are still shown
     return out
 
 
-__all__ = ["load_run_config", "resolved_yaml", "resume", "run", "validate_best"]
+__all__ = ["load_run_config", "resolved_yaml", "restore_driver", "resume", "run", "validate_best"]

@@ -7,7 +7,9 @@ nothing — the N-th time (counting from 1) execution reaches ``point`` in this 
 - ``log-append``: half of one evaluations.jsonl line is on disk (a torn line);
 - ``after-append``: a whole log line is on disk, the next checkpoint is not;
 - ``checkpoint-write``: half of a checkpoint's bytes are in its temporary file;
-- ``checkpoint-rename``: the new checkpoint is in place, older ones not yet pruned.
+- ``checkpoint-rename``: the new checkpoint is in place, older ones not yet pruned;
+- ``stage-start``: a staged run (:mod:`evomerge.runs.stages`) has recorded the next stage's model A
+  in meta.json but not yet written the stage's first checkpoint.
 
 Library code calls :func:`maybe_crash` at those points; it costs one dict lookup when unset.
 """

@@ -8,12 +8,14 @@ pid text is only there to name the owner in the error a second writer gets.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
 from pathlib import Path
 
 from evomerge.errors import RunDirError
+from evomerge.io.oserrors import wrap
 
 LOCK_NAME = "lock"
 
@@ -30,7 +32,12 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self._fd is not None:
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: a tampered run directory must not make us truncate another file
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RunDirError(f"{self.path}: is a symbolic link; the run's lock must be a regular file") from None
+            raise wrap(exc, path=self.path, doing="taking the run's lock") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -34,7 +34,6 @@ import numpy as np
 import yaml
 
 from evomerge.drivers.base import Candidate
-from evomerge.errors import RunDirError
 from evomerge.evaluator.base import EvalResult
 from evomerge.objectives import Objectives
 from evomerge.runs.store import RunStore, as_float, to_jsonable
@@ -75,9 +74,8 @@ def make_record(
     result = scored.result
     genome = np.asarray(scored.genome, dtype=np.float64).reshape(-1)
     if genome.size > INLINE_GENOME_MAX:
-        (store.root / "genomes").mkdir(exist_ok=True)
-        rel = f"genomes/{candidate.id}.npy"
-        np.save(store.root / rel, genome)
+        rel = f"genomes/{int(candidate.id)}.npy"
+        store.write_array(rel, genome, what=f"the genome of candidate {candidate.id}")
         genome_field: Any = {"path": rel}
         recipe = None  # the genome is the recipe
     else:
@@ -112,24 +110,13 @@ def make_record(
 def record_genome(store: RunStore, record: dict[str, Any]) -> list[float] | None:
     g = record.get("genome")
     if isinstance(g, dict) and "path" in g:
-        path = store.root / g["path"]
-        try:
-            return np.load(path).tolist()
-        except (OSError, ValueError) as exc:
-            raise RunDirError(
-                f"{path}: cannot read the genome of candidate {record.get('id')} ({type(exc).__name__}: {exc})"
-            ) from None
+        return store.read_array(g["path"], field="genome", cid=record.get("id")).tolist()  # no link followed
     return g
 
 
 def known_from_record(store: RunStore, record: dict[str, Any]) -> KnownResult:
     """A log record as the resume replay's :class:`~evomerge.scheduler.replay.KnownResult`."""
-    try:
-        per_example = store.per_example(record)
-    except (OSError, ValueError) as exc:
-        raise RunDirError(
-            f"{store.root}: cannot read the per-example scores of candidate {record.get('id')} ({type(exc).__name__}: {exc})"
-        ) from None
+    per_example = store.per_example(record)  # one line naming the file when it cannot be read
     result = EvalResult(
         candidate_id=int(record["id"]),
         status=record["status"],

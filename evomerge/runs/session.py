@@ -14,6 +14,11 @@ A checkpoint (:mod:`evomerge.runs.checkpoint`) holds exactly what a resume reads
 * ``in_flight`` — candidates handed out and not told (``InFlight.to_state()`` dicts);
 * ``rng`` — Python's, NumPy's and torch's global random states;
 * ``elapsed`` — search seconds so far (``budget.time_limit`` spans resumes).
+
+A run in stages (:mod:`evomerge.runs.stages`) runs one session per stage over the same log, each
+given its :class:`Segment`: ``n_told`` then counts the earlier stages' records too (the log's
+first ``n_told`` records are told or closed), the scheduler's counters are the stage's own, and
+the checkpoint carries the segment's ``stage`` entry.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,15 +58,42 @@ def set_rng_state(state: dict[str, Any] | None) -> None:
     torch.set_rng_state(state["torch"])
 
 
+@dataclass(frozen=True)
+class Segment:
+    """The part of the run a session searches: the whole run, or one stage of a staged run.
+
+    ``log_start``: records of the earlier stages (this stage's records follow them in the log);
+    ``stage``: the checkpoint's ``stage`` entry, read when each checkpoint is written (``None``:
+    no entry); ``progress``: extra keys of ``progress.json``; ``last``: the run's last stage (its
+    end scores the best on held-out data and writes ``finished``); ``label``: the progress bar's.
+    """
+
+    log_start: int = 0
+    stage: Callable[[], dict[str, Any]] | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    last: bool = True
+    label: str = "search"
+
+
 class Session:
     """The records, best, Pareto front, checkpoints and progress of one stint on ``store``.
 
     ``records``: the log read back (``[]`` for a fresh run); ``told_total``: results the restored
-    driver has been told (the checkpoint's ``n_told``); ``elapsed``: search seconds before now.
+    driver has been told (the checkpoint's ``n_told``), plus the earlier stages' records in a
+    staged run (``segment``); ``elapsed``: search seconds before now.
     """
 
-    def __init__(self, plan: Plan, store: RunStore, records: list[dict], told_total: int, elapsed: float):
+    def __init__(
+        self,
+        plan: Plan,
+        store: RunStore,
+        records: list[dict],
+        told_total: int,
+        elapsed: float,
+        segment: Segment | None = None,
+    ):
         self.plan = plan
+        self.segment = segment or Segment()
         self.problem = plan.problem
         self.store = store
         self.records = records
@@ -91,9 +125,13 @@ class Session:
             if cfg.budget.time_limit is not None:
                 time_left = max(0.0, cfg.budget.time_limit - self.elapsed_before)
             budget = Budget(max_evals=cfg.budget.max_evals, time_limit=time_left, target=self.plan.target)
-            # the incumbent: best score among the told records (a prefix of the log)
+            # the incumbent: best score among the told records (a prefix of the segment's log)
+            start = self.segment.log_start
             resume = ResumePoint(
-                self.told_total, list(in_flight or []), replay, best_score(self.records[: self.told_total])
+                self.told_total - start,
+                list(in_flight or []),
+                replay,
+                best_score(self.records[start : self.told_total]),
             )
             problem = self.problem
             sched = Scheduler(
@@ -109,8 +147,8 @@ class Session:
             self.write_progress("running")
             self._bar = tqdm(
                 total=cfg.budget.max_evals,
-                initial=len(self.records),
-                desc="search",
+                initial=len(self.records) - self.segment.log_start,
+                desc=self.segment.label,
                 unit="eval",
                 disable=not progress or None,
                 file=sys.stderr,
@@ -129,10 +167,12 @@ class Session:
                 self._bar = None
             if summary.told or not self.ckpts.list():
                 self.checkpoint(driver, sched.in_flight())
-            self.validate_on(backend)
+            if self.segment.last:
+                self.validate_on(backend)
         finally:
             backend.close()
-        self.write_progress("finished", stop_reason=summary.stop_reason)
+        if self.segment.last:
+            self.write_progress("finished", stop_reason=summary.stop_reason)
         return summary
 
     def _log(self, event: Evaluated) -> None:
@@ -152,7 +192,7 @@ class Session:
                 self._bar.set_postfix_str(f"best {self.best['score']:.4g} (#{self.best['id']})", refresh=False)
 
     def _told(self, event: Told, driver, sched: Scheduler) -> None:
-        self.told_total = event.told_total
+        self.told_total = self.segment.log_start + event.told_total
         every = self.plan.cfg.run.checkpoint_every
         if every == "generation" or self.told_total - self._last_ckpt_told >= int(every):
             self.checkpoint(driver, sched.in_flight())
@@ -184,20 +224,22 @@ class Session:
             "in_flight": [f.to_state() if hasattr(f, "to_state") else dict(f) for f in in_flight],
             "elapsed": self.elapsed(),
         }
+        if self.segment.stage is not None:
+            state["stage"] = self.segment.stage()  # a staged run's position (evomerge.runs.stages)
         self.ckpts.save(self.told_total, state)
         self._last_ckpt_told = self.told_total
         self.write_progress("running")
 
     def write_progress(self, state: str, **extra) -> None:
         b = self.plan.cfg.budget
-        self.store.write_json(
-            self.store.root / "progress.json",
+        self.store.write_progress(
             {
                 "state": state,
                 "max_evals": b.max_evals,
                 "time_limit": b.time_limit,
                 "elapsed": self.elapsed(),
                 "pid": os.getpid(),
+                **self.segment.progress,
                 **extra,
             },
         )
@@ -210,7 +252,7 @@ class Session:
         cached = self.store.read_json(self.store.validation_path)
         if cached and cached.get("id") == best["id"]:
             return
-        self.store.write_json(self.store.validation_path, validate_record(self.problem, self.store, best, backend))
+        self.store.write_validation(validate_record(self.problem, self.store, best, backend))
 
 
 def validate_record(problem, store: RunStore, record: dict, backend=None) -> dict:
@@ -219,4 +261,4 @@ def validate_record(problem, store: RunStore, record: dict, backend=None) -> dic
     return problem.validate(record, genome, backend)
 
 
-__all__ = ["Session", "rng_state", "set_rng_state", "validate_record"]
+__all__ = ["Segment", "Session", "rng_state", "set_rng_state", "validate_record"]

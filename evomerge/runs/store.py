@@ -21,9 +21,12 @@ opened again. A bad line anywhere else is damage the user must see, not somethin
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
 import os
+import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,9 +35,13 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import RunDirError
-from evomerge.io import atomic_write_json, atomic_write_text
+from evomerge.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from evomerge.io.atomic import write_all
+from evomerge.io.oserrors import wrap, writing
+from evomerge.io.outputs import is_run_dir
 from evomerge.runs.checkpoint import CheckpointDir
 from evomerge.runs.crash import maybe_crash
+from evomerge.runs.logread import inside, parse_log, read_regular
 
 LOG_NAME = "evaluations.jsonl"
 CONFIG_NAME = "config.yaml"
@@ -103,7 +110,11 @@ class RunStore:
         self.validation_path = self.root / "validation.json"
         self.summary_path = self.root / "summary.json"
         self.per_example_dir = self.root / "per_example"
-        self._log_file = None
+        self.progress_path = self.root / "progress.json"
+        self._log_fd: int | None = None
+        self._warned: set[Path] = set()
+        #: where warnings go (a derived file that could not be written); a session may replace it
+        self.warn = lambda message: print(message, file=sys.stderr)
 
     # -- layout -----------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -114,6 +125,11 @@ class RunStore:
         so callers check it before any heavy work."""
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"{self.root} is a file, not a run directory; pick another --run-dir")
+        if self.exists() and not is_run_dir(self.root) and not self.log_path.exists():
+            raise RunDirError(
+                f"{self.config_path}: a config.yaml that is not a run's (no {self.log_path.name}, meta.json, lock, "
+                "checkpoints/ or progress.json beside it) is there, and a run would replace it; pick another --run-dir"
+            )
         if self.exists() or (self.log_path.exists() and self.log_path.stat().st_size > 0):
             raise RunDirError(
                 f"run directory {self.root} already holds a run; continue it with `evomerge resume {self.root}` or pick another --run-dir"
@@ -122,8 +138,9 @@ class RunStore:
     def create(self, config_yaml: str) -> None:
         """A fresh run directory: refuses one that already holds a run (that is ``resume``'s job)."""
         self.check_fresh()
-        self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config_path, config_yaml)
+        with writing("the run directory", self.root, verb="creating"):
+            self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, config_yaml, what="the run's config")
 
     def require(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -138,111 +155,164 @@ class RunStore:
 
     # -- the log ------------------------------------------------------------------------------
     def read_log(self, *, repair: bool = False, warn=None) -> list[dict[str, Any]]:
-        """Every record in the log. A torn last line is dropped (and cut off the file when
-        ``repair``, which only the lock holder may ask); any other bad line is a RunDirError."""
-        if not self.log_path.exists():
+        """Every record in the log (:func:`evomerge.runs.logread.parse_log`: opened without
+        following a link, each record checked). A torn last line is dropped (and cut off the file
+        when ``repair``, which only the lock holder may ask); any other bad line is a RunDirError."""
+        if not os.path.lexists(self.log_path):
             return []
-        data = self.log_path.read_bytes()
-        records: list[dict[str, Any]] = []
-        pos = 0
-        lineno = 0
-        while pos < len(data):
-            end = data.find(b"\n", pos)
-            lineno += 1
-            last = end == -1 or end == len(data) - 1
-            chunk = data[pos:] if end == -1 else data[pos:end]
-            try:
-                if end == -1:
-                    raise ValueError("no newline")
-                try:
-                    rec = json.loads(chunk)
-                except ValueError:
-                    raise ValueError("not JSON") from None
-                if not isinstance(rec, dict):
-                    raise ValueError(f"a JSON {type(rec).__name__}, not an object")
-                # the fields every reader (status, export, resume) relies on
-                missing = [k for k in ("id", "status") if k not in rec]
-                if missing:
-                    raise ValueError(f"no {' or '.join(repr(k) for k in missing)} field")
-            except ValueError as why:
-                if last:
-                    if repair:
-                        with open(self.log_path, "r+b") as f:
-                            f.truncate(pos)
-                            f.flush()
-                            os.fsync(f.fileno())
-                    (warn or (lambda m: print(m, file=sys.stderr)))(
-                        f"warning: {self.log_path} ends in a partly written line (line {lineno}); dropped it"
-                    )
-                    break
-                raise RunDirError(
-                    f"{self.log_path}: line {lineno} is not a valid evaluation record ({why}); the log is damaged"
-                ) from None
-            records.append(rec)
-            if end == -1:
-                break
-            pos = end + 1
-        return records
+        data = read_regular(self.log_path, what="the evaluation log")
+        return parse_log(data, self.log_path, repair=repair, warn=warn)
 
     def open_log(self) -> None:
-        self._log_file = open(self.log_path, "ab")
+        try:
+            self._log_fd = os.open(
+                self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666
+            )
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RunDirError(
+                    f"{self.log_path}: is a symbolic link; evomerge appends only to a regular file"
+                ) from None
+            raise wrap(exc, path=self.log_path, doing="opening the evaluation log") from None
 
     def append(self, record: dict[str, Any]) -> None:
-        """One line, one write, fsync — before the driver hears of the candidate."""
+        """One line, fsync — before the driver hears of the candidate. On a full disk (any OS
+        error) the log keeps every whole line; a half-written one is dropped at ``resume``."""
         record = to_jsonable(record)
         per_ex = record.get("per_example")
         if per_ex is not None and _count_values(per_ex) > INLINE_PER_EXAMPLE_MAX:
-            self.per_example_dir.mkdir(exist_ok=True)
-            rel = f"per_example/{record['id']}.json"
-            atomic_write_json(self.root / rel, per_ex)
+            rel = f"per_example/{int(record['id'])}.json"
+            self.side_folder("per_example")
+            atomic_write_json(self.root / rel, per_ex, what=f"the per-example scores of candidate {record['id']}")
             record["per_example"] = {"path": rel}
         line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
-        if self._log_file is None:
+        if self._log_fd is None:
             self.open_log()
-        f = self._log_file
         half = len(line) // 2
-        f.write(line[:half])
-        f.flush()
-        maybe_crash("log-append")
-        f.write(line[half:])
-        f.flush()
-        os.fsync(f.fileno())
+        try:
+            write_all(self._log_fd, line[:half])
+            maybe_crash("log-append")
+            write_all(self._log_fd, line[half:])
+            os.fsync(self._log_fd)
+        except OSError as exc:
+            raise wrap(
+                exc,
+                path=self.log_path,
+                doing=f"writing candidate {record.get('id')} to the evaluation log; "
+                f"`evomerge resume {self.root}` continues from the last whole line",
+            ) from None
         maybe_crash("after-append")
+
+    def side_folder(self, name: str) -> Path:
+        """``RUN_DIR/<name>/``, created when absent; a link or a file there is refused."""
+        path = self.root / name
+        try:
+            path.mkdir(exist_ok=True)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise wrap(exc, path=path, doing=f"creating {name}/ in the run directory") from None
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise RunDirError(
+                f"{path}: is a link or a file, not a folder of the run directory; evomerge does not write there"
+            )
+        return path
+
+    def write_array(self, rel: str, array: Any, *, what: str) -> None:
+        """``np.save`` of ``array`` at ``RUN_DIR/rel`` (under a :meth:`side_folder`), atomically."""
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array), allow_pickle=False)
+        self.side_folder(rel.split("/", 1)[0])
+        atomic_write_bytes(self.root / rel, buf.getvalue(), what=what)
+
+    def read_array(self, rel: str, *, field: str, cid: Any) -> np.ndarray:
+        """The array at ``RUN_DIR/rel`` (a record's ``{field: {"path": rel}}``, candidate ``cid``)."""
+        path = inside(self.root, rel, field=field)
+        try:
+            return np.load(io.BytesIO(read_regular(path, what=f"the {field} of candidate {cid}")), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise RunDirError(f"{path}: cannot read the {field} of candidate {cid} ({why})") from None
 
     def per_example(self, record: dict[str, Any]) -> Any:
         per_ex = record.get("per_example")
         if isinstance(per_ex, dict) and set(per_ex) == {"path"}:
-            return json.loads((self.root / per_ex["path"]).read_text())
+            cid = record.get("id")
+            path = inside(self.root, per_ex["path"], field="per_example")
+            try:
+                return json.loads(read_regular(path, what=f"the per-example scores of candidate {cid}"))
+            except (OSError, ValueError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not valid JSON"
+                raise RunDirError(f"{path}: cannot read the per-example scores of candidate {cid} ({why})") from None
         return per_ex
 
     def close(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        if self._log_fd is not None:
+            fd, self._log_fd = self._log_fd, None
+            os.close(fd)
 
-    # -- results a user takes away ------------------------------------------------------------
-    def write_best(self, record: dict[str, Any], recipe_yaml: str) -> None:
-        self.best_dir.mkdir(exist_ok=True)
-        atomic_write_text(self.best_dir / "recipe.yaml", recipe_yaml)
-        atomic_write_json(self.best_dir / "candidate.json", to_jsonable(record), indent=2, sort_keys=True)
+    # -- results a user takes away: derived from the log, so a failed write only warns -----
+    def _derived(
+        self, path: Path, what: str, write, tail: str = "the run goes on without it (rewritten at the next change)"
+    ) -> bool:
+        """``write()``; an OS error (a full disk, a read-only folder) warns once per file and the
+        run goes on: the file is rewritten at the next change, and ``resume`` rebuilds it."""
+        try:
+            write()
+        except (OSError, RunDirError) as exc:
+            if path not in self._warned:
+                self._warned.add(path)
+                self.warn(f"warning: {exc}; {tail}")
+            return False
+        self._warned.discard(path)
+        return True
 
-    def write_pareto(self, objective_names: list[str], records: Iterable[dict[str, Any]]) -> None:
+    def write_best(self, record: dict[str, Any], recipe_yaml: str) -> bool:
+        def write():
+            folder = self.side_folder("best")
+            atomic_write_text(folder / "recipe.yaml", recipe_yaml, what="the best recipe")
+            atomic_write_json(
+                folder / "candidate.json", to_jsonable(record), indent=2, sort_keys=True, what="the best candidate"
+            )
+
+        return self._derived(self.best_dir, "the best recipe", write)
+
+    def write_pareto(self, objective_names: list[str], records: Iterable[dict[str, Any]]) -> bool:
         front = [
             {"id": r["id"], "objectives": r.get("objectives"), "score": r.get("score"), "recipe": r.get("recipe")}
             for r in records
         ]
-        atomic_write_json(self.pareto_path, to_jsonable({"objectives": objective_names, "front": front}), indent=2)
+        payload = to_jsonable({"objectives": objective_names, "front": front})
+        return self._derived(
+            self.pareto_path,
+            "the Pareto front",
+            lambda: atomic_write_json(self.pareto_path, payload, indent=2, what="the Pareto front"),
+        )
+
+    def write_progress(self, obj: dict[str, Any]) -> bool:
+        return self._derived(
+            self.progress_path, "progress", lambda: self.write_json(self.progress_path, obj, what="progress")
+        )
+
+    def write_validation(self, obj: dict[str, Any]) -> bool:
+        """``validation.json``: a cache of the best candidate's held-out scores (recomputed when missing)."""
+        return self._derived(
+            self.validation_path,
+            "the held-out scores",
+            lambda: self.write_json(self.validation_path, obj, what="the held-out scores"),
+            tail="not cached (computed again when asked)",
+        )
 
     def read_json(self, path: Path) -> Any:
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return None
+        try:
+            return json.loads(read_regular(path, what=path.name))
         except ValueError:
             raise RunDirError(f"{path} is not valid JSON") from None
 
-    def write_json(self, path: Path, obj: Any) -> None:
-        atomic_write_json(path, to_jsonable(obj), indent=2, sort_keys=True)
+    def write_json(self, path: Path, obj: Any, *, what: str | None = None) -> None:
+        atomic_write_json(path, to_jsonable(obj), indent=2, sort_keys=True, what=what or path.name)
 
 
 def _count_values(obj: Any) -> int:

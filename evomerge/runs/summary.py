@@ -7,7 +7,10 @@
   cache is about this candidate (``None`` until computed: at the end of a run, or ``status
   --validate``);
 - ``pareto_size``: the number of non-dominated ok candidates (on the maximised ``values``);
-- ``throughput``: evaluations per hour between the first start and the last finish in the log.
+- ``throughput``: evaluations per hour between the first start and the last finish in the log;
+- ``stages`` (a run in stages, :mod:`evomerge.runs.stages`: meta.json lists ``stages``): per stage
+  its name, label, evaluations (records whose ``meta.stage`` names it), ``max_evals``, best
+  (``{id, objectives}``) and ``run_dir`` (a stage that ran in another run directory).
 """
 
 from __future__ import annotations
@@ -73,6 +76,30 @@ def summarize(store: RunStore, records: list[dict[str, Any]] | None = None) -> d
         "state": progress.get("state", "unknown"),
         "max_evals": progress.get("max_evals"),
     }
+    meta = store.read_json(store.root / "meta.json")
+    if isinstance(meta, dict) and isinstance(meta.get("stages"), list):
+        out["stages"] = stage_summaries(meta["stages"], records)
+    return out
+
+
+def stage_summaries(stages: list[Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each stage of meta.json's ``stages`` with its records' count and best."""
+    out = []
+    for entry in stages:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        mine = [r for r in records if isinstance(r.get("meta"), dict) and r["meta"].get("stage") == entry["name"]]
+        best = best_record(mine)
+        out.append(
+            {
+                "name": entry["name"],
+                "label": str(entry.get("label") or entry["name"]),
+                "evaluations": len(mine),
+                "max_evals": entry.get("max_evals"),
+                "best": None if best is None else {"id": best["id"], "objectives": best.get("objectives")},
+                "run_dir": entry.get("run_dir"),
+            }
+        )
     return out
 
 
@@ -91,6 +118,17 @@ def format_status(s: dict[str, Any]) -> str:
             lines.append(f"held-out   {vals}")
         else:
             lines.append("held-out   not computed (run `evomerge status --validate`)")
+    for st in s.get("stages") or []:
+        if st["run_dir"] and not st["evaluations"]:
+            lines.append(f"stage {st['label']:<4} in {st['run_dir']}")
+            continue
+        total = f" / {st['max_evals']}" if st.get("max_evals") else ""
+        best = st["best"]
+        objs = "" if best is None else ", ".join(f"{k}={_fmt(v)}" for k, v in (best["objectives"] or {}).items())
+        lines.append(
+            f"stage {st['label']:<4} {st['evaluations']}{total}"
+            + ("" if best is None else f"  best #{best['id']}  {objs}")
+        )
     lines.append(f"pareto     {s['pareto_size']} non-dominated")
     if s.get("throughput_per_hour"):
         lines.append(f"speed      {s['throughput_per_hour']:.1f} evaluations/hour over {s['wall_seconds']:.0f} s")

@@ -9,7 +9,8 @@ model file it lists is there; anything else is rebuilt.
 Building is atomic and exclusive: an ``fcntl`` lock on ``<dir>.lock`` keeps a second process
 from building the same world at once (it waits and then finds the first one's), and the models
 are trained into a temporary sibling directory that is renamed into place only when complete
-(:func:`evomerge.io.atomic_dir`), so an interrupted build never leaves a world that looks finished.
+(:func:`evomerge.io.outputs.output_dir`, which also leaves the marker of an evomerge output), so an
+interrupted build never leaves a world that looks finished.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ import os
 from pathlib import Path
 
 from evomerge.errors import EvomergeError
-from evomerge.io import atomic_dir
+from evomerge.io import writing
+from evomerge.io.atomic import make_parents
+from evomerge.io.outputs import check_not_special, check_replaceable, output_dir
 
 MANIFEST = "manifest.json"
+#: The marker kind of a toy world folder (:mod:`evomerge.io.outputs`).
+WORLD_KIND = "toyworld"
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -56,7 +61,7 @@ def is_complete(root: Path, key: str) -> bool:
 @contextlib.contextmanager
 def exclusive(root: Path):
     """Hold an exclusive lock on ``<root>.lock`` (blocking) for the block's duration."""
-    root.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(root)
     lock_path = root.parent / f".{root.name}.lock"
     with open(lock_path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -74,14 +79,17 @@ def build_atomically(root: Path, key: str, build, *, force: bool = False) -> boo
     """
     if root.exists() and not root.is_dir():
         raise EvomergeError(f"{root}: is a file; the toy world needs a directory (choose an empty or new one)")
-    with exclusive(root):
+    check_not_special(root)
+    with writing("the toy world", root), exclusive(root):
         if not force and is_complete(root, key):
             return False
         if root.exists() and read_manifest(root) is None and any(root.iterdir()):
             raise EvomergeError(
                 f"{root}: exists and is not a toy world (no {MANIFEST}); choose an empty or new directory"
             )
+        # Only a toy world is rebuilt over (never a run directory, or a folder holding one).
+        check_replaceable(root, kind=WORLD_KIND, force=True, recognise=lambda p: read_manifest(p) is not None)
         # The old world (a forced rebuild) stays in place until the new one is complete.
-        with atomic_dir(root) as tmp:
+        with output_dir(root, kind=WORLD_KIND, writer="evomerge toyworld", what="the toy world") as tmp:
             build(tmp)
         return True

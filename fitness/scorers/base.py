@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from evomerge.fitness.engines import InferenceEngine
 from evomerge.fitness.prompts import PromptFormat, encode_continuation
@@ -50,6 +51,13 @@ class ScorerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: str
+    # The config file's folder (set by parse_fitness_config, not part of the YAML): a callable
+    # reference "mymod:fn" is also looked up there (evomerge.registry.import_object).
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    def search_dirs(self) -> tuple[Path, ...]:
+        """Folders a callable reference's module is looked for in (before the current directory)."""
+        return (self._base_dir,) if self._base_dir is not None else ()
 
 
 class Scorer:

@@ -34,7 +34,7 @@ class CallableScorer(Scorer):
 
     def __init__(self, cfg, *, prompts=None):
         super().__init__(cfg, prompts=prompts)
-        self.fn = resolve_callable(cfg.fn, what="scorer.fn")
+        self.fn = resolve_callable(cfg.fn, what="scorer.fn", search=cfg.search_dirs())
         self.bounded = cfg.bounded
         self.lower_is_better = not cfg.higher_is_better
 

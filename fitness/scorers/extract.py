@@ -130,14 +130,15 @@ def check_group(pattern: re.Pattern, group: int | str) -> int | str:
     return group
 
 
-def make_extractor(spec: str | None, group: int | str = 1) -> Extractor:
-    """The :class:`Extractor` for a ``scorer.extract`` setting (see the module docstring)."""
+def make_extractor(spec: str | None, group: int | str = 1, *, search=()) -> Extractor:
+    """The :class:`Extractor` for a ``scorer.extract`` setting (see the module docstring);
+    ``search``: folders a callable reference's module is also looked for in."""
     if spec is None:
         return Extractor(_identity, _identity)
     if spec in PRESETS:
         return PRESETS[spec]
     if is_callable_ref(spec):
-        return Extractor(resolve_callable(spec, what="scorer.extract"), _identity)
+        return Extractor(resolve_callable(spec, what="scorer.extract", search=search), _identity)
     try:
         pattern = check_regex(spec)
         group = check_group(pattern, group)

@@ -56,7 +56,7 @@ class GenerationExactMatch(Scorer):
 
     def __init__(self, cfg, *, prompts=None):
         super().__init__(cfg, prompts=prompts)
-        self.extractor = make_extractor(cfg.extract, cfg.extract_group)
+        self.extractor = make_extractor(cfg.extract, cfg.extract_group, search=cfg.search_dirs())
 
     def normalise(self, text: str | None) -> str | None:
         if text is None:

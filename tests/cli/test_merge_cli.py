@@ -110,7 +110,7 @@ def test_invalid_input_one_line_exit_2_no_output(case, tiny_llama_family, tiny_g
         out = tmp_path / "busy"
         out.mkdir()
         (out / "notes.txt").write_text("keep me")
-        expected = f"error: output directory '{out}' is not empty; pass --force to overwrite it"
+        expected = f"error: {out}: output directory is not empty; pass --force to replace it"
     elif case == "bad_recipe":
         doc["models"][0]["parameters"]["density"] = 1.5
         expected = "error: "

@@ -153,7 +153,7 @@ def test_materialize_reload_same_logits(tmp_path, llamas):
         path = build_path_model(r, llamas)(IDS).logits
     assert (got - path).abs().max().item() <= 1e-2 * path.abs().max().item()
     # An existing directory is refused (before any work) unless forced; nothing is left behind.
-    with pytest.raises(EvomergeError, match="output directory exists and is not empty"):
+    with pytest.raises(EvomergeError, match="output directory is not empty; pass --force to replace it"):
         materialize_dataflow(r, out, sources=llamas)
     materialize_dataflow(r, out, sources=llamas, force=True)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]

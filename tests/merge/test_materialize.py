@@ -78,22 +78,38 @@ def test_dtype_override_and_single_file(tiny_llama_family, tmp_path):
     assert json.loads((out / "config.json").read_text())["dtype"] == "float16"
 
 
-def test_non_empty_out_dir_needs_force(tiny_llama_family, tmp_path):
+def test_non_empty_out_dir_needs_force_and_force_replaces_only_an_evomerge_output(tiny_llama_family, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     with pytest.raises(EvomergeError) as err:
         materialize(ta_recipe(tiny_llama_family), out, progress=False)
-    assert str(err.value) == f"output directory '{out}' is not empty; pass --force to overwrite it"
+    assert str(err.value) == f"{out}: output directory is not empty; pass --force to replace it"
+    with pytest.raises(EvomergeError) as err:  # a folder evomerge did not write is never replaced
+        materialize(ta_recipe(tiny_llama_family), out, progress=False, force=True)
+    assert str(err.value) == (
+        f"{out}: not an evomerge output (no .evomerge-output.json); --force replaces only what evomerge wrote "
+        "(move it away yourself, or choose another output)"
+    )
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
-    materialize(ta_recipe(tiny_llama_family), out, progress=False, force=True)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
-    assert leftovers(tmp_path, "busy") == []
-    # an empty existing directory is fine without --force
+    # an empty existing directory is fine without --force; the output carries the marker
     empty = tmp_path / "empty"
     empty.mkdir()
     materialize(ta_recipe(tiny_llama_family), empty, progress=False)
-    assert (empty / "config.json").exists()
+    marker = json.loads((empty / ".evomerge-output.json").read_text())
+    assert (marker["kind"], marker["writer"]) == ("hf-checkpoint", "evomerge merge")
+    (empty / "stale.txt").write_text("from before")
+    materialize(ta_recipe(tiny_llama_family), empty, progress=False, force=True)  # our own output: replaced
+    assert not (empty / "stale.txt").exists() and (empty / "model.safetensors").exists()
+    assert leftovers(tmp_path, "empty") == []
+
+
+def test_force_replaces_a_checkpoint_an_older_evomerge_wrote(tiny_llama_family, tmp_path):
+    out = tmp_path / "old"
+    materialize(ta_recipe(tiny_llama_family), out, progress=False)
+    (out / ".evomerge-output.json").unlink()  # v1 wrote no marker: its model card says evomerge
+    materialize(ta_recipe(tiny_llama_family), out, progress=False, force=True)
+    assert (out / ".evomerge-output.json").is_file()
 
 
 def test_force_never_overwrites_a_source_model(tiny_llama_family, tmp_path):
@@ -101,8 +117,11 @@ def test_force_never_overwrites_a_source_model(tiny_llama_family, tmp_path):
 
     base = tmp_path / "base"
     shutil.copytree(tiny_llama_family["base"], base)
-    with pytest.raises(EvomergeError, match="would overwrite source model"):
+    with pytest.raises(EvomergeError) as err:
         materialize(ta_recipe(tiny_llama_family, base=str(base)), base, progress=False, force=True)
+    assert str(err.value) == (
+        f"{base}: is the source model; --force never replaces a source model or a folder that holds one"
+    )
     assert (base / "model.safetensors").exists()
 
 

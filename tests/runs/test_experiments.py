@@ -22,6 +22,7 @@ def test_the_issue_s_experiments_exist():
         "toy-ps-random",
         "toy-dfs-cmaes",
         "toy-psdfs-cmaes",
+        "toy-psdfs-sequential",
         "m2n2-digits",
         "evollm-jp-ps",
         "evollm-jp-dfs",

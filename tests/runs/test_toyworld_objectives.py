@@ -24,10 +24,16 @@ def cfg_with(toyworld, **extra):
     [
         (
             ["math", "lnag"],
-            "p.yaml: key 'toyworld.objectives': unknown toy-world task 'lnag' (did you mean 'lang'? known: math, lang, target)",
+            "p.yaml: key 'toyworld.objectives': unknown toy-world task 'lnag' (did you mean 'lang'? known: math, lang, target, target_hard, target_carry)",
         ),
-        (["sums"], "p.yaml: key 'toyworld.objectives': unknown toy-world task 'sums' (known: math, lang, target)"),
-        ([], "p.yaml: key 'toyworld.objectives': needs at least one task (known: math, lang, target)"),
+        (
+            ["sums"],
+            "p.yaml: key 'toyworld.objectives': unknown toy-world task 'sums' (known: math, lang, target, target_hard, target_carry)",
+        ),
+        (
+            [],
+            "p.yaml: key 'toyworld.objectives': needs at least one task (known: math, lang, target, target_hard, target_carry)",
+        ),
         (["math", "math"], "p.yaml: key 'toyworld.objectives': task 'math' is named twice"),
     ],
 )

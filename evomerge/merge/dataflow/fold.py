@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from evomerge.dtypes import torch_dtype
-from evomerge.errors import ConfigError, EvomergeError
-from evomerge.io import atomic_dir
+from evomerge.errors import ConfigError
+from evomerge.io.outputs import output_dir
 from evomerge.merge.dataflow.path_model import (
     SUPPORTED,
     check_sources,
@@ -76,13 +76,6 @@ def fold_to_state_dict(recipe: DataFlowRecipe, sources: Mapping[str, Any]) -> tu
     return cfg, out
 
 
-def _check_out_dir(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        raise EvomergeError(
-            f"{out_dir}: output directory exists and is not empty; pass force=True (--force) to replace it"
-        )
-
-
 def _copy_tokenizer(src: str, dest: Path) -> None:
     p = Path(src)
     if p.is_dir():
@@ -111,14 +104,18 @@ def materialize_dataflow(
 
     ``num_hidden_layers`` is the path length; tokenizer files come from ``embed_from``; the
     recipe is saved next to the weights as ``dataflow_recipe.yaml``. The directory appears
-    atomically (built in a temporary sibling, then renamed).
+    atomically (built in a temporary sibling, then renamed) with the marker of an evomerge
+    checkpoint; ``force`` replaces only what :func:`evomerge.merge.materialize.check_out_dir` allows
+    (never a source model of the recipe, a run directory, ``.``, ``$HOME`` or ``/``).
     """
     from huggingface_hub import split_torch_state_dict_into_shards
-    from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, force)
-    with atomic_dir(out_dir) as tmp:
+    from evomerge.merge.materialize import CHECKPOINT_KIND, check_out_dir, save_shard
+
+    out_dir = Path(out_dir).expanduser()
+    check_out_dir(out_dir, force, recipe.model_ids())
+    writer = "evomerge merge (data-flow fold)"
+    with output_dir(out_dir, kind=CHECKPOINT_KIND, writer=writer, what="the folded checkpoint") as tmp:
         if sources is None:
             sources = load_dataflow_sources(recipe, device=device)
         cfg, state = fold_to_state_dict(recipe, sources)
@@ -128,7 +125,7 @@ def materialize_dataflow(
                 state.pop(key)
         split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
         for filename, keys in split.filename_to_tensors.items():
-            save_file({k: state[k] for k in keys}, str(tmp / filename), metadata={"format": "pt"})
+            save_shard({k: state[k] for k in keys}, tmp / filename)
         if split.is_sharded:
             index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))

@@ -183,6 +183,13 @@ class DataFlowRecipe(BaseModel):
     def to_mergekit_yaml(self) -> str:
         return yaml.safe_dump(self.to_mergekit(), sort_keys=False)
 
+    def model_ids(self) -> list[str]:
+        """Every model the recipe reads, nested recipes' included: what an output must never replace."""
+        ids: list[str] = []
+        for name, src in self.sources.items():
+            ids += [src] if isinstance(src, str) else self.nested_recipe(name).model_ids()
+        return list(dict.fromkeys(ids))
+
     def parameter_recipe(self) -> Recipe | None:
         """The parameter-space merge this recipe holds: its first nested source (model A of PS+DFS), else None."""
         return next((self.nested_recipe(name) for name, s in self.sources.items() if isinstance(s, dict)), None)

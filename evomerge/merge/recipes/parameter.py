@@ -336,3 +336,8 @@ class Recipe(BaseModel):
     def parameter_recipe(self) -> Recipe:
         """The parameter-space merge this recipe holds: itself."""
         return self
+
+    def model_ids(self) -> list[str]:
+        """Every model the recipe reads (base first), as written: what an output must never replace."""
+        ids = ([str(self.base_model)] if self.base_model is not None else []) + [str(m.model) for m in self.models]
+        return list(dict.fromkeys(ids))
