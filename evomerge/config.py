@@ -12,7 +12,7 @@ Sections::
     driver:    {name: cmaes|m2n2|optuna|random, options: {...that driver's options}}
     fitness:   fitness.FitnessConfig (tasks, objectives, early_stopping)
     budget:    {max_evals, time_limit, target, stages: {ps, dfs}}   # stages: sequential PS+DFS
-    evaluator: {backend: inprocess|ray, device, dtype, batch_size, ...that backend's options}
+    evaluator: {backend: inprocess|ray, device, dtype, batch_size, memory, search_cache, ...that backend's options}
     run:       {seed, checkpoint_every, keep_checkpoints, max_attempts, failure_breaker: {first, window, fraction}}
     problem:   merge (default) | digits
     digits:    {seed}   # problem: digits
@@ -137,11 +137,28 @@ def _driver_member(name: str, cls: type, tag_base: type[BaseModel]) -> type[Base
 
 
 class WorkerSection(_Strict):
-    """The ``evaluator`` keys every backend's worker reads (besides the backend's own options)."""
+    """The ``evaluator`` keys every backend's worker reads (besides the backend's own options).
+
+    ``memory``: where the base and task vectors live (:mod:`evomerge.merge.placement`): ``auto``
+    (on the GPU when everything fits, else in pinned host memory, streamed), ``gpu`` or
+    ``offload``. ``search_cache``: ``auto`` (half of what the plan leaves free), ``off``, or a cap
+    in bytes (``8GiB``, ``500MB``, an integer)."""
 
     device: str = "auto"
     dtype: DtypeName = "float32"
     batch_size: int = Field(default=32, ge=1)
+    memory: Literal["auto", "gpu", "offload"] = "auto"
+    search_cache: StrictInt | str = "auto"
+
+    @field_validator("search_cache")
+    @classmethod
+    def _search_cache(cls, v: int | str) -> int | str:
+        if isinstance(v, int):
+            if v < 0:
+                raise ValueError(f"expected auto, off or a size in bytes, got {v}")
+            return v
+        text = v.strip().lower()
+        return text if text in ("auto", "off") else parse_size(v)
 
     @field_validator("device")
     @classmethod
@@ -327,6 +344,18 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"expected seconds or a duration like 90m, 2h, 1h30m; got {text!r}")
     unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     return float(sum(float(a) * unit[b] for a, b in parts))
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS.update({"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40})
+
+
+def parse_size(text: str) -> int:
+    """'8GiB', '500MB', '1.5 GB', '1024' → bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text.strip().lower())
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ValueError(f"expected auto, off or a size like 8GiB, 500MB; got {text!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
 def parse_config(data: Any, source: str = "config") -> RunConfig:

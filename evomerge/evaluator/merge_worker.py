@@ -31,6 +31,8 @@ class MergeWorkerSpec:
     batch_size: int = 32
     early_stopping: bool = True  # on the calibration split, when the config enables it
     threads: int | None = None
+    memory: str = "auto"  # evaluator.memory: auto | gpu | offload
+    search_cache: int | str = "auto"  # evaluator.search_cache: auto | off | bytes
 
     def build(self):
         return _MergeEvaluator(self)
@@ -48,7 +50,14 @@ class _MergeEvaluator:
         self.spec = spec
         cfg = parse_fitness_config(spec.fitness, base_dir=spec.fitness_base_dir)
         self.fitness = Fitness(cfg)
-        self.live = LiveModels(spec.base, list(spec.experts), device=spec.device, dtype=spec.dtype)
+        self.live = LiveModels(
+            spec.base,
+            list(spec.experts),
+            device=spec.device,
+            dtype=spec.dtype,
+            memory=spec.memory,
+            search_cache=spec.search_cache,
+        )
         self.fitness.check_tokenizer(self.live.tokenizer)  # e.g. chat_template without one: one line
         self.names = Objectives.from_fitness(self.fitness).names
 

@@ -30,6 +30,7 @@ Recipes are duck-typed here (``merge_method``, ``base_model``, ``expert_ids``, `
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -44,7 +45,9 @@ from evomerge.merge.cache import MergeCache, TrimThresholds
 from evomerge.merge.methods import get_method
 from evomerge.merge.methods.registry import tensor_generator
 from evomerge.merge.methods.thresholds import global_trim_thresholds
+from evomerge.merge.methods.workspace import workspace
 from evomerge.merge.params import layer_index, resolve
+from evomerge.merge.staging import Staging
 from evomerge.pool import ModelPool
 
 
@@ -95,6 +98,14 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+def staging_sizes(pool) -> tuple[int, int]:
+    """Entries of the pool's largest float tensor, and of the largest below the vocabulary-sized
+    ones (half the largest or less): the two staging buffer sets (:mod:`evomerge.merge.staging`)."""
+    sizes = sorted({math.prod(pool.shape(n)) for n in pool.tensor_names if pool.stored_dtype(n).is_floating_point})
+    largest = sizes[-1] if sizes else 1
+    return largest, max((s for s in sizes if 2 * s <= largest), default=largest)
+
+
 @dataclass
 class TensorPlan:
     """What one tensor's merge needs, resolved; ``key`` identifies its merged value."""
@@ -109,13 +120,29 @@ class RecipePlan:
     """A recipe bound to a pool: method spec, expert ids, output dtype; resolves tensors on demand.
 
     ``cache``: the engine's state for this pool kept across merges (none: computed for this plan).
+    ``device``: where the merge runs (default: the pool's compute device); ``staging`` brings each
+    tensor's inputs there from the pool's store (:mod:`evomerge.merge.staging`; made here when the
+    pool stores elsewhere).
     """
 
-    def __init__(self, recipe, pool, dtype: torch.dtype | None = None, cache: MergeCache | None = None):
+    def __init__(
+        self,
+        recipe,
+        pool,
+        dtype: torch.dtype | None = None,
+        cache: MergeCache | None = None,
+        *,
+        device: torch.device | str | None = None,
+        staging: Staging | None = None,
+    ):
         check_recipe_against_pool(recipe, pool)
         self.recipe = recipe
         self.pool = pool
         self.cache = cache
+        self.device = torch.device(device) if device is not None else pool.compute_device
+        if staging is None and self.device != pool.device:  # a pool that stores elsewhere: stream its inputs
+            staging = Staging(self.device, staging_sizes(pool)[0], second=0)
+        self.staging = staging
         self.spec = _method(recipe)
         self.experts = expert_ids(recipe)
         self.out_dtype = dtype if dtype is not None else torch_dtype(getattr(recipe, "dtype", None))
@@ -165,35 +192,59 @@ class RecipePlan:
         key = self._static_key + (_freeze(model_params), _freeze(params))
         return TensorPlan(name, model_params, params, key)
 
-    def compute(self, plan: TensorPlan, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The merged tensor in the output dtype, on the pool's device.
+    def sources(self, name: str) -> list[torch.Tensor | None]:
+        """``[θ_0 or None, x_1 … x_N]``: the method's inputs for ``name``, where the pool keeps them."""
+        pool, spec = self.pool, self.spec
+        if not pool.stored_dtype(name).is_floating_point:
+            return []
+        base = pool.tensor(pool.base, name) if (spec.needs_base and pool.base is not None) else None
+        if spec.uses_deltas:
+            return [base, *(pool.delta(m, name) for m in self.experts)]
+        return [base, *(pool.tensor(m, name) for m in self.experts)]
 
-        ``out``: where to write it if the method can (a float32 contiguous tensor on the pool's
-        device that aliases no input, and a float32 output) — the in-place merger passes the live
-        parameter, saving a temporary and a copy. The caller checks whether the result is ``out``.
+    def compute(self, plan: TensorPlan, out: torch.Tensor | None = None, *, prefetch: str | None = None):
+        """The merged tensor, on the plan's device.
+
+        Without ``out``: a new tensor in the output dtype. With ``out`` (the in-place merger passes
+        the live parameter): the method writes into it when it can (same device, contiguous, no
+        input aliased, and a dtype the method writes — float32, or any float for the fused family —
+        that equals the output dtype or receives the float32 result cast once); otherwise the
+        result is a float32 scratch tensor (or the output dtype, if that differs from both)
+        which the caller copies into ``out`` at once. ``prefetch``: the next tensor to merge
+        (its inputs start streaming now).
         """
         pool, spec, name = self.pool, self.spec, plan.name
         if not pool.stored_dtype(name).is_floating_point:
-            return pool.stored(pool.reference, name).to(pool.device)
-        base = pool.tensor(pool.base, name) if (spec.needs_base and pool.base is not None) else None
-        if spec.uses_deltas:
-            inputs = [pool.delta(m, name) for m in self.experts]
-        else:
-            inputs = [pool.tensor(m, name) for m in self.experts]
-        generator = tensor_generator(self.seed, name, pool.device) if spec.randomized else None
+            return pool.stored(pool.reference, name).to(self.device)
+        sources = self.sources(name)
+        staged = self.staging.take(name, sources) if self.staging is not None else sources
+        if prefetch is not None and self.staging is not None:
+            self.staging.prefetch(prefetch, self.sources(prefetch))
+        base, inputs = staged[0], staged[1:]
+        generator = tensor_generator(self.seed, name, self.device) if spec.randomized else None
         params = plan.params
         search = self.cache.search if self.cache is not None else None
         if spec.uses_deltas and search is not None:
-            params = {**params, "_cache": search.view(name, self.experts, self.seed)}
-        if out is not None and self._can_write_into(out, [base, *inputs]):
-            params = {**params, "_out": out}
+            params = {**params, "_cache": search.view(name, self.experts, self.seed, generator)}
+        if out is not None:
+            if self._can_write_into(out, staged):
+                params = {**params, "_out": out}
+            elif out.device == self.device and out.dtype != torch.float32:
+                # the result is copied into `out` at once: a reused buffer, not a fresh tensor
+                params = {**params, "_out": workspace().get("apply_out", out.shape, torch.float32, self.device)}
         merged = spec.fn(base, inputs, plan.model_params, params, generator)
-        return merged.to(self.out_dtype)
+        if self.staging is not None:
+            self.staging.release()
+        if out is None or self.out_dtype not in (merged.dtype, out.dtype):
+            merged = merged.to(self.out_dtype)
+        return merged
 
     def _can_write_into(self, out: torch.Tensor, inputs: list[torch.Tensor | None]) -> bool:
-        if out.dtype != torch.float32 or self.out_dtype != torch.float32:
+        if out.device != self.device or not out.is_contiguous():
             return False
-        if out.device != self.pool.device or not out.is_contiguous():
+        if not (out.dtype == torch.float32 or (self.spec.writes_any_float and out.dtype.is_floating_point)):
+            return False
+        if self.out_dtype not in (out.dtype, torch.float32):  # the result would be rounded twice
             return False
         storage = out.untyped_storage().data_ptr()
         return all(t is None or t.untyped_storage().data_ptr() != storage for t in inputs)
@@ -236,14 +287,30 @@ class InPlaceMerger:
 
     ``cache``: the engine's state kept across applies (default: a new
     :class:`~evomerge.merge.cache.MergeCache`, with the search cache when the pool caches tensors).
+    ``device``: where the module lives and the merge runs (default: the pool's compute device);
+    ``stream``: bring every tensor's inputs from the pool's store through reused device buffers
+    (:class:`~evomerge.merge.staging.Staging`; implied when the pool keeps them elsewhere).
     """
 
-    def __init__(self, pool, module: torch.nn.Module, *, cache: MergeCache | None = None):
+    def __init__(
+        self,
+        pool,
+        module: torch.nn.Module,
+        *,
+        cache: MergeCache | None = None,
+        device: str | torch.device | None = None,
+        stream: bool = False,
+    ):
         self.pool = pool
         self.module = module
+        self.device = torch.device(device) if device is not None else pool.compute_device
         self.cache = cache if cache is not None else MergeCache(search=pool.cache_enabled)
         self.targets: dict[str, torch.Tensor] = self._map_targets()
         self._keys: dict[str, tuple] = {}
+        self.staging: Staging | None = None
+        if stream or self.device != pool.device:
+            largest, second = staging_sizes(pool)
+            self.staging = Staging(self.device, largest, second=second, always=True)
 
     def _map_targets(self) -> dict[str, torch.Tensor]:
         module, pool = self.module, self.pool
@@ -290,18 +357,24 @@ class InPlaceMerger:
     def apply(self, recipe, force: bool = False) -> ApplyStats:
         """Merge ``recipe`` into the module; recompute only tensors whose key changed (all if ``force``)."""
         start = time.perf_counter()
-        plan = RecipePlan(recipe, self.pool, cache=self.cache)
-        recomputed = skipped = 0
+        plan = RecipePlan(recipe, self.pool, cache=self.cache, device=self.device, staging=self.staging)
+        work = []
         for name, target in self.targets.items():
             tplan = plan.plan(name)
-            if not force and self._keys.get(name) == tplan.key:
-                skipped += 1
-                continue
-            # Forget first: if the merge fails half-way the tensor is not claimed as up to date.
-            self._keys.pop(name, None)
-            merged = plan.compute(tplan, out=target.data)
-            if merged.data_ptr() != target.data_ptr():
-                target.data.copy_(merged)
-            self._keys[name] = tplan.key
-            recomputed += 1
-        return ApplyStats(recomputed=recomputed, skipped=skipped, seconds=time.perf_counter() - start)
+            if force or self._keys.get(name) != tplan.key:
+                work.append((name, target, tplan))
+        try:
+            for i, (name, target, tplan) in enumerate(work):
+                # Forget first: if the merge fails half-way the tensor is not claimed as up to date.
+                self._keys.pop(name, None)
+                following = work[i + 1][0] if i + 1 < len(work) else None
+                merged = plan.compute(tplan, out=target.data, prefetch=following)
+                if merged.data_ptr() != target.data_ptr():
+                    target.data.copy_(merged)
+                self._keys[name] = tplan.key
+        except BaseException:
+            if self.staging is not None:
+                self.staging.reset()
+            raise
+        skipped = len(self.targets) - len(work)
+        return ApplyStats(recomputed=len(work), skipped=skipped, seconds=time.perf_counter() - start)

@@ -17,16 +17,22 @@ What a sparsifier needs that depends on the task vectors alone (see
 ================  ===========================================  ===================================
 kind              kept per                                      memory
 ================  ===========================================  ===================================
-``magnitude``     (expert, tensor): stable argsort of |τ|       4 B / entry (+ 4 B per 256 entries)
-                  — TIES, Breadcrumbs (any density = lookup)
+``histogram``     (expert, tensor): counts of |τ|'s 15-bit      ≤ 256 KB per tensor (its non-empty
+                  patterns — TIES, Breadcrumbs (any density:    range: a few KB), built in one pass
+                  a lookup, exact for bf16/fp16)
+``window``        (expert, tensor), float32 only: the entries   8 B per entry inside (a few % of
+                  near the last threshold, sorted               the tensor); rebuilt when a
+                                                                threshold leaves it
 ``ranks``         (expert, tensor): DELLA's within-row rank     2 B / entry (4 B if rows > 32767)
 ``uniforms``      (seed, tensor, block j): the j-th block of    4 B / entry per expert that draws
-                  ``n`` draws of ``tensor_generator(seed, …)``  (float32 pools)
+                  ``n`` draws of ``tensor_generator(seed, …)``  (only with ``keep_uniforms``)
+``l1``            (expert, tensor): ‖τ‖₁                        one float
 ================  ===========================================  ===================================
 
-So a TIES search holds one more int32 copy of the task vectors, a DARE search one float32 copy per
-expert, DELLA both uniforms and int16 ranks. Entries are built on first use (the first candidate
-pays: a sort per (expert, tensor), a draw per block) and reused by every later candidate.
+So a TIES search keeps no per-entry state at all in bf16. DARE's uniforms are drawn per
+candidate unless ``keep_uniforms`` (the placement keeps them on a CPU, where drawing costs ~3 ns
+per entry, when memory allows; an accelerator draws them faster than it could read them back):
+kept or drawn again, they are the same stream, so the merges are the same.
 
 Uniforms are stored as float32 (the pool dtype), not quantised: ``u`` has 24 significant bits, so
 a uint16/uint8 table would change which entries ``u < d`` keeps for some densities and break the
@@ -34,7 +40,9 @@ equality with a merge that draws them afresh (materialize, another process).
 
 One seed per tensor is kept: a recipe with another ``seed`` replaces that tensor's blocks
 (a search uses one seed; a changed seed must never reuse the old draws). ``max_bytes`` caps the
-total: what does not fit is computed for the call and dropped, with the same result.
+total and ``fits(extra_bytes)`` (the placement's guard on the memory actually free) is asked before
+each new entry: what does not fit is computed for the call and dropped, with the same result — the
+cache is never the reason a run runs out of memory.
 Not thread-safe (like the pool's caches): one merging thread per pool.
 """
 
@@ -45,9 +53,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from evomerge.merge.methods.fused import Cut
+from evomerge.merge.methods.fused import l1_norm
 from evomerge.merge.methods.registry import tensor_generator
-from evomerge.merge.methods.selection import MagnitudeIndex, TensorCache, cut_from_scratch, row_ranks
+from evomerge.merge.methods.selection import Draws, MagnitudeHistogram, TensorCache, Window, row_ranks, top_k_cut
+from evomerge.merge.methods.selectors import Cut
+
+_WINDOWS = 2  # float32 windows kept per (expert, tensor)
 
 
 @dataclass
@@ -84,20 +95,34 @@ class TrimThresholds:
 
 
 class SearchCache:
-    """Per-pool cache of sparsification state; hands out one :class:`TensorCache` per tensor."""
+    """Per-pool cache of sparsification state; hands out one :class:`TensorCache` per tensor.
 
-    def __init__(self, max_bytes: int | None = None):
+    ``max_bytes``: cap on what it holds (None: none); ``fits(extra_bytes) -> bool``: asked before
+    keeping a new entry (None: always); ``keep_uniforms``: keep DARE/DELLA's draws."""
+
+    def __init__(
+        self,
+        max_bytes: int | None = None,
+        *,
+        keep_uniforms: bool = True,
+        fits: Callable[[int], bool] | None = None,
+    ):
         self.max_bytes = max_bytes
-        self._magnitude: dict[tuple[str, str], MagnitudeIndex] = {}
+        self.keep_uniforms = keep_uniforms
+        self._guard = fits
+        self._histograms: dict[tuple[str, str], MagnitudeHistogram] = {}
+        self._windows: dict[tuple[str, str], list[Window]] = {}  # most recent last
         self._ranks: dict[tuple[str, str], torch.Tensor] = {}
         self._streams: dict[str, _Stream] = {}
-        self.builds = {"magnitude": 0, "ranks": 0, "uniforms": 0}  # entries computed, kept or not
+        self._l1: dict[tuple[str, str], float] = {}
+        self.builds = {"histogram": 0, "window": 0, "ranks": 0, "uniforms": 0}  # entries computed, kept or not
 
     # --- accounting ------------------------------------------------------------------------------
     def usage(self) -> dict[str, int]:
         """Bytes held, by kind."""
         return {
-            "magnitude": sum(ix.nbytes for ix in self._magnitude.values()),
+            "histogram": sum(h.nbytes for h in self._histograms.values()),
+            "window": sum(w.nbytes for ws in self._windows.values() for w in ws),
             "ranks": sum(r.numel() * r.element_size() for r in self._ranks.values()),
             "uniforms": sum(b.numel() * b.element_size() for s in self._streams.values() for b in s.blocks),
         }
@@ -106,25 +131,44 @@ class SearchCache:
         return sum(self.usage().values())
 
     def _fits(self, extra: int) -> bool:
-        return self.max_bytes is None or self.nbytes() + extra <= self.max_bytes
+        if self.max_bytes is not None and self.nbytes() + extra > self.max_bytes:
+            return False
+        return self._guard is None or self._guard(extra)
 
     def clear(self) -> None:
-        self._magnitude.clear()
+        self._histograms.clear()
+        self._windows.clear()
         self._ranks.clear()
         self._streams.clear()
+        self._l1.clear()
 
     # --- entries ---------------------------------------------------------------------------------
-    def magnitude_index(self, expert: str, name: str, tau: torch.Tensor) -> MagnitudeIndex | None:
+    def histogram(self, expert: str, name: str, flat: torch.Tensor) -> MagnitudeHistogram:
         key = (expert, name)
-        index = self._magnitude.get(key)
-        if index is None:
-            n = tau.numel()
-            if not self._fits(4 * n + 4 * (n // 256 + 1)):
-                return None
-            index = MagnitudeIndex(tau)
-            self.builds["magnitude"] += 1
-            self._magnitude[key] = index
-        return index
+        hist = self._histograms.get(key)
+        if hist is None:
+            hist = MagnitudeHistogram(flat)
+            self.builds["histogram"] += 1
+            if self._fits(hist.nbytes):
+                self._histograms[key] = hist
+        return hist
+
+    def window(self, expert: str, name: str, hist: MagnitudeHistogram, flat: torch.Tensor, v: int) -> Window:
+        """A float32 window of ``(expert, name)`` covering coarse bin ``v``: one of the last
+        ``_WINDOWS`` kept (Breadcrumbs cuts twice per tensor), else a new one."""
+        kept = self._windows.setdefault((expert, name), [])
+        for window in kept:
+            if window.covers(v):
+                kept.remove(window)
+                kept.append(window)  # the most recently used last
+                return window
+        if len(kept) >= _WINDOWS:
+            kept.pop(0)
+        window = Window(hist, flat, v)
+        self.builds["window"] += 1
+        if self._fits(window.nbytes):
+            kept.append(window)
+        return window
 
     def ranks(self, expert: str, name: str, tau: torch.Tensor) -> torch.Tensor:
         key = (expert, name)
@@ -135,6 +179,13 @@ class SearchCache:
             if self._fits(ranks.numel() * ranks.element_size()):
                 self._ranks[key] = ranks
         return ranks
+
+    def l1_norm(self, expert: str, name: str, tau: torch.Tensor) -> float:
+        key = (expert, name)
+        value = self._l1.get(key)
+        if value is None:
+            value = self._l1[key] = l1_norm(tau)
+        return value
 
     def uniforms(self, name: str, seed: int, j: int, n: int, dtype: torch.dtype, device) -> torch.Tensor:
         """Block ``j`` of ``tensor_generator(seed, name, device)``'s stream of ``n``-entry blocks."""
@@ -158,41 +209,64 @@ class SearchCache:
                 stream.state = generator.get_state()
         return block
 
-    def view(self, name: str, experts: list[str], seed: int) -> SearchTensorCache:
-        return SearchTensorCache(self, name, experts, seed)
+    def view(self, name: str, experts: list[str], seed: int, generator: torch.Generator | None = None):
+        """The cache seen by a method for tensor ``name``; ``generator``: the call's
+        ``tensor_generator(seed, name)``, drawn from when uniforms are not kept."""
+        return SearchTensorCache(self, name, experts, seed, generator)
 
 
 class SearchTensorCache(TensorCache):
     """The search cache seen by a method for one tensor (experts by recipe position)."""
 
-    def __init__(self, cache: SearchCache, name: str, experts: list[str], seed: int):
+    def __init__(
+        self, cache: SearchCache, name: str, experts: list[str], seed: int, generator: torch.Generator | None = None
+    ):
         self.cache, self.name, self.experts, self.seed = cache, name, experts, seed
+        self._draws = Draws(generator)
 
     def cut(self, i: int, tau: torch.Tensor, k: int) -> Cut:
-        if k >= tau.numel():
-            return Cut.everything()
-        if k <= 0:
-            return Cut.nothing()
-        index = self.cache.magnitude_index(self.experts[i], self.name, tau)
-        return index.cut(tau, k) if index is not None else cut_from_scratch(tau, k)
+        expert, cache = self.experts[i], self.cache
+        return top_k_cut(
+            tau,
+            k,
+            lambda flat: cache.histogram(expert, self.name, flat),
+            lambda hist, flat, v: cache.window(expert, self.name, hist, flat, v),
+        )
 
     def ranks(self, i: int, tau: torch.Tensor) -> torch.Tensor:
         return self.cache.ranks(self.experts[i], self.name, tau)
 
     def uniforms(self, j: int, n: int, dtype: torch.dtype, device) -> torch.Tensor:
-        return self.cache.uniforms(self.name, self.seed, j, n, dtype, device)
+        if self.cache.keep_uniforms:
+            return self.cache.uniforms(self.name, self.seed, j, n, dtype, device)
+        if self._draws.generator is None:
+            self._draws.generator = tensor_generator(self.seed, self.name, device)
+        return self._draws.block(j, n, dtype, device)
+
+    def l1_norm(self, i: int, tau: torch.Tensor) -> float:
+        return self.cache.l1_norm(self.experts[i], self.name, tau)
 
 
 class MergeCache:
     """Everything the engine keeps for one pool across merges (see the module docstring).
 
     ``search``: keep the sparsifiers' state (:class:`SearchCache`; results are bit-identical
-    without it); ``search_bytes`` caps that state's memory.
+    without it); ``search_bytes`` caps that state's memory, ``fits`` guards each new entry against
+    the memory actually free, ``keep_uniforms`` keeps DARE/DELLA's draws.
     """
 
-    def __init__(self, *, search: bool = True, search_bytes: int | None = None):
+    def __init__(
+        self,
+        *,
+        search: bool = True,
+        search_bytes: int | None = None,
+        keep_uniforms: bool = True,
+        fits: Callable[[int], bool] | None = None,
+    ):
         self.thresholds = TrimThresholds()
-        self.search: SearchCache | None = SearchCache(search_bytes) if search else None
+        self.search: SearchCache | None = (
+            SearchCache(search_bytes, keep_uniforms=keep_uniforms, fits=fits) if search else None
+        )
 
     def nbytes(self) -> int:
         return self.search.nbytes() if self.search is not None else 0

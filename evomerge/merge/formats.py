@@ -41,7 +41,8 @@ def from_mergekit(data: dict[str, Any] | str, source_name: str | None = None) ->
     text); refuses what we cannot express (:func:`evomerge.merge.mergekit_io.read_mergekit`).
 
     Without an ``evomerge:`` block carrying ``options``, a recipe holding a gradient gets
-    ``options.layerless_gradient: ends`` (mergekit's rule for embeddings and head)."""
+    ``options.layerless_gradient: start`` (mergekit's rule: x = 0 for the embeddings, the final
+    norm and the head)."""
     source = source_name
     if isinstance(data, str):
         source = source or "<mergekit config>"
@@ -49,7 +50,7 @@ def from_mergekit(data: dict[str, Any] | str, source_name: str | None = None) ->
     recipe, options = read_mergekit(data, source)
     parsed = _validated(recipe, source)
     if options is None:
-        options = {"layerless_gradient": "ends"} if parsed.has_gradient() else {}
+        options = {"layerless_gradient": "start"} if parsed.has_gradient() else {}
     return _validated({**parsed.to_dict(), "options": options}, source)
 
 

@@ -2,8 +2,11 @@
 
 :class:`LiveModels` is built once per worker: the model pool of the run's base and experts (task
 vectors cached), one live model of the base architecture with its
-:class:`~evomerge.merge.apply.InPlaceMerger`, and the tokenizer. ``live.build(recipe)`` then turns a
-recipe of either kind into a runnable ``(model, tokenizer)``:
+:class:`~evomerge.merge.apply.InPlaceMerger`, and the tokenizer. Where each lives is planned from
+the headers and the free memory before any weight is read (:mod:`evomerge.merge.placement`:
+everything on the device, or the base and task vectors in pinned host memory, streamed per
+tensor; ``live.placement`` says which). ``live.build(recipe)`` then turns a recipe of either kind
+into a runnable ``(model, tokenizer)``:
 
 - a parameter-space recipe is merged in place into the live model (only tensors whose resolved
   parameters changed are recomputed);
@@ -25,24 +28,57 @@ from typing import Any
 from evomerge.dtypes import resolve_device, torch_dtype
 from evomerge.errors import EvomergeError
 from evomerge.merge.apply import InPlaceMerger, check_recipe_against_pool, expert_ids, pool_for_recipe
+from evomerge.merge.cache import MergeCache
 from evomerge.merge.dataflow.path_model import source_ref
+from evomerge.merge.placement import MemoryGuard, plan_for_pool
 from evomerge.pool import ModelPool
 from evomerge.pool.modules import load_causal_lm
 
 
 class LiveModels:
-    """A worker's resident models (see the module docstring); ``device`` may be ``"auto"``."""
+    """A worker's resident models (see the module docstring); ``device`` may be ``"auto"``;
+    ``memory``: ``auto | gpu | offload``; ``search_cache``: ``auto | off`` or a byte cap;
+    ``methods``: the merge methods recipes will use, when known (the plan's scratch for DARE's
+    draws is left out without one that samples)."""
 
-    def __init__(self, base: str | None, experts: list[str], *, device: str = "cpu", dtype: Any = "float32"):
+    def __init__(
+        self,
+        base: str | None,
+        experts: list[str],
+        *,
+        device: str = "cpu",
+        dtype: Any = "float32",
+        memory: str = "auto",
+        search_cache: int | str = "auto",
+        methods: list[str] | None = None,
+    ):
         from transformers import AutoTokenizer
 
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.dtype = torch_dtype(dtype)
-        self.pool = ModelPool(base, list(experts), device=self.device, dtype=self.dtype)
+        self.pool = ModelPool(base, list(experts), device="cpu", dtype=self.dtype)  # headers only, so far
+        device_name = str(self.device)
+        self.placement = plan_for_pool(
+            self.pool,
+            device=device_name,
+            dtype_bytes=self.dtype.itemsize,
+            memory=memory,
+            search_cache=search_cache,
+            methods=methods,
+        )
+        self.pool.place(self.placement.store, compute_device=self.device, pin=self.placement.pin)
         ref = str(self.pool.reference_dir)
         self.model = load_causal_lm(ref, device=self.device, dtype=self.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(ref)
-        self.merger = InPlaceMerger(self.pool, self.model)
+        cache = MergeCache(
+            search=self.placement.search_cache_bytes > 0,
+            search_bytes=self.placement.search_cache_bytes,
+            keep_uniforms=self.placement.keep_uniforms,
+            fits=MemoryGuard(device_name, self.placement.reserve_bytes),
+        )
+        self.merger = InPlaceMerger(
+            self.pool, self.model, cache=cache, device=self.device, stream=self.placement.stream
+        )
         self._plain: dict[str, Any] = {}  # data-flow source ref -> loaded model
         self._nested: dict[str, tuple[tuple, InPlaceMerger]] = {}  # source name -> (pool key, merger)
         self._tokenizers: dict[str, Any] = {ref: self.tokenizer}

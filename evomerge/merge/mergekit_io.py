@@ -10,7 +10,9 @@ surgery, string-valued parameters, methods evomerge does not implement.
 What mergekit ignores but a round trip needs (``seed``, ``options``, the base model of a
 ``linear`` merge) travels in a top-level ``evomerge:`` block; mergekit's config model ignores
 unknown keys. A mergekit file without that block gets ``seed: 0`` and, when it holds a
-gradient, ``options.layerless_gradient: ends`` (mergekit's rule for embeddings and head).
+gradient, ``options.layerless_gradient: start``: mergekit's rule since 0.1.2 (its
+``MergePlanner.plan_module`` resolves the embeddings, the final norm and the head with one
+``ConfigReader`` at ``t = 0``; up to 0.1.1 the head and final norm took ``t = 1``, our ``ends``).
 
 This module works on our recipe's plain form and duck-typed recipes: :func:`read_mergekit` turns a
 mergekit config into our recipe dict, :func:`evomerge.merge.formats.from_mergekit` validates it into
@@ -63,7 +65,7 @@ def to_mergekit(recipe) -> dict[str, Any]:
     spec = recipe.spec
     for name, value in recipe.options.items():
         option = OPTIONS[name]
-        if option.mergekit is not None and value != option.default:
+        if not option.exports_value(value) and (recipe.has_gradient() or not option.gradients_only):
             raise ConfigError(f"options.{name} = {value}: cannot export to mergekit ({option.mergekit})")
     data = recipe.to_dict()
     block: dict[str, Any] = {}

@@ -14,12 +14,14 @@ A **parameter** is a value a recipe sets per model (``models[i].parameters``) or
 Every parameter here is mergekit's parameter of the same name (a recipe exports to mergekit as is).
 
 An **option** (``options:`` in a recipe) chooses between mergekit's behaviour and a paper's: its
-``values``, the first being the default, and ``mergekit``: why mergekit cannot express a value other
-than the default (``None``: every value exports).
+``values``, the first being the default; ``exports``: the values a mergekit config can express (by
+default only the default), and ``mergekit``: why it cannot express the others (``None``: every value
+exports). ``gradients_only``: the option changes nothing unless the recipe holds a gradient.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,12 +46,18 @@ class Parameter:
 class Option:
     name: str
     values: tuple[str, ...]  # the first is the default
-    mergekit: str | None = None  # why mergekit cannot express a non-default value; None: it can
+    mergekit: str | None = None  # why mergekit cannot express the values outside `exports`; None: it can
     doc: str = ""
+    exports: tuple[str, ...] | None = None  # values mergekit expresses; None: the default only
+    gradients_only: bool = False  # inert in a recipe without gradients
 
     @property
     def default(self) -> str:
         return self.values[0]
+
+    def exports_value(self, value: str) -> bool:
+        """Whether a mergekit config can express ``value`` of this option."""
+        return self.mergekit is None or value in (self.exports or (self.default,))
 
 
 PARAMETERS: dict[str, Parameter] = {
@@ -84,8 +92,14 @@ OPTIONS: dict[str, Option] = {
     for o in (
         Option(
             "layerless_gradient",
-            ("error", "ends"),
-            doc="a gradient reaching a tensor without a layer index: refused, or mergekit's rule",
+            ("error", "start", "ends"),
+            mergekit="mergekit >= 0.1.2 evaluates a gradient at x = 0 on every tensor without a layer index "
+            "(options.layerless_gradient: start)",
+            exports=("error", "start"),
+            gradients_only=True,
+            doc="a gradient reaching a tensor without a layer index (embeddings, final norm, head): refused; "
+            "start: x = 0 for all of them (mergekit >= 0.1.2); ends: x = 0 for embeddings, x = 1 for the "
+            "others (mergekit <= 0.1.1)",
         ),
         Option(
             "ties_scope",
@@ -122,3 +136,27 @@ def value_bounds(name: str) -> tuple[float, float] | None:
     """The values a recipe may give parameter ``name`` (None: any number)."""
     p = PARAMETERS.get(name)
     return p.bounds if p is not None else None
+
+
+# Pre-layer tensors (embeddings): x = 0 under layerless_gradient: ends; the other layer-less ones x = 1.
+_PRE_RE = re.compile(r"embed|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings")
+
+
+def pre_layer(tensor_name: str) -> bool:
+    """Whether a tensor without a layer index comes before the layers (token / position
+    embeddings), rather than after them (final norm, head)."""
+    return _PRE_RE.search(tensor_name) is not None
+
+
+def layerless_position(tensor_name: str, rule: str) -> float | None:
+    """Where a gradient is evaluated on ``tensor_name``, a tensor without a layer index, under
+    ``options.layerless_gradient = rule`` (None: ``error``, the gradient is refused there).
+
+    mergekit 0.1.5 (``MergePlanner.plan_module``) resolves the pre-layer weights (embeddings) and
+    the post-layer weights (final norm, head) with one ``ConfigReader`` built at ``t = 0``: our
+    ``start``. Up to 0.1.1 its post-layer weights took ``t = 1``: our ``ends``."""
+    if rule == "start":
+        return 0.0
+    if rule == "ends":
+        return 0.0 if pre_layer(tensor_name) else 1.0
+    return None

@@ -13,8 +13,9 @@ A setting is one of (mergekit's rules):
 Precedence for a per-model parameter: the model's own setting, then the recipe's global
 ``parameters``, then the method's default. A gradient reaching a tensor without a layer index
 (embeddings, final norm, head) is an error naming the tensor and key, unless
-``options.layerless_gradient: ends`` (mergekit's rule: embeddings take ``x = 0``, the other
-layer-less tensors ``x = 1``).
+``options.layerless_gradient`` says where it sits (:func:`layerless_position`): ``start``, x = 0
+for all of them (mergekit ≥ 0.1.2, the default when importing a mergekit file), or ``ends``,
+x = 0 for the embeddings and x = 1 for the others (mergekit ≤ 0.1.1).
 
 What each parameter is (scope, default, bounds, search range): :mod:`evomerge.merge.parameters`;
 which ones a method reads: its :class:`~evomerge.merge.methods.registry.MethodSpec`.
@@ -28,15 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from evomerge.errors import ConfigError
 from evomerge.merge.methods import get_method
-from evomerge.merge.parameters import OPTIONS
+from evomerge.merge.parameters import OPTIONS, layerless_position
 
 if TYPE_CHECKING:
     from evomerge.merge.recipes.parameter import Recipe
 
 # `model.layers.7.`, `transformer.h.7.`, `encoder.layer.7.`, `blocks.7.`
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
-# Tensors mergekit evaluates at x = 0 ("pre" weights); the other layer-less ones at x = 1.
-_PRE_RE = re.compile(r"embed|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings")
 
 
 def layer_index(tensor_name: str) -> int | None:
@@ -65,13 +64,14 @@ class _Position:
 
     def x(self, key: str) -> float:
         if self.layer is None:
-            if self.layerless == "ends":
-                return 0.0 if _PRE_RE.search(self.tensor_name) else 1.0
-            raise ConfigError(
-                f"{key} is a gradient but tensor {self.tensor_name!r} has no layer index; "
-                "give that tensor a {filter, value} entry or a scalar fallback "
-                "(or set options.layerless_gradient: ends for mergekit's rule)"
-            )
+            x = layerless_position(self.tensor_name, self.layerless)
+            if x is None:
+                raise ConfigError(
+                    f"{key} is a gradient but tensor {self.tensor_name!r} has no layer index; "
+                    "give that tensor a {filter, value} entry or a scalar fallback "
+                    "(or set options.layerless_gradient: start for mergekit's rule)"
+                )
+            return x
         if self.num_layers <= 1:
             return 1.0
         return self.layer / (self.num_layers - 1)

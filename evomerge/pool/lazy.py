@@ -143,3 +143,24 @@ class LazyCheckpoint:
     def close(self) -> None:
         self._handles.clear()
         self._bin_states.clear()
+
+
+class StateCheckpoint:
+    """A checkpoint held in memory — ``{name: tensor}`` with :class:`LazyCheckpoint`'s reading
+    interface, for :meth:`evomerge.pool.ModelPool.from_checkpoints` (benchmarks and tests build
+    models of real shapes without writing them). ``get`` may be overridden to make tensors on demand."""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        self.state = state
+
+    def keys(self) -> list[str]:
+        return list(self.state)
+
+    def meta(self, name: str) -> tuple[tuple[int, ...], torch.dtype]:
+        return tuple(self.state[name].shape), self.state[name].dtype
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.state[name].shape)
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.state[name]

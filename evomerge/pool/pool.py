@@ -14,8 +14,16 @@ with ``cache=False`` (one-shot merges, e.g. :func:`evomerge.merge.materialize.ma
 tensors stream one at a time from the memory-mapped files and nothing is kept. ``preload=True``
 reads every tensor of every model into memory up front.
 
+Placement: ``device`` is where the pool keeps what it caches (the *store*), ``compute_device``
+where task vectors are computed (the device that merges; default the store), ``pin`` pins a CPU
+store's tensors for fast copies to a GPU. A run decides these from the headers before any weight is
+read (:mod:`evomerge.merge.placement`, :meth:`ModelPool.place`): everything on the GPU, or the base
+and task vectors in pinned CPU memory, streamed to the GPU per tensor. Task vectors are always
+computed on the compute device, so an offloaded pool holds exactly what a resident one would.
+
 The pool is models on disk and their tensors only: what the merge engine derives from them across
 merges (sparsifier state, whole-model thresholds) is the engine's (:mod:`evomerge.merge.cache`).
+:meth:`ModelPool.from_checkpoints` builds a pool over checkpoints held in memory (benchmarks).
 
 Validation happens in the constructor, before any merge: every model has the base's architecture
 (``config.architectures`` and ``model_type``), the same tensor names, and the same shapes; the first
@@ -31,7 +39,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -59,25 +69,64 @@ class ModelPool:
         dtype: torch.dtype = torch.float32,
         preload: bool = False,
         cache: bool = True,
+        compute_device: str | torch.device | None = None,
+        pin: bool = False,
     ):
-        ids = [str(m) for m in models]
-        if base is not None:
-            base = str(base)
-        if base is None and not ids:
-            raise ModelError("model pool: no models given")
+        base, ids = _ids(base, models)
+        dirs = {m: resolve_model(m) for m in ([base] if base is not None else []) + ids}
+        checkpoints = {m: LazyCheckpoint(d, label=m) for m, d in dirs.items()}
+        configs = {m: _read_config(d, m) for m, d in dirs.items()}
+        self._setup(base, ids, checkpoints, configs, dirs, device, dtype, cache, compute_device, pin)
+        self.config = _load_hf_config(self.dirs[self.reference], self.reference)
+        self._finish(preload)
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        base: str | None,
+        models: list[str],
+        checkpoints: Mapping[str, Any],
+        config: dict,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        cache: bool = True,
+        compute_device: str | torch.device | None = None,
+        pin: bool = False,
+    ) -> ModelPool:
+        """A pool over checkpoints held in memory (``checkpoints[id]``: objects with
+        :class:`~evomerge.pool.lazy.LazyCheckpoint`'s ``keys``, ``meta``, ``shape`` and ``get``), all
+        of the architecture ``config`` (a ``config.json`` dict): benchmarks and tests build models
+        of real shapes without writing them. Validated like a pool on disk."""
+        from transformers import AutoConfig
+
+        base, ids = _ids(base, models)
+        pool = cls.__new__(cls)
+        every = ([base] if base is not None else []) + ids
+        pool._setup(
+            base, ids, dict(checkpoints), {m: config for m in every}, {}, device, dtype, cache, compute_device, pin
+        )
+        settings = {k: v for k, v in config.items() if k != "model_type"}
+        pool.config = AutoConfig.for_model(config["model_type"], **settings)
+        pool._finish(False)
+        return pool
+
+    def _setup(self, base, ids, checkpoints, configs, dirs, device, dtype, cache, compute_device, pin) -> None:
         self.base = base
         self.models = list(dict.fromkeys(m for m in ids if m != base))
         self.device = torch.device(device)
+        self.compute_device = torch.device(compute_device) if compute_device is not None else self.device
+        self.pin = bool(pin)
         self.dtype = dtype
         self.cache_enabled = cache
         self.reference = base if base is not None else ids[0]
         self.ids = ([base] if base is not None else []) + self.models
-
-        self.dirs: dict[str, Path] = {m: resolve_model(m) for m in self.ids}
-        self._ckpt: dict[str, LazyCheckpoint] = {m: LazyCheckpoint(self.dirs[m], label=m) for m in self.ids}
-        self._config_dicts = {m: _read_config(self.dirs[m], m) for m in self.ids}
+        self.dirs: dict[str, Path] = dirs
+        self._ckpt = checkpoints
+        self._config_dicts = configs
         self._validate_architecture()
-        self.config = _load_hf_config(self.dirs[self.reference], self.reference)
+
+    def _finish(self, preload: bool) -> None:
         self.tied = _tied_aliases(self.config, self._config_dicts[self.reference])
         self.tensor_names: list[str] = self._validate_tensors()
         self.num_layers = self._num_layers()
@@ -89,6 +138,18 @@ class ModelPool:
             for m in self.ids:
                 for name in self.tensor_names:
                     self._tensors[(m, name)] = self._read(m, name)
+
+    def place(
+        self, device: str | torch.device, *, compute_device: str | torch.device | None = None, pin: bool = False
+    ) -> None:
+        """Keep tensors on ``device`` (the store), compute task vectors on ``compute_device``
+        (default: the store), pinned when ``pin`` (a CPU store feeding a GPU). Before anything is
+        cached: a placement is decided from the headers, before any weight is read."""
+        if self._tensors or self._deltas:
+            raise RuntimeError("ModelPool.place after tensors were cached")  # a bug in the caller
+        self.device = torch.device(device)
+        self.compute_device = torch.device(compute_device) if compute_device is not None else self.device
+        self.pin = bool(pin)
 
     # --- validation ----------------------------------------------------------------------------
     def _validate_architecture(self) -> None:
@@ -161,16 +222,24 @@ class ModelPool:
     @property
     def reference_dir(self) -> Path:
         """Where config, tokenizer and generation config of a merge come from (base, else first model)."""
+        if self.reference not in self.dirs:
+            raise ModelError(f"model pool: '{self.reference}' is held in memory, not in a directory")
         return self.dirs[self.reference]
 
     def stored(self, model_id: str, name: str) -> torch.Tensor:
         """θ_model[name] exactly as stored (its file dtype, CPU); for non-float tensors."""
         return self._ckpt[model_id].get(name)
 
-    def _read(self, model_id: str, name: str) -> torch.Tensor:
+    def _read(self, model_id: str, name: str, device: torch.device | None = None) -> torch.Tensor:
         if model_id not in self._ckpt:
             raise KeyError(f"model {model_id!r} is not in the pool")
-        return self._ckpt[model_id].get(name).to(device=self.device, dtype=self.dtype)
+        t = self._ckpt[model_id].get(name).to(device=device or self.device, dtype=self.dtype)
+        return self._pinned(t) if device is None else t
+
+    def _pinned(self, t: torch.Tensor) -> torch.Tensor:
+        if self.pin and t.device.type == "cpu" and not t.is_pinned():
+            return t.pin_memory()
+        return t
 
     def tensor(self, model_id: str, name: str) -> torch.Tensor:
         """θ_model[name] in the pool's dtype/device, kept when caching. Read-only by contract."""
@@ -193,10 +262,14 @@ class ModelPool:
         key = (model_id, name)
         d = self._deltas.get(key)
         if d is None:
+            # computed where merges run, whatever the store: an offloaded pool holds the very
+            # task vectors a resident one would
+            compute = self.compute_device
             expert = self._tensors.get(key)
-            if expert is None:
-                expert = self._read(model_id, name)
-            d = expert - self.tensor(self.base, name)
+            expert = expert.to(compute) if expert is not None else self._read(model_id, name, compute)
+            d = expert - self.tensor(self.base, name).to(compute)
+            if d.device != self.device:
+                d = self._pinned(d.to(self.device))
             if self.cache_enabled:
                 self._deltas[key] = d
         return d
@@ -237,6 +310,15 @@ class ModelPool:
             f"ModelPool(base={self.base!r}, models={self.models!r}, tensors={len(self.tensor_names)}, "
             f"device={self.device}, dtype={self.dtype})"
         )
+
+
+def _ids(base: str | None, models: list[str]) -> tuple[str | None, list[str]]:
+    ids = [str(m) for m in models]
+    if base is not None:
+        base = str(base)
+    if base is None and not ids:
+        raise ModelError("model pool: no models given")
+    return base, ids
 
 
 def _read_config(directory: Path, label: str) -> dict:

@@ -6,7 +6,8 @@ depend on where they live and draws any spelling the merge engine accepts).
   and LM head). Each cell is the value the merge engine gives a representative tensor of that
   column, by mergekit's rules: a scalar everywhere; a gradient ``[v_0 … v_k]`` interpolated at
   x = ℓ / (L − 1) (x = 1 for one layer; at embeddings / head only with
-  ``options.layerless_gradient: ends``, x = 0 / 1, else the cell is blank: the merge refuses it);
+  ``options.layerless_gradient`` ``start`` (x = 0 / 0) or ``ends`` (x = 0 / 1), else the cell is
+  blank: the merge refuses it);
   ``{filter, value}`` entries: the first whose filter is a substring of the tensor name, the
   unfiltered one as fallback. Filters naming a part of a layer (``self_attn``, ``mlp``) get rows
   of their own. Layer-group boundaries (``meta.json`` space ``layer_boundaries``) are drawn.
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
+from evomerge.merge.parameters import layerless_position
 from evomerge.report.common import PAGE_WIDTH, finite, plt, save, short_name
 
 #: Representative tensor names of each column, for the families the merge engine supports.
@@ -108,8 +110,9 @@ def recipe_panels(recipe: dict, num_layers: int | None) -> tuple[dict[str, tuple
     """{parameter: (row labels, rows × (L + 2) values)} — columns embed, layers 0 … L − 1, head —
     and L."""
     L = num_layers or infer_num_layers(recipe) or 1
-    ends = (recipe.get("options") or {}).get("layerless_gradient") == "ends"
-    xs = [0.0 if ends else None] + [(l / (L - 1) if L > 1 else 1.0) for l in range(L)] + [1.0 if ends else None]
+    rule = (recipe.get("options") or {}).get("layerless_gradient", "error")
+    layers = [(l / (L - 1) if L > 1 else 1.0) for l in range(L)]
+    xs = [layerless_position(EMBED_TENSORS[0], rule)] + layers + [layerless_position(HEAD_TENSORS[0], rule)]
     panels: dict[str, tuple[list[str], list[np.ndarray]]] = {}
 
     def add(param: str, label: str, setting: Any) -> None:

@@ -77,9 +77,21 @@ class MergeProblem:
             seed=cfg.run.seed,
             dtype=cfg.evaluator.dtype,
             source=source,
+            tensor_names=pool.tensor_names,
         )
         objectives = Objectives.from_fitness(fit)
         ev = cfg.evaluator
+        if ev.backend == "inprocess":  # models that fit no placement: now (a Ray actor plans on its own GPU)
+            from evomerge.dtypes import resolve_device, torch_dtype
+            from evomerge.merge.placement import plan_for_pool
+
+            plan_for_pool(
+                pool,
+                device=resolve_device(ev.device),
+                dtype_bytes=torch_dtype(ev.dtype).itemsize,
+                memory=ev.memory,
+                search_cache=ev.search_cache,
+            )
         spec = MergeWorkerSpec(
             base=base,
             experts=list(experts.values()),
@@ -88,6 +100,8 @@ class MergeProblem:
             device=ev.device,
             dtype=ev.dtype,
             batch_size=ev.batch_size,
+            memory=ev.memory,
+            search_cache=ev.search_cache,
             early_stopping=bool(fcfg.early_stopping.enabled),
         )
         meta = {

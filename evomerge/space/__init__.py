@@ -9,7 +9,7 @@ Adding a kind is its module plus one ``SPACES.register`` line here. :func:`build
 space of a config's ``space`` section.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel
 
@@ -34,13 +34,16 @@ def build_space(
     seed: int,
     dtype: str,
     source: str = "config",
+    tensor_names: Sequence[str] | None = None,
 ) -> SearchSpace:
     """The space of a config ``space`` section (``section.kind`` and that kind's options) over
     ``base`` and ``experts`` (``{name: path}``, in order) with ``num_layers`` layers each;
-    ``source`` names the config in errors."""
+    ``source`` names the config in errors; ``tensor_names``: the models' tensors (recipes then name
+    only filters that match them)."""
     cls = SPACES.get(section.kind)
     options = cls.Options.model_validate(section.model_dump(include=set(cls.Options.model_fields)))
-    return cls.build(options, SpaceInputs(base, dict(experts), int(num_layers), int(seed), dtype, source))
+    names = tuple(tensor_names) if tensor_names is not None else None
+    return cls.build(options, SpaceInputs(base, dict(experts), int(num_layers), int(seed), dtype, source, names))
 
 
 __all__ = [

@@ -74,7 +74,9 @@ def category_value(c: int, k: int) -> float:
 class SpaceInputs:
     """What a config ``space`` section is built over (each kind's ``build(options, inputs)``):
     the base and the experts (``{name: path}``, in order) with ``num_layers`` layers each, the
-    run's seed and dtype, and ``source``, the config's name for errors."""
+    run's seed and dtype, ``source``, the config's name for errors, and ``tensor_names``, the
+    models' tensors (from their headers; None: not known, recipes then carry the filters of every
+    supported family)."""
 
     base: str | None
     experts: Mapping[str, str]
@@ -82,3 +84,4 @@ class SpaceInputs:
     seed: int
     dtype: str
     source: str = "config"
+    tensor_names: tuple[str, ...] | None = None

@@ -37,10 +37,27 @@ from evomerge.space.seeds import seed_recipes
 from evomerge.validation import parse_options
 
 #: Substrings naming the non-layer tensors of the supported families (Llama / Mistral / Qwen,
-#: GPT-2). A non-layer tensor matched by neither list would receive the per-layer gradient and
-#: the merge engine rejects that with an error naming the tensor, so nothing is silently wrong.
+#: GPT-2). A space built over known tensor names keeps only the filters that match one of them
+#: (:func:`architecture_filters`); without names it uses them all.
 EMBED_FILTERS = ("embed_tokens", "wte", "wpe")
 HEAD_FILTERS = ("lm_head", "model.norm.", "ln_f")
+
+
+def architecture_filters(tensor_names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(embed filters, head filters) for models with these tensors: those of :data:`EMBED_FILTERS`
+    / :data:`HEAD_FILTERS` that match a tensor without a layer index, plus the full name of any
+    such tensor neither list matches (before the layers if it is an embedding, else after), so a
+    recipe names only what its models hold and every layer-less tensor gets its group's value."""
+    from evomerge.merge.parameters import pre_layer
+    from evomerge.merge.params import layer_index
+
+    layerless = [n for n in tensor_names if layer_index(n) is None]
+    embed = [f for f in EMBED_FILTERS if any(f in n for n in layerless)]
+    head = [f for f in HEAD_FILTERS if any(f in n for n in layerless)]
+    for n in layerless:
+        if not any(f in n for f in (*embed, *head)):
+            (embed if pre_layer(n) else head).append(n)
+    return tuple(embed), tuple(head)
 
 
 def _ordered(r: tuple[float, float]) -> tuple[float, float]:
@@ -244,6 +261,8 @@ class ParameterSpace:
     def build(cls, options: ParameterSpaceOptions, inputs: SpaceInputs) -> ParameterSpace:
         """The space of a config ``space`` section: every expert merged into ``base``."""
         settings = options.model_dump(include=set(ParameterSpaceOptions.model_fields) - {"method"})
+        if inputs.tensor_names is not None:
+            settings["embed_filters"], settings["head_filters"] = architecture_filters(inputs.tensor_names)
         return cls(
             options.method,
             inputs.base,

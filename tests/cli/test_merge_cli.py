@@ -40,9 +40,9 @@ def run(argv, capsys) -> tuple[int, str]:
 
 def test_our_yaml_and_mergekit_yaml_give_the_same_weights(tiny_llama_family, tmp_path, capsys):
     ours = tmp_path / "ours.yaml"
-    # a gradient on a layer-less tensor: mergekit's rule is "ends", ours must say so explicitly
+    # a gradient on a layer-less tensor: mergekit's rule is "start" (x = 0), ours must say so explicitly
     ours.write_text(
-        Recipe.model_validate(ties_doc(tiny_llama_family, seed=0, options={"layerless_gradient": "ends"})).to_yaml()
+        Recipe.model_validate(ties_doc(tiny_llama_family, seed=0, options={"layerless_gradient": "start"})).to_yaml()
     )
     # mergekit's spelling: no seed/options, out_dtype, fp32 alias
     mk = write(tmp_path / "mergekit.yaml", ties_doc(tiny_llama_family, out_dtype="fp32"))

@@ -1,6 +1,6 @@
-"""The search cache (sorted magnitudes, common random numbers, DELLA ranks) and the fused merge:
-bit-identical to the uncached path and to the unfused reference sparsifiers, memory accounted,
-draws replaced when the recipe's seed changes."""
+"""The search cache (magnitude histograms and windows, common random numbers, DELLA ranks) and the
+fused merge: bit-identical to the uncached path and to the unfused reference sparsifiers, memory
+accounted, draws replaced when the recipe's seed changes."""
 
 from __future__ import annotations
 
@@ -106,9 +106,11 @@ def tensors():
     return base, taus
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", METHODS)
-def test_cached_equals_uncached_and_reference(name, tensors):
+def test_cached_equals_uncached_and_reference(name, dtype, tensors):
     base, taus = tensors
+    base, taus = base.to(dtype), [t.to(dtype) for t in taus]
     cache = SearchCache()
     for trial in range(8):
         mps, params, seed = random_case(name, trial)
@@ -117,7 +119,8 @@ def test_cached_equals_uncached_and_reference(name, tensors):
         uncached = call(name, base, taus, mps, params, tensor_generator(seed, "w"))
         ref = reference(name, base, taus, mps, params, tensor_generator(seed, "w"))
         assert torch.equal(cached, uncached), (trial, mps, params)
-        assert torch.equal(cached, ref), (trial, mps, params)
+        if dtype == torch.float32:  # the oracle is written for float32 inputs
+            assert torch.equal(cached, ref), (trial, mps, params)
     # the same draws serve every density: built once per (seed, block), reused after
     built = dict(cache.builds)
     mps, params, seed = random_case(name, 0)
@@ -125,27 +128,82 @@ def test_cached_equals_uncached_and_reference(name, tensors):
         mps = [{**mp, "density": density, **({"epsilon": 0.1} if name.startswith("della") else {})} for mp in mps]
         cached = call(name, base, taus, mps, params, cache=cache.view("w", ["a", "b", "c"], seed))
         assert torch.equal(cached, call(name, base, taus, mps, params, tensor_generator(seed, "w")))
-    assert cache.builds == built or SPARSIFIER[name] in ("random", "rank")  # seed 0's blocks may be new
+    # histograms, ranks: never again; a float32 window only when a threshold leaves it; blocks: seed 0's may be new
+    assert {k: v for k, v in cache.builds.items() if k != "window"} == {
+        k: v for k, v in built.items() if k != "window"
+    } or SPARSIFIER[name] in ("random", "rank")
     again = dict(cache.builds)
     call(name, base, taus, mps, params, cache=cache.view("w", ["a", "b", "c"], seed))
     assert cache.builds == again
 
 
-def test_magnitude_index_cut_matches_exact_selection():
-    from evomerge.merge.methods.selection import MagnitudeIndex, cut_from_scratch
+def _top_k(tau, k):
+    """The top-k set of |tau| by a stable descending sort (ties to earlier positions)."""
+    keep = torch.zeros(tau.numel(), dtype=torch.bool)
+    if k > 0:
+        keep[torch.sort(tau.abs().float(), descending=True, stable=True).indices[:k]] = True
+    return keep
+
+
+def _cut_set(tau, cut):
+    """The set a Cut describes, computed from its fields alone."""
+    a = tau.abs().float()
+    if cut.kind == "all":
+        return torch.ones(tau.numel(), dtype=torch.bool)
+    if cut.kind == "none":
+        return torch.zeros(tau.numel(), dtype=torch.bool)
+    keep = a >= cut.threshold
+    if cut.kept is not None:
+        ties = torch.nonzero(a == cut.threshold).view(-1)
+        assert ties.numel() == cut.tied
+        keep[ties[cut.kept :]] = False
+        if cut.position is not None:
+            assert cut.position == int(ties[cut.kept - 1]) + 1
+    return keep
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_histogram_cut_is_the_stable_sort_top_k(dtype):
+    from evomerge.merge.methods.selection import MagnitudeHistogram, cut_by_sort, cut_from_scratch
 
     g = torch.Generator().manual_seed(5)
-    tau = (torch.randn(3001, generator=g) * 8).round()  # heavy ties, zeros included
-    index = MagnitudeIndex(tau)
-    for k in [-1, 0, 1, 2, 17, 255, 256, 257, 1500, 2999, 3000, 3001, 4000]:
-        a, b = index.cut(tau, k), cut_from_scratch(tau, k)
-        assert (a.kind, a.threshold) == (b.kind, b.threshold), k
-        assert (a.drop is None) == (b.drop is None) and (a.drop is None or torch.equal(a.drop, b.drop)), k
-        if a.kind == "threshold":  # exactly k survive, ties to earlier positions
-            keep = tau.abs() >= a.threshold
-            if a.drop is not None:
-                keep[a.drop] = False
-            assert int(keep.sum()) == k or a.threshold == 0.0
+    tau = (torch.randn(70_001, generator=g) * 8).round() / 16  # heavy ties
+    tau[::7] = 0.0
+    tau[1::11] = -0.0
+    tau[5] = 3e-4  # a lone small value
+    tau = tau.to(dtype)
+    n = tau.numel()
+    view = SearchCache().view("w", ["a"], 0)
+    hist = MagnitudeHistogram(tau)
+    for k in [-1, 0, 1, 2, 17, 255, 256, 257, 1500, 30_000, 59_000, 69_999, 70_000, 70_001, 90_000]:
+        expected = _top_k(tau, min(max(k, 0), n))
+        for cut in (view.cut(0, tau, k), cut_from_scratch(tau, k), cut_by_sort(tau, k), hist.cut(tau, k)):
+            got = _cut_set(tau, cut)
+            if cut.kind == "threshold" and cut.threshold == 0.0:  # zeros in or out: the same merge
+                got &= tau != 0
+                expected = expected & (tau != 0)
+            assert torch.equal(got, expected), (k, cut)
+
+
+def test_magnitude_selector_fills_the_cut_chunk_by_chunk_in_any_order():
+    from evomerge.merge.methods.selection import cut_from_scratch
+    from evomerge.merge.methods.selectors import Magnitude
+
+    g = torch.Generator().manual_seed(9)
+    tau = ((torch.randn(200_000, generator=g) * 6).round() / 64).to(torch.bfloat16)
+    k = 61_234
+    cut = cut_from_scratch(tau, k)
+    assert cut.kept is not None and 0 < cut.kept < cut.tied and cut.position is None  # splits its ties
+    expected = torch.where(_top_k(tau, k), tau.float(), torch.zeros(()))
+    step = 1 << 16
+    starts = list(range(0, tau.numel(), step))
+    for order in (starts, starts[::-1], [starts[2], starts[0], starts[3], starts[1]]):
+        sel = Magnitude(cut, flat=tau)
+        out = torch.empty(tau.numel())
+        for a in order:
+            b = min(a + step, tau.numel())
+            sel.fill(a, b, tau[a:b], out[a:b], torch.empty(b - a))
+        assert torch.equal(out, expected), order
 
 
 # ----------------------------------------------------------------------------- on a pool
@@ -189,28 +247,76 @@ def floats(pool):
     return [n for n in pool.tensor_names if pool.stored_dtype(n).is_floating_point]
 
 
+def _histogram_bytes(tau):
+    bits = tau.reshape(-1).view(torch.int32) & 0x7FFFFFFF  # float32 pool: coarse bins = top 15 bits
+    coarse = bits >> 16
+    return 8 * (int(coarse.max()) - int(coarse.min()) + 1)
+
+
+def _window_bytes(tau, density):
+    """Entries within 16 coarse bins of the k-th largest magnitude's bin: 4 B pattern + 4 B position."""
+    flat = tau.reshape(-1)
+    k = int(density * flat.numel())
+    if k <= 0 or k >= flat.numel():
+        return 0
+    coarse = (flat.view(torch.int32) & 0x7FFFFFFF) >> 16
+    v = int(coarse[torch.sort(flat.abs(), descending=True, stable=True).indices[k - 1]])
+    return 8 * int(((coarse >= max(v - 16, 0)) & (coarse <= v + 16)).sum())
+
+
 def test_memory_accounting(tiny_llama_family):
     model = live_model(tiny_llama_family)
     sizes = None
     for method, kind in (("ties", "magnitude"), ("dare_ties", "uniforms"), ("della", "ranks")):
-        pool = pool_for_recipe(recipe(tiny_llama_family, method))
+        r = recipe(tiny_llama_family, method)
+        pool = pool_for_recipe(r)
         merger = InPlaceMerger(pool, model)
-        merger.apply(recipe(tiny_llama_family, method))
+        merger.apply(r)
         sizes = [math.prod(pool.shape(n)) for n in floats(pool)]
         usage = merger.cache.search.usage()
-        if kind == "magnitude":  # int32 order + one float per 256 entries, per expert
+        if kind == "magnitude":  # per expert and tensor: the histogram's range, the window around the threshold
+            experts = [str(e) for e in r.expert_ids]
             assert usage == {
-                "magnitude": 2 * sum(4 * n + 4 * math.ceil(n / 256) for n in sizes),
+                "histogram": sum(_histogram_bytes(pool.delta(e, n)) for e in experts for n in floats(pool)),
+                "window": sum(
+                    _window_bytes(pool.delta(e, n), d) for e, d in zip(experts, (0.6, 0.4)) for n in floats(pool)
+                ),
                 "ranks": 0,
                 "uniforms": 0,
             }
         elif kind == "uniforms":  # one float32 block per drawing expert
-            assert usage == {"magnitude": 0, "ranks": 0, "uniforms": 2 * 4 * sum(sizes)}
+            assert usage == {"histogram": 0, "window": 0, "ranks": 0, "uniforms": 2 * 4 * sum(sizes)}
         else:  # int16 ranks (rows are narrow) and the uniforms
-            assert usage == {"magnitude": 0, "ranks": 2 * 2 * sum(sizes), "uniforms": 2 * 4 * sum(sizes)}
+            assert usage == {"histogram": 0, "window": 0, "ranks": 2 * 2 * sum(sizes), "uniforms": 2 * 4 * sum(sizes)}
         assert merger.cache.nbytes() == sum(usage.values())
         merger.cache.clear()
         assert merger.cache.nbytes() == 0
+
+
+def test_uniforms_drawn_per_candidate_equal_kept_ones(tiny_llama_family):
+    """keep_uniforms=False (an accelerator's setting) draws the same stream again: same merge."""
+    results = []
+    for keep in (True, False):
+        model = live_model(tiny_llama_family)
+        pool = pool_for_recipe(recipe(tiny_llama_family, "dare_ties"))
+        merger = InPlaceMerger(pool, model, cache=MergeCache(keep_uniforms=keep))
+        for densities in ((0.6, 0.4), (0.3, 0.8)):
+            merger.apply(recipe(tiny_llama_family, "dare_ties", densities=densities))
+        assert (merger.cache.search.usage()["uniforms"] > 0) == keep
+        results.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_cache_asks_the_guard_before_keeping_an_entry(tiny_llama_family):
+    asked = []
+    guard = MergeCache(fits=lambda extra: asked.append(extra) or False)
+    model = live_model(tiny_llama_family)
+    r = recipe(tiny_llama_family, "della")
+    InPlaceMerger(pool_for_recipe(r), model, cache=guard).apply(r)
+    assert asked and guard.nbytes() == 0  # refused everything, merged all the same
+    state = model.state_dict()
+    for name, tensor in merged_tensors(r, pool_for_recipe(r, cache=False)):
+        assert torch.equal(state[name], tensor), name
 
 
 def test_byte_cap_bounds_memory_and_keeps_results(tiny_llama_family):

@@ -166,7 +166,7 @@ def test_import_hand_written_mergekit_ties(tmp_path):
     # "*" is the fallback; the entry after it is unreachable in mergekit and dropped
     assert r.models[2].parameters["weight"] == [{"filter": "mlp", "value": 0.5}, {"filter": None, "value": 0.3}]
     # a gradient and no evomerge block → mergekit's rule for layer-less tensors
-    assert r.options == {"layerless_gradient": "ends"}
+    assert r.options == {"layerless_gradient": "start"}
     mps, _ = resolve(r, "model.layers.10.self_attn.q_proj.weight", 10, 31)
     assert mps[0]["weight"] == pytest.approx(0.3)  # x = 1/3 → the second anchor
     mps, _ = resolve(r, "model.layers.15.mlp.up_proj.weight", 15, 31)
@@ -178,7 +178,7 @@ def test_import_hand_written_mergekit_ties(tmp_path):
     mps, _ = resolve(r, "model.embed_tokens.weight", None, 31)
     assert mps[0]["weight"] == 0.0  # embeddings at x = 0
     mps, _ = resolve(r, "lm_head.weight", None, 31)
-    assert mps[0]["weight"] == 1.0  # head at x = 1
+    assert mps[0]["weight"] == 0.0  # head at x = 0 too (mergekit >= 0.1.2)
 
 
 def test_import_slerp_with_filtered_gradients():
@@ -275,6 +275,41 @@ def test_export_refusals(method, options, message):
     with pytest.raises(ConfigError) as exc:
         to_mergekit(r)
     assert str(exc.value) == message
+
+
+def test_mergekit_rule_for_layerless_tensors_is_x_zero_for_embeddings_norm_and_head():
+    """mergekit 0.1.5 resolves embeddings, final norm and head with one ConfigReader at t = 0, so a
+    gradient [a, b, c] gives them a; layers ℓ of L get the interpolation at ℓ / (L − 1)."""
+    r = from_mergekit(
+        "merge_method: ties\nbase_model: b\nmodels:\n  - model: b\n  - model: e\n"
+        "    parameters: {weight: [0.2, 0.6, 1.0], density: [0.9, 0.5]}\n"
+    )
+    assert r.options == {"layerless_gradient": "start"}
+    L = 5
+    for name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "transformer.ln_f.weight"):
+        assert resolve(r, name, None, L)[0][0] == {"weight": 0.2, "density": 0.9}, name
+    # layer 1 of 5: x = 1/4; weight s = 0.5 → 0.5·0.2 + 0.5·0.6 = 0.4; density s = 0.25 → 0.75·0.9 + 0.25·0.5
+    mp = resolve(r, "model.layers.1.mlp.up_proj.weight", 1, L)[0][0]
+    assert mp["weight"] == pytest.approx(0.4) and mp["density"] == pytest.approx(0.8)
+    assert resolve(r, "model.layers.4.mlp.up_proj.weight", 4, L)[0][0] == {"weight": 1.0, "density": 0.5}
+    # exported again, mergekit reads the same rule: the option travels and round-trips
+    assert to_mergekit(r)["evomerge"] == {"options": {"layerless_gradient": "start"}}
+    assert from_mergekit(to_mergekit(r)) == r
+
+
+def test_export_refuses_the_pre_0_1_2_rule_when_a_gradient_could_reach_the_head():
+    doc = {
+        "merge_method": "ties",
+        "base_model": "b",
+        "models": [{"model": "a", "parameters": {"weight": [0.2, 1.0]}}],
+        "options": {"layerless_gradient": "ends"},
+    }
+    with pytest.raises(ConfigError) as exc:
+        to_mergekit(Recipe.model_validate(doc))
+    assert str(exc.value) == (
+        "options.layerless_gradient = ends: cannot export to mergekit (mergekit >= 0.1.2 evaluates a gradient "
+        "at x = 0 on every tensor without a layer index (options.layerless_gradient: start))"
+    )
 
 
 def test_export_allows_mergekit_compatible_options():

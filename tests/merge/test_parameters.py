@@ -81,17 +81,22 @@ def test_parameter_space_default_ranges_are_the_definitions():
 
 def test_mergekit_export_refuses_exactly_the_options_mergekit_cannot_express():
     refused = [o for o in OPTIONS.values() if o.mergekit is not None]
-    assert {o.name for o in refused} == {"ties_scope", "rescale_mode", "consensus"}
+    assert {o.name for o in refused} == {"ties_scope", "rescale_mode", "consensus", "layerless_gradient"}
     for option in OPTIONS.values():
         method = next(
             m for m in method_names() if option.name in get_method(m).options or option.name in COMMON_OPTIONS
         )
         for value in option.values:
-            r = Recipe.model_validate(doc(method, model_params={"density": 0.5}, options={option.name: value}))
-            if option.mergekit is not None and value != option.default:
-                with pytest.raises(
-                    ConfigError, match=rf"^options\.{option.name} = {value}: cannot export to mergekit \("
-                ):
-                    r.to_mergekit()
-            else:
-                assert r.to_mergekit()["merge_method"] == method
+            for weight in (0.5, [0.2, 0.8]):  # without and with a gradient
+                mp = {"density": 0.5, "weight": weight}
+                r = Recipe.model_validate(doc(method, model_params=mp, options={option.name: value}))
+                expressible = option.exports_value(value) or (option.gradients_only and not r.has_gradient())
+                if not expressible:
+                    with pytest.raises(
+                        ConfigError, match=rf"^options\.{option.name} = {value}: cannot export to mergekit \("
+                    ):
+                        r.to_mergekit()
+                else:
+                    assert r.to_mergekit()["merge_method"] == method
+    # mergekit expresses exactly its own rule for layer-less tensors (x = 0 since 0.1.2)
+    assert OPTIONS["layerless_gradient"].exports == ("error", "start")

@@ -106,6 +106,10 @@ def test_gradient_on_layerless_tensor_is_an_error_naming_tensor_and_key():
     ends = Recipe.model_validate({**r.to_dict(), "options": {"layerless_gradient": "ends"}})
     assert resolve(ends, "model.embed_tokens.weight", None, 5)[0][0]["density"] == pytest.approx(0.2)
     assert resolve(ends, "lm_head.weight", None, 5)[0][0]["density"] == pytest.approx(0.8)
+    assert resolve(ends, "model.norm.weight", None, 5)[0][0]["density"] == pytest.approx(0.8)
+    start = Recipe.model_validate({**r.to_dict(), "options": {"layerless_gradient": "start"}})
+    for name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
+        assert resolve(start, name, None, 5)[0][0]["density"] == pytest.approx(0.2), name
 
 
 def test_one_layer_model_evaluates_gradients_at_one():

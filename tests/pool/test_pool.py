@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from evomerge.errors import ModelError
-from evomerge.pool import LazyCheckpoint, ModelPool, resolve_model
+from evomerge.pool import LazyCheckpoint, ModelPool, StateCheckpoint, resolve_model
 from evomerge.testing import CHARS, SPECIAL, build_model
 
 
@@ -176,3 +176,46 @@ def test_corrupt_index_and_missing_config(tmp_path, tiny_llama_family):
     (noconf / "config.json").unlink()
     with pytest.raises(ModelError, match=r"^model '.*noconf': no config.json in "):
         ModelPool(str(tiny_llama_family["base"]), [str(noconf)])
+
+
+def test_a_pool_over_checkpoints_in_memory_merges_like_one_on_disk(tiny_llama_family):
+    import json
+
+    from safetensors.torch import load_file
+
+    from evomerge.merge.apply import merged_tensors
+    from evomerge.merge.recipes import parse_recipe
+
+    ids = [str(tiny_llama_family["base"])] + [str(e) for e in tiny_llama_family["experts"]]
+    ckpts = {m: StateCheckpoint(load_file(f"{m}/model.safetensors")) for m in ids}
+    config = json.loads((tiny_llama_family["base"] / "config.json").read_text())
+    memory = ModelPool.from_checkpoints(ids[0], ids[1:], ckpts, config)
+    disk = ModelPool(ids[0], ids[1:])
+    assert memory.tensor_names == disk.tensor_names and memory.num_layers == disk.num_layers
+    r = parse_recipe(
+        {
+            "merge_method": "ties",
+            "base_model": ids[0],
+            "seed": 0,
+            "models": [{"model": m, "parameters": {"weight": 0.5, "density": 0.4}} for m in ids[1:]],
+        }
+    )
+    a, b = dict(merged_tensors(r, memory)), dict(merged_tensors(r, disk))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ModelError, match="is held in memory, not in a directory"):
+        _ = memory.reference_dir
+    # validated like a pool on disk
+    bad = dict(ckpts)
+    bad[ids[2]] = StateCheckpoint({k: v for k, v in ckpts[ids[2]].state.items() if k != "model.norm.weight"})
+    with pytest.raises(ModelError, match=r"tensor 'model\.norm\.weight' of base .* is missing"):
+        ModelPool.from_checkpoints(ids[0], ids[1:], bad, config)
+
+
+def test_placing_a_pool_moves_its_store_and_keeps_task_vectors_equal(tiny_llama_family):
+    ids = [str(tiny_llama_family["base"])] + [str(e) for e in tiny_llama_family["experts"]]
+    here, placed = ModelPool(ids[0], ids[1:]), ModelPool(ids[0], ids[1:])
+    placed.place("cpu", compute_device="cpu", pin=False)
+    name = here.tensor_names[3]
+    assert torch.equal(here.delta(ids[1], name), placed.delta(ids[1], name))
+    with pytest.raises(RuntimeError, match="after tensors were cached"):
+        placed.place("cpu")

@@ -59,6 +59,15 @@ class Marker:
         return (Path.touch, (Path(self.path),))
 
 
+def without_filters(obj, names):
+    """``obj`` with every ``{filter: NAME, value: …}`` entry whose NAME is in ``names`` removed."""
+    if isinstance(obj, list):
+        return [without_filters(v, names) for v in obj if not (isinstance(v, dict) and v.get("filter") in names)]
+    if isinstance(obj, dict):
+        return {k: without_filters(v, names) for k, v in obj.items()}
+    return obj
+
+
 @pytest.fixture(scope="module")
 def old_dir(tiny_llama_family, tmp_path_factory):
     data = json.loads(FIXTURE.read_text())
@@ -150,8 +159,11 @@ def test_an_old_run_directory_replays_its_log_and_finishes_as_an_uninterrupted_r
     assert resumed_and_reference["resumed"].log_path.read_text().splitlines()[:5] == old_lines
     assert [r["id"] for r in resumed] == list(range(8)) == [r["id"] for r in reference]
     # the same search: the same candidates, asked in the same order, merged by the same recipes
-    for mine, ref in zip(resumed, reference):
-        assert (mine["genome"], mine["recipe"], mine["asked"]) == (ref["genome"], ref["recipe"], ref["asked"])
+    for k, (mine, ref) in enumerate(zip(resumed, reference)):
+        # main's recipes also listed GPT-2's layer-less names; today's carry only the filters that
+        # match a tensor of the models (issue 10 §4): the logged ones agree once those are dropped
+        recipe = mine["recipe"] if k >= 5 else without_filters(mine["recipe"], {"wte", "wpe", "ln_f"})
+        assert (mine["genome"], recipe, mine["asked"]) == (ref["genome"], ref["recipe"], ref["asked"])
         assert set(mine) == set(ref) == set(RECORD_FIELDS)
     # what today's code evaluated after the resume is exactly what it evaluates uninterrupted
     assert [comparable(r) for r in resumed[5:]] == [comparable(r) for r in reference[5:]]

@@ -234,3 +234,76 @@ def test_default_genes_skip_parameters_the_method_ignores():
     assert ta.params == ["weight"] and ta.dim == 4 * 2
     ties = ParameterSpace("ties", "base", ["base", "e1", "e2"], num_layers=4, layer_groups=2)
     assert ties.params == ["weight", "density"]
+
+
+LLAMA_NAMES = (
+    "model.embed_tokens.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.1.mlp.up_proj.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+)
+GPT2_NAMES = (
+    "transformer.wte.weight",
+    "transformer.wpe.weight",
+    "transformer.h.0.attn.c_attn.weight",
+    "transformer.ln_f.weight",
+)
+
+
+def _spread_weights(space):
+    x = np.full(space.dim, 0.5)
+    x[space.names.index("embed/e1/weight")] = 0.1
+    x[space.names.index("head/e1/weight")] = 1.0
+    return space.to_recipe(x).to_dict()["models"][0]["parameters"]["weight"]
+
+
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        (LLAMA_NAMES, [("embed_tokens", 0.1), ("lm_head", 1.0), ("model.norm.", 1.0)]),
+        (GPT2_NAMES, [("wte", 0.1), ("wpe", 0.1), ("ln_f", 1.0)]),
+        # a family neither list knows (Falcon's names): the layer-less tensors by their full names
+        (
+            ("transformer.word_embeddings.weight", "transformer.h.0.mlp.weight", "transformer.ln_f.weight"),
+            [("transformer.word_embeddings.weight", 0.1), ("ln_f", 1.0)],
+        ),
+    ],
+)
+def test_a_recipe_names_only_filters_of_its_models_architecture(names, expected):
+    from evomerge.config import parse_config
+    from evomerge.space import build_space
+
+    config = {
+        "toyworld": {"preset": "test"},
+        "budget": {"max_evals": 1},
+        "space": {"kind": "parameter", "method": "ties"},
+    }
+    section = parse_config(config).space
+    space = build_space(
+        section,
+        base="base",
+        experts={"e1": "x/e1", "e2": "x/e2"},
+        num_layers=2,
+        seed=0,
+        dtype="float32",
+        tensor_names=names,
+    )
+    assert _spread_weights(space) == [{"filter": f, "value": v} for f, v in expected] + [{"value": 0.5}]
+    # every layer-less tensor gets its group's value through the engine's own resolution
+    from evomerge.merge.params import layer_index, resolve
+
+    recipe = space.to_recipe(np.where(np.array([n == "embed/e1/weight" for n in space.names]), 0.1, 0.5))
+    for name in names:
+        if layer_index(name) is None:
+            got = resolve(recipe, name, None, 2)[0][0]["weight"]
+            assert got == pytest.approx(0.1 if "emb" in name or "wte" in name or "wpe" in name else 0.5), name
+    # without names (no models at hand) the recipe lists every supported family's filters
+    assert [e.get("filter") for e in _spread_weights(_space(method="ties", num_layers=2))][:-1] == [
+        "embed_tokens",
+        "wte",
+        "wpe",
+        "lm_head",
+        "model.norm.",
+        "ln_f",
+    ]

@@ -70,7 +70,7 @@ BASE = {"toyworld": {"preset": "test"}, "budget": {"max_evals": 3}}
         ),
         (
             {"evaluator": {"num_gpus": 1}},  # no backend: inprocess, which has no GPUs option
-            "unknown key 'evaluator.num_gpus' (known keys: backend, num_workers, timeout, hard_timeout_grace, device, dtype, batch_size)",
+            "unknown key 'evaluator.num_gpus' (known keys: backend, num_workers, timeout, hard_timeout_grace, device, dtype, batch_size, memory, search_cache)",
         ),
         (
             {"evaluator": {"backend": "ray", "num_gpu": 1}},

@@ -3,8 +3,9 @@
 The textbook way (the unfused reference the tests compare against, ``tests/merge/sparsify_reference.py``)
 sparsifies whole tensors and then combines them: a dozen passes over every tensor, each through main
 memory. Here each expert's
-sparsification is described by a :class:`Selector` (a magnitude cut, a uniform-draw comparison, a
-rank-probability comparison — all *known before* the pass), and the whole merge of one tensor runs
+sparsification is described by a selector (:mod:`evomerge.merge.methods.selectors`: a magnitude
+cut, a uniform-draw comparison, a rank-probability comparison — all *known before* the pass), and
+the whole merge of one tensor runs
 over chunks of ``chunk_size(device)`` entries: every step of the merge is done on one chunk while it
 is in the CPU cache, then the next chunk. Elementwise arithmetic is unchanged, op for op, so the
 result is bit-identical to the reference's ``combine`` on its sparsifiers' outputs (up to the sign
@@ -30,21 +31,26 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from evomerge.merge.methods.workspace import work_dtype, workspace
 
+if TYPE_CHECKING:
+    from evomerge.merge.methods.selectors import Selector
+
 _CPU_CHUNK = 1 << 16  # entries; ~8 chunk-sized buffers (2–4 MB) stay in L2/L3 between the ops
+_DEVICE_CHUNK = 1 << 24  # entries; bounds an accelerator's scratch to 64 MB per float32 buffer
 _ROW = 1024  # entries per partial sum of an L1 norm (a multiple of every chunk size)
 _EPS_RESCALE = 1e-7
 
 
 def chunk_size(device: torch.device, n: int) -> int:
-    """Entries per chunk: cache-sized on CPU; one chunk on accelerators (their kernels are already
-    bandwidth-bound and every extra launch costs more than it saves)."""
-    return _CPU_CHUNK if device.type == "cpu" else max(n, 1)
+    """Entries per chunk: cache-sized on CPU; on accelerators 16M entries (their kernels are
+    bandwidth-bound at that size already, a launch per 64 MB costs nothing, and the scratch of a
+    7B model's 131M-entry embedding stays at 64 MB per buffer). A multiple of ``_ROW``."""
+    return _CPU_CHUNK if device.type == "cpu" else max(min(n, _DEVICE_CHUNK), 1)
 
 
 # --------------------------------------------------------------------------- L1 norm
@@ -113,134 +119,6 @@ def rescale_factor(before: float, after: float) -> float:
     return before / after
 
 
-# --------------------------------------------------------------------------- selectors
-
-
-@dataclass(frozen=True)
-class Cut:
-    """The top-``k`` set of ``|τ|`` as a threshold: ``|τ| ≥ threshold``, minus the flat positions
-    ``drop`` (entries equal to the threshold beyond the ``k``-th, latest positions first: ties go to
-    earlier positions). ``kind``: ``"all"`` (k ≥ n), ``"none"`` (k ≤ 0) or ``"threshold"``."""
-
-    kind: str
-    threshold: float = 0.0
-    drop: torch.Tensor | None = None  # int64, ascending
-
-    @staticmethod
-    def everything() -> Cut:
-        return Cut("all")
-
-    @staticmethod
-    def nothing() -> Cut:
-        return Cut("none")
-
-
-class Selector:
-    """How one expert's task vector is sparsified: ``fill`` writes ``m ⊙ τ`` for the flat chunk
-    ``[a, b)`` into ``out``. ``keep_all``: ``τ̂ = τ`` (no buffer needed). ``rescale``: ``None``,
-    ``"l1"`` (mergekit's norm match, needs a pre-sweep) or a float factor."""
-
-    keep_all = False
-    rescale: str | float | None = None
-
-    def fill(self, a: int, b: int, tau: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class KeepAll(Selector):
-    keep_all = True
-
-    def fill(self, a, b, tau, out, scratch):
-        return out.copy_(tau)
-
-
-class Zero(Selector):
-    """Nothing survives (density 0)."""
-
-    def fill(self, a, b, tau, out, scratch):
-        return out.zero_()
-
-
-def _apply_drop(mask: torch.Tensor, drop: torch.Tensor | None, a: int, b: int) -> None:
-    if drop is None or drop.numel() == 0:
-        return
-    lo, hi = torch.searchsorted(drop, torch.tensor([a, b], dtype=drop.dtype, device=drop.device)).tolist()
-    if hi > lo:
-        mask.index_fill_(0, drop[lo:hi] - a, 0.0)
-
-
-def _below(threshold: float, dtype: torch.dtype) -> float:
-    """The largest value of ``dtype`` below ``threshold``: ``|x| > _below(h)`` ⟺ ``|x| ≥ h``."""
-    t = torch.tensor(threshold, dtype=dtype)
-    return float(torch.nextafter(t, torch.tensor(-math.inf, dtype=dtype)))
-
-
-def _shrink(tau: torch.Tensor, threshold: float, out: torch.Tensor) -> torch.Tensor:
-    """``out = τ · [|τ| ≥ threshold]`` in one pass (``hardshrink`` keeps ``|x| > λ``; λ is the
-    float just below the threshold, so the kept set is exactly the reference's ``|τ| ≥ h``)."""
-    if tau.dtype != out.dtype:
-        tau = out.copy_(tau)
-    return torch.ops.aten.hardshrink.out(tau, _below(threshold, out.dtype), out=out)
-
-
-class Magnitude(Selector):
-    """Keep the ``lo`` cut of ``|τ|`` minus the ``hi`` cut (TIES: ``hi`` None; Breadcrumbs: the
-    outliers): ``τ · [|τ| ≥ h_lo] − τ · [|τ| ≥ h_hi]`` (the reference's ``(mask_lo − mask_hi) · τ``,
-    entry for entry: both are τ or 0)."""
-
-    def __init__(self, lo: Cut, hi: Cut | None = None, rescale: str | None = None):
-        self.lo, self.hi, self.rescale = lo, hi, rescale
-
-    def fill(self, a, b, tau, out, scratch):
-        lo, hi = self.lo, self.hi
-        if lo.kind == "all":
-            out.copy_(tau)
-        elif lo.kind == "none":
-            return out.zero_()
-        else:
-            _shrink(tau, lo.threshold, out)
-            _apply_drop(out, lo.drop, a, b)
-        if hi is not None and hi.kind != "none":
-            if hi.kind == "all":
-                return out.zero_()
-            _shrink(tau, hi.threshold, scratch)
-            _apply_drop(scratch, hi.drop, a, b)
-            out.sub_(scratch)
-        return out
-
-
-class Uniform(Selector):
-    """DARE: keep where ``u < density``; ``u`` the flat block of uniforms this expert draws."""
-
-    def __init__(self, u: torch.Tensor, density: float, rescale: str | float | None):
-        self.u, self.density, self.rescale = u, density, rescale
-
-    def fill(self, a, b, tau, out, scratch):
-        torch.lt(self.u[a:b], self.density, out=out)
-        return out.mul_(tau)
-
-
-class RankProbability(Selector):
-    """DELLA MagPrune: keep where ``u < p``, ``p = ramp[rank]`` (rank of ``|τ|`` within its row);
-    ``inverse_p`` divides each survivor by its ``p`` (the paper's rescale)."""
-
-    def __init__(self, u: torch.Tensor, ranks: torch.Tensor, ramp: torch.Tensor, inverse_p: bool, rescale):
-        self.u, self.ranks, self.ramp, self.inverse_p, self.rescale = u, ranks, ramp, inverse_p, rescale
-        self._index: torch.Tensor | None = None
-
-    def fill(self, a, b, tau, out, scratch):
-        idx = self.ranks[a:b]
-        if idx.dtype not in (torch.int32, torch.int64):
-            if self._index is None or self._index.numel() < b - a:
-                self._index = torch.empty(max(b - a, 1), dtype=torch.int32, device=idx.device)
-            idx = self._index[: b - a].copy_(idx)
-        torch.index_select(self.ramp, 0, idx, out=scratch)
-        torch.lt(self.u[a:b], scratch, out=out)
-        if self.inverse_p:
-            out.div_(scratch)
-        return out.mul_(tau)
-
-
 # --------------------------------------------------------------------------- the merge
 
 
@@ -256,11 +134,15 @@ def merge(
     out: torch.Tensor,
     tau_l1: Sequence[float | None] | None = None,
     ws=None,
+    keep_masked: bool | None = None,
 ) -> torch.Tensor:
     """``θ_0 + λ · mixed`` (docs/merge-methods.md) written into ``out``, chunk by chunk.
 
-    ``tau_l1[t]``: ``‖τ_t‖₁`` when known (computed with :func:`l1_norm` otherwise; only selectors
-    with ``rescale == "l1"`` need it). Never writes into ``base`` or ``taus``.
+    ``out``: a float tensor of ``base``'s shape, in the work dtype or any other float dtype (a
+    bf16 weight is written chunk by chunk, each chunk cast once). ``tau_l1[t]``: ``‖τ_t‖₁`` when
+    known (computed with :func:`l1_norm` otherwise; only selectors with ``rescale == "l1"`` need
+    it). ``keep_masked``: keep the L1 sweep's masked values for the merge sweep (default: on a
+    CPU; the same result either way). Never writes into ``base`` or ``taus``.
     """
     ws = ws or workspace()
     n = base.numel()
@@ -275,23 +157,39 @@ def merge(
     def buf(slot):
         return ws.get(("fused", slot), (step,), dtype, device)
 
+    # An output of another dtype (a bf16 weight): each chunk is computed in the work dtype in a
+    # chunk-sized buffer and cast once into its slice — the same values as a whole float32 result
+    # cast afterwards, without a tensor-sized temporary.
+    direct = flat_out.dtype == dtype
+    staged = None if direct else buf("out")
+
+    def out_chunk(a: int, b: int) -> torch.Tensor:
+        return flat_out[a:b] if direct else staged[: b - a]
+
+    def store(a: int, b: int, o: torch.Tensor) -> None:
+        if not direct:
+            flat_out[a:b].copy_(o)
+
     scratch = buf("abs")
     values = [buf(("v", i)) for i in range(N)]
 
-    # mergekit's L1 rescale: the norms of the masked task vectors, one sweep before the merge. The
-    # masked values are kept in a tensor-sized scratch buffer and reused by the merge sweep.
+    # mergekit's L1 rescale: the norms of the masked task vectors, one sweep before the merge. On a
+    # CPU the masked values are kept in a tensor-sized scratch buffer and reused by the merge
+    # sweep; an accelerator computes them again (cheaper than the memory: one buffer per expert).
     scales = [1.0] * N
     kept: dict[int, torch.Tensor] = {}
     l1_experts = [i for i, s in enumerate(selectors) if s.rescale == "l1" and not s.keep_all]
     if l1_experts:
         partials: dict[int, list[torch.Tensor]] = {i: [] for i in l1_experts}
-        for i in l1_experts:
-            kept[i] = ws.get(("fused_l1", i), (n,), dtype, device)
+        if keep_masked if keep_masked is not None else device.type == "cpu":
+            for i in l1_experts:
+                kept[i] = ws.get(("fused_l1", i), (n,), dtype, device)
         for a in range(0, n, step):
             b = min(n, a + step)
             L = b - a
             for i in l1_experts:
-                v = selectors[i].fill(a, b, flat_taus[i][a:b], kept[i][a:b], scratch[:L])
+                into = kept[i][a:b] if i in kept else values[i][:L]
+                v = selectors[i].fill(a, b, flat_taus[i][a:b], into, scratch[:L])
                 _row_partials(v, scratch[:L], partials[i])
         for i in l1_experts:
             before = tau_l1[i] if tau_l1 is not None and tau_l1[i] is not None else l1_norm(taus[i])
@@ -305,22 +203,38 @@ def merge(
             return kept[i][a:b]
         return selectors[i].fill(a, b, flat_taus[i][a:b], values[i][: b - a], scratch[: b - a])
 
+    # Mixed-dtype arithmetic (a bf16 operand, a float32 result) runs several times slower on a CPU
+    # than float32 arithmetic: a reduced-precision operand is widened first (exact), which gives
+    # the same float32 results. One exception keeps its own rounding: bf16 + bf16 is computed by
+    # torch in bf16 (the first expert of a dense sum), so it stays a bf16 op, cast afterwards.
+    widen = buf("widen")
+
+    def widened(x: torch.Tensor, L: int) -> torch.Tensor:
+        return x if x.dtype == dtype else widen[:L].copy_(x)
+
+    def first(base_chunk: torch.Tensor, x: torch.Tensor, alpha: float, o: torch.Tensor) -> None:
+        if base_chunk.dtype == x.dtype != dtype:
+            narrow = ws.get(("fused", "narrow"), (step,), x.dtype, device)[: x.numel()]
+            o.copy_(torch.add(base_chunk, x, alpha=alpha, out=narrow))
+        else:
+            torch.add(widened(base_chunk, x.numel()), x, alpha=alpha, out=o)
+
     if consensus is None:
         total = float(sum(weights))
         scale = lam / total if normalize and abs(total) >= 1e-8 else lam
         alphas = [scale * w * s for w, s in zip(weights, scales)]
         for a in range(0, n, step):
             b = min(n, a + step)
-            L = b - a
-            o = flat_out[a:b]
+            o = out_chunk(a, b)
             for i, sel in enumerate(selectors):
                 x = flat_taus[i][a:b] if sel.keep_all else masked(i, a, b)
                 if i == 0:
-                    torch.add(flat_base[a:b], x, alpha=alphas[0], out=o)
+                    first(flat_base[a:b], x, alphas[0], o)
                 else:
-                    o.add_(x, alpha=alphas[i])
+                    o.add_(widened(x, b - a), alpha=alphas[i])
             if N == 0:
                 o.copy_(flat_base[a:b])
+            store(a, b, o)
         return out
 
     if consensus not in ("sum", "count"):  # validated by the recipe; a bug if reached
@@ -370,5 +284,7 @@ def merge(
             else:
                 divisor.masked_fill_(divisor == 0, 1.0)
                 magnitude_sum.div_(divisor)
-        torch.addcmul(flat_base[a:b], sign, magnitude_sum, value=lam, out=flat_out[a:b])
+        o = out_chunk(a, b)
+        torch.addcmul(widened(flat_base[a:b], L), sign, magnitude_sum, value=lam, out=o)
+        store(a, b, o)
     return out

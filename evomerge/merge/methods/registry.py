@@ -24,7 +24,9 @@ Calling convention of ``spec.fn``::
   the recipe's ``options`` that apply to the method (``ties_scope``, ``consensus``,
   ``rescale_mode``), each with its default (mergekit's behaviour) filled in. The caller may add
   ``_out``: a float32 tensor of the output shape, aliasing no input, that the method writes its
-  result into and returns (e.g. a reusable buffer: fresh 64 MB tensors cost page faults on CPU).
+  result into and returns (e.g. a reusable buffer: fresh 64 MB tensors cost page faults on CPU);
+  a method with ``writes_any_float`` also takes an ``_out`` of another float dtype (a bf16 weight)
+  and writes into it the float32 result cast to that dtype.
 - ``generator``: a seeded ``torch.Generator`` for randomized methods (DARE, DELLA), else ``None``.
   Callers build it with :func:`tensor_generator` so that every path that merges a tensor (in
   place or materialized) draws the same masks.
@@ -75,6 +77,8 @@ class MethodSpec:
     method_options: tuple[str, ...] = ()
     # Parameters accepted for mergekit compatibility that have no effect on this method.
     inert_params: frozenset[str] = frozenset()
+    # Takes an ``_out`` of any float dtype (casting as it writes), not only float32.
+    writes_any_float: bool = False
     model_params: dict[str, Any] = field(init=False, repr=False, compare=False)
     global_params: dict[str, Any] = field(init=False, repr=False, compare=False)
     options: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)

@@ -3,22 +3,27 @@
 In a search the task vectors are fixed and only the recipe (densities, weights) changes, so the
 recipe-independent part of every sparsifier can be computed once per (expert, tensor):
 
-- :class:`MagnitudeIndex` — the stable descending argsort of ``|τ|`` (int32) and every
-  ``_TABLE_STRIDE``-th sorted magnitude. The top-``k`` cut for any density is then a lookup:
-  ``h = |τ|[order[k−1]]``; the number of entries ``≥ h`` comes from the table plus one gather of
-  ``_TABLE_STRIDE`` entries; the entries equal to ``h`` beyond the ``k``-th are exactly
-  ``order[k : count]`` (a stable sort keeps equal magnitudes in position order, and ties go to
-  earlier positions). Without an index the same :class:`~evomerge.merge.methods.fused.Cut` comes from
-  an exact selection (:func:`cut_from_scratch`); both are the unique top-``k`` set, so the merges agree
-  bit for bit.
+- :class:`MagnitudeHistogram` — how many entries of ``|τ|`` have each 15-bit magnitude pattern.
+  A non-negative float orders like its bit pattern, so for a 2-byte float (bf16, fp16) the pattern
+  *is* the value: the top-``k`` threshold ``h`` and the number of entries ``≥ h`` and ``> h`` are a
+  lookup in the cumulative counts, exactly, with no per-entry state (the table is 32768 counts,
+  stored over its non-empty range). For float32 the 15 bits are the top of the 31-bit pattern: the
+  table names the coarse bin holding the ``k``-th value, and a :class:`Window` — the entries of the
+  coarse bins around it, sorted by (pattern descending, position ascending) — gives the exact value,
+  its ties and their positions (one pass to build; reused while later thresholds stay inside it).
+  The cut (:class:`~evomerge.merge.methods.selectors.Cut`) keeps every entry above ``h`` and the
+  first ``k − #{> h}`` entries equal to ``h`` by position (ties go to earlier positions): the
+  unique top-``k`` set, the same as a stable sort's, so cached and uncached merges agree bit for bit.
 - :func:`row_ranks` — DELLA's within-row magnitude rank of every entry (int16 when rows have at
   most 32767 entries).
 - the uniforms of a randomized method: per ``(seed, tensor)`` the generator of
   :func:`~evomerge.merge.methods.registry.tensor_generator` is one stream, and the experts that draw
   (``0 < density < 1``) take consecutive blocks of ``n`` draws from it in recipe order. Block ``j``
-  therefore depends on ``(seed, tensor, j)`` only — not on the densities — and a cache of blocks
-  serves every candidate ("common random numbers": candidates differ only by their recipes, never
-  by their luck, which also makes their fitness comparisons less noisy).
+  therefore depends on ``(seed, tensor, j)`` only — not on the densities — and every candidate
+  uses the same draws ("common random numbers": candidates differ only by their recipes, never by
+  their luck, which also makes their fitness comparisons less noisy), whether they are kept or
+  drawn again per candidate.
+- ``‖τ‖₁`` for mergekit's L1 rescale.
 
 A cache is any object with the :class:`TensorCache` methods, passed to a method as
 ``params['_cache']`` (the engine's :class:`~evomerge.merge.cache.SearchCache` hands one out per
@@ -27,89 +32,184 @@ tensor). Without one, :class:`ScratchCache` computes everything for this call on
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 
-from evomerge.merge.methods import fused
-from evomerge.merge.methods.fused import Cut
-from evomerge.merge.methods.thresholds import kth_largest_count
-from evomerge.merge.methods.workspace import work_dtype, workspace
+from evomerge.merge.methods.fused import cached_l1_norm
+from evomerge.merge.methods.selectors import Cut
+from evomerge.merge.methods.workspace import workspace
 
-_TABLE_STRIDE = 256
+_BINS = 1 << 15  # 15-bit magnitude patterns (the sign bit dropped)
+_PASS = 1 << 24  # entries per step of a pass over a task vector (bounds its temporaries)
+_WINDOW = 16  # float32: coarse bins kept on each side of the threshold's bin (±1/8 of a binade)
+_PATTERN = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
 
 
-class MagnitudeIndex:
-    """Sorted magnitudes of one task vector for O(1) top-``k`` cuts; see the module docstring.
-    Memory: 4 B per entry (``order``) + 4 B per ``_TABLE_STRIDE`` entries (``table``)."""
+def supports(dtype: torch.dtype) -> bool:
+    """Whether :class:`MagnitudeHistogram` handles task vectors of ``dtype``."""
+    return dtype in _PATTERN
+
+
+def _patterns(chunk: torch.Tensor) -> torch.Tensor:
+    """The magnitude bit patterns of a flat chunk (``|x|``'s bits, as int16 / int32)."""
+    bits = chunk.view(_PATTERN[chunk.dtype])
+    return torch.bitwise_and(bits, 0x7FFF if bits.dtype == torch.int16 else 0x7FFFFFFF)
+
+
+def _bincount(keys: torch.Tensor, bins: int) -> torch.Tensor:
+    """Counts of ``keys`` (non-negative ints < ``bins``) as an int64 CPU tensor."""
+    if keys.device.type == "cpu":  # numpy's bincount is about 2x torch's here
+        return torch.from_numpy(np.bincount(keys.numpy(), minlength=bins).astype(np.int64))
+    return torch.bincount(keys.int(), minlength=bins).cpu()
+
+
+def _from_top(counts: torch.Tensor) -> torch.Tensor:
+    """``above[v] = Σ_{u ≥ v} counts[u]``."""
+    return torch.flip(torch.cumsum(torch.flip(counts, [0]), 0), [0])
+
+
+class MagnitudeHistogram:
+    """Counts of the 15-bit magnitude patterns of one task vector; see the module docstring.
+    Memory: 8 B per bin of its non-empty range (a few KB); building it is one pass."""
 
     def __init__(self, tau: torch.Tensor):
         flat = tau.reshape(-1)
-        self.n = n = flat.numel()
-        magnitudes = flat.abs().to(work_dtype(flat))
-        if magnitudes.dtype == torch.float32 and n < 2**32:
-            # One int64 key per entry, (descending magnitude, ascending position): the bits of a
-            # non-negative float32 order like the float, and unique keys need no stable sort
-            # (twice as fast as torch.sort(stable=True) on floats).
-            key = magnitudes.view(torch.int32).to(torch.int64).neg_().add_(0x7FFFFFFF).bitwise_left_shift_(32)
-            key.bitwise_or_(torch.arange(n, dtype=torch.int64, device=flat.device))
-            key = torch.sort(key).values.bitwise_and_(0xFFFFFFFF)
-            order = key.to(torch.int32) if n < 2**31 else key
-            del key
-        else:
-            order = torch.sort(magnitudes, descending=True, stable=True).indices
-            order = order.to(torch.int32) if n < 2**31 else order
-        self.order = order
-        # table[j] = −(magnitude of rank j·stride): ascending, for searchsorted
-        self.table = magnitudes[order[::_TABLE_STRIDE].long()].neg_().contiguous()
+        self.n = flat.numel()
+        self.dtype = flat.dtype
+        self.exact = flat.element_size() == 2
+        counts = torch.zeros(_BINS, dtype=torch.int64)
+        for a in range(0, self.n, _PASS):
+            keys = _patterns(flat[a : a + _PASS])
+            if not self.exact:
+                keys = keys.bitwise_right_shift_(16)
+            counts += _bincount(keys, _BINS)
+        filled = torch.nonzero(counts).view(-1)
+        self.lo = int(filled[0]) if filled.numel() else 0
+        hi = int(filled[-1]) if filled.numel() else 0
+        self._above = _from_top(counts[self.lo : hi + 1]).contiguous()
 
     @property
     def nbytes(self) -> int:
-        return self.order.numel() * self.order.element_size() + self.table.numel() * self.table.element_size()
+        return self._above.numel() * self._above.element_size()
 
-    def cut(self, tau: torch.Tensor, k: int) -> Cut:
-        """The top-``k`` cut of ``|tau|`` (``tau`` the tensor the index was built from)."""
-        n = self.n
-        if k >= n:
+    def above(self, v: int) -> int:
+        """How many entries have a (coarse) pattern ``≥ v``."""
+        if v <= self.lo:
+            return self.n
+        if v - self.lo >= self._above.numel():
+            return 0
+        return int(self._above[v - self.lo])
+
+    def bin_of(self, k: int) -> int:
+        """The (coarse) pattern of the ``k``-th largest magnitude (``1 ≤ k ≤ n``)."""
+        return self.lo + int(torch.count_nonzero(self._above >= k)) - 1
+
+    def cut(self, flat: torch.Tensor, k: int, window: Window | None = None) -> Cut:
+        """The top-``k`` cut of ``|flat|`` (the task vector this histogram counts); float32 takes
+        the exact value from ``window`` (built here, for this call, when None or not covering)."""
+        if k >= self.n:
             return Cut.everything()
         if k <= 0:
             return Cut.nothing()
-        flat = tau.reshape(-1)
-        threshold_t = flat[int(self.order[k - 1])].abs().to(self.table.dtype)
-        threshold = float(threshold_t)
-        # ranks with magnitude ≥ h form a prefix [0, count); the table brackets its end
-        c = int(torch.searchsorted(self.table, threshold_t.neg().view(1), right=True))  # table entries ≥ h
-        start = (c - 1) * _TABLE_STRIDE + 1
-        stop = min(c * _TABLE_STRIDE, n)
-        if stop > start:
-            block = flat[self.order[start:stop].long()].abs()
-            count = start + int(torch.count_nonzero(block >= threshold_t))
-        else:
-            count = start
-        drop = None
-        if count > k and threshold > 0.0:
-            drop = self.order[k:count].long()  # equal magnitudes, ascending positions
-        return Cut("threshold", threshold, drop)
+        v = self.bin_of(k)
+        if self.exact:
+            above, strictly = self.above(v), self.above(v + 1)
+            threshold = float(torch.tensor(v, dtype=torch.int16).view(self.dtype).float())
+            return _cut(threshold, k - strictly, above - strictly)
+        if window is None or not window.covers(v):
+            window = Window(self, flat, v, 0)
+        return window.cut(k)
 
 
-def cut_from_scratch(tau: torch.Tensor, k: int, scratch: torch.Tensor | None = None) -> Cut:
-    """The top-``k`` cut of ``|tau|`` by exact selection (one call, nothing kept)."""
+class Window:
+    """A float32 task vector's entries in the coarse bins ``[v − width, v + width]``, sorted by
+    (31-bit pattern descending, position ascending); ``above`` entries lie in higher bins.
+    Memory: 8 B per entry inside (a few percent of the tensor); building it is one pass."""
+
+    def __init__(self, hist: MagnitudeHistogram, flat: torch.Tensor, v: int, width: int = _WINDOW):
+        self.v0, self.v1 = max(v - width, 0), v + width
+        self.above = hist.above(self.v1 + 1)
+        parts = []
+        for a in range(0, flat.numel(), _PASS):
+            keys = _patterns(flat[a : a + _PASS]).to(torch.int64)
+            coarse = keys >> 16
+            inside = torch.nonzero((coarse >= self.v0) & (coarse <= self.v1)).view(-1)
+            # one int64 key per entry: (descending pattern, ascending position), unique → no stable sort
+            parts.append(((0x7FFFFFFF - keys[inside]) << 32) | (inside + a))
+        order = torch.sort(torch.cat(parts)).values if parts else torch.empty(0, dtype=torch.int64)
+        self._descending = ((order >> 32) - 0x7FFFFFFF).to(torch.int32)  # −pattern, ascending
+        self.positions = (order & 0xFFFFFFFF).to(torch.int32 if flat.numel() < 2**31 else torch.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return self._descending.numel() * 4 + self.positions.numel() * self.positions.element_size()
+
+    def covers(self, v: int) -> bool:
+        return self.v0 <= v <= self.v1
+
+    def cut(self, k: int) -> Cut:
+        r = k - self.above  # 1-based rank inside the window
+        pattern = -int(self._descending[r - 1])
+        first = int(torch.searchsorted(self._descending, -pattern, right=False))
+        last = int(torch.searchsorted(self._descending, -pattern, right=True))
+        threshold = float(torch.tensor(pattern, dtype=torch.int32).view(torch.float32))
+        kept = r - first
+        cut = _cut(threshold, kept, last - first)
+        if cut.splits_ties:  # the ties are the run [first, last), in ascending positions
+            cut = Cut(cut.kind, cut.threshold, cut.kept, cut.tied, int(self.positions[first + kept - 1]) + 1)
+        return cut
+
+
+def _cut(threshold: float, kept: int, tied: int) -> Cut:
+    return Cut("threshold", threshold, None if kept >= tied else kept, tied)
+
+
+def cut_by_sort(tau: torch.Tensor, k: int) -> Cut:
+    """The top-``k`` cut by a stable sort (task vectors of a dtype without bit patterns here)."""
     flat = tau.reshape(-1)
     n = flat.numel()
     if k >= n:
         return Cut.everything()
     if k <= 0:
         return Cut.nothing()
-    ws = workspace()
-    magnitudes = scratch if scratch is not None else ws.get("cut_abs", (n,), work_dtype(flat), flat.device)
-    fused.abs_into(flat, magnitudes)
-    threshold_t, at_least = kth_largest_count(magnitudes, k, ws)
-    if at_least is None:
-        at_least = int(torch.count_nonzero(magnitudes >= threshold_t))
-    threshold = float(threshold_t)
-    drop = None
-    if at_least > k and threshold > 0.0:
-        equal = torch.nonzero(magnitudes == threshold_t).view(-1)
-        drop = equal[equal.numel() - (at_least - k) :]
-    return Cut("threshold", threshold, drop)
+    magnitudes = flat.abs()
+    order = torch.sort(magnitudes, descending=True, stable=True).indices
+    threshold_t = magnitudes[order[k - 1]]
+    above = int(torch.count_nonzero(magnitudes > threshold_t))
+    tied = int(torch.count_nonzero(magnitudes == threshold_t))
+    cut = _cut(float(threshold_t), k - above, tied)
+    if cut.splits_ties:
+        cut = Cut(cut.kind, cut.threshold, cut.kept, cut.tied, int(order[k - 1]) + 1)
+    return cut
+
+
+def top_k_cut(
+    tau: torch.Tensor,
+    k: int,
+    histogram: Callable[[torch.Tensor], MagnitudeHistogram] = MagnitudeHistogram,
+    window: Callable[[MagnitudeHistogram, torch.Tensor, int], Window] | None = None,
+) -> Cut:
+    """The top-``k`` cut of ``|tau|``: ``histogram(flat)`` gives the task vector's histogram (built
+    here, or a cache's), ``window(hist, flat, v)`` a float32 window covering coarse bin ``v`` (a
+    cache's; None: one built for this call)."""
+    flat = tau.reshape(-1)
+    if k >= flat.numel():
+        return Cut.everything()
+    if k <= 0:
+        return Cut.nothing()
+    if not supports(flat.dtype):
+        return cut_by_sort(flat, k)
+    hist = histogram(flat)
+    if hist.exact or window is None:
+        return hist.cut(flat, k)
+    return hist.cut(flat, k, window(hist, flat, hist.bin_of(k)))
+
+
+def cut_from_scratch(tau: torch.Tensor, k: int) -> Cut:
+    """The top-``k`` cut of ``|tau|`` (one call, nothing kept)."""
+    return top_k_cut(tau, k)
 
 
 def row_ranks(tau: torch.Tensor) -> torch.Tensor:
@@ -150,14 +250,31 @@ class TensorCache:
         """Block ``j`` (0-based) of ``n`` uniforms of this tensor's stream."""
         raise NotImplementedError
 
+    def l1_norm(self, i: int, tau: torch.Tensor) -> float:
+        """``‖τ_i‖₁`` (:func:`~evomerge.merge.methods.fused.l1_norm`)."""
+        raise NotImplementedError
 
-class ScratchCache(TensorCache):
-    """No cache: exact selection per cut, a sort per DELLA rank, and the blocks drawn in order from
-    ``generator`` (the caller's ``tensor_generator(seed, name)``), each once."""
+
+class Draws:
+    """The blocks of one tensor's uniform stream drawn in order from ``generator`` (the caller's
+    ``tensor_generator(seed, name)``), each once, into reused buffers."""
 
     def __init__(self, generator: torch.Generator | None):
         self.generator = generator
         self._drawn = 0
+
+    def block(self, j: int, n: int, dtype: torch.dtype, device) -> torch.Tensor:
+        if j != self._drawn:  # blocks are asked for in order; a bug otherwise
+            raise RuntimeError(f"uniform block {j} requested after {self._drawn} blocks")
+        self._drawn += 1
+        return workspace().get(("uniforms", j), (n,), dtype, device).uniform_(generator=self.generator)
+
+
+class ScratchCache(TensorCache):
+    """No cache: a histogram per cut, a sort per DELLA rank, the blocks drawn afresh."""
+
+    def __init__(self, generator: torch.Generator | None):
+        self._draws = Draws(generator)
 
     def cut(self, i, tau, k):
         return cut_from_scratch(tau, k)
@@ -166,7 +283,7 @@ class ScratchCache(TensorCache):
         return row_ranks(tau)
 
     def uniforms(self, j, n, dtype, device):
-        if j != self._drawn:  # blocks are asked for in order; a bug otherwise
-            raise RuntimeError(f"uniform block {j} requested after {self._drawn} blocks")
-        self._drawn += 1
-        return workspace().get(("uniforms", j), (n,), dtype, device).uniform_(generator=self.generator)
+        return self._draws.block(j, n, dtype, device)
+
+    def l1_norm(self, i, tau):
+        return cached_l1_norm(tau)

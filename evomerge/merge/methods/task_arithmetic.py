@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from evomerge.merge.methods import fused
+from evomerge.merge.methods import selectors as sel
 from evomerge.merge.methods.registry import MethodSpec, register
 from evomerge.merge.methods.selection import ScratchCache, TensorCache, della_ramp
 from evomerge.merge.methods.workspace import output_buffer, work_dtype
@@ -26,20 +27,20 @@ def _selectors(
     model_params: list[dict[str, Any]],
     params: dict[str, Any],
     cache: TensorCache,
-) -> list[fused.Selector]:
+) -> list[sel.Selector]:
     """One selector per expert, with the reference sparsifiers' semantics (docs/merge-methods.md): the
     same cuts, the same uniform blocks in the same order (only experts with 0 < d < 1 draw)."""
     rescale = bool(params.get("rescale", False))
     mode = params.get("rescale_mode", "l1")
     l1 = "l1" if rescale else None
-    selectors: list[fused.Selector] = []
+    selectors: list[sel.Selector] = []
     block = 0  # uniform blocks drawn so far from this tensor's stream
     for i, (tau, mp) in enumerate(zip(tensors, model_params)):
         density = float(mp.get("density", 1.0))
         n = tau.numel()
         dtype = work_dtype(tau)
         if kind is None:
-            selectors.append(fused.KeepAll())
+            selectors.append(sel.KeepAll())
         elif kind == "magnitude":
             if params.get("ties_scope", "tensor") == "model":
                 threshold = mp.get("_threshold")
@@ -48,14 +49,15 @@ def _selectors(
                         "options.ties_scope=model needs model_params[i]['_threshold'] "
                         "(evomerge.merge.methods.thresholds.global_trim_thresholds)"
                     )
-                selectors.append(fused.Magnitude(fused.Cut("threshold", float(threshold)), rescale=l1))
+                selectors.append(sel.Magnitude(sel.Cut("threshold", float(threshold)), rescale=l1, dtype=dtype))
             elif density >= 1:
-                selectors.append(fused.KeepAll())
+                selectors.append(sel.KeepAll())
             else:
-                selectors.append(fused.Magnitude(cache.cut(i, tau, int(density * n)), rescale=l1))
+                cut = cache.cut(i, tau, int(density * n))
+                selectors.append(sel.Magnitude(cut, rescale=l1, flat=tau.reshape(-1), dtype=dtype))
         elif kind == "band":
             if density >= 1:
-                selectors.append(fused.KeepAll())
+                selectors.append(sel.KeepAll())
                 continue
             n_top = int(float(mp.get("gamma", 0.01)) * n)
             n_bot = n - int(density * n) - n_top
@@ -63,25 +65,26 @@ def _selectors(
                 n_top += n_bot
                 n_bot = 0
             hi = cache.cut(i, tau, n_top) if n_top > 0 else None
-            selectors.append(fused.Magnitude(cache.cut(i, tau, n - n_bot), hi, rescale=l1))
+            cut = cache.cut(i, tau, n - n_bot)
+            selectors.append(sel.Magnitude(cut, hi, rescale=l1, flat=tau.reshape(-1), dtype=dtype))
         elif kind in ("random", "rank"):
             if density >= 1:
-                selectors.append(fused.KeepAll())
+                selectors.append(sel.KeepAll())
                 continue
             if density <= 0:
-                selectors.append(fused.Zero())
+                selectors.append(sel.Zero())
                 continue
             u = cache.uniforms(block, n, dtype, tau.device)
             block += 1
             if kind == "random":
                 factor = (1.0 / density if mode == "inverse_p" else "l1") if rescale else None
-                selectors.append(fused.Uniform(u, density, factor))
+                selectors.append(sel.Uniform(u, density, factor))
             else:
                 width = tau.shape[1] if tau.dim() >= 2 else n
                 ramp = della_ramp(density, float(mp.get("epsilon", 0.15)), width, dtype, tau.device)
                 inverse_p = rescale and mode == "inverse_p"
                 selectors.append(
-                    fused.RankProbability(
+                    sel.RankProbability(
                         u, cache.ranks(i, tau), ramp, inverse_p, "l1" if rescale and not inverse_p else None
                     )
                 )
@@ -108,11 +111,13 @@ def gta_method(
     options are defined in :mod:`evomerge.merge.parameters`."""
 
     def fn(base, tensors, model_params, params, generator=None) -> torch.Tensor:
-        out = output_buffer(params, base)
+        out = output_buffer(params, base, any_float=True)  # the fused merge casts chunk by chunk
         weights = [float(mp["weight"]) for mp in model_params]
         cache = params.get("_cache") or ScratchCache(generator)
         selectors = _selectors(sparsification, tensors, model_params, params, cache)
-        tau_l1 = [fused.cached_l1_norm(t) if s.rescale == "l1" else None for t, s in zip(tensors, selectors)]
+        tau_l1 = [
+            cache.l1_norm(i, t) if s.rescale == "l1" else None for i, (t, s) in enumerate(zip(tensors, selectors))
+        ]
         return fused.merge(
             base,
             tensors,
@@ -140,6 +145,7 @@ def gta_method(
             params=("weight", "density", *extra_params, "normalize", "rescale", "lambda", "int8_mask"),
             defaults={"normalize": normalize, "rescale": rescale},
             randomized=sparsification in ("random", "rank"),
+            writes_any_float=True,
             method_options=all_options,
             inert_params=frozenset(inert),
             doc=doc,

@@ -65,11 +65,17 @@ def release_workspace() -> None:
     workspace().clear()
 
 
-def output_buffer(params: dict, like: torch.Tensor) -> torch.Tensor:
-    """Where a method writes its result: ``params['_out']`` when the caller supplies a float
-    tensor of the right shape (e.g. the live parameter's storage), else a fresh tensor."""
+def output_buffer(params: dict, like: torch.Tensor, *, any_float: bool = False) -> torch.Tensor:
+    """Where a method writes its result: ``params['_out']`` when the caller supplies a tensor of
+    the right shape in the work dtype (or, ``any_float``, of any float dtype: a method that casts
+    as it writes), e.g. the live parameter's storage; else a fresh tensor."""
     out = params.get("_out")
     dtype = work_dtype(like)
-    if isinstance(out, torch.Tensor) and out.shape == like.shape and out.dtype == dtype and out.device == like.device:
+    if (
+        isinstance(out, torch.Tensor)
+        and out.shape == like.shape
+        and out.device == like.device
+        and (out.dtype == dtype or (any_float and out.dtype.is_floating_point))
+    ):
         return out
     return torch.empty(like.shape, dtype=dtype, device=like.device)
