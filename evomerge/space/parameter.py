@@ -25,7 +25,6 @@ to the recipe's global ``parameters``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -33,31 +32,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from evomerge.errors import ConfigError
 from evomerge.space.base import SpaceInputs
+from evomerge.space.layout import EMBED_FILTERS, HEAD_FILTERS, architecture_filters, layer_boundaries, short_names
 from evomerge.space.seeds import seed_recipes
 from evomerge.validation import parse_options
-
-#: Substrings naming the non-layer tensors of the supported families (Llama / Mistral / Qwen,
-#: GPT-2). A space built over known tensor names keeps only the filters that match one of them
-#: (:func:`architecture_filters`); without names it uses them all.
-EMBED_FILTERS = ("embed_tokens", "wte", "wpe")
-HEAD_FILTERS = ("lm_head", "model.norm.", "ln_f")
-
-
-def architecture_filters(tensor_names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(embed filters, head filters) for models with these tensors: those of :data:`EMBED_FILTERS`
-    / :data:`HEAD_FILTERS` that match a tensor without a layer index, plus the full name of any
-    such tensor neither list matches (before the layers if it is an embedding, else after), so a
-    recipe names only what its models hold and every layer-less tensor gets its group's value."""
-    from evomerge.merge.parameters import pre_layer
-    from evomerge.merge.params import layer_index
-
-    layerless = [n for n in tensor_names if layer_index(n) is None]
-    embed = [f for f in EMBED_FILTERS if any(f in n for n in layerless)]
-    head = [f for f in HEAD_FILTERS if any(f in n for n in layerless)]
-    for n in layerless:
-        if not any(f in n for f in (*embed, *head)):
-            (embed if pre_layer(n) else head).append(n)
-    return tuple(embed), tuple(head)
 
 
 def _ordered(r: tuple[float, float]) -> tuple[float, float]:
@@ -80,27 +57,6 @@ def _merge_method(name: str) -> str:
 
 
 MethodName = Annotated[str, AfterValidator(_merge_method)]
-
-
-def _layer_boundaries(num_layers: int, layer_groups: int | Sequence[int]) -> list[int]:
-    if isinstance(layer_groups, (int, np.integer)):
-        k = int(layer_groups)
-        if not 1 <= k <= num_layers:
-            raise ConfigError(f"parameter space: layer_groups must be between 1 and num_layers={num_layers}, got {k}")
-        return [int(round(i * num_layers / k)) for i in range(k + 1)]
-    b = [int(v) for v in layer_groups]
-    if len(b) < 2 or b[0] != 0 or b[-1] != num_layers or any(x >= y for x, y in zip(b, b[1:])):
-        raise ConfigError(
-            f"parameter space: layer_groups boundaries must rise strictly from 0 to num_layers={num_layers}, got {list(layer_groups)}"
-        )
-    return b
-
-
-def _short_names(models: Sequence[str]) -> list[str]:
-    names = [Path(str(m)).name or str(m) for m in models]
-    if len(set(names)) < len(names):
-        names = [f"{n}#{i}" for i, n in enumerate(names)]
-    return names
 
 
 class ParameterSpaceOptions(BaseModel):
@@ -162,7 +118,7 @@ class ParameterSpace:
         if not self.experts:
             raise ConfigError("parameter space: models must list at least one model other than base_model")
         self.num_layers = int(num_layers)
-        self.layer_bounds = _layer_boundaries(self.num_layers, layer_groups)
+        self.layer_bounds = layer_boundaries(self.num_layers, layer_groups)
         self.non_layer = non_layer
         self.embed_filters = tuple(embed_filters)
         self.head_filters = tuple(head_filters)
@@ -223,7 +179,7 @@ class ParameterSpace:
         self._layer_group0 = 1 if non_layer == "separate" else 0
         self.n_layer_groups = n_groups
 
-        self.expert_names = _short_names(self.experts)  # the experts' names in gene names and seeds
+        self.expert_names = short_names(self.experts)  # the experts' names in gene names and seeds
         short = dict(zip(self.experts, self.expert_names))
         self._genes: list[tuple[int, str, str | None]] = []  # (group, param, expert or None)
         self.names: list[str] = []

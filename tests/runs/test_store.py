@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
-from evomerge.config import parse_config, parse_duration
+from evomerge.config import parse_config
 from evomerge.errors import ConfigError, RunDirError
 from evomerge.runs.checkpoint import CheckpointDir, decode, encode
 from evomerge.runs.lock import RunLock
 from evomerge.runs.store import RunStore, comparable
 from evomerge.runs.summary import summarize
+from evomerge.units import parse_duration
 
 
 def _rec(i, score, values=None, status="ok"):
