@@ -86,7 +86,7 @@ def run(
         store.write_json(store.root / META_NAME, {**plan.problem.meta, "fingerprint": fp})
         try:
             if isinstance(plan, StagedPlan):
-                search_stages(plan, store, [], None, restore=restore_driver, progress=progress)
+                search_stages(plan, store, [], None, restore=restore_driver, progress=progress, fingerprint=short(fp))
             else:
                 session = Session(plan, store, [], 0, 0.0, fingerprint=short(fp))
                 session.search(plan.make_driver(), Replay(), progress=progress)
@@ -188,7 +188,17 @@ def resume(
         try:
             if isinstance(plan, StagedPlan):
                 state = None if loaded is None else loaded[1]
-                search_stages(plan, store, records, state, restore=restore_driver, warn=warn, progress=progress)
+                search_stages(
+                    plan,
+                    store,
+                    records,
+                    state,
+                    restore=restore_driver,
+                    warn=warn,
+                    progress=progress,
+                    fingerprint=short(fp),
+                    attempts=attempts,
+                )
             else:
                 driver, told, elapsed, in_flight = plan.make_driver(), 0, 0.0, []
                 if loaded is not None:
@@ -244,7 +254,7 @@ def _check_pending(driver, in_flight: list) -> None:
 
 def _check_fingerprint(state: dict[str, Any], accepted: set[tuple[str, str]], allow: bool) -> dict[str, Any]:
     """``state``, unless its fingerprint is one meta.json does not record (and no ``allow``).
-    A staged run's checkpoints carry none (an empty section): only meta.json's is checked."""
+    A checkpoint without one (an empty section: written before fingerprints) is not checked."""
     fp = Reader(state, "checkpoint").sub("fingerprint")
     if not fp.data:
         return state

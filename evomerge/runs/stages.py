@@ -243,9 +243,12 @@ def search_stages(
     restore: Callable,
     warn=None,
     progress: bool = True,
+    fingerprint: dict[str, str] | None = None,
+    attempts=None,
 ) -> None:
     """Search ``plan``'s stages, from checkpoint ``state`` (``None``: the start) and the log's
-    ``records``. ``restore(driver, state, store, records, warn) -> (n_told, elapsed, in_flight)``
+    ``records``; every stage's checkpoints carry the run's ``fingerprint`` and share its
+    ``attempts`` (:class:`evomerge.runs.attempts.Attempts`, read from ``attempts.json`` on resume). ``restore(driver, state, store, records, warn) -> (n_told, elapsed, in_flight)``
     loads a checkpoint into a fresh driver (:func:`evomerge.runs.api.restore_driver`)."""
     warn = warn or (lambda m: print(m, file=sys.stderr))
     records = list(records)
@@ -278,7 +281,9 @@ def search_stages(
             last=k == len(plan.stages) - 1,
             label=f"stage {LABELS[stage.name]}",
         )
-        session = Session(stage_plan, store, records, told, elapsed, segment)
+        session = Session(
+            stage_plan, store, records, told, elapsed, segment, fingerprint=fingerprint, attempts=attempts
+        )
         if k == first:
             session.refresh_outputs()
         if resumed is None and model_a is not None:

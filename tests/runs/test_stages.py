@@ -393,3 +393,14 @@ def test_a_ps_stage_stopped_by_its_target_ends_the_run(reference, world, tmp_pat
     assert (progress["state"], progress["stop_reason"], progress["stage"]) == ("finished", "target", "ps")
     assert json.loads((tmp_path / "run" / "validation.json").read_text())["id"] == best_record(records)["id"]
     assert "model_a" not in json.loads((tmp_path / "run" / "meta.json").read_text())["stages"][1]
+
+
+def test_every_stage_s_checkpoints_carry_the_run_s_fingerprint(reference):
+    """A staged run's checkpoints are checked on resume like a plain run's: each carries the
+    config and model hashes meta.json records (issue 8 §4)."""
+    _, run_dir, _ = reference
+    meta = json.loads((run_dir / "meta.json").read_text())
+    state = RunStore(run_dir).checkpoints().load_latest()[1]  # the newest: the DFS stage's
+    assert state["stage"]["name"] == "dfs"
+    want = {k: meta["fingerprint"][k] for k in ("config_sha256", "models_sha256")}
+    assert state["fingerprint"] == want and all(len(v) == 64 for v in want.values())
