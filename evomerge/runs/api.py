@@ -34,6 +34,7 @@ from evomerge.config import RunConfig, parse_config, with_overrides
 from evomerge.errors import ConfigError, RunDirError
 from evomerge.io.oserrors import wrap
 from evomerge.runs.attempts import Attempts
+from evomerge.runs.checkpoint import RESTORE_ERRORS
 from evomerge.runs.fingerprint import fingerprint, short
 from evomerge.runs.guard import (
     HINT,
@@ -173,33 +174,27 @@ def resume(
         records = store.read_log(repair=True, warn=warn)
         ckpts.remove_temporaries()
         accepted = _accept(store, meta or {}, fp, changes, len(records), warn)
-        if isinstance(plan, StagedPlan):  # each stage's driver is built by search_stages
-            loaded = ckpts.load_latest(
-                restore=lambda state: _check_fingerprint(state, accepted, allow_config_change), log=warn
-            )
-        else:
-            loaded = ckpts.load_latest(
-                restore=lambda state: _restore(plan, state, accepted, allow_config_change), log=warn
-            )
-        if loaded is None and ckpts.list():
-            warn(f"warning: no readable checkpoint in {ckpts.path}; replaying the whole log from the start")
         attempts = Attempts(store.root)
         attempts.load((int(r["id"]) for r in records if isinstance(r.get("id"), int)), warn)
         try:
-            if isinstance(plan, StagedPlan):
-                state = None if loaded is None else loaded[1]
-                search_stages(
+            if isinstance(plan, StagedPlan):  # each stage's driver is built by search_stages
+                _resume_stages(
                     plan,
                     store,
+                    ckpts,
                     records,
-                    state,
-                    restore=restore_driver,
+                    check=lambda state: _check_fingerprint(state, accepted, allow_config_change),
                     warn=warn,
                     progress=progress,
                     fingerprint=short(fp),
                     attempts=attempts,
                 )
             else:
+                loaded = ckpts.load_latest(
+                    restore=lambda state: _restore(plan, state, accepted, allow_config_change), log=warn
+                )
+                if loaded is None and ckpts.list():
+                    warn(f"warning: no readable checkpoint in {ckpts.path}; replaying the whole log from the start")
                 driver, told, elapsed, in_flight = plan.make_driver(), 0, 0.0, []
                 if loaded is not None:
                     _, (driver, told, in_flight, elapsed, apply_rng) = loaded
@@ -214,6 +209,21 @@ def resume(
         return summarize(store)
 
 
+def _resume_stages(plan, store: RunStore, ckpts, records: list[dict], *, check, warn, **kwargs) -> None:
+    """Resume a staged run from its newest checkpoint that the checkpoint's stage driver accepts:
+    one found malformed there (before anything is written) is reported and the next older one
+    taken, as a plain run's are; none left: the whole log is replayed from the start."""
+    for _, path, state in ckpts.readable(restore=check, log=warn):
+        try:
+            search_stages(plan, store, records, state, restore=restore_driver, warn=warn, **kwargs)
+            return
+        except StateError as exc:
+            ckpts.report_malformed(path, exc, warn)
+    if ckpts.list():
+        warn(f"warning: no readable checkpoint in {ckpts.path}; replaying the whole log from the start")
+    search_stages(plan, store, records, None, restore=restore_driver, warn=warn, **kwargs)
+
+
 def _check_told(told: int, store: RunStore, records: list[dict]) -> None:
     if told > len(records):
         raise RunDirError(
@@ -225,7 +235,8 @@ def _check_told(told: int, store: RunStore, records: list[dict]) -> None:
 def restore_driver(driver, state: dict | None, store: RunStore, records: list[dict], warn) -> tuple[int, float, list]:
     """Load checkpoint ``state`` (``None``: no readable one) into a fresh ``driver`` (a staged run's
     stage driver) and the global RNGs; returns ``(n_told, elapsed, in_flight)`` (``(0, 0.0, [])``
-    without a checkpoint). A malformed state is one line (a staged run does not fall back)."""
+    without a checkpoint). A malformed state raises :class:`StateError` before anything is
+    written, so the caller can fall back to an older checkpoint."""
     if state is None:
         return 0, 0.0, []
     try:
@@ -236,8 +247,8 @@ def restore_driver(driver, state: dict | None, store: RunStore, records: list[di
         _check_pending(driver, in_flight)
         apply_rng = parse_rng_state(r.get("rng"))
         elapsed = r.float("elapsed")
-    except StateError as exc:
-        raise RunDirError(f"{store.root}: the newest checkpoint is malformed ({exc})") from None
+    except RESTORE_ERRORS as exc:
+        raise StateError(str(exc) or type(exc).__name__) from None
     _check_told(told, store, records)
     apply_rng()
     return told, elapsed, in_flight

@@ -129,21 +129,37 @@ class CheckpointDir:
         Each unreadable one — bad bytes, or a state ``restore`` rejects with one of
         :data:`RESTORE_ERRORS` — is reported on stderr (one line) and skipped for the previous one.
         """
+        for n, _, restored in self.readable(restore, log):
+            return n, restored
+        return None
+
+    def readable(self, restore: Callable[[dict[str, Any]], R] | None = None, log=None):
+        """Every readable checkpoint, newest first, as ``(n, path, restore(state))``: each
+        unreadable one is reported (one line) and skipped, as in :meth:`load_latest`. A caller
+        that finds a yielded state malformed later (a staged run, whose drivers are built per
+        stage) reports it with :meth:`report_malformed` and takes the next one."""
         log = log or (lambda msg: print(msg, file=sys.stderr))
-        candidates = self.list()
-        for i, (n, path) in enumerate(candidates):
+        for n, path in self.list():
             try:
                 state = decode(path.read_bytes())
                 restored = restore(state) if restore is not None else state
             except (OSError, CorruptCheckpoint, *RESTORE_ERRORS) as exc:
-                nxt = candidates[i + 1][1].name if i + 1 < len(candidates) else "the start of the log"
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
                 if isinstance(exc, RESTORE_ERRORS):
                     why = f"malformed: {why}"
-                log(f"warning: checkpoint {path} is corrupted ({why}); falling back to {nxt}")
+                log(f"warning: checkpoint {path} is corrupted ({why}); falling back to {self._next(path)}")
                 continue
-            return n, restored
-        return None
+            yield n, path, restored
+
+    def report_malformed(self, path: Path, exc: BaseException, log=None) -> None:
+        """The warning for a checkpoint found malformed after :meth:`readable` yielded it."""
+        log = log or (lambda msg: print(msg, file=sys.stderr))
+        log(f"warning: checkpoint {path} is corrupted (malformed: {exc}); falling back to {self._next(path)}")
+
+    def _next(self, path: Path) -> str:
+        names = [p for _, p in self.list()]
+        later = names[names.index(path) + 1 :] if path in names else []
+        return later[0].name if later else "the start of the log"
 
 
 __all__ = ["MAGIC", "RESTORE_ERRORS", "CheckpointDir", "CorruptCheckpoint", "decode", "encode"]

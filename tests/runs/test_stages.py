@@ -404,3 +404,25 @@ def test_every_stage_s_checkpoints_carry_the_run_s_fingerprint(reference):
     assert state["stage"]["name"] == "dfs"
     want = {k: meta["fingerprint"][k] for k in ("config_sha256", "models_sha256")}
     assert state["fingerprint"] == want and all(len(v) == 64 for v in want.values())
+
+
+def test_a_malformed_stage_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+    """A checkpoint with a valid checksum but a wrong structure is corrupt in a staged run too:
+    resume warns, takes the previous checkpoint, and finishes as the uninterrupted run."""
+    from evomerge.runs.checkpoint import CheckpointDir
+
+    cfg_path, ref_dir, _ = reference
+    run_dir = tmp_path / "run"
+    proc = _cli("run", str(cfg_path), "--run-dir", str(run_dir), env={"EVOMERGE_CRASH_AT": "after-append:11"})
+    assert proc.returncode == 137, proc.stderr
+    ckpts = CheckpointDir(run_dir / "checkpoints", keep=10)
+    n, state = ckpts.load_latest()
+    previous = ckpts.list()[0][1]
+    bad = ckpts.save(n + 1, {**state, "n_told": "eleven"})
+    warnings = []
+    resume(run_dir, progress=False, warn=warnings.append)
+    assert warnings == [
+        f"warning: checkpoint {bad} is corrupted (malformed: checkpoint.n_told: expected an int, got a str); "
+        f"falling back to {previous.name}"
+    ]
+    assert _log(run_dir) == _log(ref_dir)
