@@ -124,8 +124,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_world(args):
-    from evomerge.toyworld import WorldSettings, build_toyworld
-    from evomerge.toyworld.cache import read_manifest
+    from evomerge.errors import EvomergeError
+    from evomerge.toyworld import build_toyworld, open_toyworld
 
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.world is not None:
@@ -137,13 +137,10 @@ def load_world(args):
         return build_toyworld(settings=demo.replace(base=base), log=log)
     if args.world_dir is None:
         return build_toyworld(preset=args.preset, seed=args.world_seed, log=log)
-    manifest = read_manifest(Path(args.world_dir))
-    if manifest is None:
-        raise SystemExit(f"error: {args.world_dir}: no toy world here (no readable manifest.json)")
-    settings = WorldSettings.from_dict(manifest["settings"])
-    if settings.key() != manifest.get("key"):
-        raise SystemExit(f"error: {args.world_dir}: manifest key does not match its settings; refusing to rebuild it")
-    return build_toyworld(dir=args.world_dir, settings=settings, log=log)
+    try:
+        return open_toyworld(args.world_dir, log=log)
+    except EvomergeError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 # ---- oracle paths ----------------------------------------------------------------------------

@@ -494,19 +494,13 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     if args.world_dir:
-        from evomerge.toyworld import WorldSettings
-        from evomerge.toyworld.cache import read_manifest
+        from evomerge.errors import EvomergeError
+        from evomerge.toyworld import open_toyworld
 
-        manifest = read_manifest(Path(args.world_dir))
-        if manifest is None:
-            raise SystemExit(f"error: {args.world_dir}: no toy world here (no readable manifest.json)")
-        settings = WorldSettings.from_dict(manifest["settings"])
-        if settings.key() != manifest.get("key"):
-            raise SystemExit(
-                f"error: {args.world_dir}: manifest key {manifest.get('key')} does not match its settings "
-                f"({settings.key()}); refusing to rebuild it"
-            )
-        world = build_toyworld(dir=args.world_dir, settings=settings, log=lambda m: print(m, file=sys.stderr))
+        try:
+            world = open_toyworld(args.world_dir, log=lambda m: print(m, file=sys.stderr))
+        except EvomergeError as exc:
+            raise SystemExit(f"error: {exc}") from None
         args.preset = f"dir:{Path(args.world_dir).name}"
     else:
         world = build_toyworld(preset=args.preset, log=lambda m: print(m, file=sys.stderr))

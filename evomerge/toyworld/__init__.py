@@ -23,11 +23,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evomerge.errors import ConfigError
 from evomerge.toyworld import fitness_tasks  # noqa: F401  (registers the toyworld.* generators)
 from evomerge.toyworld.cache import MANIFEST, build_atomically, read_manifest, world_dir
 from evomerge.toyworld.settings import FORMAT_VERSION, PRESETS, WorldSettings, preset
 
-__all__ = ["PRESETS", "ToyWorld", "WorldSettings", "build_toyworld", "preset"]
+__all__ = ["PRESETS", "ToyWorld", "WorldSettings", "build_toyworld", "open_toyworld", "preset"]
 
 
 @dataclass(frozen=True)
@@ -115,3 +116,18 @@ def build_toyworld(
         scores=m.get("scores", {}),
         built=built,
     )
+
+
+def open_toyworld(dir: str | Path, log=print) -> ToyWorld:
+    """The complete toy world already in ``dir`` (built by any settings), never rebuilt: a folder
+    without a readable manifest, or whose manifest's key does not match its settings, is one line."""
+    manifest = read_manifest(Path(dir))
+    if manifest is None:
+        raise ConfigError(f"{dir}: no toy world here (no readable {MANIFEST})")
+    settings = WorldSettings.from_dict(manifest["settings"])
+    if settings.key() != manifest.get("key"):
+        raise ConfigError(
+            f"{dir}: manifest key {manifest.get('key')} does not match its settings ({settings.key()}); "
+            "refusing to rebuild it"
+        )
+    return build_toyworld(dir=dir, settings=settings, log=log)

@@ -228,3 +228,14 @@ def test_concurrent_builders_build_once(tmp_path):
     for t in threads:
         t.join()
     assert len(calls) == 1 and sorted(results) == [False, True]
+
+
+def test_open_toyworld_reads_a_built_world_and_names_a_folder_that_is_not_one(world, tmp_path):
+    from evomerge.errors import ConfigError
+    from evomerge.toyworld import open_toyworld
+
+    again = open_toyworld(world.root, log=None)
+    assert (again.key, again.base, again.built) == (world.key, world.base, False)
+    with pytest.raises(ConfigError) as exc:
+        open_toyworld(tmp_path)
+    assert str(exc.value) == f"{tmp_path}: no toy world here (no readable manifest.json)"
