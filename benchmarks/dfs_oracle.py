@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import time
 from pathlib import Path
+
+from json_lines import JsonLines  # noqa: E402  (a sibling script's module)
 
 # The benchmark runs from a checkout: make the repo's packages importable without an install.
 _ROOT = Path(__file__).resolve().parent.parent
@@ -141,14 +142,7 @@ def main(argv=None) -> int:
     target = world.target_task
     tasks = [target] + [t for t in dict.fromkeys(world.expert_skills.values()) if t != target]
     sources = {args.a: str(world.experts[args.a]), args.b: str(world.experts[args.b])}
-    sink = open(args.jsonl, "w") if args.jsonl else None
-
-    def emit(obj: dict) -> None:
-        line = json.dumps(obj)
-        print(line, flush=True)
-        if sink:
-            sink.write(line + "\n")
-            sink.flush()
+    emit = JsonLines(args.jsonl)
 
     emit(
         {
@@ -208,8 +202,7 @@ def main(argv=None) -> int:
         )
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     emit(summary)
-    if sink:
-        sink.close()
+    emit.close()
     return 0
 
 

@@ -46,7 +46,6 @@ import argparse
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import os
 import sys
@@ -64,6 +63,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from json_lines import JsonLines  # noqa: E402  (a sibling script's module)
 from search_efficiency import HeldOut, baselines, best_so_far, default_checkpoints, mean_std, read_log  # noqa: E402
 
 #: Worlds of this benchmark, as changes to the demo preset's settings. ``v7``: the weak-base
@@ -354,14 +354,7 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     t_start = time.perf_counter()
     world = load_world(args)
-    sink = open(args.jsonl, "w") if args.jsonl else None
-
-    def emit(obj: dict) -> None:
-        line = json.dumps(obj)
-        print(line, flush=True)
-        if sink:
-            sink.write(line + "\n")
-            sink.flush()
+    emit = JsonLines(args.jsonl)
 
     emit(
         {
@@ -411,8 +404,7 @@ def main(argv=None) -> int:
     emit(summary)
     if args.table:
         print(markdown(summary, base, oracle), file=sys.stderr)
-    if sink:
-        sink.close()
+    emit.close()
     return 0
 
 

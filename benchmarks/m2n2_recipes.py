@@ -57,6 +57,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from json_lines import JsonLines  # noqa: E402  (a sibling script's module)
 
 EXPERIMENTS = _ROOT / "experiments"
 DEFAULT_LABELS = ["m2n2", "cmaes", "tpe", "random"]
@@ -478,14 +479,7 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     world = build_toyworld(preset=args.preset, log=lambda m: print(m, file=sys.stderr))
-    sink = open(args.jsonl, "w") if args.jsonl else None
-
-    def emit(obj: dict) -> None:
-        line = json.dumps(obj)
-        print(line, flush=True)
-        if sink:
-            sink.write(line + "\n")
-            sink.flush()
+    emit = JsonLines(args.jsonl)
 
     emit({"kind": "world", "preset": args.preset, "key": world.key, "untuned": [u[0] for u in UNTUNED]})
     _held(args.preset, args.batch_size)
@@ -539,8 +533,7 @@ def main(argv=None) -> int:
     runs.sort(key=lambda r: (order[r["driver"]], r["seed"]))
     report(runs, base, args, emit)
     print(f"total {time.perf_counter() - t_start:.0f} s", file=sys.stderr)
-    if sink:
-        sink.close()
+    emit.close()
     return 0
 
 

@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from json_lines import JsonLines  # noqa: E402  (a sibling script's module)
+
 # The benchmark runs from a checkout: make the repo's packages importable without an install.
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
@@ -285,14 +287,7 @@ def main(argv=None) -> int:
 
     from evomerge.toyworld import build_toyworld
 
-    sink = open(args.jsonl, "w") if args.jsonl else None
-
-    def emit(obj: dict) -> None:
-        line = json.dumps(obj)
-        print(line, flush=True)
-        if sink:
-            sink.write(line + "\n")
-            sink.flush()
+    emit = JsonLines(args.jsonl)
 
     tmp = None
     if args.work_dir:
@@ -342,8 +337,7 @@ def main(argv=None) -> int:
         if args.markdown:
             Path(args.markdown).write_text(table + "\n")
         print(table, file=sys.stderr)
-        if sink:
-            sink.close()
+        emit.close()
     return 0
 
 

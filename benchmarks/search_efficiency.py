@@ -52,6 +52,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from json_lines import JsonLines  # noqa: E402  (a sibling script's module)
 
 #: Driver labels → (driver name, options). M2N2 seeds its archive with uniform draws: from the
 #: single ``x0`` default, crossover alone could only ever mix x0 with one random genome.
@@ -504,14 +505,7 @@ def main(argv=None) -> int:
         args.preset = f"dir:{Path(args.world_dir).name}"
     else:
         world = build_toyworld(preset=args.preset, log=lambda m: print(m, file=sys.stderr))
-    sink = open(args.jsonl, "w") if args.jsonl else None
-
-    def emit(obj: dict) -> None:
-        line = json.dumps(obj, sort_keys=False)
-        print(line, flush=True)
-        if sink:
-            sink.write(line + "\n")
-            sink.flush()
+    emit = JsonLines(args.jsonl)
 
     emit(
         {
@@ -572,8 +566,7 @@ def main(argv=None) -> int:
     print(f"plot: {args.out}", file=sys.stderr)
     if args.table:
         print(markdown(summary, base, held.tasks), file=sys.stderr)
-    if sink:
-        sink.close()
+    emit.close()
     return 0
 
 
