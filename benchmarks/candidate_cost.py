@@ -335,7 +335,6 @@ def main(argv=None) -> int:
         cache = MergeCache(
             search=placement.search_cache_bytes > 0,
             search_bytes=placement.search_cache_bytes,
-            keep_uniforms=placement.keep_uniforms,
             fits=MemoryGuard(str(device), placement.reserve_bytes),
         )
         merger = InPlaceMerger(pool, live, cache=cache, device=device, stream=placement.stream)

@@ -2,9 +2,9 @@
 in docs/cluster.md, computed by the run's own planner (:func:`evomerge.merge.placement.plan_placement`)
 from real models' shapes (bf16, no machine limit, reserve for a GPU of ``--gpu-gib``).
 
-Columns: ``gpu`` (everything on the device) and ``offload`` (device | pinned host memory), for
-dense methods (task_arithmetic, TIES, Breadcrumbs: no per-entry scratch) and sampling ones (DARE,
-DELLA: one float32 block of uniforms per expert for the largest tensor), in GiB, *without* the
+Columns: ``gpu`` (everything on the device) and ``offload`` (device | pinned host memory), for any
+method (DARE and DELLA draw their uniforms chunk by chunk: three more chunk buffers, no per-entry
+scratch; the plan assumes them), in GiB, *without* the
 evaluation reserve the planner adds on the device (``max(2 GiB, 10 %)`` of the card: activations,
 KV cache, logits; size it to the batch). Prints Markdown.
 
@@ -39,15 +39,14 @@ def main() -> None:
     parser.add_argument("--experts", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--device", default="cuda:0")
     args = parser.parse_args()
-    head = ["model", "experts", "gpu, dense", "gpu, sampling", "offload, dense", "offload, sampling"]
+    head = ["model", "experts", "gpu", "offload"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name, size in MODELS.items():
         for n in args.experts:
             row = [name, str(n)]
             for memory in ("gpu", "offload"):
-                for sampling in (False, True):
-                    row.append(cell(size, n, memory, sampling, args.device))
+                row.append(cell(size, n, memory, True, args.device))
             print("| " + " | ".join(row) + " |")
 
 

@@ -42,7 +42,7 @@ import torch
 from evomerge.dtypes import torch_dtype
 from evomerge.errors import ConfigError, ModelError
 from evomerge.merge.cache import MergeCache, TrimThresholds
-from evomerge.merge.methods import get_method
+from evomerge.merge.methods import get_method, kernels
 from evomerge.merge.methods.registry import tensor_generator
 from evomerge.merge.methods.thresholds import global_trim_thresholds
 from evomerge.merge.methods.workspace import workspace
@@ -225,7 +225,7 @@ class RecipePlan:
         params = plan.params
         search = self.cache.search if self.cache is not None else None
         if spec.uses_deltas and search is not None:
-            params = {**params, "_cache": search.view(name, self.experts, self.seed, generator)}
+            params = {**params, "_cache": search.view(name, self.experts)}
         if out is not None:
             if self._can_write_into(out, staged):
                 params = {**params, "_out": out}
@@ -307,6 +307,7 @@ class InPlaceMerger:
         self.cache = cache if cache is not None else MergeCache(search=pool.cache_enabled)
         self.targets: dict[str, torch.Tensor] = self._map_targets()
         self._keys: dict[str, tuple] = {}
+        self._warm = False  # an apply has run: every input the pool derives is held
         self.staging: Staging | None = None
         if stream or self.device != pool.device:
             largest, second = staging_sizes(pool)
@@ -363,18 +364,57 @@ class InPlaceMerger:
             tplan = plan.plan(name)
             if force or self._keys.get(name) != tplan.key:
                 work.append((name, target, tplan))
+        threads = self._threads() if plan.spec.writes_any_float else 1  # the fused family: chunk scratch only
         try:
-            for i, (name, target, tplan) in enumerate(work):
-                # Forget first: if the merge fails half-way the tensor is not claimed as up to date.
-                self._keys.pop(name, None)
-                following = work[i + 1][0] if i + 1 < len(work) else None
-                merged = plan.compute(tplan, out=target.data, prefetch=following)
-                if merged.data_ptr() != target.data_ptr():
-                    target.data.copy_(merged)
-                self._keys[name] = tplan.key
+            if threads > 1 and len(work) > 1:
+                self._apply_parallel(plan, work, threads)
+            else:
+                for i, (name, target, tplan) in enumerate(work):
+                    # Forget first: if the merge fails half-way the tensor is not claimed as up to date.
+                    self._keys.pop(name, None)
+                    following = work[i + 1][0] if i + 1 < len(work) else None
+                    self._write(plan, target, tplan, following)
+                    self._keys[name] = tplan.key
         except BaseException:
             if self.staging is not None:
                 self.staging.reset()
             raise
+        self._warm = True
         skipped = len(self.targets) - len(work)
         return ApplyStats(recomputed=len(work), skipped=skipped, seconds=time.perf_counter() - start)
+
+    @staticmethod
+    def _write(plan: RecipePlan, target: torch.Tensor, tplan: TensorPlan, following: str | None) -> None:
+        merged = plan.compute(tplan, out=target.data, prefetch=following)
+        if merged.data_ptr() != target.data_ptr():
+            target.data.copy_(merged)
+
+    def _threads(self) -> int:
+        """Tensors merged at once: torch's thread count when the compiled CPU kernels merge (one
+        thread each, the GIL released) out of a resident pool whose inputs are all held (after the
+        first apply, which reads and derives them one by one); else 1."""
+        if not (self._warm and self.device.type == "cpu" and self.staging is None and self.pool.cache_enabled):
+            return 1
+        return torch.get_num_threads() if kernels.available() else 1
+
+    def _apply_parallel(self, plan: RecipePlan, work: list, threads: int) -> None:
+        """The tensors of ``work`` on ``threads`` threads (each tensor's merge depends on it alone:
+        the result is the same in any order)."""
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+        for name, _, _ in work:
+            self._keys.pop(name, None)
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="evomerge-merge") as pool:
+            futures = {
+                pool.submit(self._write, plan, target, tplan, None): (name, tplan) for name, target, tplan in work
+            }
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in pending:
+                f.cancel()
+            for f in done:
+                if f.exception() is None:
+                    name, tplan = futures[f]
+                    self._keys[name] = tplan.key
+            for f in done:
+                if f.exception() is not None:
+                    raise f.exception()

@@ -24,23 +24,14 @@ kind              kept per                                      memory
                   near the last threshold, sorted               the tensor); rebuilt when a
                                                                 threshold leaves it
 ``ranks``         (expert, tensor): DELLA's within-row rank     2 B / entry (4 B if rows > 32767)
-``uniforms``      (seed, tensor, block j): the j-th block of    4 B / entry per expert that draws
-                  ``n`` draws of ``tensor_generator(seed, …)``  (only with ``keep_uniforms``)
 ``l1``            (expert, tensor): ‖τ‖₁                        one float
 ================  ===========================================  ===================================
 
-So a TIES search keeps no per-entry state at all in bf16. DARE's uniforms are drawn per
-candidate unless ``keep_uniforms`` (the placement keeps them on a CPU, where drawing costs ~3 ns
-per entry, when memory allows; an accelerator draws them faster than it could read them back):
-kept or drawn again, they are the same stream, so the merges are the same.
+So a TIES search keeps no per-entry state at all in bf16, and DARE none at all: its uniforms are a
+function of their positions, computed chunk by chunk inside the merge
+(:mod:`evomerge.merge.methods.draws`).
 
-Uniforms are stored as float32 (the pool dtype), not quantised: ``u`` has 24 significant bits, so
-a uint16/uint8 table would change which entries ``u < d`` keeps for some densities and break the
-equality with a merge that draws them afresh (materialize, another process).
-
-One seed per tensor is kept: a recipe with another ``seed`` replaces that tensor's blocks
-(a search uses one seed; a changed seed must never reuse the old draws). ``max_bytes`` caps the
-total and ``fits(extra_bytes)`` (the placement's guard on the memory actually free) is asked before
+``max_bytes`` caps the total and ``fits(extra_bytes)`` (the placement's guard on the memory actually free) is asked before
 each new entry: what does not fit is computed for the call and dropped, with the same result — the
 cache is never the reason a run runs out of memory.
 Not thread-safe (like the pool's caches): one merging thread per pool.
@@ -49,28 +40,14 @@ Not thread-safe (like the pool's caches): one merging thread per pool.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
 from evomerge.merge.methods.fused import l1_norm
-from evomerge.merge.methods.registry import tensor_generator
-from evomerge.merge.methods.selection import Draws, MagnitudeHistogram, TensorCache, Window, row_ranks, top_k_cut
+from evomerge.merge.methods.selection import MagnitudeHistogram, TensorCache, Window, row_ranks, top_k_cut
 from evomerge.merge.methods.selectors import Cut
 
 _WINDOWS = 2  # float32 windows kept per (expert, tensor)
-
-
-@dataclass
-class _Stream:
-    """The first ``len(blocks)`` blocks of one tensor's uniform stream and the generator state after them."""
-
-    seed: int
-    n: int
-    dtype: torch.dtype
-    device: torch.device
-    state: torch.Tensor
-    blocks: list[torch.Tensor] = field(default_factory=list)
 
 
 class TrimThresholds:
@@ -98,24 +75,21 @@ class SearchCache:
     """Per-pool cache of sparsification state; hands out one :class:`TensorCache` per tensor.
 
     ``max_bytes``: cap on what it holds (None: none); ``fits(extra_bytes) -> bool``: asked before
-    keeping a new entry (None: always); ``keep_uniforms``: keep DARE/DELLA's draws."""
+    keeping a new entry (None: always)."""
 
     def __init__(
         self,
         max_bytes: int | None = None,
         *,
-        keep_uniforms: bool = True,
         fits: Callable[[int], bool] | None = None,
     ):
         self.max_bytes = max_bytes
-        self.keep_uniforms = keep_uniforms
         self._guard = fits
         self._histograms: dict[tuple[str, str], MagnitudeHistogram] = {}
         self._windows: dict[tuple[str, str], list[Window]] = {}  # most recent last
         self._ranks: dict[tuple[str, str], torch.Tensor] = {}
-        self._streams: dict[str, _Stream] = {}
         self._l1: dict[tuple[str, str], float] = {}
-        self.builds = {"histogram": 0, "window": 0, "ranks": 0, "uniforms": 0}  # entries computed, kept or not
+        self.builds = {"histogram": 0, "window": 0, "ranks": 0}  # entries computed, kept or not
 
     # --- accounting ------------------------------------------------------------------------------
     def usage(self) -> dict[str, int]:
@@ -124,7 +98,6 @@ class SearchCache:
             "histogram": sum(h.nbytes for h in self._histograms.values()),
             "window": sum(w.nbytes for ws in self._windows.values() for w in ws),
             "ranks": sum(r.numel() * r.element_size() for r in self._ranks.values()),
-            "uniforms": sum(b.numel() * b.element_size() for s in self._streams.values() for b in s.blocks),
         }
 
     def nbytes(self) -> int:
@@ -139,7 +112,6 @@ class SearchCache:
         self._histograms.clear()
         self._windows.clear()
         self._ranks.clear()
-        self._streams.clear()
         self._l1.clear()
 
     # --- entries ---------------------------------------------------------------------------------
@@ -187,42 +159,16 @@ class SearchCache:
             value = self._l1[key] = l1_norm(tau)
         return value
 
-    def uniforms(self, name: str, seed: int, j: int, n: int, dtype: torch.dtype, device) -> torch.Tensor:
-        """Block ``j`` of ``tensor_generator(seed, name, device)``'s stream of ``n``-entry blocks."""
-        device = torch.device(device)
-        stream = self._streams.get(name)
-        if stream is None or (stream.seed, stream.n, stream.dtype, stream.device) != (seed, n, dtype, device):
-            # another seed (or layout) for this tensor: the old draws must not be reused
-            stream = _Stream(seed, n, dtype, device, tensor_generator(seed, name, device).get_state())
-            self._streams[name] = stream
-        if j < len(stream.blocks):
-            return stream.blocks[j]
-        generator = torch.Generator(device=device)
-        generator.set_state(stream.state)
-        keep = True
-        for _ in range(len(stream.blocks), j + 1):
-            block = torch.empty(n, dtype=dtype, device=device).uniform_(generator=generator)
-            self.builds["uniforms"] += 1
-            keep = keep and self._fits(block.numel() * block.element_size())
-            if keep:  # blocks are kept as a prefix of the stream, so the stored state stays valid
-                stream.blocks.append(block)
-                stream.state = generator.get_state()
-        return block
-
-    def view(self, name: str, experts: list[str], seed: int, generator: torch.Generator | None = None):
-        """The cache seen by a method for tensor ``name``; ``generator``: the call's
-        ``tensor_generator(seed, name)``, drawn from when uniforms are not kept."""
-        return SearchTensorCache(self, name, experts, seed, generator)
+    def view(self, name: str, experts: list[str]):
+        """The cache seen by a method for tensor ``name``."""
+        return SearchTensorCache(self, name, experts)
 
 
 class SearchTensorCache(TensorCache):
     """The search cache seen by a method for one tensor (experts by recipe position)."""
 
-    def __init__(
-        self, cache: SearchCache, name: str, experts: list[str], seed: int, generator: torch.Generator | None = None
-    ):
-        self.cache, self.name, self.experts, self.seed = cache, name, experts, seed
-        self._draws = Draws(generator)
+    def __init__(self, cache: SearchCache, name: str, experts: list[str]):
+        self.cache, self.name, self.experts = cache, name, experts
 
     def cut(self, i: int, tau: torch.Tensor, k: int) -> Cut:
         expert, cache = self.experts[i], self.cache
@@ -236,13 +182,6 @@ class SearchTensorCache(TensorCache):
     def ranks(self, i: int, tau: torch.Tensor) -> torch.Tensor:
         return self.cache.ranks(self.experts[i], self.name, tau)
 
-    def uniforms(self, j: int, n: int, dtype: torch.dtype, device) -> torch.Tensor:
-        if self.cache.keep_uniforms:
-            return self.cache.uniforms(self.name, self.seed, j, n, dtype, device)
-        if self._draws.generator is None:
-            self._draws.generator = tensor_generator(self.seed, self.name, device)
-        return self._draws.block(j, n, dtype, device)
-
     def l1_norm(self, i: int, tau: torch.Tensor) -> float:
         return self.cache.l1_norm(self.experts[i], self.name, tau)
 
@@ -252,7 +191,7 @@ class MergeCache:
 
     ``search``: keep the sparsifiers' state (:class:`SearchCache`; results are bit-identical
     without it); ``search_bytes`` caps that state's memory, ``fits`` guards each new entry against
-    the memory actually free, ``keep_uniforms`` keeps DARE/DELLA's draws.
+    the memory actually free.
     """
 
     def __init__(
@@ -260,13 +199,10 @@ class MergeCache:
         *,
         search: bool = True,
         search_bytes: int | None = None,
-        keep_uniforms: bool = True,
         fits: Callable[[int], bool] | None = None,
     ):
         self.thresholds = TrimThresholds()
-        self.search: SearchCache | None = (
-            SearchCache(search_bytes, keep_uniforms=keep_uniforms, fits=fits) if search else None
-        )
+        self.search: SearchCache | None = SearchCache(search_bytes, fits=fits) if search else None
 
     def nbytes(self) -> int:
         return self.search.nbytes() if self.search is not None else 0

@@ -73,7 +73,6 @@ class LiveModels:
         cache = MergeCache(
             search=self.placement.search_cache_bytes > 0,
             search_bytes=self.placement.search_cache_bytes,
-            keep_uniforms=self.placement.keep_uniforms,
             fits=MemoryGuard(device_name, self.placement.reserve_bytes),
         )
         self.merger = InPlaceMerger(

@@ -12,10 +12,10 @@ base + τ_1…τ_N   ``(N + 1)·P·b``                     the device (``gpu``),
 staging          ``(N + 1)·(L + L₂)·b``              the device, ``offload`` only: each tensor's
                                                      inputs, one tensor ahead (``L₂``: the largest
                                                      tensor of half ``L`` or less)
-merge scratch    ``(N + 1)·L·4 + (N + 8)·C·4``       the device: DARE's uniforms, one output
-                 (+ ``N·L·4`` on a CPU)              buffer, ``C``-entry chunks (a CPU keeps the
-                                                     L1 rescale's masked values too); without a
-                                                     sampling method ``L·4 + (N + 8)·C·4``
+merge scratch    ``L·4 + (N + 11)·C·4``              the device: one output buffer (methods
+                                                     outside the fused family) and ``C``-entry
+                                                     chunks (DARE and DELLA draw their uniforms
+                                                     chunk by chunk: nothing tensor-sized)
 reserve          ``max(2 GiB, 10 %)`` of a GPU,      evaluation (activations, KV cache, logits)
                  1 GiB of a host                     and allocator slack
 search cache     what is left, halved, capped        beside the merge (:mod:`evomerge.merge.cache`)
@@ -96,7 +96,6 @@ class Placement:
     device_bytes: int
     host_bytes: int
     search_cache_bytes: int
-    keep_uniforms: bool
     reserve_bytes: int
 
     def describe(self) -> str:
@@ -123,12 +122,12 @@ def _gib(n: int) -> str:
 def _needs(size: ModelSize, experts: int, dtype_bytes: int, on_cpu: bool, sampling: bool) -> dict[str, int]:
     P, L, N, b = size.params, size.largest, experts, dtype_bytes
     chunk = min(L, _CPU_CHUNK if on_cpu else _DEVICE_CHUNK)
-    per_tensor = 1 + ((2 * N if on_cpu else N) if sampling else 0)  # output buffer; uniforms, L1 masks
+    chunks = N + 8 + (3 if sampling else 0)  # per expert, the merge's own; the draws' int32 buffers
     return {
         "live": P * b,
         "inputs": (N + 1) * P * b,
         "staging": (N + 1) * (L + (size.second if size.second is not None else L)) * b,
-        "scratch": per_tensor * L * 4 + (N + 8) * chunk * 4,
+        "scratch": L * 4 + chunks * chunk * 4,
     }
 
 
@@ -152,8 +151,8 @@ def plan_placement(
     """The placement for ``experts`` task vectors of a model of ``size`` (see the module
     docstring); ``device``: ``cpu``, ``cuda``, ``cuda:N``, …; ``memory``: ``auto | gpu | offload``;
     ``search_cache``: ``auto`` (no cap), ``off`` or a byte cap; ``sampling``: a method that draws
-    masks (DARE, DELLA) may run — its uniforms (and a CPU's L1 masks) are scratch (the default:
-    the run's methods are not known here). Raises one-line :class:`~evomerge.errors.ModelError`
+    masks (DARE, DELLA) may run — its uniforms take three more chunk buffers (the default: the
+    run's methods are not known here). Raises one-line :class:`~evomerge.errors.ModelError`
     when the requested (or, for auto, every) mode does not fit."""
     if memory not in ("auto", "gpu", "offload"):
         raise ModelError(f"evaluator.memory: expected auto, gpu or offload, got {memory!r}")
@@ -171,7 +170,7 @@ def plan_placement(
                 f"reserve {_gib(need['scratch'] + reserve)}); {_gib(free.host_free)} is free"
             )
         left = None if free.host_free is None else free.host_free - dev
-        return _placement(mode, device, "cpu", False, mode == "offload", dev, 0, left, search_cache, True, reserve)
+        return _placement(mode, device, "cpu", False, mode == "offload", dev, 0, left, search_cache, reserve)
 
     streamed_dev = need["live"] + need["staging"] + need["scratch"] + reserve
     host = need["inputs"] + GiB
@@ -182,10 +181,10 @@ def plan_placement(
     if memory == "gpu" or (memory == "auto" and fits_gpu):
         if fits_gpu:
             left = None if free.device_free is None else free.device_free - resident
-            return _placement("gpu", device, device, False, False, resident, 0, left, search_cache, False, reserve)
+            return _placement("gpu", device, device, False, False, resident, 0, left, search_cache, reserve)
     elif fits_offload:
         left = None if free.device_free is None else free.device_free - streamed_dev
-        return _placement("offload", device, "cpu", True, True, streamed_dev, host, left, search_cache, False, reserve)
+        return _placement("offload", device, "cpu", True, True, streamed_dev, host, left, search_cache, reserve)
     what = _what(size, experts, dtype_bytes)
     on_gpu = f"on the GPU it needs {_gib(resident)} on {device}"
     offload = f"offloaded {_gib(streamed_dev)} on {device} and {_gib(host)} of host memory"
@@ -207,14 +206,14 @@ def _fmt(n: int | None) -> str:
     return "an unknown amount" if n is None else _gib(n)
 
 
-def _placement(mode, device, store, pin, stream, dev, host, left, search_cache, keep_uniforms, reserve) -> Placement:
+def _placement(mode, device, store, pin, stream, dev, host, left, search_cache, reserve) -> Placement:
     if search_cache == "off":
         budget = 0
     else:
         budget = max(0, left // 2) if left is not None else 1 << 62
         if isinstance(search_cache, int):
             budget = min(budget, search_cache)
-    return Placement(mode, device, store, pin, stream, dev, host, int(budget), keep_uniforms, reserve)
+    return Placement(mode, device, store, pin, stream, dev, host, int(budget), reserve)
 
 
 def plan_for_pool(

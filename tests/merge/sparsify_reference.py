@@ -13,7 +13,9 @@ DELLA mask with the paper's rescale carries ``1/p_i`` in its entries).
 
 - magnitude (TIES trim): keep the ``k = int(d · n)`` entries of largest ``|τ|`` (ties at the
   threshold broken by position: earlier entries first, so the result is deterministic).
-- random (DARE): keep each entry with probability ``d`` (``torch.rand < d``, seeded generator).
+- random (DARE): keep each entry with probability ``d`` (``u < d``, with ``u`` block ``j`` of the
+  tensor's stream: :class:`Stream`, an independent int64 implementation of
+  :mod:`evomerge.merge.methods.draws`' definition).
 - magnitude band (Model Breadcrumbs): with ``n_top = int(γ n)`` and ``n_bot = n − int(d n) − n_top``
   (``n_top`` reduced when ``n_bot < 0``), drop the ``n_top`` largest and the ``n_bot`` smallest.
 - rank-magnitude sampling (DELLA MagPrune): within each row (``dim=1``; a vector is one row) the
@@ -44,6 +46,34 @@ import torch
 from evomerge.merge.methods.fused import cached_l1_norm, l1_norm, rescale_factor
 from evomerge.merge.methods.thresholds import top_k_mask_
 from evomerge.merge.methods.workspace import work_dtype, workspace
+
+
+class Stream:
+    """The uniforms of one tensor's stream, block after block (``generator``: the tensor's
+    ``tensor_generator``; its ``initial_seed()`` seeds the stream). Written from the definition in
+    :mod:`evomerge.merge.methods.draws` with int64 words, not with the engine's int32 code."""
+
+    def __init__(self, generator: torch.Generator | None):
+        self.seed = int(generator.initial_seed()) if generator is not None else 0
+        self.block = 0
+
+    def next(self, n: int, device=None) -> torch.Tensor:
+        from evomerge.merge.methods.draws import block_key
+
+        key = block_key(self.seed, self.block)
+        self.block += 1
+        m = 0xFFFFFFFF
+        x = (torch.arange(n, dtype=torch.int64, device=device) * 0x9E3779B9 + key) & m
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & m  # int64 products wrap; their low 32 bits are the word's
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & m
+        x ^= x >> 16
+        return (x >> 16).double() / 65536.0
+
+
+def _stream(generator) -> Stream:
+    return generator if isinstance(generator, Stream) else Stream(generator)
 
 
 @dataclass
@@ -106,7 +136,8 @@ def random_drop(
     buf = _buffer(tau, out)
     if density <= 0:
         return Sparse(buf.zero_())
-    values = buf.uniform_(generator=generator).lt_(density).mul_(tau)  # 1.0 where kept, then τ there
+    u = _stream(generator).next(tau.numel(), tau.device).view(tau.shape)
+    values = buf.copy_(u < density).mul_(tau)  # 1.0 where kept, then τ there
     if not rescale:
         return Sparse(values)
     if mode == "inverse_p":
@@ -169,7 +200,8 @@ def rank_sampling(
     probs = workspace().get("della_p", rows.shape, dtype, tau.device)
     probs.scatter_(1, order, ramp.view(shape).expand(rows.shape))
     del order
-    mask = buf.view(rows.shape).uniform_(generator=generator).lt_(probs)
+    u = _stream(generator).next(tau.numel(), tau.device).to(dtype)  # exact: 16-bit values
+    mask = buf.view(rows.shape).copy_(u.view(rows.shape)).lt_(probs)
     if rescale and mode == "inverse_p":
         mask.div_(probs)
     values = mask.view(tau.shape).mul_(tau)
@@ -207,7 +239,7 @@ def combine(
     votes = []  # v_t = w_t τ̂_t, in scratch buffers
     for i, (tau, sp, w) in enumerate(zip(taus, sparse, weights)):
         if sp.values is None:
-            votes.append(torch.mul(tau, w * sp.scale, out=ws.like(("vote", i), tau)))
+            votes.append(ws.like(("vote", i), tau).copy_(tau).mul_(w * sp.scale))  # widened first
         else:
             votes.append(sp.values.mul_(w * sp.scale))
     elected = ws.like("elected", votes[0])

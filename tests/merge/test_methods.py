@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evomerge.merge.methods import get_method, method_names
+from evomerge.merge.methods import draws, get_method, method_names
 from evomerge.merge.methods.fused import cached_l1_norm
 from evomerge.merge.methods.registry import tensor_generator
 from evomerge.merge.methods.thresholds import global_trim_thresholds, kth_largest, top_k_mask_
@@ -143,7 +143,8 @@ def test_dare_reference_with_known_mask():
     base = T(1, 1, 1, 1, 1, 1, 1, 1)
     tau = T(1, -2, 3, -4, 5, -6, 7, -8)
     name, seed, density = "model.layers.0.mlp.down_proj.weight", 7, 0.5
-    keep = torch.rand(8, generator=tensor_generator(seed, name)) < density
+    key = draws.block_key(tensor_generator(seed, name).initial_seed(), 0)
+    keep = torch.tensor([draws.u16_scalar(key, p) < 32768 for p in range(8)])  # u < 1/2
     kept = tau * keep
     # paper rescale: 1/density; mergekit: L1(τ) / L1(kept) = 36 / Σ|kept|
     out = run(

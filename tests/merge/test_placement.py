@@ -27,7 +27,7 @@ def gpu_need(size, n, b, total):
     live = size.params * b
     inputs = (n + 1) * size.params * b
     staging = 2 * (n + 1) * size.largest * b
-    scratch = (n + 1) * size.largest * 4 + (n + 8) * min(size.largest, CHUNK_GPU) * 4
+    scratch = size.largest * 4 + (n + 11) * min(size.largest, CHUNK_GPU) * 4  # output; chunks (with draws)
     reserve = max(2 * GiB, total // 10)
     return live + inputs + scratch + reserve, live + staging + scratch + reserve, inputs + GiB
 
@@ -45,20 +45,24 @@ def plan(size, n, *, device="cuda:0", b=2, memory="auto", search_cache="auto", s
     )
 
 
-def test_a_7b_merge_stays_on_an_80gb_gpu_with_one_expert_and_is_offloaded_with_three():
+def test_a_7b_merge_stays_on_an_80gb_gpu_with_three_experts_and_is_offloaded_with_four():
     total = 80 * GiB
     one = plan(SEVEN_B, 1, device_free=78 * GiB, device_total=total, host_free=400 * GiB)
     resident, _, _ = gpu_need(SEVEN_B, 1, 2, total)
     assert (one.mode, one.store, one.stream, one.pin) == ("gpu", "cuda:0", False, False)
     assert one.device_bytes == resident and one.host_bytes == 0
-    assert one.search_cache_bytes == (78 * GiB - resident) // 2 and not one.keep_uniforms
+    assert one.search_cache_bytes == (78 * GiB - resident) // 2
 
     three = plan(SEVEN_B, 3, device_free=78 * GiB, device_total=total, host_free=400 * GiB)
-    resident, streamed, host = gpu_need(SEVEN_B, 3, 2, total)
-    assert resident > 78 * GiB  # 72.4 GB of weights alone
-    assert (three.mode, three.store, three.stream, three.pin) == ("offload", "cpu", True, True)
-    assert (three.device_bytes, three.host_bytes) == (streamed, host)
-    assert three.search_cache_bytes == (78 * GiB - streamed) // 2
+    resident, _, _ = gpu_need(SEVEN_B, 3, 2, total)
+    assert resident <= 78 * GiB and three.mode == "gpu"  # 72.4 GB of weights; DARE's draws are chunks
+
+    four = plan(SEVEN_B, 4, device_free=78 * GiB, device_total=total, host_free=400 * GiB)
+    resident, streamed, host = gpu_need(SEVEN_B, 4, 2, total)
+    assert resident > 78 * GiB  # 86.9 GB of weights alone
+    assert (four.mode, four.store, four.stream, four.pin) == ("offload", "cpu", True, True)
+    assert (four.device_bytes, four.host_bytes) == (streamed, host)
+    assert four.search_cache_bytes == (78 * GiB - streamed) // 2
     # an H200 holds everything
     h200 = plan(SEVEN_B, 3, device_free=139 * GiB, device_total=140 * GiB, host_free=400 * GiB)
     assert h200.mode == "gpu"
@@ -95,9 +99,9 @@ def test_a_forced_mode_that_does_not_fit_is_refused_with_a_hint():
 def test_on_a_cpu_everything_is_host_memory():
     placement = plan(ONE_B, 3, device="cpu", host_free=20 * GiB)
     live, inputs = ONE_B.params * 2, 4 * ONE_B.params * 2
-    scratch = 7 * ONE_B.largest * 4 + 11 * CHUNK_CPU * 4  # uniforms, L1 masks, output; chunks
+    scratch = ONE_B.largest * 4 + 14 * CHUNK_CPU * 4  # output; chunks (DARE's draws included)
     need = live + inputs + scratch + GiB
-    assert (placement.mode, placement.store, placement.stream, placement.keep_uniforms) == ("gpu", "cpu", False, True)
+    assert (placement.mode, placement.store, placement.stream) == ("gpu", "cpu", False)
     assert placement.device_bytes == need and placement.host_bytes == 0
     assert placement.search_cache_bytes == (20 * GiB - need) // 2
     # offload on a CPU: the streaming path, the same memory plus its staging buffers
@@ -182,10 +186,10 @@ def test_bad_memory_settings_are_one_line(given, line):
     assert str(exc.value) == line
 
 
-def test_without_a_sampling_method_the_scratch_is_one_output_buffer_and_the_chunks():
+def test_a_sampling_method_adds_three_chunks_and_nothing_tensor_sized():
     dense = plan(SEVEN_B, 3, device_free=23 * GiB, device_total=24 * GiB, host_free=64 * GiB, sampling=False)
     sampled = plan(SEVEN_B, 3, device_free=23 * GiB, device_total=24 * GiB, host_free=64 * GiB)
-    assert sampled.device_bytes - dense.device_bytes == 3 * SEVEN_B.largest * 4  # DARE's uniforms
+    assert sampled.device_bytes - dense.device_bytes == 3 * CHUNK_GPU * 4  # DARE's draws, chunk by chunk
     live, staging = SEVEN_B.params * 2, 2 * 4 * SEVEN_B.largest * 2
     assert dense.device_bytes == live + staging + SEVEN_B.largest * 4 + 11 * CHUNK_GPU * 4 + int(2.4 * GiB)
 
@@ -195,5 +199,5 @@ def test_staging_holds_the_largest_tensor_once_and_the_next_largest_for_prefetch
     placement = plan(size, 3, memory="offload", device_free=40 * GiB, device_total=48 * GiB, host_free=200 * GiB)
     live = size.params * 2
     staging = 4 * (size.largest + size.second) * 2
-    scratch = 4 * size.largest * 4 + 11 * CHUNK_GPU * 4
+    scratch = size.largest * 4 + 14 * CHUNK_GPU * 4
     assert placement.device_bytes == live + staging + scratch + int(4.8 * GiB)

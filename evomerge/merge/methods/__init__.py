@@ -5,7 +5,9 @@ See :mod:`evomerge.merge.methods.registry` for the calling convention. Importing
 
 Shared machinery: :mod:`.workspace` (scratch buffers, output buffers), :mod:`.thresholds` (exact
 k-th selection, TIES' whole-model thresholds), :mod:`.fused` (the cache-blocked merge of the
-task-arithmetic family) and :mod:`.selection` (what its sparsifiers need, cached or not).
+task-arithmetic family), :mod:`.kernels` (the same merge compiled for a CPU, bit for bit),
+:mod:`.draws` (DARE's and DELLA's random numbers, a function of position) and :mod:`.selection`
+(what the sparsifiers need, cached or not).
 """
 
 from evomerge.merge.methods import (  # noqa: F401 - each family module registers its methods

@@ -20,10 +20,17 @@ DARE mask 2 (``u < d``, ``· τ``) given the cached uniforms ``u``, DELLA 3–4 
 norm of every masked task vector before the first output entry: one extra sweep (mask + norm).
 
 **L1 norms.** ``‖x‖₁`` is defined here, for every path, as the exactly rounded (``math.fsum``) sum
-of float32 partial sums over consecutive rows of ``_ROW`` entries of the flattened tensor (plus the
-remainder). Each partial is one small serial reduction, so the value does not depend on the number
-of threads or on how the tensor is chunked — a prerequisite for the cached and uncached paths to
-agree bit for bit.
+of partial sums over consecutive rows of ``_ROW`` = 1024 entries of the flattened tensor (the last
+one padded with zeros). A row's partial, on a CPU: view it as 32 × 32 entries ``x[32k + l]``; sum
+each lane ``l`` over ``k`` in order, then the 32 lane sums in order, all in float64 (32
+independent sums vectorise; one serial sum of 1024 would not). An accelerator sums its rows in
+float64 its own way. So the value does not depend on the number of threads or on how the tensor is
+chunked, and the compiled CPU kernels (:mod:`evomerge.merge.methods.kernels`) compute the same
+bits — a prerequisite for every path to agree bit for bit.
+
+**Arithmetic.** Every operand is widened to float32 (exact) before any arithmetic, so a bf16 merge
+rounds once, when its result is written. A weighted add ``o + α·x`` is one fused multiply-add
+(torch's vectorised ``add(alpha=)``), the final ``θ_0 + λ·γ·m`` too (``addcmul``).
 """
 
 from __future__ import annotations
@@ -63,15 +70,31 @@ def abs_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out.copy_(x).abs_()
 
 
+_LANES = 32  # _ROW = _LANES²
+
+
+def _row_sums(rows: torch.Tensor) -> torch.Tensor:
+    """Float64 partials of the rows of ``rows`` (``_ROW`` wide, or fewer: zero-padded), as the
+    module docstring defines them; on a CPU a float64 ``cumsum`` along a dimension is that
+    dimension's serial sum (``sum`` reduces pairwise)."""
+    wide = rows.double()
+    if rows.device.type != "cpu":
+        return wide.sum(1)
+    if wide.shape[1] < _ROW:
+        wide = torch.nn.functional.pad(wide, (0, _ROW - wide.shape[1]))
+    lanes = wide.view(-1, _LANES, _LANES).cumsum(1)[:, -1, :]  # lane l: Σ_k x[32k + l], in order
+    return lanes.cumsum(1)[:, -1]
+
+
 def _row_partials(x: torch.Tensor, scratch: torch.Tensor, into: list[torch.Tensor]) -> None:
-    """Append the float partial sums of ``|x|`` over rows of ``_ROW`` (x flat, starting at a row
+    """Append the partial sums of ``|x|`` over rows of ``_ROW`` (x flat, starting at a row
     boundary of the tensor it belongs to); ``scratch`` holds ``|x|``."""
     abs_into(x, scratch)
     whole = x.numel() // _ROW * _ROW
     if whole:
-        into.append(scratch[:whole].view(-1, _ROW).sum(1))
+        into.append(_row_sums(scratch[:whole].view(-1, _ROW)))
     if whole < x.numel():
-        into.append(scratch[whole:].sum().view(1))
+        into.append(_row_sums(scratch[whole:].view(1, -1)))
 
 
 def _fsum(partials: list[torch.Tensor]) -> float:
@@ -141,8 +164,9 @@ def merge(
     ``out``: a float tensor of ``base``'s shape, in the work dtype or any other float dtype (a
     bf16 weight is written chunk by chunk, each chunk cast once). ``tau_l1[t]``: ``‖τ_t‖₁`` when
     known (computed with :func:`l1_norm` otherwise; only selectors with ``rescale == "l1"`` need
-    it). ``keep_masked``: keep the L1 sweep's masked values for the merge sweep (default: on a
-    CPU; the same result either way). Never writes into ``base`` or ``taus``.
+    it). ``keep_masked``: keep the L1 sweep's masked values in tensor-sized buffers for the merge
+    sweep instead of computing them again (default: no; the same result either way). Never writes
+    into ``base`` or ``taus``.
     """
     ws = ws or workspace()
     n = base.numel()
@@ -173,15 +197,14 @@ def merge(
     scratch = buf("abs")
     values = [buf(("v", i)) for i in range(N)]
 
-    # mergekit's L1 rescale: the norms of the masked task vectors, one sweep before the merge. On a
-    # CPU the masked values are kept in a tensor-sized scratch buffer and reused by the merge
-    # sweep; an accelerator computes them again (cheaper than the memory: one buffer per expert).
+    # mergekit's L1 rescale: the norms of the masked task vectors, one sweep before the merge; the
+    # merge sweep computes the masked values again (cheaper than a tensor-sized buffer per expert).
     scales = [1.0] * N
     kept: dict[int, torch.Tensor] = {}
     l1_experts = [i for i, s in enumerate(selectors) if s.rescale == "l1" and not s.keep_all]
     if l1_experts:
         partials: dict[int, list[torch.Tensor]] = {i: [] for i in l1_experts}
-        if keep_masked if keep_masked is not None else device.type == "cpu":
+        if keep_masked:
             for i in l1_experts:
                 kept[i] = ws.get(("fused_l1", i), (n,), dtype, device)
         for a in range(0, n, step):
@@ -203,21 +226,18 @@ def merge(
             return kept[i][a:b]
         return selectors[i].fill(a, b, flat_taus[i][a:b], values[i][: b - a], scratch[: b - a])
 
-    # Mixed-dtype arithmetic (a bf16 operand, a float32 result) runs several times slower on a CPU
-    # than float32 arithmetic: a reduced-precision operand is widened first (exact), which gives
-    # the same float32 results. One exception keeps its own rounding: bf16 + bf16 is computed by
-    # torch in bf16 (the first expert of a dense sum), so it stays a bf16 op, cast afterwards.
+    # Every operand is widened to the work dtype first (exact; mixed-dtype arithmetic would also
+    # run several times slower on a CPU), so all arithmetic is float32 and a bf16 result is
+    # rounded once, when it is stored.
     widen = buf("widen")
 
     def widened(x: torch.Tensor, L: int) -> torch.Tensor:
         return x if x.dtype == dtype else widen[:L].copy_(x)
 
     def first(base_chunk: torch.Tensor, x: torch.Tensor, alpha: float, o: torch.Tensor) -> None:
-        if base_chunk.dtype == x.dtype != dtype:
-            narrow = ws.get(("fused", "narrow"), (step,), x.dtype, device)[: x.numel()]
-            o.copy_(torch.add(base_chunk, x, alpha=alpha, out=narrow))
-        else:
-            torch.add(widened(base_chunk, x.numel()), x, alpha=alpha, out=o)
+        if x.dtype != dtype:  # the operand is widened into `o`, the base into the widening buffer
+            x = o.copy_(x)
+        torch.add(widened(base_chunk, x.numel()), x, alpha=alpha, out=o)
 
     if consensus is None:
         total = float(sum(weights))
@@ -249,7 +269,7 @@ def merge(
         votes = []  # v_t = w_t s_t · m_t ⊙ τ_t
         for i, sel in enumerate(selectors):
             if sel.keep_all:
-                votes.append(torch.mul(flat_taus[i][a:b], factors[i], out=values[i][:L]))
+                votes.append(values[i][:L].copy_(flat_taus[i][a:b]).mul_(factors[i]))
             else:
                 votes.append(masked(i, a, b).mul_(factors[i]))
         elected, tmp = elected_buf[:L], tmp_buf[:L]

@@ -16,14 +16,10 @@ recipe-independent part of every sparsifier can be computed once per (expert, te
   unique top-``k`` set, the same as a stable sort's, so cached and uncached merges agree bit for bit.
 - :func:`row_ranks` — DELLA's within-row magnitude rank of every entry (int16 when rows have at
   most 32767 entries).
-- the uniforms of a randomized method: per ``(seed, tensor)`` the generator of
-  :func:`~evomerge.merge.methods.registry.tensor_generator` is one stream, and the experts that draw
-  (``0 < density < 1``) take consecutive blocks of ``n`` draws from it in recipe order. Block ``j``
-  therefore depends on ``(seed, tensor, j)`` only — not on the densities — and every candidate
-  uses the same draws ("common random numbers": candidates differ only by their recipes, never by
-  their luck, which also makes their fitness comparisons less noisy), whether they are kept or
-  drawn again per candidate.
 - ``‖τ‖₁`` for mergekit's L1 rescale.
+
+(A randomized method's uniforms need no cache: each is a function of its position, computed
+chunk by chunk inside the merge — :mod:`evomerge.merge.methods.draws`.)
 
 A cache is any object with the :class:`TensorCache` methods, passed to a method as
 ``params['_cache']`` (the engine's :class:`~evomerge.merge.cache.SearchCache` hands one out per
@@ -39,7 +35,6 @@ import torch
 
 from evomerge.merge.methods.fused import cached_l1_norm
 from evomerge.merge.methods.selectors import Cut
-from evomerge.merge.methods.workspace import workspace
 
 _BINS = 1 << 15  # 15-bit magnitude patterns (the sign bit dropped)
 _PASS = 1 << 24  # entries per step of a pass over a task vector (bounds its temporaries)
@@ -246,44 +241,19 @@ class TensorCache:
     def ranks(self, i: int, tau: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def uniforms(self, j: int, n: int, dtype: torch.dtype, device) -> torch.Tensor:
-        """Block ``j`` (0-based) of ``n`` uniforms of this tensor's stream."""
-        raise NotImplementedError
-
     def l1_norm(self, i: int, tau: torch.Tensor) -> float:
         """``‖τ_i‖₁`` (:func:`~evomerge.merge.methods.fused.l1_norm`)."""
         raise NotImplementedError
 
 
-class Draws:
-    """The blocks of one tensor's uniform stream drawn in order from ``generator`` (the caller's
-    ``tensor_generator(seed, name)``), each once, into reused buffers."""
-
-    def __init__(self, generator: torch.Generator | None):
-        self.generator = generator
-        self._drawn = 0
-
-    def block(self, j: int, n: int, dtype: torch.dtype, device) -> torch.Tensor:
-        if j != self._drawn:  # blocks are asked for in order; a bug otherwise
-            raise RuntimeError(f"uniform block {j} requested after {self._drawn} blocks")
-        self._drawn += 1
-        return workspace().get(("uniforms", j), (n,), dtype, device).uniform_(generator=self.generator)
-
-
 class ScratchCache(TensorCache):
-    """No cache: a histogram per cut, a sort per DELLA rank, the blocks drawn afresh."""
-
-    def __init__(self, generator: torch.Generator | None):
-        self._draws = Draws(generator)
+    """No cache: a histogram per cut, a sort per DELLA rank."""
 
     def cut(self, i, tau, k):
         return cut_from_scratch(tau, k)
 
     def ranks(self, i, tau):
         return row_ranks(tau)
-
-    def uniforms(self, j, n, dtype, device):
-        return self._draws.block(j, n, dtype, device)
 
     def l1_norm(self, i, tau):
         return cached_l1_norm(tau)

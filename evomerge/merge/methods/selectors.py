@@ -3,7 +3,8 @@
 A selector is known before the merge's pass (:mod:`evomerge.merge.methods.fused`): ``fill(a, b,
 τ[a:b], out, scratch)`` writes ``m ⊙ τ`` for the flat chunk ``[a, b)``. The magnitude selectors take
 their sets as :class:`Cut` values (a threshold, and how many of the entries equal to it belong to
-the set, ties going to earlier positions); DARE's and DELLA's compare per-entry uniforms.
+the set, ties going to earlier positions); DARE's and DELLA's compare per-entry uniforms, computed
+chunk by chunk from their positions (:mod:`evomerge.merge.methods.draws`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from evomerge.merge.methods import draws
 from evomerge.merge.methods.fused import chunk_size
 from evomerge.merge.methods.workspace import workspace
 
@@ -193,14 +195,22 @@ def _times(out: torch.Tensor, tau: torch.Tensor, scratch: torch.Tensor) -> torch
     return out.mul_(tau)
 
 
-class Uniform(Selector):
-    """DARE: keep where ``u < density``; ``u`` the flat block of uniforms this expert draws."""
+def _draw(key: int, a: int, n: int, device) -> torch.Tensor:
+    """This chunk's 16-bit uniforms (int32 in [0, 65536); :mod:`evomerge.merge.methods.draws`)."""
+    ws = workspace()
+    out = ws.get("u16", (n,), torch.int32, device)
+    return draws.u16_into(key, a, out, ws.get("u16_tmp", (n,), torch.int32, device))
 
-    def __init__(self, u: torch.Tensor, density: float, rescale: str | float | None):
-        self.u, self.density, self.rescale = u, density, rescale
+
+class Uniform(Selector):
+    """DARE: keep where ``u < density`` (``u16 < ⌈65536·d⌉``); ``key``: the expert's block key."""
+
+    def __init__(self, key: int, density: float, rescale: str | float | None):
+        self.key, self.density, self.rescale = key, density, rescale
+        self.below = draws.keep_below(density)
 
     def fill(self, a, b, tau, out, scratch):
-        torch.lt(self.u[a:b], self.density, out=out)
+        torch.lt(_draw(self.key, a, b - a, out.device), self.below, out=out)
         return _times(out, tau, scratch)
 
 
@@ -208,8 +218,8 @@ class RankProbability(Selector):
     """DELLA MagPrune: keep where ``u < p``, ``p = ramp[rank]`` (rank of ``|τ|`` within its row);
     ``inverse_p`` divides each survivor by its ``p`` (the paper's rescale)."""
 
-    def __init__(self, u: torch.Tensor, ranks: torch.Tensor, ramp: torch.Tensor, inverse_p: bool, rescale):
-        self.u, self.ranks, self.ramp, self.inverse_p, self.rescale = u, ranks, ramp, inverse_p, rescale
+    def __init__(self, key: int, ranks: torch.Tensor, ramp: torch.Tensor, inverse_p: bool, rescale):
+        self.key, self.ranks, self.ramp, self.inverse_p, self.rescale = key, ranks, ramp, inverse_p, rescale
         self._index: torch.Tensor | None = None
 
     def fill(self, a, b, tau, out, scratch):
@@ -219,7 +229,8 @@ class RankProbability(Selector):
                 self._index = torch.empty(max(b - a, 1), dtype=torch.int32, device=idx.device)
             idx = self._index[: b - a].copy_(idx)
         torch.index_select(self.ramp, 0, idx, out=scratch)
-        torch.lt(self.u[a:b], scratch, out=out)
+        torch.mul(_draw(self.key, a, b - a, out.device), draws.SCALE, out=out)  # u = u16 / 65536, exact
+        out.lt_(scratch)
         if self.inverse_p:
             out.div_(scratch)
         return _times(out, tau, scratch)

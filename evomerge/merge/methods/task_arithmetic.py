@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from evomerge.merge.methods import fused
+from evomerge.merge.methods import draws, fused, kernels
 from evomerge.merge.methods import selectors as sel
 from evomerge.merge.methods.registry import MethodSpec, register
 from evomerge.merge.methods.selection import ScratchCache, TensorCache, della_ramp
@@ -27,9 +27,11 @@ def _selectors(
     model_params: list[dict[str, Any]],
     params: dict[str, Any],
     cache: TensorCache,
+    seed: int = 0,
 ) -> list[sel.Selector]:
     """One selector per expert, with the reference sparsifiers' semantics (docs/merge-methods.md): the
-    same cuts, the same uniform blocks in the same order (only experts with 0 < d < 1 draw)."""
+    same cuts, the same uniform blocks in the same order (only experts with 0 < d < 1 draw; block
+    ``j`` of stream ``seed``, :mod:`evomerge.merge.methods.draws`)."""
     rescale = bool(params.get("rescale", False))
     mode = params.get("rescale_mode", "l1")
     l1 = "l1" if rescale else None
@@ -74,18 +76,18 @@ def _selectors(
             if density <= 0:
                 selectors.append(sel.Zero())
                 continue
-            u = cache.uniforms(block, n, dtype, tau.device)
+            key = draws.block_key(seed, block)
             block += 1
             if kind == "random":
                 factor = (1.0 / density if mode == "inverse_p" else "l1") if rescale else None
-                selectors.append(sel.Uniform(u, density, factor))
+                selectors.append(sel.Uniform(key, density, factor))
             else:
                 width = tau.shape[1] if tau.dim() >= 2 else n
                 ramp = della_ramp(density, float(mp.get("epsilon", 0.15)), width, dtype, tau.device)
                 inverse_p = rescale and mode == "inverse_p"
                 selectors.append(
                     sel.RankProbability(
-                        u, cache.ranks(i, tau), ramp, inverse_p, "l1" if rescale and not inverse_p else None
+                        key, cache.ranks(i, tau), ramp, inverse_p, "l1" if rescale and not inverse_p else None
                     )
                 )
         else:
@@ -113,22 +115,21 @@ def gta_method(
     def fn(base, tensors, model_params, params, generator=None) -> torch.Tensor:
         out = output_buffer(params, base, any_float=True)  # the fused merge casts chunk by chunk
         weights = [float(mp["weight"]) for mp in model_params]
-        cache = params.get("_cache") or ScratchCache(generator)
-        selectors = _selectors(sparsification, tensors, model_params, params, cache)
+        cache = params.get("_cache") or ScratchCache()
+        selectors = _selectors(sparsification, tensors, model_params, params, cache, draws.stream_seed(generator))
         tau_l1 = [
             cache.l1_norm(i, t) if s.rescale == "l1" else None for i, (t, s) in enumerate(zip(tensors, selectors))
         ]
-        return fused.merge(
-            base,
-            tensors,
-            selectors,
-            weights,
+        how = dict(
             consensus=params.get("consensus", "sum") if consensus else None,
             normalize=bool(params.get("normalize", normalize)),
             lam=float(params.get("lambda", 1.0)),
             out=out,
             tau_l1=tau_l1,
         )
+        if kernels.merge(base, tensors, selectors, weights, **how):  # compiled, on a CPU: the same bits
+            return out
+        return fused.merge(base, tensors, selectors, weights, **how)
 
     fn.__name__ = name
     fn.__qualname__ = name
