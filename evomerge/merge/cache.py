@@ -24,6 +24,8 @@ kind              kept per                                      memory
                   near the last threshold, sorted               the tensor); rebuilt when a
                                                                 threshold leaves it
 ``ranks``         (expert, tensor): DELLA's within-row rank     2 B / entry (4 B if rows > 32767)
+``l1_table``      (expert, tensor, block key), CPU: DARE's      512 KB (65537 float64)
+                  masked L1 norm for every density
 ``l1``            (expert, tensor): ‖τ‖₁                        one float
 ================  ===========================================  ===================================
 
@@ -44,7 +46,14 @@ from collections.abc import Callable
 import torch
 
 from evomerge.merge.methods.fused import l1_norm
-from evomerge.merge.methods.selection import MagnitudeHistogram, TensorCache, Window, row_ranks, top_k_cut
+from evomerge.merge.methods.selection import (
+    MagnitudeHistogram,
+    TensorCache,
+    Window,
+    dare_l1_table,
+    row_ranks,
+    top_k_cut,
+)
 from evomerge.merge.methods.selectors import Cut
 
 _WINDOWS = 2  # float32 windows kept per (expert, tensor)
@@ -89,7 +98,8 @@ class SearchCache:
         self._windows: dict[tuple[str, str], list[Window]] = {}  # most recent last
         self._ranks: dict[tuple[str, str], torch.Tensor] = {}
         self._l1: dict[tuple[str, str], float] = {}
-        self.builds = {"histogram": 0, "window": 0, "ranks": 0}  # entries computed, kept or not
+        self._tables: dict[tuple[str, str, int], object] = {}  # DARE's L1 tables (numpy, 512 KB)
+        self.builds = {"histogram": 0, "window": 0, "ranks": 0, "l1_table": 0}  # entries computed, kept or not
 
     # --- accounting ------------------------------------------------------------------------------
     def usage(self) -> dict[str, int]:
@@ -98,6 +108,7 @@ class SearchCache:
             "histogram": sum(h.nbytes for h in self._histograms.values()),
             "window": sum(w.nbytes for ws in self._windows.values() for w in ws),
             "ranks": sum(r.numel() * r.element_size() for r in self._ranks.values()),
+            "l1_table": sum(t.nbytes for t in self._tables.values()),
         }
 
     def nbytes(self) -> int:
@@ -113,6 +124,7 @@ class SearchCache:
         self._windows.clear()
         self._ranks.clear()
         self._l1.clear()
+        self._tables.clear()
 
     # --- entries ---------------------------------------------------------------------------------
     def histogram(self, expert: str, name: str, flat: torch.Tensor) -> MagnitudeHistogram:
@@ -159,6 +171,16 @@ class SearchCache:
             value = self._l1[key] = l1_norm(tau)
         return value
 
+    def l1_table(self, expert: str, name: str, tau: torch.Tensor, block_key: int):
+        key = (expert, name, block_key)
+        table = self._tables.get(key)
+        if table is None:
+            table = dare_l1_table(tau, block_key)
+            self.builds["l1_table"] += 1
+            if self._fits(table.nbytes):
+                self._tables[key] = table
+        return table
+
     def view(self, name: str, experts: list[str]):
         """The cache seen by a method for tensor ``name``."""
         return SearchTensorCache(self, name, experts)
@@ -184,6 +206,9 @@ class SearchTensorCache(TensorCache):
 
     def l1_norm(self, i: int, tau: torch.Tensor) -> float:
         return self.cache.l1_norm(self.experts[i], self.name, tau)
+
+    def l1_table(self, i: int, tau: torch.Tensor, key: int):
+        return self.cache.l1_table(self.experts[i], self.name, tau, key)
 
 
 class MergeCache:

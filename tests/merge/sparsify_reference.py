@@ -38,6 +38,7 @@ Sign election and disjoint mean (TIES), with ``v_t = w_t τ̂_t``:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -142,7 +143,17 @@ def random_drop(
         return Sparse(values)
     if mode == "inverse_p":
         return Sparse(values, 1.0 / density)
-    return _rescaled(tau, values)
+    if tau.device.type != "cpu":
+        return _rescaled(tau, values)
+    # on a CPU ‖m ⊙ τ‖₁ is read from the table of |τ| summed per 16-bit word, in position order
+    import numpy as np
+
+    words = (u.reshape(-1).double() * 65536).long().numpy()
+    table = np.zeros(65536)
+    np.add.at(table, words, tau.reshape(-1).abs().double().numpy())
+    below = min(65536, math.ceil(density * 65536))
+    after = float(np.cumsum(table)[below - 1]) if below > 0 else 0.0
+    return Sparse(values, rescale_factor(cached_l1_norm(tau), after))
 
 
 def magnitude_band(

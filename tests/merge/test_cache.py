@@ -309,11 +309,12 @@ def test_memory_accounting(tiny_llama_family):
                     _window_bytes(pool.delta(e, n), d) for e, d in zip(experts, (0.6, 0.4)) for n in floats(pool)
                 ),
                 "ranks": 0,
+                "l1_table": 0,
             }
-        elif kind == "uniforms":  # DARE keeps nothing: its uniforms are computed from positions
-            assert usage == {"histogram": 0, "window": 0, "ranks": 0}
+        elif kind == "uniforms":  # DARE keeps no per-entry state: one L1 table per expert and tensor
+            assert usage == {"histogram": 0, "window": 0, "ranks": 0, "l1_table": 2 * 65537 * 8 * len(sizes)}
         else:  # int16 ranks (rows are narrow)
-            assert usage == {"histogram": 0, "window": 0, "ranks": 2 * 2 * sum(sizes)}
+            assert usage == {"histogram": 0, "window": 0, "ranks": 2 * 2 * sum(sizes), "l1_table": 0}
         assert merger.cache.nbytes() == sum(usage.values())
         merger.cache.clear()
         assert merger.cache.nbytes() == 0

@@ -133,3 +133,28 @@ def test_the_switch_turns_the_kernels_off(monkeypatch):
     assert not kernels.available()
     monkeypatch.delenv("EVOMERGE_KERNELS")
     assert kernels.available()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dares_l1_table_is_the_same_compiled_or_not_and_is_the_masked_norm(dtype, monkeypatch):
+    from evomerge.merge.methods import draws
+    from evomerge.merge.methods.selection import dare_l1_table
+
+    g = torch.Generator().manual_seed(4)
+    tau = (torch.randn((1 << 20) + 77, generator=g) * torch.rand((1 << 20) + 77, generator=g) ** 4).to(dtype)
+    key = draws.block_key(11, 1)
+    compiled = dare_l1_table(tau, key)
+    monkeypatch.setenv("EVOMERGE_KERNELS", "torch")
+    assert (compiled == dare_l1_table(tau, key)).all()  # the same bits, compiled or not
+    for d in (0.1, 0.5, 0.93):
+        below = draws.keep_below(d)
+        exact = math.fsum(tau.double().abs()[_kept(key, tau.numel(), below)].tolist())
+        assert compiled[below] == pytest.approx(exact, rel=1e-12)
+    assert compiled[0] == 0.0 and compiled[65536] == pytest.approx(math.fsum(tau.double().abs().tolist()), rel=1e-12)
+
+
+def _kept(key: int, n: int, below: int) -> torch.Tensor:
+    from evomerge.merge.methods import draws
+
+    out, tmp = torch.empty(n, dtype=torch.int32), torch.empty(n, dtype=torch.int32)
+    return draws.u16_into(key, 0, out, tmp) < below

@@ -181,7 +181,7 @@ def merge(
 
 # --------------------------------------------------------------------------- compiled code
 
-_KERNELS = {"copy": "_copy", "l1": "_l1", "merge": "_merge"}
+_KERNELS = {"copy": "_copy", "l1": "_l1", "merge": "_merge", "table": "_table"}
 
 
 def _kernel(name: str):
@@ -445,13 +445,10 @@ if numba is not None:
                 if before + ties <= kept:
                     seen[k, 0] = before + ties
                     return
-            else:  # past the last kept tie: |x| > h
-                ties = 0
+            else:  # past the last kept tie: |x| > h (no more counting)
                 for j in range(L):
                     v = loadf(x, j)
-                    ties += 1 if abs(v) == h else 0
                     row[j] = (v if abs(v) > h else zero) * (f if scaled else np.float32(1.0))
-                seen[k, 0] = before + ties
                 return
             # the block where the kept ties end: in order (below), from the count before it
         widen_into(x, row, L)
@@ -459,6 +456,27 @@ if numba is not None:
         if scaled:
             for j in range(L):
                 row[j] = row[j] * f
+
+    @njit
+    def elect(vals, j, N, weights, mode, normalize):
+        """For entry ``j`` of the block's votes ``vals[:N]``: ``γ = copysign(1, Σ v_t)`` (``mode``
+        1; 2: ``Σ sign(v_t)``), the agreeing magnitudes' sum ``m = Σ clamp(v_t γ, 0)`` and, when
+        normalising, their weights' sum ``d`` — each sum in expert order, as the torch path adds."""
+        zero, one = np.float32(0.0), np.float32(1.0)
+        e = vals[0, j] if mode == 1 else np.sign(vals[0, j])
+        for i in range(1, N):
+            e = e + (vals[i, j] if mode == 1 else np.sign(vals[i, j]))
+        gam = copysign32(one, e)
+        m = zero
+        d = zero
+        for i in range(N):
+            g = vals[i, j] * gam
+            g = g if g > zero else zero
+            m = g if i == 0 else m + g
+            if normalize:
+                s = one if g > zero else zero
+                d = s * weights[i] if i == 0 else fma32(s, weights[i], d)
+        return gam, m, d
 
     @njit
     def _copy(base, out):
@@ -524,12 +542,19 @@ if numba is not None:
         return partials
 
     @njit
+    def _table(tau, key):
+        """DARE's L1 table: ``H[u] = Σ |τ_p|`` over the positions p whose word is ``u``, each bin
+        summed in float64 in position order (:func:`evomerge.merge.methods.selection.dare_l1_table`)."""
+        table = np.zeros(65536, dtype=np.float64)
+        for j in range(tau.size):
+            table[u16_word(np.uint64(j), np.uint64(key))] += np.float64(abs(loadf(tau, j)))
+        return table
+
+    @njit
     def _merge(base, taus, out, ints, lo, hi, factors, weights, lam, mode, normalize, nonneg, n):
         N = len(taus)
         vals = np.empty((N, _BLOCK), dtype=np.float32)
         acc = np.empty(_BLOCK, dtype=np.float32)
-        gam = np.empty(_BLOCK, dtype=np.float32)
-        div = np.empty(_BLOCK, dtype=np.float32)
         tmp = np.empty(_BLOCK, dtype=np.float32)
         seen = np.zeros((N, 2), dtype=np.int64)
         fmax = np.float32(3.4028234663852886e38)
@@ -567,67 +592,18 @@ if numba is not None:
                         ta_step(vals[k], factors[k], b, acc, o, k, N, L)
                     k += 1
                 continue
-            r = vals[0]
-            if N == 1:
+            # one pass: elect, sum the agreeing, divide, θ_0 + (λγ)·m (addcmul)
+            if normalize and nonneg:  # 0/0 → 0, ±inf → ±max (nan_to_num)
                 for j in range(L):
-                    gam[j] = copysign32(one, r[j] if mode == 1 else np.sign(r[j]))
-            elif mode == 1:  # γ = copysign(1, Σ v_t)
-                for j in range(L):
-                    acc[j] = r[j]
-                for i in range(1, N):
-                    r = vals[i]
-                    if i < N - 1:
-                        for j in range(L):
-                            acc[j] = acc[j] + r[j]
-                    else:
-                        for j in range(L):
-                            gam[j] = copysign32(one, acc[j] + r[j])
-            else:  # γ = copysign(1, Σ sign(v_t))
-                for j in range(L):
-                    acc[j] = np.sign(r[j])
-                for i in range(1, N):
-                    r = vals[i]
-                    if i < N - 1:
-                        for j in range(L):
-                            acc[j] = acc[j] + np.sign(r[j])
-                    else:
-                        for j in range(L):
-                            gam[j] = copysign32(one, acc[j] + np.sign(r[j]))
-            # the agreeing magnitudes clamp(v_t γ, 0): their sum and the sum of their weights
-            w = weights[0]
-            r = vals[0]
-            if normalize:
-                for j in range(L):
-                    g = r[j] * gam[j]
-                    g = g if g > zero else zero
-                    acc[j] = g
-                    div[j] = (one if g > zero else zero) * w
-            else:
-                for j in range(L):
-                    g = r[j] * gam[j]
-                    acc[j] = g if g > zero else zero
-            for i in range(1, N):
-                w = weights[i]
-                r = vals[i]
-                if normalize:
-                    for j in range(L):
-                        g = r[j] * gam[j]
-                        g = g if g > zero else zero
-                        acc[j] = acc[j] + g
-                        div[j] = fma32(one if g > zero else zero, w, div[j])
-                else:
-                    for j in range(L):
-                        g = r[j] * gam[j]
-                        acc[j] = acc[j] + (g if g > zero else zero)
-            if normalize and nonneg:  # 0/0 → 0, ±inf → ±max (nan_to_num); then addcmul: θ_0 + (λγ)·m
-                for j in range(L):
-                    q = acc[j] / div[j]
+                    g, m, d = elect(vals, j, N, weights, mode, True)
+                    q = m / d
                     q = zero if q != q else min(max(q, -fmax), fmax)
-                    put(o, j, fma32(lam * gam[j], q, loadf(b, j)))
-            elif normalize:
+                    put(o, j, fma32(lam * g, q, loadf(b, j)))
+            elif normalize:  # cancelling weights: divide by 1 where the divisor is 0
                 for j in range(L):
-                    d = div[j]
-                    put(o, j, fma32(lam * gam[j], acc[j] / (one if d == zero else d), loadf(b, j)))
+                    g, m, d = elect(vals, j, N, weights, mode, True)
+                    put(o, j, fma32(lam * g, m / (one if d == zero else d), loadf(b, j)))
             else:
                 for j in range(L):
-                    put(o, j, fma32(lam * gam[j], acc[j], loadf(b, j)))
+                    g, m, d = elect(vals, j, N, weights, mode, False)
+                    put(o, j, fma32(lam * g, m, loadf(b, j)))

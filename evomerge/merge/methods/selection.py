@@ -16,7 +16,8 @@ recipe-independent part of every sparsifier can be computed once per (expert, te
   unique top-``k`` set, the same as a stable sort's, so cached and uncached merges agree bit for bit.
 - :func:`row_ranks` — DELLA's within-row magnitude rank of every entry (int16 when rows have at
   most 32767 entries).
-- ``‖τ‖₁`` for mergekit's L1 rescale.
+- ``‖τ‖₁`` for mergekit's L1 rescale, and DARE's masked norms for every density
+  (:func:`dare_l1_table`, on a CPU).
 
 (A randomized method's uniforms need no cache: each is a function of its position, computed
 chunk by chunk inside the merge — :mod:`evomerge.merge.methods.draws`.)
@@ -33,6 +34,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from evomerge.merge.methods import draws, kernels
 from evomerge.merge.methods.fused import cached_l1_norm
 from evomerge.merge.methods.selectors import Cut
 
@@ -229,6 +231,31 @@ def della_ramp(density: float, epsilon: float, width: int, dtype: torch.dtype, d
     return torch.full((1,), density, dtype=dtype, device=device)
 
 
+def dare_l1_table(tau: torch.Tensor, key: int) -> np.ndarray:
+    """DARE's masked L1 norms for every density at once (on a CPU): ``C[b] = Σ_{u < b} H[u]`` for
+    ``b = 0 … 65536``, with ``H[u]`` the sum of ``|τ_p|`` over the positions whose word is ``u``
+    (:mod:`evomerge.merge.methods.draws`), each bin summed in float64 in position order and the
+    bins summed in order. So ``‖m ⊙ τ‖₁ = C[keep_below(d)]`` for the block keyed ``key``: one
+    pass per (expert, tensor, key), then a lookup per candidate whatever its density. Memory: 512 KB.
+    The compiled kernel and this torch/numpy path add in the same order (``np.add.at`` is an
+    unbuffered, in-order scatter-add), so both give the same bits."""
+    flat = tau.reshape(-1)
+    if kernels.available() and flat.dtype in (torch.float32, torch.bfloat16) and flat.is_contiguous():
+        table = kernels._kernel("table")(kernels._array(flat), np.uint64(key))
+    else:
+        table = np.zeros(65536, dtype=np.float64)
+        step = 1 << 20
+        words = torch.empty(min(step, flat.numel()), dtype=torch.int32)
+        scratch = torch.empty_like(words)
+        for a in range(0, flat.numel(), step):
+            chunk = flat[a : a + step]
+            u = draws.u16_into(key, a, words[: chunk.numel()], scratch[: chunk.numel()])
+            np.add.at(table, u.numpy(), chunk.abs().double().numpy())
+    cumulative = np.zeros(65537, dtype=np.float64)
+    np.cumsum(table, out=cumulative[1:])
+    return cumulative
+
+
 class TensorCache:
     """What the fused methods ask a cache for, for one tensor (expert positions in recipe order).
 
@@ -245,6 +272,10 @@ class TensorCache:
         """``‖τ_i‖₁`` (:func:`~evomerge.merge.methods.fused.l1_norm`)."""
         raise NotImplementedError
 
+    def l1_table(self, i: int, tau: torch.Tensor, key: int) -> np.ndarray:
+        """:func:`dare_l1_table` of ``τ_i`` for the block keyed ``key``."""
+        raise NotImplementedError
+
 
 class ScratchCache(TensorCache):
     """No cache: a histogram per cut, a sort per DELLA rank."""
@@ -257,3 +288,6 @@ class ScratchCache(TensorCache):
 
     def l1_norm(self, i, tau):
         return cached_l1_norm(tau)
+
+    def l1_table(self, i, tau, key):
+        return dare_l1_table(tau, key)

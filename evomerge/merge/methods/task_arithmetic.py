@@ -80,6 +80,9 @@ def _selectors(
             block += 1
             if kind == "random":
                 factor = (1.0 / density if mode == "inverse_p" else "l1") if rescale else None
+                if factor == "l1" and tau.device.type == "cpu":  # ‖m ⊙ τ‖₁ from the table: no sweep
+                    after = float(cache.l1_table(i, tau, key)[draws.keep_below(density)])
+                    factor = fused.rescale_factor(cache.l1_norm(i, tau), after)
                 selectors.append(sel.Uniform(key, density, factor))
             else:
                 width = tau.shape[1] if tau.dim() >= 2 else n
