@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -312,6 +313,21 @@ class InPlaceMerger:
         if stream or self.device != pool.device:
             largest, second = staging_sizes(pool)
             self.staging = Staging(self.device, largest, second=second, always=True)
+        if self.device.type == "cpu" and kernels.available():  # compile while the checkpoints load
+            self._warm_up = threading.Thread(target=self._compile, name="evomerge-kernels", daemon=True)
+            self._warm_up.start()
+
+    def _compile(self) -> None:
+        floats = [n for n in self.pool.tensor_names if self.pool.stored_dtype(n).is_floating_point]
+        if not floats:
+            return
+        out = next(iter(self.targets.values()), None)
+        try:
+            kernels.warm_up(
+                self.pool.stored_dtype(floats[0]), len(self.pool.models), out.dtype if out is not None else None
+            )
+        except Exception:  # noqa: BLE001 - a failed warm-up only means the first merge compiles
+            pass
 
     def _map_targets(self) -> dict[str, torch.Tensor]:
         module, pool = self.module, self.pool

@@ -45,7 +45,7 @@ from collections.abc import Callable
 
 import torch
 
-from evomerge.merge.methods.fused import l1_norm
+from evomerge.merge.methods import kernels
 from evomerge.merge.methods.selection import (
     MagnitudeHistogram,
     TensorCache,
@@ -168,7 +168,7 @@ class SearchCache:
         key = (expert, name)
         value = self._l1.get(key)
         if value is None:
-            value = self._l1[key] = l1_norm(tau)
+            value = self._l1[key] = kernels.l1_norm(tau)
         return value
 
     def l1_table(self, expert: str, name: str, tau: torch.Tensor, block_key: int):

@@ -287,7 +287,7 @@ class ScratchCache(TensorCache):
         return row_ranks(tau)
 
     def l1_norm(self, i, tau):
-        return cached_l1_norm(tau)
+        return cached_l1_norm(tau, kernels.l1_norm)
 
     def l1_table(self, i, tau, key):
         return dare_l1_table(tau, key)
