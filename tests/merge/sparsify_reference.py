@@ -143,9 +143,9 @@ def random_drop(
         return Sparse(values)
     if mode == "inverse_p":
         return Sparse(values, 1.0 / density)
-    if tau.device.type != "cpu":
+    if tau.device.type != "cpu" or tau.numel() < 1 << 16:
         return _rescaled(tau, values)
-    # on a CPU ‖m ⊙ τ‖₁ is read from the table of |τ| summed per 16-bit word, in position order
+    # on a CPU, from 65536 entries, ‖m ⊙ τ‖₁ is read from the table of |τ| per 16-bit word
     import numpy as np
 
     words = (u.reshape(-1).double() * 65536).long().numpy()

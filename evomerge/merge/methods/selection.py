@@ -86,6 +86,7 @@ class MagnitudeHistogram:
         self.lo = int(filled[0]) if filled.numel() else 0
         hi = int(filled[-1]) if filled.numel() else 0
         self._above = _from_top(counts[self.lo : hi + 1]).contiguous()
+        self._rising = -self._above.numpy()  # non-decreasing: a binary search finds a rank's bin
 
     @property
     def nbytes(self) -> int:
@@ -97,11 +98,12 @@ class MagnitudeHistogram:
             return self.n
         if v - self.lo >= self._above.numel():
             return 0
-        return int(self._above[v - self.lo])
+        return int(-self._rising[v - self.lo])
 
     def bin_of(self, k: int) -> int:
-        """The (coarse) pattern of the ``k``-th largest magnitude (``1 ≤ k ≤ n``)."""
-        return self.lo + int(torch.count_nonzero(self._above >= k)) - 1
+        """The (coarse) pattern of the ``k``-th largest magnitude (``1 ≤ k ≤ n``): the last bin with
+        at least ``k`` entries at or above it."""
+        return self.lo + int(np.searchsorted(self._rising, -k, side="right")) - 1
 
     def cut(self, flat: torch.Tensor, k: int, window: Window | None = None) -> Cut:
         """The top-``k`` cut of ``|flat|`` (the task vector this histogram counts); float32 takes
@@ -113,11 +115,18 @@ class MagnitudeHistogram:
         v = self.bin_of(k)
         if self.exact:
             above, strictly = self.above(v), self.above(v + 1)
-            threshold = float(torch.tensor(v, dtype=torch.int16).view(self.dtype).float())
+            threshold = _pattern_value(v, self.dtype)
             return _cut(threshold, k - strictly, above - strictly)
         if window is None or not window.covers(v):
             window = Window(self, flat, v, 0)
         return window.cut(k)
+
+
+def _pattern_value(v: int, dtype: torch.dtype) -> float:
+    """The value of a non-negative 16-bit pattern ``v`` of ``dtype`` (bf16: the top half of a float32)."""
+    if dtype == torch.bfloat16:
+        return float(np.array([v << 16], dtype=np.uint32).view(np.float32)[0])
+    return float(np.array([v], dtype=np.uint16).view(np.float16)[0])
 
 
 class Window:

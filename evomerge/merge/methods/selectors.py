@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from evomerge.merge.methods import draws
@@ -73,8 +74,19 @@ class Zero(Selector):
         return out.zero_()
 
 
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype`` (the work dtype: float32 or float64)."""
+    return float(_NUMPY[dtype](value)) if dtype in _NUMPY else float(torch.tensor(value, dtype=dtype))
+
+
 def _below(threshold: float, dtype: torch.dtype) -> float:
     """The largest value of ``dtype`` below ``threshold``: ``|x| > _below(h)`` ⟺ ``|x| ≥ h``."""
+    if dtype in _NUMPY:
+        t = _NUMPY[dtype](threshold)
+        return float(np.nextafter(t, _NUMPY[dtype](-np.inf)))
     t = torch.tensor(threshold, dtype=dtype)
     return float(torch.nextafter(t, torch.tensor(-math.inf, dtype=dtype)))
 
@@ -102,7 +114,7 @@ class _Keep:
 
     def __init__(self, cut: Cut, dtype: torch.dtype, flat: torch.Tensor | None):
         self.cut, self.flat = cut, flat
-        self.h = float(torch.tensor(cut.threshold, dtype=dtype))
+        self.h = _rounded(cut.threshold, dtype)
         self.ge = _below(cut.threshold, dtype)  # hardshrink's λ for |τ| ≥ h
         self.splits = cut.splits_ties
         self.strict = cut.kept == 0 and cut.threshold > 0.0

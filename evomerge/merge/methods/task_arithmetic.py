@@ -19,6 +19,7 @@ from evomerge.merge.methods.selection import ScratchCache, TensorCache, della_ra
 from evomerge.merge.methods.workspace import output_buffer, work_dtype
 
 _GTA_GLOBALS_INERT = frozenset({"int8_mask"})
+TABLE_MIN = 1 << 16  # DARE on a CPU: tensors of this many entries or more read ‖m ⊙ τ‖₁ from a table
 
 
 def _selectors(
@@ -80,7 +81,7 @@ def _selectors(
             block += 1
             if kind == "random":
                 factor = (1.0 / density if mode == "inverse_p" else "l1") if rescale else None
-                if factor == "l1" and tau.device.type == "cpu":  # ‖m ⊙ τ‖₁ from the table: no sweep
+                if factor == "l1" and tau.device.type == "cpu" and n >= TABLE_MIN:  # ‖m ⊙ τ‖₁ from its table
                     after = float(cache.l1_table(i, tau, key)[draws.keep_below(density)])
                     factor = fused.rescale_factor(cache.l1_norm(i, tau), after)
                 selectors.append(sel.Uniform(key, density, factor))
