@@ -293,6 +293,8 @@ class InPlaceMerger:
     (:class:`~evomerge.merge.staging.Staging`; implied when the pool keeps them elsewhere).
     """
 
+    PARALLEL_MIN_ENTRIES = 1 << 22  # merge tensors on several threads from this many entries per apply
+
     def __init__(
         self,
         pool,
@@ -381,6 +383,8 @@ class InPlaceMerger:
             if force or self._keys.get(name) != tplan.key:
                 work.append((name, target, tplan))
         threads = self._threads() if plan.spec.writes_any_float else 1  # the fused family: chunk scratch only
+        if sum(t.numel() for _, t, _ in work) < self.PARALLEL_MIN_ENTRIES:
+            threads = 1  # a small model: the thread pool costs more than it saves
         try:
             if threads > 1 and len(work) > 1:
                 self._apply_parallel(plan, work, threads)

@@ -251,6 +251,7 @@ def test_tensors_merged_on_several_threads_equal_one_by_one(method, tiny_llama_f
     from evomerge.merge.methods import kernels
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(InPlaceMerger, "PARALLEL_MIN_ENTRIES", 0)  # the tiny model merges in parallel too
     parallel = []
     original = InPlaceMerger._apply_parallel
     monkeypatch.setattr(InPlaceMerger, "_apply_parallel", lambda self, *a: parallel.append(a[2]) or original(self, *a))
