@@ -8,7 +8,14 @@ from evomerge.merge.formats import load_recipe
 from evomerge.merge.methods import MethodSpec, get_method, method_names
 from evomerge.merge.recipes import AnyRecipe, DataFlowRecipe, ModelEntry, Recipe, parse_recipe, recipe_dict
 
+#: The merge engine's arithmetic, versioned: a run records the version that merged its candidates,
+#: and ``resume`` warns when another one continues it. 2 (2026-12): DARE/DELLA uniforms from a
+#: position hash (:mod:`evomerge.merge.methods.draws`), mergekit's L1 rescale from float64 lane
+#: sums (DARE on a CPU: from a table), every bf16 operand widened before any arithmetic.
+ENGINE = 2
+
 __all__ = [
+    "ENGINE",
     "AnyRecipe",
     "DataFlowRecipe",
     "MethodSpec",

@@ -33,6 +33,7 @@ import yaml
 from evomerge.config import RunConfig, parse_config, with_overrides
 from evomerge.errors import ConfigError, RunDirError
 from evomerge.io.oserrors import wrap
+from evomerge.merge import ENGINE
 from evomerge.runs.attempts import Attempts
 from evomerge.runs.checkpoint import RESTORE_ERRORS
 from evomerge.runs.fingerprint import fingerprint, short
@@ -84,7 +85,7 @@ def run(
         raise wrap(exc, path=run_dir, doing="creating the run directory") from None
     with RunLock(run_dir):
         store.create(text)
-        store.write_json(store.root / META_NAME, {**plan.problem.meta, "fingerprint": fp})
+        store.write_json(store.root / META_NAME, {**plan.problem.meta, "fingerprint": fp, "merge_engine": ENGINE})
         try:
             if isinstance(plan, StagedPlan):
                 search_stages(plan, store, [], None, restore=restore_driver, progress=progress, fingerprint=short(fp))
@@ -284,6 +285,15 @@ def _accept(store: RunStore, meta: dict, fp: dict, changes: list[str], n_logged:
     (config, models) hash pair a checkpoint of this run may carry."""
     old = meta.get("fingerprint")
     history = [h for h in meta.get("fingerprint_history") or [] if isinstance(h, dict)]
+    engine = meta.get("merge_engine", 1)
+    if engine != ENGINE:
+        warn(
+            f"warning: {store.root / META_NAME}: this run's candidates so far were merged by merge engine "
+            f"{engine}, the ones from now on by engine {ENGINE} (DARE/DELLA masks, the L1 rescale and bf16 "
+            "rounding differ: evomerge.merge.ENGINE); logged scores are kept as they are"
+        )
+        meta = {**meta, "merge_engine": ENGINE, "merge_engine_history": [*meta.get("merge_engine_history", []), engine]}
+        store.write_json(store.root / META_NAME, meta)
     if not isinstance(old, dict):
         warn(
             f"warning: {store.root / META_NAME} records no fingerprint (an older evomerge wrote it); "

@@ -151,10 +151,15 @@ def test_an_old_run_directory_replays_its_log_and_finishes_as_an_uninterrupted_r
     reference = resumed_and_reference["reference"].read_log()
     meta = resumed_and_reference["resumed"].root / "meta.json"
     assert resumed_and_reference["warnings"] == [
+        f"warning: {meta}: this run's candidates so far were merged by merge engine 1, the ones from now on by "
+        "engine 2 (DARE/DELLA masks, the L1 rescale and bf16 rounding differ: evomerge.merge.ENGINE); logged "
+        "scores are kept as they are",
         f"warning: {meta} records no fingerprint (an older evomerge wrote it); changes to the config or models "
-        "before this resume cannot be detected"
+        "before this resume cannot be detected",
     ]
-    assert "fingerprint" in json.loads(meta.read_text())  # adopted: the next resume compares against it
+    written = json.loads(meta.read_text())
+    assert "fingerprint" in written  # adopted: the next resume compares against it
+    assert (written["merge_engine"], written["merge_engine_history"]) == (2, [1])  # and warns no more
     # the logged lines are kept as written; nothing is evaluated twice, nothing lost
     assert resumed_and_reference["resumed"].log_path.read_text().splitlines()[:5] == old_lines
     assert [r["id"] for r in resumed] == list(range(8)) == [r["id"] for r in reference]
@@ -178,3 +183,10 @@ def test_checkpoints_written_now_hold_only_what_a_resume_reads(resumed_and_refer
     n, state = CheckpointDir(store.root / "checkpoints").load_latest(log=lambda m: None)
     assert n == 8 and state["n_told"] == 8 and state["in_flight"] == []
     assert set(state) == {"driver", "rng", "n_told", "in_flight", "elapsed", "fingerprint"}
+
+
+def test_a_run_records_the_merge_engine_that_merged_it(resumed_and_reference):
+    from evomerge.merge import ENGINE
+
+    meta = json.loads((resumed_and_reference["reference"].root / "meta.json").read_text())
+    assert meta["merge_engine"] == ENGINE == 2 and "merge_engine_history" not in meta
