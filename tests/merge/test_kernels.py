@@ -113,7 +113,7 @@ def test_the_l1_partials_are_the_torch_paths(monkeypatch):
         for dtype in (torch.float32, torch.bfloat16):
             t = x.to(dtype)
             ints, lo, hi = kernels._encode([sel.Magnitude(sel.Cut.everything())])
-            partials = kernels._kernel("l1")(kernels._array(t), ints[0], lo[0], hi[0])
+            partials = kernels._l1(kernels._array(t), ints[0], lo[0], hi[0])
             assert math.fsum(partials.tolist()) == fused.l1_norm(t), (n, dtype)
 
 

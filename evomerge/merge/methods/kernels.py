@@ -118,7 +118,7 @@ def l1_norm(tau: torch.Tensor) -> float:
     if not (available() and flat.device.type == "cpu" and flat.dtype in _SUPPORTED_IN and flat.is_contiguous()):
         return fused.l1_norm(tau)
     ints, lo, hi = _encode([sel.KeepAll()])
-    return math.fsum(_kernel("l1")(_array(flat), ints[0], lo[0], hi[0]).tolist())
+    return math.fsum(_l1(_array(flat), ints[0], lo[0], hi[0]).tolist())
 
 
 def warm_up(dtype: torch.dtype, experts: int, out_dtype: torch.dtype | None = None) -> None:
@@ -134,7 +134,7 @@ def warm_up(dtype: torch.dtype, experts: int, out_dtype: torch.dtype | None = No
     keep = [sel.KeepAll()] * experts
     merge(base, taus, keep, [1.0] * experts, consensus=None, normalize=False, lam=1.0, out=out, tau_l1=None)
     l1_norm(taus[0])
-    _kernel("table")(_array(taus[0]), np.uint64(1))
+    _table(_array(taus[0]), np.uint64(1))
 
 
 def eligible(base: torch.Tensor, taus: Sequence[torch.Tensor], out: torch.Tensor) -> bool:
@@ -178,7 +178,7 @@ def merge(
         if s.keep_all:
             continue
         if s.rescale == "l1":
-            partials = _kernel("l1")(taus_a[i], ints[i], lo[i], hi[i])
+            partials = _l1(taus_a[i], ints[i], lo[i], hi[i])
             before = tau_l1[i] if tau_l1 is not None and tau_l1[i] is not None else l1_norm(taus[i])
             scales[i] = fused.rescale_factor(before, math.fsum(partials.tolist()))
         elif isinstance(s.rescale, float):
@@ -196,22 +196,13 @@ def merge(
     w32 = np.asarray(list(weights), dtype=np.float32)
     nonneg = bool(min(weights) >= 0) if N else True
     if N == 0:
-        _kernel("copy")(base_a, out_a)
+        _copy(base_a, out_a)
         return True
-    _kernel("merge")(
-        base_a, taus_a, out_a, ints, lo, hi, factors, w32, np.float32(lam), mode, bool(normalize), nonneg, n
-    )
+    _merge(base_a, taus_a, out_a, ints, lo, hi, factors, w32, np.float32(lam), mode, bool(normalize), nonneg, n)
     return True
 
 
 # --------------------------------------------------------------------------- compiled code
-
-_KERNELS = {"copy": "_copy", "l1": "_l1", "merge": "_merge", "table": "_table"}
-
-
-def _kernel(name: str):
-    return globals()[_KERNELS[name]]
-
 
 if numba is not None:
     from llvmlite import ir
@@ -403,24 +394,13 @@ if numba is not None:
         return seen
 
     @njit
-    def mask_row(row, tmp, a, L, kind, key, below, lo, hi, seen, k):
-        """``row[:L] = m ⊙ row[:L]`` for expert ``k`` (block at ``a``); ``seen[k]``: its tie counts."""
-        zero = np.float32(0.0)
-        if kind == 0:
-            return
-        if kind == 1:
-            for j in range(L):
-                row[j] = zero
-            return
-        if kind == 3:  # DARE: u16 < below, u16 the draws module's word at this position
-            for j in range(L):
-                if u16_word(np.uint64(a + j), np.uint64(key)) >= below:
-                    row[j] = zero
-            return
+    def magnitude_row(row, tmp, L, lo, hi, seen, k):
+        """``row[:L] = m ⊙ row[:L]`` for expert ``k``'s magnitude cuts, in order (a cut that splits its
+        ties, or Breadcrumbs' outliers ``m_lo ⊙ x − m_hi ⊙ x``); ``seen[k]``: its tie counts."""
         if hi[0] < 0.0:  # magnitude cut only
             seen[k, 0] = cut_into(row, row, L, lo, seen[k, 0])
             return
-        for j in range(L):  # minus the outliers: m_lo ⊙ x − m_hi ⊙ x
+        for j in range(L):
             tmp[j] = row[j]
         seen[k, 0] = cut_into(tmp, row, L, lo, seen[k, 0])
         seen[k, 1] = cut_into(tmp, tmp, L, hi, seen[k, 1])
@@ -438,6 +418,10 @@ if numba is not None:
                     row[j] = loadf(x, j) * f
             else:
                 widen_into(x, row, L)
+            return
+        if kind == 1:  # nothing survives
+            for j in range(L):
+                row[j] = zero
             return
         if kind == 3:  # DARE: u16 < below
             g = f if scaled else np.float32(1.0)
@@ -477,7 +461,7 @@ if numba is not None:
                 return
             # the block where the kept ties end: in order (below), from the count before it
         widen_into(x, row, L)
-        mask_row(row, tmp, a, L, kind, key, below, lo, hi, seen, k)
+        magnitude_row(row, tmp, L, lo, hi, seen, k)
         if scaled:
             for j in range(L):
                 row[j] = row[j] * f

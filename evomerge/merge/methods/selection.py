@@ -250,7 +250,7 @@ def dare_l1_table(tau: torch.Tensor, key: int) -> np.ndarray:
     unbuffered, in-order scatter-add), so both give the same bits."""
     flat = tau.reshape(-1)
     if kernels.available() and flat.dtype in (torch.float32, torch.bfloat16) and flat.is_contiguous():
-        table = kernels._kernel("table")(kernels._array(flat), np.uint64(key))
+        table = kernels._table(kernels._array(flat), np.uint64(key))
     else:
         table = np.zeros(65536, dtype=np.float64)
         step = 1 << 20

@@ -218,7 +218,7 @@ class Uniform(Selector):
     """DARE: keep where ``u < density`` (``u16 < ⌈65536·d⌉``); ``key``: the expert's block key."""
 
     def __init__(self, key: int, density: float, rescale: str | float | None):
-        self.key, self.density, self.rescale = key, density, rescale
+        self.key, self.rescale = key, rescale
         self.below = draws.keep_below(density)
 
     def fill(self, a, b, tau, out, scratch):
